@@ -1,0 +1,67 @@
+//! `cargo xtask …`: developer and CI tasks for zcprof.
+//!
+//! Every command other than `setup` runs `setup` first, so `cargo xtask test` and
+//! `cargo xtask run-workloads` work on a bare Debian 12 machine.
+
+mod cargo;
+mod process;
+mod setup;
+mod test;
+mod workloads;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Developer and CI tasks for zcprof")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what this machine lacks to build and test zcprof (idempotent).
+    Setup,
+    /// Run setup, build the workspace and run all tests serially (needs root).
+    Test {
+        /// Extra arguments for `cargo test`; arguments after a further `--` go to the
+        /// test binaries (e.g. `cargo xtask test -- -p tests -- some_test_name`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run setup, build zcprof in release mode and profile the reference workloads
+    /// (needs root).
+    RunWorkloads {
+        /// Arguments forwarded to the workloads runner.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Setup => setup::run(),
+        Command::Test { args } => test::run(&args),
+        Command::RunWorkloads { args } => {
+            process::require_root("cargo xtask run-workloads")?;
+            setup::run()?;
+            cargo::run(cargo::command().args(["build", "--release", "-p", "zcprof"]))?;
+            let zcprof = cargo::built_binary("release", "zcprof")?;
+            workloads::run_workloads(&zcprof, &args)
+        }
+    }
+}

@@ -1,0 +1,526 @@
+//! The contract between zcprof's kernel programs (`zcprof-ebpf`) and user space (`zcprof`).
+//!
+//! Every map key, map value and enum that crosses the boundary is defined here once,
+//! `#[repr(C)]`, so both sides agree on the layout byte for byte (the libbpf-tools `foo.h`).
+#![no_std]
+
+/// Name of the map of processes zcprof watches (key: tgid `u32`, value: [`Watch`]).
+pub const MAP_WATCHED: &str = "WATCHED";
+/// Name of the per-thread counter map (key: tid `u32`, value: [`ThreadStats`]).
+pub const MAP_THREADS: &str = "THREADS";
+/// Name of the per-thread transfer ledger (key: [`TransferKey`], value: [`Transfer`]).
+pub const MAP_TRANSFERS: &str = "TRANSFERS";
+/// Name of the per-process io_uring ledger, per CPU (key: [`UringKey`], value: [`Transfer`]).
+pub const MAP_URING: &str = "URING";
+/// Name of the per-CPU array of events the kernel side could not record (index: [`Lost`]).
+pub const MAP_LOST: &str = "LOST";
+
+/// Capacity of [`MAP_WATCHED`].
+pub const MAX_PROCESSES: u32 = 16_384;
+/// Capacity of [`MAP_THREADS`]: threads tracked at once.
+pub const MAX_THREADS: u32 = 65_536;
+/// Capacity of [`MAP_TRANSFERS`]: (thread, syscall, column) cells tracked at once.
+pub const MAX_TRANSFERS: u32 = 131_072;
+/// Capacity of [`MAP_URING`].
+pub const MAX_URING: u32 = 16_384;
+
+/// Number of log2 buckets in an I/O size histogram: bucket 0 holds 0-byte transfers, bucket
+/// `k` (1..=31) holds sizes in `[2^(k-1), 2^k)`; anything larger lands in bucket 31.
+pub const HIST_BUCKETS: usize = 32;
+
+/// [`Watch::flags`]: count this process's own activity.
+pub const WATCH_COUNT: u32 = 1;
+/// [`Watch::flags`]: processes this one forks are watched too (with both flags).
+pub const WATCH_FOLLOW_CHILDREN: u32 = 2;
+
+/// Value of [`MAP_WATCHED`]: why a process is watched.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Watch {
+    /// Bit set of `WATCH_*`. `zcprof run` enters itself with only
+    /// [`WATCH_FOLLOW_CHILDREN`], so that the command it spawns is counted from its first
+    /// instruction while zcprof itself is not.
+    pub flags: u32,
+}
+
+/// [`ThreadStats::flags`]: the thread has exited; its counters are final.
+pub const THREAD_EXITED: u32 = 1;
+/// [`ThreadStats::last_nvcsw`] before the first context switch of a thread whose
+/// voluntary-switch count was unknown when it was entered.
+pub const NVCSW_UNKNOWN: u64 = u64::MAX;
+
+/// Value of [`MAP_THREADS`]: everything zcprof counts for one thread, apart from transfers.
+///
+/// The map is a plain hash keyed by tid, not a per-CPU map: an entry is only ever written by
+/// the thread it describes (its syscalls, its faults, its own context switch) or, once, by
+/// the parent that creates it before it first runs. So no two CPUs write one entry at the same
+/// time, no atomics are needed, and memory does not grow with the number of CPUs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ThreadStats {
+    /// Process (thread group) the thread belongs to.
+    pub tgid: u32,
+    /// Bit set of `THREAD_*`.
+    pub flags: u32,
+    /// Command name (`comm`), NUL-padded; updated on exec.
+    pub comm: [u8; 16],
+    /// Syscalls that returned to user space, plus exit/exit_group (which never return).
+    pub syscalls: u64,
+    /// Context switches in which the thread gave up the CPU (blocked or slept).
+    pub ctx_voluntary: u64,
+    /// Context switches in which the thread was preempted while runnable.
+    pub ctx_involuntary: u64,
+    /// The kernel's `task_struct.nvcsw` at the thread's last context switch; a switch that
+    /// raised it was voluntary. Not a statistic: state for the next switch.
+    pub last_nvcsw: u64,
+    /// Minor page faults (as `ru_minflt` counts them, taken with registers).
+    pub faults_minor: u64,
+    /// Major page faults (as `ru_majflt`).
+    pub faults_major: u64,
+    /// Of `faults_minor + faults_major`, those taken while running user code.
+    pub faults_user: u64,
+    /// Of `faults_minor + faults_major`, those taken in kernel code (e.g. copy_to_user).
+    pub faults_kernel: u64,
+}
+
+impl ThreadStats {
+    /// A fresh entry for a thread of `tgid`.
+    pub const fn new(tgid: u32, comm: [u8; 16], last_nvcsw: u64) -> Self {
+        Self {
+            tgid,
+            flags: 0,
+            comm,
+            syscalls: 0,
+            ctx_voluntary: 0,
+            ctx_involuntary: 0,
+            last_nvcsw,
+            faults_minor: 0,
+            faults_major: 0,
+            faults_user: 0,
+            faults_kernel: 0,
+        }
+    }
+}
+
+/// Which syscall (or kernel event) moved the bytes of a [`Transfer`].
+#[repr(u16)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Syscall {
+    Read = 0,
+    Write,
+    Pread64,
+    Pwrite64,
+    Readv,
+    Writev,
+    Preadv,
+    Preadv2,
+    Pwritev,
+    Pwritev2,
+    Recvfrom,
+    Recvmsg,
+    Recvmmsg,
+    Sendto,
+    Sendmsg,
+    Sendmmsg,
+    Sendfile,
+    Splice,
+    Tee,
+    Vmsplice,
+    CopyFileRange,
+    /// mmap of a file: bytes mapped (not moved).
+    MmapFile,
+    /// mmap without a file: bytes mapped.
+    MmapAnon,
+    /// munmap: bytes unmapped.
+    Munmap,
+    /// Not a syscall: file pages mapped into the process by page faults
+    /// (`filemap:mm_filemap_fault`, `filemap:mm_filemap_map_pages`).
+    FileFault,
+}
+
+impl Syscall {
+    /// Every variant, in discriminant order.
+    pub const ALL: [Syscall; 25] = [
+        Syscall::Read,
+        Syscall::Write,
+        Syscall::Pread64,
+        Syscall::Pwrite64,
+        Syscall::Readv,
+        Syscall::Writev,
+        Syscall::Preadv,
+        Syscall::Preadv2,
+        Syscall::Pwritev,
+        Syscall::Pwritev2,
+        Syscall::Recvfrom,
+        Syscall::Recvmsg,
+        Syscall::Recvmmsg,
+        Syscall::Sendto,
+        Syscall::Sendmsg,
+        Syscall::Sendmmsg,
+        Syscall::Sendfile,
+        Syscall::Splice,
+        Syscall::Tee,
+        Syscall::Vmsplice,
+        Syscall::CopyFileRange,
+        Syscall::MmapFile,
+        Syscall::MmapAnon,
+        Syscall::Munmap,
+        Syscall::FileFault,
+    ];
+
+    /// The variant with discriminant `v`.
+    pub fn from_u16(v: u16) -> Option<Self> {
+        Self::ALL.get(v as usize).copied()
+    }
+
+    /// Name as users know it (the syscall's name).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Syscall::Read => "read",
+            Syscall::Write => "write",
+            Syscall::Pread64 => "pread64",
+            Syscall::Pwrite64 => "pwrite64",
+            Syscall::Readv => "readv",
+            Syscall::Writev => "writev",
+            Syscall::Preadv => "preadv",
+            Syscall::Preadv2 => "preadv2",
+            Syscall::Pwritev => "pwritev",
+            Syscall::Pwritev2 => "pwritev2",
+            Syscall::Recvfrom => "recvfrom",
+            Syscall::Recvmsg => "recvmsg",
+            Syscall::Recvmmsg => "recvmmsg",
+            Syscall::Sendto => "sendto",
+            Syscall::Sendmsg => "sendmsg",
+            Syscall::Sendmmsg => "sendmmsg",
+            Syscall::Sendfile => "sendfile",
+            Syscall::Splice => "splice",
+            Syscall::Tee => "tee",
+            Syscall::Vmsplice => "vmsplice",
+            Syscall::CopyFileRange => "copy_file_range",
+            Syscall::MmapFile => "mmap_file",
+            Syscall::MmapAnon => "mmap_anon",
+            Syscall::Munmap => "munmap",
+            Syscall::FileFault => "file_fault",
+        }
+    }
+}
+
+/// The ledger column: which path the bytes took across the user/kernel boundary.
+#[repr(u16)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Column {
+    /// The CPU copied the bytes from a user buffer into a kernel buffer (write, send).
+    CpuUserToKernel = 0,
+    /// The CPU copied the bytes from a kernel buffer into a user buffer (read, recv).
+    CpuKernelToUser,
+    /// The CPU copied the bytes from one kernel buffer to another, no user buffer involved
+    /// (sendfile or copy_file_range into a regular file, splice from a pipe into a file).
+    CpuInKernel,
+    /// The kernel moved page references, not bytes (sendfile/splice into a socket or pipe,
+    /// tee, vmsplice into a pipe, MSG_ZEROCOPY sends the kernel did not copy).
+    ZeroCopy,
+    /// The device moved the bytes straight to or from user pages (O_DIRECT).
+    DmaDirect,
+    /// File pages brought into the process through a mapping by page faults.
+    MmapFaultIn,
+    /// No bytes crossed: mmap/munmap (bytes mapped or unmapped), io_uring operations that
+    /// move no data.
+    NotMoved,
+}
+
+impl Column {
+    /// Every variant, in discriminant order.
+    pub const ALL: [Column; 7] = [
+        Column::CpuUserToKernel,
+        Column::CpuKernelToUser,
+        Column::CpuInKernel,
+        Column::ZeroCopy,
+        Column::DmaDirect,
+        Column::MmapFaultIn,
+        Column::NotMoved,
+    ];
+
+    /// The variant with discriminant `v`.
+    pub fn from_u16(v: u16) -> Option<Self> {
+        Self::ALL.get(v as usize).copied()
+    }
+
+    /// The column's name in tables, JSON and metric labels.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Column::CpuUserToKernel => "cpu_user_to_kernel",
+            Column::CpuKernelToUser => "cpu_kernel_to_user",
+            Column::CpuInKernel => "cpu_in_kernel",
+            Column::ZeroCopy => "zero_copy",
+            Column::DmaDirect => "dma_direct",
+            Column::MmapFaultIn => "mmap_fault_in",
+            Column::NotMoved => "not_moved",
+        }
+    }
+}
+
+/// What kind of file a descriptor refers to, as the kernel program sees it.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FdKind {
+    /// Not known: no BTF, a bad fd, or the file table could not be read.
+    Unknown = 0,
+    /// A regular file or block device (goes through the page cache unless O_DIRECT).
+    Regular,
+    /// A socket.
+    Socket,
+    /// A pipe or FIFO.
+    Pipe,
+    /// Anything else: character devices (`/dev/null`, `/dev/zero`), eventfd, ...
+    Other,
+}
+
+/// What the kernel program learnt of one file descriptor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FdInfo {
+    /// Kind of file.
+    pub kind: FdKind,
+    /// The file was opened with O_DIRECT.
+    pub direct: bool,
+    /// The file is open for writing (`FMODE_WRITE`); tells vmsplice's direction.
+    pub writable: bool,
+    /// For a socket: MSG_ZEROCOPY is enabled on it (SO_ZEROCOPY).
+    pub so_zerocopy: bool,
+    /// For a socket: its peer is on this host (a loopback address). The kernel copies
+    /// zero-copy sends delivered locally (skb_orphan_frags_rx), so they are CPU copies.
+    pub local_peer: bool,
+}
+
+impl FdInfo {
+    /// Nothing known about the descriptor.
+    pub const UNKNOWN: FdInfo = FdInfo {
+        kind: FdKind::Unknown,
+        direct: false,
+        writable: false,
+        so_zerocopy: false,
+        local_peer: false,
+    };
+}
+
+/// The ledger column of one call of `syscall`.
+///
+/// `fd` is the descriptor the data is read from or written to (for sendfile and splice: the
+/// destination, `out`), `src` the source of sendfile/splice, `zerocopy_flag` whether the call
+/// passed MSG_ZEROCOPY. Shared by the kernel program and the tests so that the rules exist once.
+#[inline(always)]
+pub fn classify(syscall: Syscall, fd: FdInfo, src: FdInfo, zerocopy_flag: bool) -> Column {
+    use Syscall::*;
+    match syscall {
+        Read | Pread64 | Readv | Preadv | Preadv2 => {
+            if fd.direct {
+                Column::DmaDirect
+            } else {
+                Column::CpuKernelToUser
+            }
+        }
+        Write | Pwrite64 | Writev | Pwritev | Pwritev2 => {
+            if fd.direct {
+                Column::DmaDirect
+            } else {
+                Column::CpuUserToKernel
+            }
+        }
+        Recvfrom | Recvmsg | Recvmmsg => Column::CpuKernelToUser,
+        Sendto | Sendmsg | Sendmmsg => {
+            if zerocopy_flag && fd.so_zerocopy && !fd.local_peer {
+                Column::ZeroCopy
+            } else {
+                Column::CpuUserToKernel
+            }
+        }
+        // sendfile is splice from the file into an internal pipe, then out of it: page
+        // references into a socket or pipe, a page-cache copy into anything else.
+        Sendfile => match fd.kind {
+            FdKind::Socket | FdKind::Pipe | FdKind::Unknown => Column::ZeroCopy,
+            _ => Column::CpuInKernel,
+        },
+        Splice => match (src.kind, fd.kind) {
+            // Into a pipe: files and sockets lend their pages, pipes move buffers.
+            (FdKind::Regular | FdKind::Socket | FdKind::Pipe | FdKind::Unknown, FdKind::Pipe) => {
+                Column::ZeroCopy
+            }
+            // Out of a pipe into a socket: pages go to the socket by reference.
+            (FdKind::Pipe | FdKind::Unknown, FdKind::Socket | FdKind::Unknown) => Column::ZeroCopy,
+            // Pipe into a file, or device reads into a pipe: the kernel copies the bytes.
+            _ => Column::CpuInKernel,
+        },
+        Tee => Column::ZeroCopy,
+        // vmsplice into a pipe maps the user pages in; out of a pipe it copies to user memory.
+        Vmsplice => {
+            if fd.kind == FdKind::Pipe && !fd.writable {
+                Column::CpuKernelToUser
+            } else {
+                Column::ZeroCopy
+            }
+        }
+        CopyFileRange => Column::CpuInKernel,
+        MmapFile | MmapAnon | Munmap => Column::NotMoved,
+        FileFault => Column::MmapFaultIn,
+    }
+}
+
+/// Key of [`MAP_TRANSFERS`]: one cell of a thread's ledger.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TransferKey {
+    /// Process of the thread.
+    pub tgid: u32,
+    /// Thread that issued the syscall.
+    pub tid: u32,
+    /// [`Syscall`] discriminant.
+    pub syscall: u16,
+    /// [`Column`] discriminant.
+    pub column: u16,
+}
+
+/// Value of [`MAP_TRANSFERS`] and [`MAP_URING`]: calls and bytes of one ledger cell.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Transfer {
+    /// Calls (or, for io_uring, completed operations), successful or not.
+    pub calls: u64,
+    /// Bytes moved by the successful ones.
+    pub bytes: u64,
+    /// Calls that returned an error.
+    pub errors: u64,
+    /// For the MSG_ZEROCOPY sends in this cell: how many there were (the kernel copies them
+    /// when the peer is on this host, and they land in `cpu_user_to_kernel`).
+    pub zerocopy_requested: u64,
+    /// Log2 histogram of successful calls' byte counts (see [`HIST_BUCKETS`]).
+    pub size_log2: [u64; HIST_BUCKETS],
+}
+
+impl Transfer {
+    /// An empty cell.
+    pub const ZERO: Transfer = Transfer {
+        calls: 0,
+        bytes: 0,
+        errors: 0,
+        zerocopy_requested: 0,
+        size_log2: [0; HIST_BUCKETS],
+    };
+}
+
+/// The histogram bucket of a transfer of `bytes` bytes.
+#[inline(always)]
+pub const fn size_bucket(bytes: u64) -> usize {
+    let b = (64 - bytes.leading_zeros()) as usize;
+    if b >= HIST_BUCKETS {
+        HIST_BUCKETS - 1
+    } else {
+        b
+    }
+}
+
+/// Key of [`MAP_URING`]: io_uring operations of one process by opcode and column.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct UringKey {
+    /// Process that owns the ring.
+    pub tgid: u32,
+    /// `IORING_OP_*` opcode.
+    pub opcode: u16,
+    /// [`Column`] discriminant.
+    pub column: u16,
+}
+
+/// Index into [`MAP_LOST`]: why an event could not be recorded. Must stay 0.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lost {
+    /// [`MAP_THREADS`] was full when a watched thread was created.
+    ThreadTableFull = 0,
+    /// [`MAP_TRANSFERS`] was full.
+    TransferTableFull,
+    /// [`MAP_WATCHED`] was full when a watched process forked.
+    ProcessTableFull,
+    /// [`MAP_URING`] was full.
+    UringTableFull,
+    /// A kernel structure could not be read (a file table or socket changed under us).
+    ReadFailed,
+}
+
+/// Number of [`Lost`] reasons.
+pub const LOST_REASONS: u32 = 5;
+
+/// Names of the kernel-struct offsets zcprof reads, set from the running kernel's BTF before
+/// the programs load. Each is a `u64` global in `zcprof-ebpf` (byte offset of the member).
+pub mod offsets {
+    /// `task_struct.pid`
+    pub const TASK_PID: &str = "OFF_TASK_PID";
+    /// `task_struct.tgid`
+    pub const TASK_TGID: &str = "OFF_TASK_TGID";
+    /// `task_struct.comm`
+    pub const TASK_COMM: &str = "OFF_TASK_COMM";
+    /// `task_struct.nvcsw`
+    pub const TASK_NVCSW: &str = "OFF_TASK_NVCSW";
+    /// `task_struct.files`
+    pub const TASK_FILES: &str = "OFF_TASK_FILES";
+    /// `files_struct.fdt`
+    pub const FILES_FDT: &str = "OFF_FILES_FDT";
+    /// `fdtable.max_fds`
+    pub const FDT_MAX_FDS: &str = "OFF_FDT_MAX_FDS";
+    /// `fdtable.fd`
+    pub const FDT_FD: &str = "OFF_FDT_FD";
+    /// `file.f_inode`
+    pub const FILE_INODE: &str = "OFF_FILE_INODE";
+    /// `file.f_flags`
+    pub const FILE_FLAGS: &str = "OFF_FILE_FLAGS";
+    /// `file.f_mode`
+    pub const FILE_MODE: &str = "OFF_FILE_MODE";
+    /// `file.private_data`
+    pub const FILE_PRIVATE: &str = "OFF_FILE_PRIVATE";
+    /// `inode.i_mode`
+    pub const INODE_MODE: &str = "OFF_INODE_MODE";
+    /// `socket.sk`
+    pub const SOCKET_SK: &str = "OFF_SOCKET_SK";
+    /// `sock.sk_flags` (holds `SOCK_ZEROCOPY`)
+    pub const SOCK_FLAGS: &str = "OFF_SOCK_FLAGS";
+    /// `sock.__sk_common.skc_family`
+    pub const SOCK_FAMILY: &str = "OFF_SOCK_FAMILY";
+    /// `sock.__sk_common.skc_daddr`
+    pub const SOCK_DADDR: &str = "OFF_SOCK_DADDR";
+    /// `sock.__sk_common.skc_v6_daddr`
+    pub const SOCK_V6_DADDR: &str = "OFF_SOCK_V6_DADDR";
+    /// `io_kiocb.opcode`
+    pub const KIOCB_OPCODE: &str = "OFF_KIOCB_OPCODE";
+    /// `io_kiocb.file`
+    pub const KIOCB_FILE: &str = "OFF_KIOCB_FILE";
+    /// `io_uring_cqe.res`
+    pub const CQE_RES: &str = "OFF_CQE_RES";
+    /// `io_uring_cqe.flags`
+    pub const CQE_FLAGS: &str = "OFF_CQE_FLAGS";
+    /// `task_struct.stack`
+    pub const TASK_STACK: &str = "OFF_TASK_STACK";
+    /// Byte offset from `task_struct.stack` to the saved `pt_regs.orig_ax` of the task's
+    /// user-mode entry (THREAD_SIZE - padding - sizeof(pt_regs) + 120); 0 when unknown, and
+    /// then exit/exit_group are not counted.
+    pub const STACK_ORIG_AX: &str = "STACK_ORIG_AX";
+    /// Value of `enum sock_flags` member `SOCK_ZEROCOPY` (a bit number, not an offset).
+    pub const SOCK_ZEROCOPY_BIT: &str = "SOCK_ZEROCOPY_BIT";
+    /// Set to 1 when every offset above came from BTF; 0 makes the programs fall back to
+    /// syscall-only classes (no fd types).
+    pub const HAVE_BTF: &str = "HAVE_BTF";
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all these types are `#[repr(C)]`, `Copy`, and made only of integers and arrays
+    // of integers, so every bit pattern is valid and there is no uninitialised padding that
+    // the kernel could not write.
+    unsafe impl aya::Pod for Watch {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for ThreadStats {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for TransferKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for Transfer {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for UringKey {}
+}

@@ -1,0 +1,116 @@
+//! What a file descriptor of the current task refers to: walks
+//! `current->files->fdt->fd[fd]` and the file's inode, flags and socket.
+
+use aya_ebpf::helpers::bpf_get_current_task;
+use zcprof_common::{FdInfo, FdKind};
+
+use crate::kernel::{off, read};
+
+const S_IFMT: u16 = 0o170000;
+const S_IFREG: u16 = 0o100000;
+const S_IFBLK: u16 = 0o060000;
+const S_IFSOCK: u16 = 0o140000;
+const S_IFIFO: u16 = 0o010000;
+const O_DIRECT: u32 = 0o40000;
+const FMODE_WRITE: u32 = 0x2;
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+
+/// The `struct file *` behind descriptor `fd` of the current task, or 0.
+#[inline(always)]
+pub fn current_file(fd: u64) -> u64 {
+    if !off::have_btf() {
+        return 0;
+    }
+    // SAFETY: the helper only returns the current task pointer.
+    let task = unsafe { bpf_get_current_task() };
+    let Ok(files) = read::<u64>(task, off::task_files()) else {
+        return 0;
+    };
+    let Ok(fdt) = read::<u64>(files, off::files_fdt()) else {
+        return 0;
+    };
+    let Ok(max_fds) = read::<u32>(fdt, off::fdt_max_fds()) else {
+        return 0;
+    };
+    if fd >= max_fds as u64 {
+        return 0;
+    }
+    let Ok(fd_array) = read::<u64>(fdt, off::fdt_fd()) else {
+        return 0;
+    };
+    read::<u64>(fd_array, fd * 8).unwrap_or(0)
+}
+
+/// What the kernel tells of the open file at `file` (a `struct file *`).
+#[inline(always)]
+pub fn file_info(file: u64) -> FdInfo {
+    if file == 0 {
+        return FdInfo::UNKNOWN;
+    }
+    let Ok(inode) = read::<u64>(file, off::file_inode()) else {
+        return FdInfo::UNKNOWN;
+    };
+    let Ok(mode) = read::<u16>(inode, off::inode_mode()) else {
+        return FdInfo::UNKNOWN;
+    };
+    let flags = read::<u32>(file, off::file_flags()).unwrap_or(0);
+    let fmode = read::<u32>(file, off::file_mode()).unwrap_or(0);
+    let kind = match mode & S_IFMT {
+        S_IFREG | S_IFBLK => FdKind::Regular,
+        S_IFSOCK => FdKind::Socket,
+        S_IFIFO => FdKind::Pipe,
+        _ => FdKind::Other,
+    };
+    let (so_zerocopy, local_peer) = if kind == FdKind::Socket {
+        socket_zerocopy(file)
+    } else {
+        (false, false)
+    };
+    FdInfo {
+        kind,
+        direct: kind == FdKind::Regular && flags & O_DIRECT != 0,
+        writable: fmode & FMODE_WRITE != 0,
+        so_zerocopy,
+        local_peer,
+    }
+}
+
+/// The current task's descriptor `fd`, described.
+#[inline(always)]
+pub fn fd_info(fd: u64) -> FdInfo {
+    file_info(current_file(fd))
+}
+
+/// For a socket file: (SO_ZEROCOPY is set, the peer is on this host). Only loopback peers are
+/// recognised as local: the kernel copies zero-copy skbs it delivers locally.
+#[inline(always)]
+fn socket_zerocopy(file: u64) -> (bool, bool) {
+    let Ok(socket) = read::<u64>(file, off::file_private()) else {
+        return (false, false);
+    };
+    let Ok(sk) = read::<u64>(socket, off::socket_sk()) else {
+        return (false, false);
+    };
+    let sk_flags = read::<u64>(sk, off::sock_flags()).unwrap_or(0);
+    let so_zerocopy = sk_flags & (1u64 << (off::sock_zerocopy_bit() & 63)) != 0;
+    let family = read::<u16>(sk, off::sock_family()).unwrap_or(0);
+    let local = match family {
+        AF_INET => {
+            let daddr = read::<u32>(sk, off::sock_daddr()).unwrap_or(0);
+            // Network byte order: the first octet is the low byte on little-endian.
+            daddr & 0xff == 127
+        }
+        AF_INET6 => match read::<[u32; 4]>(sk, off::sock_v6_daddr()) {
+            Ok(v6) => {
+                let loopback = v6[0] == 0 && v6[1] == 0 && v6[2] == 0 && v6[3] == 1u32.to_be();
+                let mapped = v6[0] == 0 && v6[1] == 0 && v6[2] == 0xffff_u32.to_be();
+                loopback || (mapped && v6[3] & 0xff == 127)
+            }
+            Err(_) => false,
+        },
+        // AF_UNIX and others never leave the host.
+        _ => true,
+    };
+    (so_zerocopy, local)
+}

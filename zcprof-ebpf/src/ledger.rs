@@ -1,0 +1,237 @@
+//! The copy ledger, kernel side: turns one data-moving syscall (or file fault, or io_uring
+//! completion) into calls and bytes in a ledger cell (thread, syscall, column).
+
+use zcprof_common::{
+    Column, FdInfo, HIST_BUCKETS, Lost, Syscall, Transfer, TransferKey, classify, size_bucket,
+};
+
+use crate::{
+    DI, DX, MAP_ANONYMOUS, MSG_ZEROCOPY, PAGE_SIZE, R8, R9, R10, SI, TRANSFERS, files::fd_info,
+    lost,
+};
+
+/// Syscall argument `n` (0..=5) out of the saved registers read by sys_exit.
+#[inline(always)]
+fn arg(regs: &[u64; 9], n: usize) -> u64 {
+    match n {
+        0 => regs[DI],
+        1 => regs[SI],
+        2 => regs[DX],
+        3 => regs[R10],
+        4 => regs[R8],
+        _ => regs[R9],
+    }
+}
+
+/// Records one returned data-moving syscall of thread `tid`.
+#[inline(always)]
+pub fn record_syscall(tgid: u32, tid: u32, syscall: Syscall, regs: &[u64; 9], ret: i64) {
+    use Syscall::*;
+    match syscall {
+        Read | Write | Pread64 | Pwrite64 | Readv | Writev | Preadv | Preadv2 | Pwritev
+        | Pwritev2 | Recvfrom | Recvmsg | Tee | Vmsplice | CopyFileRange => {
+            record(tgid, tid, syscall, fd_info(arg(regs, 0)), ret, false);
+        }
+        Recvmmsg => {
+            let ret = mmsg_result(arg(regs, 1), ret);
+            record(tgid, tid, syscall, fd_info(arg(regs, 0)), ret, false);
+        }
+        Sendto | Sendmsg | Sendmmsg => {
+            // sendto(fd, buf, len, flags, ..), sendmsg(fd, msg, flags), sendmmsg(fd, vec, n, flags)
+            let flags = match syscall {
+                Sendmsg => arg(regs, 2),
+                _ => arg(regs, 3),
+            };
+            let ret = if syscall == Sendmmsg {
+                mmsg_result(arg(regs, 1), ret)
+            } else {
+                ret
+            };
+            record(
+                tgid,
+                tid,
+                syscall,
+                fd_info(arg(regs, 0)),
+                ret,
+                flags & MSG_ZEROCOPY != 0,
+            );
+        }
+        Sendfile => {
+            // sendfile(out_fd, in_fd, offset, count): the destination decides the path.
+            record(tgid, tid, syscall, fd_info(arg(regs, 0)), ret, false);
+        }
+        Splice => {
+            // splice(fd_in, off_in, fd_out, off_out, len, flags)
+            let src = fd_info(arg(regs, 0));
+            let dst = fd_info(arg(regs, 2));
+            let column = classify(Splice, dst, src, false);
+            add_to(tgid, tid, syscall, column, ret, false);
+        }
+        MmapFile | MmapAnon => {
+            // mmap(addr, len, prot, flags, fd, off) returns an address or -errno.
+            let kind = if arg(regs, 3) & MAP_ANONYMOUS != 0 {
+                MmapAnon
+            } else {
+                MmapFile
+            };
+            let ok = !(-4095..0).contains(&ret);
+            let bytes = if ok {
+                page_round(arg(regs, 1)) as i64
+            } else {
+                ret
+            };
+            add_to(tgid, tid, kind, Column::NotMoved, bytes, false);
+        }
+        Munmap => {
+            let bytes = if ret == 0 {
+                page_round(arg(regs, 1)) as i64
+            } else {
+                ret
+            };
+            add_to(tgid, tid, Munmap, Column::NotMoved, bytes, false);
+        }
+        FileFault => {}
+    }
+}
+
+/// recvmmsg/sendmmsg return a message count; the bytes are the messages' `msg_len`.
+#[inline(always)]
+fn mmsg_result(vec: u64, ret: i64) -> i64 {
+    if ret <= 0 {
+        return ret;
+    }
+    const MMSGHDR_SIZE: u64 = 64;
+    const MSG_LEN_OFFSET: u64 = 56;
+    // UIO_MAXIOV: the kernel caps vlen there.
+    const MAX_MSGS: i64 = 1024;
+    let n = if ret > MAX_MSGS { MAX_MSGS } else { ret };
+    let mut total = 0u64;
+    let mut i = 0i64;
+    while i < n {
+        let p = vec + (i as u64) * MMSGHDR_SIZE + MSG_LEN_OFFSET;
+        // SAFETY: probe_read_user never faults; a bad pointer yields an error.
+        if let Ok(len) = unsafe { aya_ebpf::helpers::bpf_probe_read_user(p as *const u32) } {
+            total += len as u64;
+        }
+        i += 1;
+    }
+    total as i64
+}
+
+#[inline(always)]
+fn page_round(len: u64) -> u64 {
+    (len + PAGE_SIZE - 1) & !(PAGE_SIZE - 1)
+}
+
+/// Records a transfer on descriptor `fd` classified by the shared rules.
+#[inline(always)]
+pub fn record(tgid: u32, tid: u32, syscall: Syscall, fd: FdInfo, ret: i64, zerocopy_flag: bool) {
+    let column = classify(syscall, fd, FdInfo::UNKNOWN, zerocopy_flag);
+    add_to(
+        tgid,
+        tid,
+        syscall,
+        column,
+        ret,
+        zerocopy_flag && fd.so_zerocopy,
+    );
+}
+
+/// Adds one call with result `ret` (bytes, or -errno) to the cell (tid, syscall, column).
+#[inline(always)]
+fn add_to(tgid: u32, tid: u32, syscall: Syscall, column: Column, ret: i64, zc: bool) {
+    let key = TransferKey {
+        tgid,
+        tid,
+        syscall: syscall as u16,
+        column: column as u16,
+    };
+    let cell = match TRANSFERS.get_ptr_mut(&key) {
+        Some(c) => c,
+        None => {
+            if TRANSFERS.insert(&key, &Transfer::ZERO, 0).is_err() {
+                lost(Lost::TransferTableFull);
+                return;
+            }
+            match TRANSFERS.get_ptr_mut(&key) {
+                Some(c) => c,
+                None => return,
+            }
+        }
+    };
+    // SAFETY: the cell belongs to thread `tid`, which is the current thread: nobody else
+    // writes it (see ThreadStats).
+    add(unsafe { &mut *cell }, ret, zc);
+}
+
+/// Adds one call with result `ret` to `cell`.
+#[inline(always)]
+pub fn add(cell: &mut Transfer, ret: i64, zerocopy_requested: bool) {
+    cell.calls += 1;
+    if ret < 0 {
+        cell.errors += 1;
+        return;
+    }
+    let bytes = ret as u64;
+    cell.bytes += bytes;
+    // LLVM proves the bucket < 32 from leading_zeros and drops any bound check, but the
+    // verifier cannot follow that proof; a volatile read hides the value from LLVM so that
+    // the mask stays in the code for the verifier to see.
+    let b = size_bucket(bytes);
+    // SAFETY: reading a local through a valid reference.
+    let b = unsafe { core::ptr::read_volatile(&b) } & (HIST_BUCKETS - 1);
+    cell.size_log2[b] += 1;
+    if zerocopy_requested {
+        cell.zerocopy_requested += 1;
+    }
+}
+
+// IORING_OP_* opcodes that move data (include/uapi/linux/io_uring.h).
+const OP_READV: u8 = 1;
+const OP_WRITEV: u8 = 2;
+const OP_READ_FIXED: u8 = 4;
+const OP_WRITE_FIXED: u8 = 5;
+const OP_SENDMSG: u8 = 9;
+const OP_RECVMSG: u8 = 10;
+const OP_READ: u8 = 22;
+const OP_WRITE: u8 = 23;
+const OP_SEND: u8 = 26;
+const OP_RECV: u8 = 27;
+const OP_SPLICE: u8 = 30;
+const OP_TEE: u8 = 33;
+const OP_SEND_ZC: u8 = 47;
+const OP_SENDMSG_ZC: u8 = 48;
+const OP_READ_MULTISHOT: u8 = 49;
+const OP_READV_FIXED: u8 = 60;
+const OP_WRITEV_FIXED: u8 = 61;
+/// IORING_CQE_F_NOTIF: the second CQE of a zero-copy send, saying the buffer is free again.
+const CQE_F_NOTIF: u32 = 1 << 3;
+
+/// The ledger column of one completed io_uring operation on `file`.
+#[inline(always)]
+pub fn uring_column(opcode: u8, file: FdInfo, cflags: u32) -> Column {
+    match opcode {
+        OP_READV | OP_READ_FIXED | OP_READ | OP_READ_MULTISHOT | OP_READV_FIXED => {
+            classify(Syscall::Read, file, FdInfo::UNKNOWN, false)
+        }
+        OP_WRITEV | OP_WRITE_FIXED | OP_WRITE | OP_WRITEV_FIXED => {
+            classify(Syscall::Write, file, FdInfo::UNKNOWN, false)
+        }
+        OP_RECVMSG | OP_RECV => Column::CpuKernelToUser,
+        OP_SENDMSG | OP_SEND => Column::CpuUserToKernel,
+        OP_SEND_ZC | OP_SENDMSG_ZC => {
+            if cflags & CQE_F_NOTIF != 0 {
+                // The notification moves no bytes; the send's own CQE carried them.
+                Column::NotMoved
+            } else if file.local_peer {
+                // io_uring's zero-copy sends need no SO_ZEROCOPY, but a local peer still
+                // gets a copy.
+                Column::CpuUserToKernel
+            } else {
+                Column::ZeroCopy
+            }
+        }
+        OP_SPLICE | OP_TEE => Column::ZeroCopy,
+        _ => Column::NotMoved,
+    }
+}

@@ -1,0 +1,499 @@
+//! zcprof's kernel programs.
+//!
+//! Every program starts with one hash lookup of the current thread in `THREADS`: a thread that
+//! is not there is not watched and the program returns at once, which is all an unwatched
+//! process pays. Watched threads are entered by user space (attach) or by the fork hook
+//! (children and new threads), never on the hot path. Counters are aggregated in place in the
+//! maps; nothing is sent to user space per event.
+#![no_std]
+#![no_main]
+
+mod files;
+mod kernel;
+mod ledger;
+
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task},
+    macros::{map, perf_event, raw_tracepoint},
+    maps::{HashMap, PerCpuArray, PerCpuHashMap},
+    programs::{PerfEventContext, RawTracePointContext},
+};
+use aya_log_ebpf::warn;
+use zcprof_common::{
+    FdInfo, LOST_REASONS, Lost, MAX_PROCESSES, MAX_THREADS, MAX_TRANSFERS, MAX_URING,
+    NVCSW_UNKNOWN, Syscall, THREAD_EXITED, ThreadStats, Transfer, TransferKey, UringKey,
+    WATCH_COUNT, WATCH_FOLLOW_CHILDREN, Watch,
+};
+
+use crate::{
+    files::file_info,
+    kernel::{off, read},
+};
+
+/// BPF_F_NO_PREALLOC: the transfer ledger is sparse (a few cells per thread), so entries are
+/// allocated when first used instead of reserving `MAX_TRANSFERS` up front.
+const BPF_F_NO_PREALLOC: u32 = 1;
+
+#[map(name = "WATCHED")]
+pub(crate) static WATCHED: HashMap<u32, Watch> = HashMap::with_max_entries(MAX_PROCESSES, 0);
+
+#[map(name = "THREADS")]
+pub(crate) static THREADS: HashMap<u32, ThreadStats> = HashMap::with_max_entries(MAX_THREADS, 0);
+
+#[map(name = "TRANSFERS")]
+pub(crate) static TRANSFERS: HashMap<TransferKey, Transfer> =
+    HashMap::with_max_entries(MAX_TRANSFERS, BPF_F_NO_PREALLOC);
+
+/// io_uring completions may be posted from any thread of the ring's owner (io-wq workers are
+/// created without the fork tracepoint), so this ledger is keyed by process and kept per CPU.
+#[map(name = "URING")]
+static URING: PerCpuHashMap<UringKey, Transfer> = PerCpuHashMap::with_max_entries(MAX_URING, 0);
+
+#[map(name = "LOST")]
+static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOST_REASONS, 0);
+
+/// Counts an event that could not be recorded.
+#[inline(always)]
+pub(crate) fn lost(reason: Lost) {
+    if let Some(n) = LOST.get_ptr_mut(reason as u32) {
+        // SAFETY: per-CPU slot, only this CPU writes it, and programs do not nest on a CPU for
+        // these hooks.
+        unsafe { *n += 1 };
+    }
+}
+
+/// The current thread's entry, if it is watched and alive.
+#[inline(always)]
+fn current_thread() -> Option<(&'static mut ThreadStats, u32)> {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let t = THREADS.get_ptr_mut(tid)?;
+    // SAFETY: the pointer comes from a successful lookup; only this thread writes its entry
+    // (see ThreadStats), so the mutable reference is not aliased by another writer.
+    let t = unsafe { &mut *t };
+    if t.flags & THREAD_EXITED != 0 {
+        return None;
+    }
+    Some((t, tid))
+}
+
+// x86-64 `struct pt_regs`, read as u64 words from r10 (byte 56) up to orig_ax (byte 120).
+const REGS_FIRST_BYTE: u64 = 56;
+pub(crate) const R10: usize = 0;
+pub(crate) const R9: usize = 1;
+pub(crate) const R8: usize = 2;
+pub(crate) const DX: usize = 5;
+pub(crate) const SI: usize = 6;
+pub(crate) const DI: usize = 7;
+const ORIG_AX_BYTE: u64 = 120;
+
+// x86-64 syscall numbers (arch/x86/entry/syscalls/syscall_64.tbl).
+const NR_READ: u64 = 0;
+const NR_WRITE: u64 = 1;
+const NR_MMAP: u64 = 9;
+const NR_MUNMAP: u64 = 11;
+const NR_PREAD64: u64 = 17;
+const NR_PWRITE64: u64 = 18;
+const NR_READV: u64 = 19;
+const NR_WRITEV: u64 = 20;
+const NR_SENDFILE: u64 = 40;
+const NR_SENDTO: u64 = 44;
+const NR_RECVFROM: u64 = 45;
+const NR_SENDMSG: u64 = 46;
+const NR_RECVMSG: u64 = 47;
+const NR_EXIT: u64 = 60;
+const NR_EXIT_GROUP: u64 = 231;
+const NR_SPLICE: u64 = 275;
+const NR_TEE: u64 = 276;
+const NR_VMSPLICE: u64 = 278;
+const NR_PREADV: u64 = 295;
+const NR_PWRITEV: u64 = 296;
+const NR_RECVMMSG: u64 = 299;
+const NR_SENDMMSG: u64 = 307;
+const NR_COPY_FILE_RANGE: u64 = 326;
+const NR_PREADV2: u64 = 327;
+const NR_PWRITEV2: u64 = 328;
+
+pub(crate) const MSG_ZEROCOPY: u64 = 0x400_0000;
+pub(crate) const MAP_ANONYMOUS: u64 = 0x20;
+const PAGE_SIZE: u64 = 4096;
+
+/// `raw_syscalls:sys_exit`, TP_PROTO(struct pt_regs *regs, long ret).
+/// Format (/sys/kernel/tracing/events/raw_syscalls/sys_exit/format):
+///   field:long id; offset:8; size:8; signed:1;
+///   field:long ret; offset:16; size:8; signed:1;
+/// As a raw tracepoint the program sees the prototype's arguments, not the format's fields;
+/// the syscall's number and arguments are still in `regs` (x86-64 leaves them untouched).
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn sys_exit(ctx: RawTracePointContext) -> u32 {
+    match try_sys_exit(&ctx) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+fn try_sys_exit(ctx: &RawTracePointContext) -> Result<u32, u32> {
+    let Some((thread, tid)) = current_thread() else {
+        return Ok(0);
+    };
+    thread.syscalls += 1;
+    let regs: u64 = ctx.arg(0);
+    let nr: u64 = read(regs, ORIG_AX_BYTE).map_err(|_| 0u32)?;
+    let syscall = match nr {
+        NR_READ => Syscall::Read,
+        NR_WRITE => Syscall::Write,
+        NR_PREAD64 => Syscall::Pread64,
+        NR_PWRITE64 => Syscall::Pwrite64,
+        NR_READV => Syscall::Readv,
+        NR_WRITEV => Syscall::Writev,
+        NR_PREADV => Syscall::Preadv,
+        NR_PREADV2 => Syscall::Preadv2,
+        NR_PWRITEV => Syscall::Pwritev,
+        NR_PWRITEV2 => Syscall::Pwritev2,
+        NR_RECVFROM => Syscall::Recvfrom,
+        NR_RECVMSG => Syscall::Recvmsg,
+        NR_RECVMMSG => Syscall::Recvmmsg,
+        NR_SENDTO => Syscall::Sendto,
+        NR_SENDMSG => Syscall::Sendmsg,
+        NR_SENDMMSG => Syscall::Sendmmsg,
+        NR_SENDFILE => Syscall::Sendfile,
+        NR_SPLICE => Syscall::Splice,
+        NR_TEE => Syscall::Tee,
+        NR_VMSPLICE => Syscall::Vmsplice,
+        NR_COPY_FILE_RANGE => Syscall::CopyFileRange,
+        NR_MMAP => Syscall::MmapFile,
+        NR_MUNMAP => Syscall::Munmap,
+        _ => return Ok(0),
+    };
+    let args: [u64; 9] = read(regs, REGS_FIRST_BYTE).map_err(|_| {
+        lost(Lost::ReadFailed);
+        0u32
+    })?;
+    let ret: i64 = ctx.arg(1);
+    let tgid = thread.tgid;
+    ledger::record_syscall(tgid, tid, syscall, &args, ret);
+    Ok(0)
+}
+
+/// `sched:sched_switch`, TP_PROTO(bool preempt, struct task_struct *prev,
+/// struct task_struct *next, unsigned int prev_state).
+/// Format: field:char prev_comm[16]; offset:8; size:16 / field:pid_t prev_pid; offset:24;
+///   size:4 / field:int prev_prio; offset:28; size:4 / field:long prev_state; offset:32;
+///   size:8 / field:char next_comm[16]; offset:40; size:16 / field:pid_t next_pid; offset:56;
+///   size:4 / field:int next_prio; offset:60; size:4
+///
+/// The kernel has already counted the switch in `prev->nvcsw` or `prev->nivcsw` when this
+/// fires; comparing `nvcsw` with its value at the previous switch tells which, exactly as
+/// `ru_nvcsw`/`ru_nivcsw` will report it (`prev_state` alone cannot: a task that finds a
+/// signal pending is counted voluntary with state 0).
+#[raw_tracepoint(tracepoint = "sched_switch")]
+pub fn sched_switch(ctx: RawTracePointContext) -> u32 {
+    match try_sched_switch(&ctx) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+/// `prev_state` of a task's final switch after exit.
+const TASK_DEAD: u64 = 0x80;
+
+fn try_sched_switch(ctx: &RawTracePointContext) -> Result<u32, u32> {
+    // `current` is still `prev` here.
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let Some(t) = THREADS.get_ptr_mut(tid) else {
+        return Ok(0);
+    };
+    // SAFETY: see current_thread(): only this thread writes its entry.
+    let t = unsafe { &mut *t };
+    let prev_state: u64 = ctx.arg(3);
+    // An exited thread's last switch still counts (it is in ru_nvcsw); any later switch under
+    // this tid belongs to an unrelated task that reused it.
+    if t.flags & THREAD_EXITED != 0 && prev_state & TASK_DEAD == 0 {
+        return Ok(0);
+    }
+    let prev: u64 = ctx.arg(1);
+    let voluntary = match read::<u64>(prev, off::task_nvcsw()) {
+        Ok(nvcsw) if off::have_btf() && t.last_nvcsw != NVCSW_UNKNOWN => {
+            let v = nvcsw != t.last_nvcsw;
+            t.last_nvcsw = nvcsw;
+            v
+        }
+        other => {
+            // Without a previous value: the scheduler's own rule, right but for the rare
+            // signal-pending case.
+            if let Ok(nvcsw) = other {
+                t.last_nvcsw = nvcsw;
+            }
+            let preempt: u64 = ctx.arg(0);
+            preempt & 0xff == 0 && prev_state != 0
+        }
+    };
+    if voluntary {
+        t.ctx_voluntary += 1;
+    } else {
+        t.ctx_involuntary += 1;
+    }
+    Ok(0)
+}
+
+/// `sched:sched_process_fork`, TP_PROTO(struct task_struct *parent, struct task_struct *child).
+/// Format: field:__data_loc char[] parent_comm; offset:8; size:4 / field:pid_t parent_pid;
+///   offset:12; size:4 / field:__data_loc char[] child_comm; offset:16; size:4 /
+///   field:pid_t child_pid; offset:20; size:4
+///
+/// Fires for new processes and new threads, in the parent, before the child first runs: the
+/// child's entry exists before it can make a syscall or fault.
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn sched_process_fork(ctx: RawTracePointContext) -> u32 {
+    match try_fork(&ctx) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+fn try_fork(ctx: &RawTracePointContext) -> Result<u32, u32> {
+    let parent_tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: a lookup result is valid for the program's run.
+    let Some(watch) = (unsafe { WATCHED.get(parent_tgid) }) else {
+        return Ok(0);
+    };
+    let flags = watch.flags;
+    let child: u64 = ctx.arg(1);
+    let child_pid: u32 = read(child, off::task_pid()).map_err(|_| 0u32)?;
+    let child_tgid: u32 = read(child, off::task_tgid()).map_err(|_| 0u32)?;
+    if child_tgid == parent_tgid {
+        if flags & WATCH_COUNT == 0 {
+            return Ok(0);
+        }
+    } else {
+        if flags & WATCH_FOLLOW_CHILDREN == 0 {
+            return Ok(0);
+        }
+        let w = Watch {
+            flags: WATCH_COUNT | WATCH_FOLLOW_CHILDREN,
+        };
+        if WATCHED.insert(child_tgid, w, 0).is_err() {
+            lost(Lost::ProcessTableFull);
+            warn!(
+                ctx,
+                "zcprof: process table full, pid {} not watched", child_tgid
+            );
+            return Ok(0);
+        }
+    }
+    let comm: [u8; 16] = read(child, off::task_comm()).unwrap_or([0; 16]);
+    // A new task starts with nvcsw = 0.
+    let entry = ThreadStats::new(child_tgid, comm, 0);
+    if THREADS
+        .insert(child_pid, entry, BPF_NOEXIST as u64)
+        .is_err()
+    {
+        lost(Lost::ThreadTableFull);
+        warn!(
+            ctx,
+            "zcprof: thread table full, tid {} not tracked", child_pid
+        );
+    }
+    Ok(0)
+}
+
+/// `sched:sched_process_exec`, TP_PROTO(struct task_struct *p, pid_t old_pid,
+/// struct linux_binprm *bprm). Format: field:__data_loc char[] filename; offset:8; size:4 /
+///   field:pid_t pid; offset:12; size:4 / field:pid_t old_pid; offset:16; size:4
+///
+/// Keeps the command name current.
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn sched_process_exec(_ctx: RawTracePointContext) -> u32 {
+    if let Some((t, _)) = current_thread()
+        && let Ok(comm) = bpf_get_current_comm()
+    {
+        t.comm = comm;
+    }
+    0
+}
+
+/// `sched:sched_process_exit`, TP_PROTO(struct task_struct *p, bool group_dead).
+/// Format: field:char comm[16]; offset:8; size:16 / field:pid_t pid; offset:24; size:4 /
+///   field:int prio; offset:28; size:4 / field:bool group_dead; offset:32; size:1
+///
+/// Marks the thread's counters final. exit and exit_group never return, so sys_exit never
+/// sees them: they are counted here, from the syscall number saved at the top of the task's
+/// kernel stack.
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn sched_process_exit(ctx: RawTracePointContext) -> u32 {
+    match try_exit(&ctx) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+fn try_exit(ctx: &RawTracePointContext) -> Result<u32, u32> {
+    let Some((t, _)) = current_thread() else {
+        return Ok(0);
+    };
+    t.flags |= THREAD_EXITED;
+    let orig_ax_at = off::stack_orig_ax();
+    if orig_ax_at != 0 {
+        // SAFETY: the helper only returns the current task pointer.
+        let task = unsafe { bpf_get_current_task() };
+        if let Ok(stack) = read::<u64>(task, off::task_stack())
+            && let Ok(nr) = read::<u64>(stack, orig_ax_at)
+            && (nr == NR_EXIT || nr == NR_EXIT_GROUP)
+        {
+            t.syscalls += 1;
+        }
+    }
+    let group_dead: u64 = ctx.arg(1);
+    if group_dead & 0xff != 0 {
+        let _ = WATCHED.remove(t.tgid);
+    }
+    Ok(0)
+}
+
+/// Software perf event PERF_COUNT_SW_PAGE_FAULTS_MIN, one per CPU, period 1. The kernel raises
+/// it in mm_account_fault() right where it increments `min_flt`, so the count is the one
+/// `ru_minflt` reports (except faults taken by get_user_pages on the task's behalf, which
+/// carry no registers and raise no perf event).
+#[perf_event]
+pub fn fault_minor(ctx: PerfEventContext) -> u32 {
+    match try_fault(&ctx, false) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+/// PERF_COUNT_SW_PAGE_FAULTS_MAJ, as [`fault_minor`] for `maj_flt`.
+#[perf_event]
+pub fn fault_major(ctx: PerfEventContext) -> u32 {
+    match try_fault(&ctx, true) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+fn try_fault(ctx: &PerfEventContext, major: bool) -> Result<u32, u32> {
+    let Some((t, _)) = current_thread() else {
+        return Ok(0);
+    };
+    if major {
+        t.faults_major += 1;
+    } else {
+        t.faults_minor += 1;
+    }
+    // SAFETY: ctx points at the kernel's bpf_perf_event_data for this event.
+    let cs = unsafe { (*ctx.ctx).regs.cs };
+    if cs & 3 == 3 {
+        t.faults_user += 1;
+    } else {
+        t.faults_kernel += 1;
+    }
+    Ok(0)
+}
+
+/// `filemap:mm_filemap_fault`, TP_PROTO(struct address_space *mapping, pgoff_t index).
+/// Format: field:unsigned long i_ino; offset:8; size:8 / field:dev_t s_dev; offset:16;
+///   size:4 / field:unsigned long index; offset:24; size:8
+///
+/// One file page brought into a mapping by a fault.
+#[raw_tracepoint(tracepoint = "mm_filemap_fault")]
+pub fn mm_filemap_fault(_ctx: RawTracePointContext) -> u32 {
+    if let Some((t, tid)) = current_thread() {
+        ledger::record(
+            t.tgid,
+            tid,
+            Syscall::FileFault,
+            FdInfo::UNKNOWN,
+            PAGE_SIZE as i64,
+            false,
+        );
+    }
+    0
+}
+
+/// `filemap:mm_filemap_map_pages`, TP_PROTO(struct address_space *mapping, pgoff_t index,
+/// pgoff_t last_index). Format: field:unsigned long i_ino; offset:8; size:8 /
+///   field:dev_t s_dev; offset:16; size:4 / field:unsigned long index; offset:24; size:8 /
+///   field:unsigned long last_index; offset:32; size:8
+///
+/// Fault-around: the pages `index..=last_index` of the file, already cached, mapped by one
+/// fault.
+#[raw_tracepoint(tracepoint = "mm_filemap_map_pages")]
+pub fn mm_filemap_map_pages(ctx: RawTracePointContext) -> u32 {
+    if let Some((t, tid)) = current_thread() {
+        let first: u64 = ctx.arg(1);
+        let last: u64 = ctx.arg(2);
+        if last >= first {
+            let bytes = (last - first + 1) * PAGE_SIZE;
+            ledger::record(
+                t.tgid,
+                tid,
+                Syscall::FileFault,
+                FdInfo::UNKNOWN,
+                bytes as i64,
+                false,
+            );
+        }
+    }
+    0
+}
+
+/// `io_uring:io_uring_complete`, TP_PROTO(struct io_ring_ctx *ctx, void *req,
+/// struct io_uring_cqe *cqe). Format: field:void * ctx; offset:8; size:8 /
+///   field:void * req; offset:16; size:8 / field:u64 user_data; offset:24; size:8 /
+///   field:int res; offset:32; size:4 / field:unsigned cflags; offset:36; size:4 /
+///   field:u64 extra1; offset:40; size:8 / field:u64 extra2; offset:48; size:8
+///
+/// One completed io_uring operation: its opcode, its result (bytes for data operations).
+#[raw_tracepoint(tracepoint = "io_uring_complete")]
+pub fn io_uring_complete(ctx: RawTracePointContext) -> u32 {
+    match try_uring(&ctx) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+fn try_uring(ctx: &RawTracePointContext) -> Result<u32, u32> {
+    if !off::have_btf() {
+        return Ok(0);
+    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: a lookup result is valid for the program's run.
+    let Some(w) = (unsafe { WATCHED.get(tgid) }) else {
+        return Ok(0);
+    };
+    if w.flags & WATCH_COUNT == 0 {
+        return Ok(0);
+    }
+    let req: u64 = ctx.arg(1);
+    let cqe: u64 = ctx.arg(2);
+    if req == 0 || cqe == 0 {
+        return Ok(0);
+    }
+    let opcode: u8 = read(req, off::kiocb_opcode()).map_err(|_| 0u32)?;
+    let res: i32 = read(cqe, off::cqe_res()).map_err(|_| 0u32)?;
+    let cflags: u32 = read(cqe, off::cqe_flags()).unwrap_or(0);
+    let file: u64 = read(req, off::kiocb_file()).unwrap_or(0);
+    let column = ledger::uring_column(opcode, file_info(file), cflags);
+    let key = UringKey {
+        tgid,
+        opcode: opcode as u16,
+        column: column as u16,
+    };
+    let cell = match URING.get_ptr_mut(&key) {
+        Some(c) => c,
+        None => {
+            if URING.insert(&key, &Transfer::ZERO, 0).is_err() {
+                lost(Lost::UringTableFull);
+                return Ok(0);
+            }
+            URING.get_ptr_mut(&key).ok_or(0u32)?
+        }
+    };
+    // SAFETY: per-CPU value of a successful lookup; this CPU is the only writer.
+    let cell = unsafe { &mut *cell };
+    ledger::add(cell, res as i64, false);
+    Ok(0)
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

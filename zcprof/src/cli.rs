@@ -1,0 +1,107 @@
+//! The command line: what users type, parsed by clap.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+/// Where do my bytes get copied? Per process: bytes copied by the CPU across the user/kernel
+/// boundary, bytes moved without a user copy, mode switches, context switches, page faults.
+#[derive(Parser, Debug)]
+#[command(name = "zcprof", version, about, long_about = None)]
+pub struct Cli {
+    /// Show the kernel programs' log lines and more detail (-vv: debug)
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a command under the profiler and print a summary when it exits
+    Run(RunArgs),
+    /// Profile running processes from now on
+    Attach(AttachArgs),
+}
+
+/// Options of `zcprof run`.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Print one JSON document instead of tables
+    #[arg(long)]
+    pub json: bool,
+    /// Write the report to FILE instead of standard output
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Replace raw tracepoint FROM with TO when attaching (testing aid)
+    #[arg(long, hide = true, value_name = "FROM=TO")]
+    pub tracepoint_override: Option<String>,
+    /// The command and its arguments
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    pub command: Vec<String>,
+}
+
+/// Options of `zcprof attach`.
+#[derive(Args, Debug)]
+pub struct AttachArgs {
+    /// Process to watch (repeat for several)
+    #[arg(long = "pid", short = 'p', required = true, value_name = "PID")]
+    pub pids: Vec<u32>,
+    /// Also watch the processes' children, existing and future
+    #[arg(long)]
+    pub children: bool,
+    /// Print per-interval deltas this often (e.g. 1s, 500ms)
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Stop after this long (default: until Ctrl-C or until the processes exit)
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Print one JSON document at the end instead of tables
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses `500ms`, `1s`, `2m`, `1h` or a plain number of seconds; must be positive.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (try 500ms, 1s, 2m)"))?;
+    let secs = match unit {
+        "ms" => v / 1000.0,
+        "s" => v,
+        "m" => v * 60.0,
+        "h" => v * 3600.0,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use ms, s, m or h)")),
+    };
+    if !(secs > 0.0) || !secs.is_finite() {
+        return Err(format!("`{s}`: must be more than zero"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("abc").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+}

@@ -1,0 +1,339 @@
+//! Loads zcprof's kernel programs, hands them the running kernel's struct offsets, and
+//! attaches them. Dropping [`Probes`] detaches everything (links are file descriptors, so the
+//! kernel also detaches them if zcprof dies).
+
+use std::io::Read as _;
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap},
+    programs::{
+        PerfEvent, RawTracePoint,
+        perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
+    },
+};
+use zcprof_common::{
+    LOST_REASONS, MAP_LOST, MAP_THREADS, MAP_TRANSFERS, MAP_URING, MAP_WATCHED, ThreadStats,
+    Transfer, TransferKey, UringKey, Watch, offsets,
+};
+
+use crate::btf::{Btf, BtfError};
+
+/// The compiled kernel programs, built by build.rs.
+static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/zcprof"));
+
+/// Errors loading or attaching the kernel programs.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Not root and without CAP_BPF/CAP_PERFMON.
+    #[error(
+        "loading BPF programs needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE); \
+         run zcprof with sudo"
+    )]
+    NotPermitted,
+    /// The kernel rejected the object or a program.
+    #[error("the kernel refused to load zcprof's BPF programs: {0}")]
+    Load(String),
+    /// A hook point is missing in this kernel.
+    #[error(
+        "cannot attach to tracepoint {name}: {reason}; this kernel lacks it \
+         (zcprof needs raw tracepoints, CONFIG_FTRACE_SYSCALLS and perf software events)"
+    )]
+    Attach { name: String, reason: String },
+    /// The kernel's BTF is missing or lacks a struct member zcprof cannot do without.
+    #[error("{0}; zcprof needs a kernel built with CONFIG_DEBUG_INFO_BTF")]
+    Btf(BtfError),
+    /// A map the programs define is missing (a build mismatch).
+    #[error("BPF map {0} missing from the programs: rebuild zcprof")]
+    Map(&'static str),
+}
+
+/// How the programs read the kernel's structs.
+#[derive(Debug, Clone)]
+pub struct KernelLayout {
+    /// (global name, value) pairs for `EbpfLoader::override_global`.
+    pub globals: Vec<(&'static str, u64)>,
+    /// Why BTF could not be used, if it could not; the programs then classify by syscall only.
+    pub btf_missing: Option<String>,
+}
+
+impl KernelLayout {
+    /// Reads the offsets from the running kernel's BTF. The task offsets are essential (the
+    /// fork hook needs them); the file, socket and io_uring ones only refine the ledger, and
+    /// without them the programs classify by syscall alone.
+    pub fn from_kernel() -> Result<Self, LoadError> {
+        let btf = Btf::from_kernel().map_err(LoadError::Btf)?;
+        let mut globals = Vec::new();
+        use offsets::*;
+        for (global, st, path) in [
+            (TASK_PID, "task_struct", "pid"),
+            (TASK_TGID, "task_struct", "tgid"),
+            (TASK_COMM, "task_struct", "comm"),
+            (TASK_NVCSW, "task_struct", "nvcsw"),
+        ] {
+            globals.push((global, btf.offset(st, path).map_err(LoadError::Btf)?));
+        }
+        match Self::classification(&btf) {
+            Ok(more) => {
+                globals.extend(more);
+                globals.push((HAVE_BTF, 1));
+                Ok(KernelLayout {
+                    globals,
+                    btf_missing: None,
+                })
+            }
+            Err(e) => {
+                globals.push((HAVE_BTF, 0));
+                Ok(KernelLayout {
+                    globals,
+                    btf_missing: Some(e.to_string()),
+                })
+            }
+        }
+    }
+
+    fn classification(btf: &Btf) -> Result<Vec<(&'static str, u64)>, BtfError> {
+        use offsets::*;
+        let members: [(&'static str, &str, &[&str]); 20] = [
+            (TASK_FILES, "task_struct", &["files"]),
+            (TASK_STACK, "task_struct", &["stack"]),
+            (FILES_FDT, "files_struct", &["fdt"]),
+            (FDT_MAX_FDS, "fdtable", &["max_fds"]),
+            (FDT_FD, "fdtable", &["fd"]),
+            (FILE_INODE, "file", &["f_inode"]),
+            (FILE_FLAGS, "file", &["f_flags"]),
+            (FILE_MODE, "file", &["f_mode"]),
+            (FILE_PRIVATE, "file", &["private_data"]),
+            (INODE_MODE, "inode", &["i_mode"]),
+            (SOCKET_SK, "socket", &["sk"]),
+            // `sk_flags` became a #define for `__sk_common.skc_flags` in 6.x.
+            (SOCK_FLAGS, "sock", &["sk_flags", "__sk_common.skc_flags"]),
+            (SOCK_FAMILY, "sock", &["__sk_common.skc_family"]),
+            (SOCK_DADDR, "sock", &["__sk_common.skc_daddr"]),
+            (SOCK_V6_DADDR, "sock", &["__sk_common.skc_v6_daddr"]),
+            (KIOCB_OPCODE, "io_kiocb", &["opcode"]),
+            (KIOCB_FILE, "io_kiocb", &["file"]),
+            (CQE_RES, "io_uring_cqe", &["res"]),
+            (CQE_FLAGS, "io_uring_cqe", &["flags"]),
+            (STACK_ORIG_AX, "pt_regs", &["orig_ax"]),
+        ];
+        let mut globals = Vec::with_capacity(members.len() + 1);
+        for (global, st, paths) in members {
+            let mut found = None;
+            let mut last_err = None;
+            for path in paths {
+                match btf.offset(st, path) {
+                    Ok(off) => {
+                        found = Some(off);
+                        break;
+                    }
+                    Err(e) => last_err = Some(e),
+                }
+            }
+            match (found, last_err) {
+                (Some(off), _) => globals.push((global, off)),
+                (None, Some(e)) => return Err(e),
+                (None, None) => unreachable!("every member has at least one path"),
+            }
+        }
+        if let Some(g) = globals.iter_mut().find(|(n, _)| *n == STACK_ORIG_AX) {
+            g.1 = stack_orig_ax(g.1);
+        }
+        globals.push((SOCK_ZEROCOPY_BIT, btf.enumerator("SOCK_ZEROCOPY")? as u64));
+        Ok(globals)
+    }
+}
+
+/// Where `pt_regs.orig_ax` of a task's user entry sits from the base of its kernel stack:
+/// `task_pt_regs()` is at THREAD_SIZE - TOP_OF_KERNEL_STACK_PADDING - sizeof(pt_regs). Both
+/// constants depend on the kernel's configuration (KASAN doubles the stack, FRED pads it);
+/// without /proc/config.gz the answer is 0 and exit/exit_group go uncounted.
+fn stack_orig_ax(orig_ax: u64) -> u64 {
+    const PT_REGS_SIZE: u64 = 168;
+    let Some(config) = kernel_config() else {
+        return 0;
+    };
+    let set = |opt: &str| config.lines().any(|l| l == format!("{opt}=y"));
+    let thread_size = if set("CONFIG_KASAN") {
+        32 << 10
+    } else {
+        16 << 10
+    };
+    let padding = if set("CONFIG_X86_FRED") { 16 } else { 0 };
+    thread_size - padding - PT_REGS_SIZE + orig_ax
+}
+
+fn kernel_config() -> Option<String> {
+    let file = std::fs::File::open("/proc/config.gz").ok()?;
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(file)
+        .read_to_string(&mut text)
+        .ok()?;
+    Some(text)
+}
+
+/// The loaded and attached programs, and handles on their maps.
+pub struct Probes {
+    /// Processes watched (tgid -> flags).
+    pub watched: HashMap<MapData, u32, Watch>,
+    /// Per-thread counters.
+    pub threads: HashMap<MapData, u32, ThreadStats>,
+    /// Per-thread transfer ledger.
+    pub transfers: HashMap<MapData, TransferKey, Transfer>,
+    /// Per-process io_uring ledger.
+    pub uring: PerCpuHashMap<MapData, UringKey, Transfer>,
+    /// Events the kernel side could not record.
+    pub lost: PerCpuArray<MapData, u64>,
+    /// Why fd types are not known, when they are not.
+    pub btf_missing: Option<String>,
+    /// Kernel log records (aya-log), flushed by the collector.
+    pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    /// Keeps the programs and their links alive.
+    _ebpf: Ebpf,
+}
+
+const RAW_TRACEPOINTS: [(&str, &str); 8] = [
+    ("sys_exit", "sys_exit"),
+    ("sched_switch", "sched_switch"),
+    ("sched_process_fork", "sched_process_fork"),
+    ("sched_process_exec", "sched_process_exec"),
+    ("sched_process_exit", "sched_process_exit"),
+    ("mm_filemap_fault", "mm_filemap_fault"),
+    ("mm_filemap_map_pages", "mm_filemap_map_pages"),
+    ("io_uring_complete", "io_uring_complete"),
+];
+
+fn permission(e: &dyn std::error::Error) -> bool {
+    let mut cur: Option<&dyn std::error::Error> = Some(e);
+    while let Some(err) = cur {
+        let s = err.to_string();
+        if s.contains("Operation not permitted") || s.contains("Permission denied") {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(err) = cur {
+        out.push_str(": ");
+        out.push_str(&err.to_string());
+        cur = err.source();
+    }
+    out
+}
+
+impl Probes {
+    /// Loads and attaches every program. `tracepoint_override` replaces one raw tracepoint
+    /// name (a hidden option used to test the error path of a missing hook).
+    pub fn load(tracepoint_override: Option<(&str, &str)>) -> Result<Self, LoadError> {
+        // Older kernels charge BPF maps to RLIMIT_MEMLOCK.
+        let rlim = libc::rlimit {
+            rlim_cur: libc::RLIM_INFINITY,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        // SAFETY: setrlimit reads a valid, initialised struct.
+        unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
+
+        let layout = KernelLayout::from_kernel()?;
+        let mut loader = EbpfLoader::new();
+        for (name, value) in &layout.globals {
+            loader.override_global(name, value, true);
+        }
+        let mut ebpf = loader.load(PROGRAMS).map_err(|e| {
+            if permission(&e) {
+                LoadError::NotPermitted
+            } else {
+                LoadError::Load(chain(&e))
+            }
+        })?;
+        let logger = aya_log::EbpfLogger::init(&mut ebpf).ok();
+
+        for (prog, tp) in RAW_TRACEPOINTS {
+            let tp = match tracepoint_override {
+                Some((from, to)) if from == tp => to,
+                _ => tp,
+            };
+            let program: &mut RawTracePoint = ebpf
+                .program_mut(prog)
+                .ok_or_else(|| LoadError::Load(format!("program {prog} missing")))?
+                .try_into()
+                .map_err(|e: aya::programs::ProgramError| LoadError::Load(chain(&e)))?;
+            program.load().map_err(|e| {
+                if permission(&e) {
+                    LoadError::NotPermitted
+                } else {
+                    LoadError::Load(format!("{prog}: {}", chain(&e)))
+                }
+            })?;
+            program.attach(tp).map_err(|e| LoadError::Attach {
+                name: tp.to_string(),
+                reason: chain(&e),
+            })?;
+        }
+
+        let cpus = aya::util::online_cpus()
+            .map_err(|(what, e)| LoadError::Load(format!("{what}: {e}")))?;
+        for (prog, event) in [
+            ("fault_minor", SoftwareEvent::PageFaultsMin),
+            ("fault_major", SoftwareEvent::PageFaultsMaj),
+        ] {
+            let program: &mut PerfEvent = ebpf
+                .program_mut(prog)
+                .ok_or_else(|| LoadError::Load(format!("program {prog} missing")))?
+                .try_into()
+                .map_err(|e: aya::programs::ProgramError| LoadError::Load(chain(&e)))?;
+            program
+                .load()
+                .map_err(|e| LoadError::Load(format!("{prog}: {}", chain(&e))))?;
+            for &cpu in &cpus {
+                program
+                    .attach(
+                        PerfEventConfig::Software(event),
+                        PerfEventScope::AllProcessesOneCpu { cpu },
+                        SamplePolicy::Period(1),
+                        false,
+                    )
+                    .map_err(|e| LoadError::Attach {
+                        name: format!("perf software event {event:?} on cpu {cpu}"),
+                        reason: chain(&e),
+                    })?;
+            }
+        }
+
+        let watched = HashMap::try_from(
+            ebpf.take_map(MAP_WATCHED)
+                .ok_or(LoadError::Map(MAP_WATCHED))?,
+        )
+        .map_err(|e| LoadError::Load(chain(&e)))?;
+        let threads = HashMap::try_from(
+            ebpf.take_map(MAP_THREADS)
+                .ok_or(LoadError::Map(MAP_THREADS))?,
+        )
+        .map_err(|e| LoadError::Load(chain(&e)))?;
+        let transfers = HashMap::try_from(
+            ebpf.take_map(MAP_TRANSFERS)
+                .ok_or(LoadError::Map(MAP_TRANSFERS))?,
+        )
+        .map_err(|e| LoadError::Load(chain(&e)))?;
+        let uring =
+            PerCpuHashMap::try_from(ebpf.take_map(MAP_URING).ok_or(LoadError::Map(MAP_URING))?)
+                .map_err(|e| LoadError::Load(chain(&e)))?;
+        let lost = PerCpuArray::try_from(ebpf.take_map(MAP_LOST).ok_or(LoadError::Map(MAP_LOST))?)
+            .map_err(|e| LoadError::Load(chain(&e)))?;
+        debug_assert_eq!(LOST_REASONS, 5);
+        Ok(Probes {
+            watched,
+            threads,
+            transfers,
+            uring,
+            lost,
+            btf_missing: layout.btf_missing,
+            logger,
+            _ebpf: ebpf,
+        })
+    }
+}

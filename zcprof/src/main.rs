@@ -1,0 +1,50 @@
+//! zcprof: where do my bytes get copied, and what does it cost?
+//!
+//! From here to the kernel and back: `cli` parses the command line; `run` and `attach` load
+//! the kernel programs (`loader`, which reads struct offsets from the kernel's BTF through
+//! `btf`), choose what to count (`watch`), read the kernel maps (`collector`) and print them
+//! (`report`). The kernel side is `zcprof-ebpf`; both sides share `zcprof-common`.
+
+mod attach;
+mod btf;
+mod cli;
+mod collector;
+mod loader;
+mod report;
+mod run;
+mod watch;
+
+use clap::Parser as _;
+
+use crate::cli::{Cli, Command};
+
+fn main() {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => log::LevelFilter::Warn,
+        1 => log::LevelFilter::Info,
+        _ => log::LevelFilter::Debug,
+    };
+    env_logger::Builder::new()
+        .filter_level(level)
+        .format_target(false)
+        .init();
+
+    let result = match &cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Attach(args) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(attach::attach(args))),
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            // One line: what failed, on what, and (in the innermost cause) what to do.
+            let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("zcprof: error: {}", msg.join(": "));
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! `zcprof run -- CMD`: profile a command from its first instruction to its exit.
+
+use std::{io::Write as _, os::unix::process::ExitStatusExt as _, process::Command, time::Instant};
+
+use anyhow::{Context as _, anyhow};
+use serde_json::json;
+
+use crate::{cli::RunArgs, collector, loader::Probes, report, watch};
+
+/// Runs the command, prints the report, and returns the command's exit code.
+pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
+    let program = &args.command[0];
+    let override_tp = match &args.tracepoint_override {
+        Some(s) => Some(
+            s.split_once('=')
+                .ok_or_else(|| anyhow!("--tracepoint-override takes FROM=TO, got `{s}`"))?,
+        ),
+        None => None,
+    };
+    let mut probes = Probes::load(override_tp)?;
+    if let Some(why) = &probes.btf_missing {
+        eprintln!("zcprof: warning: {why}; transfers are classified by syscall only");
+    }
+
+    // The command is counted from fork on: the fork hook enters every child of zcprof while
+    // this entry exists, and zcprof itself is not counted.
+    watch::follow_children_of_self(&mut probes)?;
+    let started = Instant::now();
+    let spawned = Command::new(program).args(&args.command[1..]).spawn();
+    watch::stop_following_self(&mut probes);
+    let mut child = spawned.with_context(|| format!("cannot run `{program}`"))?;
+    let pid = child.id();
+
+    // Like `time` and `strace`, survive the terminal's Ctrl-C (the command gets it too) so
+    // that the report is still printed.
+    // SAFETY: setting a signal disposition to SIG_IGN has no memory-safety preconditions.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGQUIT, libc::SIG_IGN);
+    }
+    let status = child
+        .wait()
+        .with_context(|| format!("waiting for `{program}`"))?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let exit_code = match (status.code(), status.signal()) {
+        (Some(c), _) => c,
+        (None, Some(sig)) => 128 + sig,
+        _ => 1,
+    };
+
+    if let Some(logger) = probes.logger.as_mut() {
+        logger.flush();
+    }
+    let snap = collector::snapshot(&probes, None)?;
+    let text = if args.json {
+        let doc = report::to_json(
+            &snap,
+            probes.btf_missing.is_none(),
+            json!({"command": args.command, "exit_code": exit_code, "pid": pid,
+                   "elapsed_s": elapsed}),
+        );
+        format!("{}\n", serde_json::to_string_pretty(&doc)?)
+    } else {
+        format!(
+            "zcprof: `{}` exited with code {exit_code} after {elapsed:.3}s\n{}",
+            args.command.join(" "),
+            report::to_text(&snap)
+        )
+    };
+    match &args.output {
+        Some(path) => std::fs::write(path, text)
+            .with_context(|| format!("writing the report to {}", path.display()))?,
+        None => {
+            let mut out = std::io::stdout().lock();
+            // A closed pipe (e.g. `| head`) is not an error worth a message.
+            let _ = out.write_all(text.as_bytes());
+        }
+    }
+    Ok(exit_code)
+}

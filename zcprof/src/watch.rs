@@ -1,0 +1,157 @@
+//! Choosing what the kernel programs count: enters processes and their threads into the
+//! `WATCHED` and `THREADS` maps.
+
+use std::{fs, path::Path};
+
+use aya::maps::MapError;
+use zcprof_common::{NVCSW_UNKNOWN, ThreadStats, WATCH_COUNT, WATCH_FOLLOW_CHILDREN, Watch};
+
+use crate::loader::Probes;
+
+/// BPF_NOEXIST: the fork hook may have entered the thread already; keep its entry.
+const BPF_NOEXIST: u64 = 1;
+
+/// Errors choosing what to watch.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    /// The process does not exist (or is not visible in this PID namespace).
+    #[error("no process with pid {0} (is it running, and in this PID namespace?)")]
+    NoSuchProcess(u32),
+    /// A map was full or refused the entry.
+    #[error("cannot watch pid {pid}: {source}")]
+    Map { pid: u32, source: MapError },
+}
+
+/// Makes the processes the calling process forks from now on watched (with their children),
+/// without counting the calling process itself. Undo with [`stop_following_self`].
+pub fn follow_children_of_self(probes: &mut Probes) -> Result<(), WatchError> {
+    let me = std::process::id();
+    probes
+        .watched
+        .insert(
+            me,
+            Watch {
+                flags: WATCH_FOLLOW_CHILDREN,
+            },
+            0,
+        )
+        .map_err(|source| WatchError::Map { pid: me, source })
+}
+
+/// Stops watching the calling process's future children.
+pub fn stop_following_self(probes: &mut Probes) {
+    // It may be gone already; nothing to undo then.
+    let _ = probes.watched.remove(&std::process::id());
+}
+
+/// Starts counting process `pid` and every thread it has now (and, with `children`, its
+/// existing and future descendants). Counting starts at zero: only activity from now on.
+pub fn attach(probes: &mut Probes, pid: u32, children: bool) -> Result<Vec<u32>, WatchError> {
+    let proc_dir = format!("/proc/{pid}");
+    if !Path::new(&proc_dir).join("task").is_dir() || is_thread_not_process(pid) {
+        return Err(WatchError::NoSuchProcess(pid));
+    }
+    let mut pids = vec![pid];
+    if children {
+        pids.extend(descendants(pid));
+    }
+    let flags = if children {
+        WATCH_COUNT | WATCH_FOLLOW_CHILDREN
+    } else {
+        WATCH_COUNT
+    };
+    for &p in &pids {
+        // The process map first, so that threads created from here on are entered by the
+        // fork hook; then the threads that exist now.
+        probes
+            .watched
+            .insert(p, Watch { flags }, 0)
+            .map_err(|source| WatchError::Map { pid: p, source })?;
+        let Ok(tasks) = fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let Some(tid) = task
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let status =
+                fs::read_to_string(format!("/proc/{p}/task/{tid}/status")).unwrap_or_default();
+            let entry = ThreadStats::new(p, comm_of(&status), nvcsw_of(&status));
+            match probes.threads.insert(tid, entry, BPF_NOEXIST) {
+                Ok(()) => {}
+                // Already entered by the fork hook.
+                Err(MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(source) => return Err(WatchError::Map { pid: p, source }),
+            }
+        }
+    }
+    Ok(pids)
+}
+
+/// A tid that is not a thread-group leader has /proc/TID but is not a process.
+fn is_thread_not_process(pid: u32) -> bool {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .is_some_and(|tgid| tgid != pid)
+}
+
+fn comm_of(status: &str) -> [u8; 16] {
+    let mut comm = [0u8; 16];
+    if let Some(name) = status.lines().find_map(|l| l.strip_prefix("Name:")) {
+        let name = name.trim().as_bytes();
+        let n = name.len().min(15);
+        comm[..n].copy_from_slice(&name[..n]);
+    }
+    comm
+}
+
+/// The thread's voluntary switches so far, which the kernel program compares against at the
+/// next switch; unknown if the thread vanished meanwhile.
+fn nvcsw_of(status: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(NVCSW_UNKNOWN)
+}
+
+/// Every live descendant of `pid`, from /proc/*/stat parent links.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut parent_of: Vec<(u32, u32)> = Vec::new();
+    if let Ok(entries) = fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(stat) = fs::read_to_string(format!("/proc/{p}/stat")) else {
+                continue;
+            };
+            // comm may contain spaces and parentheses: fields resume after the last ')'.
+            let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+                continue;
+            };
+            if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|s| s.parse().ok()) {
+                parent_of.push((p, ppid));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(parent) = frontier.pop() {
+        for &(child, ppid) in &parent_of {
+            if ppid == parent && !out.contains(&child) && child != pid {
+                out.push(child);
+                frontier.push(child);
+            }
+        }
+    }
+    out
+}
