@@ -298,13 +298,15 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<u32, u32> {
 /// struct linux_binprm *bprm). Format: field:__data_loc char[] filename; offset:8; size:4 /
 ///   field:pid_t pid; offset:12; size:4 / field:pid_t old_pid; offset:16; size:4
 ///
-/// Keeps the command name current.
+/// Keeps the command name current, and remembers how many syscalls came before the exec
+/// (strace, for one, starts counting at the exec).
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 pub fn sched_process_exec(_ctx: RawTracePointContext) -> u32 {
-    if let Some((t, _)) = current_thread()
-        && let Ok(comm) = bpf_get_current_comm()
-    {
-        t.comm = comm;
+    if let Some((t, _)) = current_thread() {
+        t.syscalls_before_exec = t.syscalls;
+        if let Ok(comm) = bpf_get_current_comm() {
+            t.comm = comm;
+        }
     }
     0
 }

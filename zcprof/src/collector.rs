@@ -21,6 +21,8 @@ pub enum CollectError {
 pub struct Counters {
     /// Syscalls made (each is two mode switches).
     pub syscalls: u64,
+    /// Of those, the ones made before the last execve.
+    pub syscalls_before_exec: u64,
     /// Voluntary context switches.
     pub ctx_voluntary: u64,
     /// Involuntary context switches.
@@ -38,6 +40,7 @@ pub struct Counters {
 impl Counters {
     fn add(&mut self, o: &Counters) {
         self.syscalls += o.syscalls;
+        self.syscalls_before_exec += o.syscalls_before_exec;
         self.ctx_voluntary += o.ctx_voluntary;
         self.ctx_involuntary += o.ctx_involuntary;
         self.faults_minor += o.faults_minor;
@@ -49,6 +52,9 @@ impl Counters {
     fn sub(&self, o: &Counters) -> Counters {
         Counters {
             syscalls: self.syscalls.saturating_sub(o.syscalls),
+            syscalls_before_exec: self
+                .syscalls_before_exec
+                .saturating_sub(o.syscalls_before_exec),
             ctx_voluntary: self.ctx_voluntary.saturating_sub(o.ctx_voluntary),
             ctx_involuntary: self.ctx_involuntary.saturating_sub(o.ctx_involuntary),
             faults_minor: self.faults_minor.saturating_sub(o.faults_minor),
@@ -219,6 +225,7 @@ pub fn snapshot(probes: &Probes, only: Option<&[u32]>) -> Result<Snapshot, Colle
         let p = snap.processes.entry(t.tgid).or_default();
         let counters = Counters {
             syscalls: t.syscalls,
+            syscalls_before_exec: t.syscalls_before_exec,
             ctx_voluntary: t.ctx_voluntary,
             ctx_involuntary: t.ctx_involuntary,
             faults_minor: t.faults_minor,

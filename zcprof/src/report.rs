@@ -79,6 +79,7 @@ pub fn uring_op_name(op: u16) -> &'static str {
 fn counters_json(c: &Counters) -> Value {
     json!({
         "syscalls": c.syscalls,
+        "syscalls_before_exec": c.syscalls_before_exec,
         "mode_switches": 2 * c.syscalls,
         "context_switches": {"voluntary": c.ctx_voluntary, "involuntary": c.ctx_involuntary},
         "page_faults": {
