@@ -23,6 +23,8 @@ pub enum Command {
     Run(RunArgs),
     /// Profile running processes from now on
     Attach(AttachArgs),
+    /// Move a file with one data-moving strategy and print what was done, as JSON
+    Workload(crate::workload::WorkloadArgs),
 }
 
 /// Options of `zcprof run`.
@@ -84,7 +86,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => v * 3600.0,
         _ => return Err(format!("`{s}`: unknown unit `{unit}` (use ms, s, m or h)")),
     };
-    if !(secs > 0.0) || !secs.is_finite() {
+    if secs.is_nan() || secs <= 0.0 || !secs.is_finite() {
         return Err(format!("`{s}`: must be more than zero"));
     }
     Ok(Duration::from_secs_f64(secs))

@@ -4,6 +4,7 @@
 //! the kernel programs (`loader`, which reads struct offsets from the kernel's BTF through
 //! `btf`), choose what to count (`watch`), read the kernel maps (`collector`) and print them
 //! (`report`). The kernel side is `zcprof-ebpf`; both sides share `zcprof-common`.
+//! `workload` is the built-in data mover whose own tally checks the measurements.
 
 mod attach;
 mod btf;
@@ -13,6 +14,7 @@ mod loader;
 mod report;
 mod run;
 mod watch;
+mod workload;
 
 use clap::Parser as _;
 
@@ -37,6 +39,13 @@ fn main() {
             .build()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(attach::attach(args))),
+        Command::Workload(args) => workload::run(args)
+            .map_err(anyhow::Error::from)
+            .and_then(|tally| Ok(serde_json::to_string_pretty(&tally)?))
+            .map(|json| {
+                println!("{json}");
+                0
+            }),
     };
     match result {
         Ok(code) => std::process::exit(code),

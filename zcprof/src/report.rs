@@ -270,7 +270,7 @@ pub fn to_text(snap: &Snapshot) -> String {
 
 fn row(name: &str, col: Column, cell: &Cell) -> Vec<TCell> {
     let ok = cell.calls - cell.errors;
-    let avg = if ok > 0 { cell.bytes / ok } else { 0 };
+    let avg = cell.bytes.checked_div(ok).unwrap_or(0);
     let col_name = if col == Column::NotMoved && (name.starts_with("mmap") || name == "munmap") {
         "mapped".to_string()
     } else {
