@@ -471,6 +471,13 @@ pub mod offsets {
     pub const FDT_MAX_FDS: &str = "OFF_FDT_MAX_FDS";
     /// `fdtable.fd`
     pub const FDT_FD: &str = "OFF_FDT_FD";
+    /// Start of the 64-byte window of `struct fdtable` read at once (holds max_fds and fd).
+    pub const FDT_WINDOW: &str = "OFF_FDT_WINDOW";
+    /// Start of the 64-byte window of `struct file` read at once (holds f_inode, f_flags,
+    /// f_mode and private_data).
+    pub const FILE_WINDOW: &str = "OFF_FILE_WINDOW";
+    /// Bytes in each window.
+    pub const WINDOW_BYTES: u64 = 64;
     /// `file.f_inode`
     pub const FILE_INODE: &str = "OFF_FILE_INODE";
     /// `file.f_flags`

@@ -16,6 +16,23 @@ const FMODE_WRITE: u32 = 0x2;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 
+/// Bytes read at once from a `struct fdtable` or a `struct file`: one helper call for all the
+/// fields instead of one per field (the loader checks that they fit).
+const WINDOW: usize = 64;
+
+/// A `u64`/`u32`/`u16` field at byte `off` of a window.
+#[inline(always)]
+fn field<T: Copy + Default>(win: &[u8; WINDOW], off: u64) -> T {
+    let size = core::mem::size_of::<T>();
+    // Bounds the verifier can see: off + size <= WINDOW.
+    let off = (off as usize) & (WINDOW - 1);
+    if off + size > WINDOW {
+        return T::default();
+    }
+    // SAFETY: in bounds (checked above); read_unaligned has no alignment requirement.
+    unsafe { core::ptr::read_unaligned(win.as_ptr().add(off) as *const T) }
+}
+
 /// The `struct file *` behind descriptor `fd` of the current task, or 0.
 #[inline(always)]
 pub fn current_file(fd: u64) -> u64 {
@@ -30,15 +47,14 @@ pub fn current_file(fd: u64) -> u64 {
     let Ok(fdt) = read::<u64>(files, off::files_fdt()) else {
         return 0;
     };
-    let Ok(max_fds) = read::<u32>(fdt, off::fdt_max_fds()) else {
+    let Ok(win) = read::<[u8; WINDOW]>(fdt, off::fdt_window()) else {
         return 0;
     };
+    let max_fds: u32 = field(&win, off::fdt_max_fds() - off::fdt_window());
     if fd >= max_fds as u64 {
         return 0;
     }
-    let Ok(fd_array) = read::<u64>(fdt, off::fdt_fd()) else {
-        return 0;
-    };
+    let fd_array: u64 = field(&win, off::fdt_fd() - off::fdt_window());
     read::<u64>(fd_array, fd * 8).unwrap_or(0)
 }
 
@@ -48,14 +64,16 @@ pub fn file_info(file: u64) -> FdInfo {
     if file == 0 {
         return FdInfo::UNKNOWN;
     }
-    let Ok(inode) = read::<u64>(file, off::file_inode()) else {
+    let start = off::file_window();
+    let Ok(win) = read::<[u8; WINDOW]>(file, start) else {
         return FdInfo::UNKNOWN;
     };
+    let inode: u64 = field(&win, off::file_inode() - start);
     let Ok(mode) = read::<u16>(inode, off::inode_mode()) else {
         return FdInfo::UNKNOWN;
     };
-    let flags = read::<u32>(file, off::file_flags()).unwrap_or(0);
-    let fmode = read::<u32>(file, off::file_mode()).unwrap_or(0);
+    let flags: u32 = field(&win, off::file_flags() - start);
+    let fmode: u32 = field(&win, off::file_mode() - start);
     let kind = match mode & S_IFMT {
         S_IFREG | S_IFBLK => FdKind::Regular,
         S_IFSOCK => FdKind::Socket,
@@ -63,7 +81,7 @@ pub fn file_info(file: u64) -> FdInfo {
         _ => FdKind::Other,
     };
     let (so_zerocopy, local_peer) = if kind == FdKind::Socket {
-        socket_zerocopy(file)
+        socket_zerocopy(field(&win, off::file_private() - start))
     } else {
         (false, false)
     };
@@ -82,13 +100,10 @@ pub fn fd_info(fd: u64) -> FdInfo {
     file_info(current_file(fd))
 }
 
-/// For a socket file: (SO_ZEROCOPY is set, the peer is on this host). Only loopback peers are
+/// For a `struct socket *`: (SO_ZEROCOPY is set, the peer is on this host). Only loopback peers are
 /// recognised as local: the kernel copies zero-copy skbs it delivers locally.
 #[inline(always)]
-fn socket_zerocopy(file: u64) -> (bool, bool) {
-    let Ok(socket) = read::<u64>(file, off::file_private()) else {
-        return (false, false);
-    };
+fn socket_zerocopy(socket: u64) -> (bool, bool) {
     let Ok(sk) = read::<u64>(socket, off::socket_sk()) else {
         return (false, false);
     };

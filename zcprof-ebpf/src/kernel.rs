@@ -25,6 +25,8 @@ kernel_globals!(
     OFF_FILES_FDT,
     OFF_FDT_MAX_FDS,
     OFF_FDT_FD,
+    OFF_FDT_WINDOW,
+    OFF_FILE_WINDOW,
     OFF_FILE_INODE,
     OFF_FILE_FLAGS,
     OFF_FILE_MODE,
@@ -90,6 +92,14 @@ pub mod off {
     #[inline(always)]
     pub fn fdt_fd() -> u64 {
         global(&OFF_FDT_FD)
+    }
+    #[inline(always)]
+    pub fn fdt_window() -> u64 {
+        global(&OFF_FDT_WINDOW)
+    }
+    #[inline(always)]
+    pub fn file_window() -> u64 {
+        global(&OFF_FILE_WINDOW)
     }
     #[inline(always)]
     pub fn file_inode() -> u64 {

@@ -85,7 +85,7 @@ pub(crate) const R8: usize = 2;
 pub(crate) const DX: usize = 5;
 pub(crate) const SI: usize = 6;
 pub(crate) const DI: usize = 7;
-const ORIG_AX_BYTE: u64 = 120;
+const ORIG_AX: usize = 8;
 
 // x86-64 syscall numbers (arch/x86/entry/syscalls/syscall_64.tbl).
 const NR_READ: u64 = 0;
@@ -136,8 +136,13 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<u32, u32> {
         return Ok(0);
     };
     thread.syscalls += 1;
+    // One read for the syscall number and all six arguments.
     let regs: u64 = ctx.arg(0);
-    let nr: u64 = read(regs, ORIG_AX_BYTE).map_err(|_| 0u32)?;
+    let args: [u64; 9] = read(regs, REGS_FIRST_BYTE).map_err(|_| {
+        lost(Lost::ReadFailed);
+        0u32
+    })?;
+    let nr = args[ORIG_AX];
     let syscall = match nr {
         NR_READ => Syscall::Read,
         NR_WRITE => Syscall::Write,
@@ -164,10 +169,6 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<u32, u32> {
         NR_MUNMAP => Syscall::Munmap,
         _ => return Ok(0),
     };
-    let args: [u64; 9] = read(regs, REGS_FIRST_BYTE).map_err(|_| {
-        lost(Lost::ReadFailed);
-        0u32
-    })?;
     let ret: i64 = ctx.arg(1);
     let tgid = thread.tgid;
     ledger::record_syscall(tgid, tid, syscall, &args, ret);

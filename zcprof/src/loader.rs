@@ -139,9 +139,40 @@ impl KernelLayout {
         if let Some(g) = globals.iter_mut().find(|(n, _)| *n == STACK_ORIG_AX) {
             g.1 = stack_orig_ax(g.1);
         }
+        let get = |name: &str| globals.iter().find(|(n, _)| *n == name).map(|g| g.1);
+        let fdt = window(&[(get(FDT_MAX_FDS), 4), (get(FDT_FD), 8)], "fdtable")?;
+        let file = window(
+            &[
+                (get(FILE_INODE), 8),
+                (get(FILE_FLAGS), 4),
+                (get(FILE_MODE), 4),
+                (get(FILE_PRIVATE), 8),
+            ],
+            "file",
+        )?;
+        globals.push((FDT_WINDOW, fdt));
+        globals.push((FILE_WINDOW, file));
         globals.push((SOCK_ZEROCOPY_BIT, btf.enumerator("SOCK_ZEROCOPY")? as u64));
         Ok(globals)
     }
+}
+
+/// The start of a window of [`offsets::WINDOW_BYTES`] that holds every (offset, size) field,
+/// so that the kernel program reads them with one helper call.
+fn window(fields: &[(Option<u64>, u64)], st: &str) -> Result<u64, BtfError> {
+    let unsupported = || BtfError::NoMember(st.to_string(), "fields within 64 bytes".into());
+    let start = fields
+        .iter()
+        .filter_map(|f| f.0)
+        .min()
+        .ok_or_else(unsupported)?;
+    for (off, size) in fields {
+        let off = off.ok_or_else(unsupported)?;
+        if off - start + size > offsets::WINDOW_BYTES {
+            return Err(unsupported());
+        }
+    }
+    Ok(start)
 }
 
 /// Where `pt_regs.orig_ax` of a task's user entry sits from the base of its kernel stack:
