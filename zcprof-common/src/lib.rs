@@ -64,6 +64,9 @@ pub struct ThreadStats {
     pub flags: u32,
     /// Command name (`comm`), NUL-padded; updated on exec.
     pub comm: [u8; 16],
+    /// cgroup v2 id (the cgroup directory's inode number) when the thread was entered; 0 if
+    /// entered by user space.
+    pub cgroup_id: u64,
     /// Syscalls that returned to user space, plus exit/exit_group (which never return).
     pub syscalls: u64,
     /// `syscalls` when the thread last called execve: what the process did before it became
@@ -93,6 +96,7 @@ impl ThreadStats {
             tgid,
             flags: 0,
             comm,
+            cgroup_id: 0,
             syscalls: 0,
             syscalls_before_exec: 0,
             ctx_voluntary: 0,
@@ -514,6 +518,9 @@ pub mod offsets {
     pub const STACK_ORIG_AX: &str = "STACK_ORIG_AX";
     /// Value of `enum sock_flags` member `SOCK_ZEROCOPY` (a bit number, not an offset).
     pub const SOCK_ZEROCOPY_BIT: &str = "SOCK_ZEROCOPY_BIT";
+    /// Set to 1 to count every process on the host (`zcprof serve`): threads are entered by
+    /// the kernel programs on their first syscall or fault instead of by `WATCHED`.
+    pub const WATCH_ALL: &str = "WATCH_ALL";
     /// Set to 1 when every offset above came from BTF; 0 makes the programs fall back to
     /// syscall-only classes (no fd types).
     pub const HAVE_BTF: &str = "HAVE_BTF";

@@ -44,6 +44,7 @@ kernel_globals!(
     SOCK_ZEROCOPY_BIT,
     STACK_ORIG_AX,
     HAVE_BTF,
+    WATCH_ALL,
 );
 
 /// Reads a loader-set global. The volatile read keeps the compiler from folding the
@@ -164,6 +165,10 @@ pub mod off {
     #[inline(always)]
     pub fn stack_orig_ax() -> u64 {
         global(&STACK_ORIG_AX)
+    }
+    #[inline(always)]
+    pub fn watch_all() -> bool {
+        global(&WATCH_ALL) != 0
     }
     #[inline(always)]
     pub fn have_btf() -> bool {

@@ -14,7 +14,10 @@ mod ledger;
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_current_task,
+    },
     macros::{map, perf_event, raw_tracepoint},
     maps::{HashMap, PerCpuArray, PerCpuHashMap},
     programs::{PerfEventContext, RawTracePointContext},
@@ -77,6 +80,37 @@ fn current_thread() -> Option<(&'static mut ThreadStats, u32)> {
     Some((t, tid))
 }
 
+/// The current thread's entry; in watch-all mode (`zcprof serve`) a thread not seen before is
+/// entered here, on its first syscall or fault (a new task's first event is its return from
+/// fork, so nothing is missed). The verifier prunes the branch when the mode is off.
+#[inline(always)]
+fn current_or_new_thread() -> Option<(&'static mut ThreadStats, u32)> {
+    if let Some(t) = current_thread() {
+        return Some(t);
+    }
+    if !off::watch_all() {
+        return None;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    if tid == 0 {
+        return None;
+    }
+    let mut entry = ThreadStats::new(
+        (pid_tgid >> 32) as u32,
+        bpf_get_current_comm().unwrap_or([0; 16]),
+        NVCSW_UNKNOWN,
+    );
+    // SAFETY: the helper has no preconditions.
+    entry.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    if THREADS.insert(tid, entry, BPF_NOEXIST as u64).is_err() {
+        // Full, or an exited thread's entry not yet collected holds this tid.
+        lost(Lost::ThreadTableFull);
+        return None;
+    }
+    current_thread()
+}
+
 // x86-64 `struct pt_regs`, read as u64 words from r10 (byte 56) up to orig_ax (byte 120).
 const REGS_FIRST_BYTE: u64 = 56;
 pub(crate) const R10: usize = 0;
@@ -132,7 +166,7 @@ pub fn sys_exit(ctx: RawTracePointContext) -> u32 {
 }
 
 fn try_sys_exit(ctx: &RawTracePointContext) -> Result<u32, u32> {
-    let Some((thread, tid)) = current_thread() else {
+    let Some((thread, tid)) = current_or_new_thread() else {
         return Ok(0);
     };
     thread.syscalls += 1;
@@ -280,8 +314,10 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<u32, u32> {
         }
     }
     let comm: [u8; 16] = read(child, off::task_comm()).unwrap_or([0; 16]);
-    // A new task starts with nvcsw = 0.
-    let entry = ThreadStats::new(child_tgid, comm, 0);
+    // A new task starts with nvcsw = 0, in its parent's cgroup.
+    let mut entry = ThreadStats::new(child_tgid, comm, 0);
+    // SAFETY: the helper has no preconditions.
+    entry.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     if THREADS
         .insert(child_pid, entry, BPF_NOEXIST as u64)
         .is_err()
@@ -369,7 +405,7 @@ pub fn fault_major(ctx: PerfEventContext) -> u32 {
 }
 
 fn try_fault(ctx: &PerfEventContext, major: bool) -> Result<u32, u32> {
-    let Some((t, _)) = current_thread() else {
+    let Some((t, _)) = current_or_new_thread() else {
         return Ok(0);
     };
     if major {
@@ -453,12 +489,14 @@ fn try_uring(ctx: &RawTracePointContext) -> Result<u32, u32> {
         return Ok(0);
     }
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    // SAFETY: a lookup result is valid for the program's run.
-    let Some(w) = (unsafe { WATCHED.get(tgid) }) else {
-        return Ok(0);
-    };
-    if w.flags & WATCH_COUNT == 0 {
-        return Ok(0);
+    if !off::watch_all() {
+        // SAFETY: a lookup result is valid for the program's run.
+        let Some(w) = (unsafe { WATCHED.get(tgid) }) else {
+            return Ok(0);
+        };
+        if w.flags & WATCH_COUNT == 0 {
+            return Ok(0);
+        }
     }
     let req: u64 = ctx.arg(1);
     let cqe: u64 = ctx.arg(2);

@@ -12,7 +12,7 @@ use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 use crate::{
     cli::AttachArgs,
     collector::{self, Snapshot},
-    loader::Probes,
+    loader::{LoadOptions, Probes},
     report,
     watch::{self, WatchError},
 };
@@ -39,7 +39,7 @@ pub async fn attach(args: &AttachArgs) -> anyhow::Result<i32> {
         let fd = unsafe { AsyncFd::register(fd) }.map_err(|e| anyhow::anyhow!("{e}"))?;
         exits.push((pid, fd));
     }
-    let mut probes = Probes::load(None)?;
+    let mut probes = Probes::load(LoadOptions::default())?;
     if let Some(why) = &probes.btf_missing {
         eprintln!("zcprof: warning: {why}; transfers are classified by syscall only");
     }

@@ -139,6 +139,8 @@ impl From<&Transfer> for Cell {
 pub struct ThreadView {
     /// Command name.
     pub comm: String,
+    /// cgroup v2 id when the kernel entered the thread (0 if unknown).
+    pub cgroup_id: u64,
     /// The thread has exited.
     pub exited: bool,
     /// Its counters.
@@ -235,6 +237,7 @@ pub fn snapshot(probes: &Probes, only: Option<&[u32]>) -> Result<Snapshot, Colle
         };
         let view = ThreadView {
             comm: comm_str(&t.comm),
+            cgroup_id: t.cgroup_id,
             exited: t.flags & THREAD_EXITED != 0,
             counters,
             transfers: BTreeMap::new(),
@@ -326,6 +329,7 @@ impl Snapshot {
                 let et = e.threads.get(tid).cloned().unwrap_or_default();
                 let mut dt = ThreadView {
                     comm: t.comm.clone(),
+                    cgroup_id: t.cgroup_id,
                     exited: t.exited,
                     counters: t.counters.sub(&et.counters),
                     transfers: BTreeMap::new(),

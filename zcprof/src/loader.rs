@@ -257,10 +257,20 @@ fn chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// What to load the programs for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadOptions<'a> {
+    /// Count every process on the host, not just the watched ones (`zcprof serve`).
+    pub watch_all: bool,
+    /// Attach raw tracepoint program `.0` to tracepoint `.1` instead of its own (a hidden
+    /// option that tests the error path of a kernel without a hook).
+    pub tracepoint_override: Option<(&'a str, &'a str)>,
+}
+
 impl Probes {
-    /// Loads and attaches every program. `tracepoint_override` replaces one raw tracepoint
-    /// name (a hidden option used to test the error path of a missing hook).
-    pub fn load(tracepoint_override: Option<(&str, &str)>) -> Result<Self, LoadError> {
+    /// Loads and attaches every program.
+    pub fn load(options: LoadOptions<'_>) -> Result<Self, LoadError> {
+        let tracepoint_override = options.tracepoint_override;
         // Older kernels charge BPF maps to RLIMIT_MEMLOCK.
         let rlim = libc::rlimit {
             rlim_cur: libc::RLIM_INFINITY,
@@ -274,6 +284,8 @@ impl Probes {
         for (name, value) in &layout.globals {
             loader.override_global(name, value, true);
         }
+        let watch_all = u64::from(options.watch_all);
+        loader.override_global(offsets::WATCH_ALL, &watch_all, true);
         let mut ebpf = loader.load(PROGRAMS).map_err(|e| {
             if permission(&e) {
                 LoadError::NotPermitted

@@ -5,7 +5,12 @@ use std::{io::Write as _, os::unix::process::ExitStatusExt as _, process::Comman
 use anyhow::{Context as _, anyhow};
 use serde_json::json;
 
-use crate::{cli::RunArgs, collector, loader::Probes, report, watch};
+use crate::{
+    cli::RunArgs,
+    collector,
+    loader::{LoadOptions, Probes},
+    report, watch,
+};
 
 /// Runs the command, prints the report, and returns the command's exit code.
 pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
@@ -17,7 +22,10 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         ),
         None => None,
     };
-    let mut probes = Probes::load(override_tp)?;
+    let mut probes = Probes::load(LoadOptions {
+        tracepoint_override: override_tp,
+        ..Default::default()
+    })?;
     if let Some(why) = &probes.btf_missing {
         eprintln!("zcprof: warning: {why}; transfers are classified by syscall only");
     }
