@@ -1,1 +1,463 @@
+//! Test harness for zcprof's integration tests: runs the real `zcprof` binary (real BPF
+//! programs in the real kernel) and compares what it reports with ground truth: the tally of
+//! the purpose-written child `zc-child` (every syscall counted at its call site, the worker's
+//! final `rusage` from `wait4`), `strace`, and `bpftool`.
+//!
+//! The zcprof binary is `$ZCPROF_BIN`, or `<workspace>/target/debug/zcprof`. The child binary
+//! is only known to this package's integration tests (`env!("CARGO_BIN_EXE_zc-child")`), so
+//! they pass it in.
 
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::{Command, ExitStatus, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use serde_json::Value;
+
+/// The kernel's names (at most 15 characters) of zcprof's BPF programs.
+pub const PROGRAM_NAMES: &[&str] = &[
+    "sys_exit",
+    "sched_switch",
+    "sched_process_fork",
+    "sched_process_exec",
+    "sched_process_exit",
+    "fault_minor",
+    "fault_major",
+    "mm_filemap_fault",
+    "mm_filemap_map_pages",
+    "io_uring_complete",
+];
+
+/// The ledger columns, in zcprof's JSON spelling.
+pub const COLUMNS: &[&str] = &[
+    "cpu_user_to_kernel",
+    "cpu_kernel_to_user",
+    "cpu_in_kernel",
+    "zero_copy",
+    "dma_direct",
+    "mmap_fault_in",
+    "not_moved",
+];
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// `$ZCPROF_BIN`, else `<workspace>/target/debug/zcprof`.
+pub fn zcprof_bin() -> PathBuf {
+    match std::env::var_os("ZCPROF_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => workspace_root().join("target/debug/zcprof"),
+    }
+}
+
+/// True if the tests can run. Not root: skipped (with a message) outside CI; a panic in CI,
+/// which must never skip.
+pub fn require_root_or_skip() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("these tests need root and CI is set: CI must never skip them");
+    }
+    eprintln!("skipping: not root");
+    false
+}
+
+/// Result of one zcprof invocation.
+#[derive(Debug)]
+pub struct Output {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs zcprof with `args` (stdin closed, stdout and stderr captured).
+pub fn zcprof(args: &[&str]) -> Output {
+    zcprof_env(args, &[])
+}
+
+/// As [`zcprof`], with extra environment variables.
+pub fn zcprof_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let bin = zcprof_bin();
+    let mut cmd = Command::new(&bin);
+    cmd.args(args).stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+    Output {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Parses zcprof's stdout as exactly one JSON document.
+pub fn parse_json(out: &Output) -> Value {
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "zcprof's stdout is not one JSON document ({e}); status {:?}\nstdout:\n{}\nstderr:\n{}",
+            out.status, out.stdout, out.stderr
+        )
+    })
+}
+
+/// Runs zcprof with `args` (which must include `--json`): (JSON, exit status, stderr).
+pub fn run_json(args: &[&str]) -> (Value, ExitStatus, String) {
+    let out = zcprof(args);
+    let v = parse_json(&out);
+    (v, out.status, out.stderr)
+}
+
+/// `v[key]` as u64, with a readable panic.
+pub fn u(v: &Value, key: &str) -> u64 {
+    v.get(key)
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("no unsigned {key:?} in {v}"))
+}
+
+/// The processes array of a zcprof JSON document.
+pub fn processes(doc: &Value) -> &Vec<Value> {
+    doc["processes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no processes array in {doc}"))
+}
+
+/// The process with `pid` in a zcprof JSON document.
+pub fn find_process(doc: &Value, pid: u64) -> Option<&Value> {
+    processes(doc)
+        .iter()
+        .find(|p| p["pid"].as_u64() == Some(pid))
+}
+
+/// As [`find_process`], panicking with the list of pids present.
+pub fn process(doc: &Value, pid: u64) -> &Value {
+    find_process(doc, pid).unwrap_or_else(|| {
+        let pids: Vec<_> = processes(doc)
+            .iter()
+            .map(|p| format!("{}({})", p["pid"], p["comm"]))
+            .collect();
+        panic!("pid {pid} not in zcprof's report; processes: {pids:?}")
+    })
+}
+
+/// All transfer cells of `proc` for `syscall`.
+pub fn transfers<'a>(proc: &'a Value, syscall: &str) -> Vec<&'a Value> {
+    proc["transfers"]
+        .as_array()
+        .map(|a| a.iter().filter(|t| t["syscall"] == syscall).collect())
+        .unwrap_or_default()
+}
+
+/// The transfer cell (syscall, column) of `proc`.
+pub fn transfer<'a>(proc: &'a Value, syscall: &str, column: &str) -> Option<&'a Value> {
+    transfers(proc, syscall)
+        .into_iter()
+        .find(|t| t["column"] == column)
+}
+
+/// The io_uring cells of `proc` for operation `op`.
+pub fn uring_cells<'a>(proc: &'a Value, op: &str) -> Vec<&'a Value> {
+    proc["io_uring"]
+        .as_array()
+        .map(|a| a.iter().filter(|t| t["op"] == op).collect())
+        .unwrap_or_default()
+}
+
+/// Asserts that `proc` has exactly one transfer cell for `syscall`, in `column`, with exactly
+/// `calls` calls, `bytes` bytes and `errors` errors.
+pub fn assert_cell(proc: &Value, syscall: &str, column: &str, calls: u64, bytes: u64, errors: u64) {
+    let cells = transfers(proc, syscall);
+    let summary: Vec<String> = cells
+        .iter()
+        .map(|c| {
+            format!(
+                "{}: calls {} bytes {} errors {}",
+                c["column"], c["calls"], c["bytes"], c["errors"]
+            )
+        })
+        .collect();
+    assert_eq!(
+        cells.len(),
+        1,
+        "{syscall}: expected exactly one cell (column {column}), zcprof has {summary:?}"
+    );
+    let c = cells[0];
+    assert_eq!(
+        c["column"], column,
+        "{syscall}: wrong column; zcprof has {summary:?}"
+    );
+    assert_eq!(
+        (u(c, "calls"), u(c, "bytes"), u(c, "errors")),
+        (calls, bytes, errors),
+        "{syscall}/{column}: (calls, bytes, errors) zcprof vs child's tally"
+    );
+}
+
+/// The loaded BPF programs (bpftool's JSON objects) whose name is one of zcprof's.
+pub fn bpftool_zcprof_programs() -> Vec<Value> {
+    let out = Command::new("bpftool")
+        .args(["prog", "list", "-j"])
+        .output()
+        .expect("run bpftool");
+    assert!(
+        out.status.success(),
+        "bpftool prog list failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+    let names: Vec<String> = PROGRAM_NAMES
+        .iter()
+        .map(|n| n.chars().take(15).collect())
+        .collect();
+    v.as_array()
+        .expect("bpftool prog list -j is an array")
+        .iter()
+        .filter(|p| {
+            p["name"]
+                .as_str()
+                .is_some_and(|n| names.iter().any(|m| m == n))
+        })
+        .cloned()
+        .collect()
+}
+
+/// A fresh scratch directory under /var/tmp (ext4 here: O_DIRECT works; tmpfs would not).
+pub fn scratch_dir(tag: &str) -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let d = PathBuf::from("/var/tmp/zcprof-tests").join(format!(
+        "{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("create scratch dir");
+    d
+}
+
+/// The zc-child's tally.
+#[derive(Debug, Clone)]
+pub struct Tally(pub Value);
+
+impl Tally {
+    pub fn read(path: &Path) -> Tally {
+        let s = std::fs::read_to_string(path)
+            .unwrap_or_else(|e| panic!("no tally at {}: {e}", path.display()));
+        let v: Value = serde_json::from_str(&s).expect("tally JSON");
+        if let Some(e) = v["error"].as_str() {
+            panic!("zc-child reported an error: {e}");
+        }
+        Tally(v)
+    }
+
+    pub fn worker_pid(&self) -> u64 {
+        u(&self.0, "worker_pid")
+    }
+
+    pub fn supervisor_pid(&self) -> u64 {
+        u(&self.0, "supervisor_pid")
+    }
+
+    /// (calls, bytes, errors) of `name` in phase `phase` ("calls", "before" or "wait").
+    pub fn phase_cell(&self, phase: &str, name: &str) -> (u64, u64, u64) {
+        match self.0[phase].get(name) {
+            Some(c) => (u(c, "calls"), u(c, "bytes"), u(c, "errors")),
+            None => (0, 0, 0),
+        }
+    }
+
+    /// (calls, bytes, errors) of `name` in the measured action.
+    pub fn cell(&self, name: &str) -> (u64, u64, u64) {
+        self.phase_cell("calls", name)
+    }
+
+    pub fn zerocopy_requested(&self, name: &str) -> u64 {
+        self.0["calls"]
+            .get(name)
+            .map(|c| u(c, "zerocopy_requested"))
+            .unwrap_or(0)
+    }
+
+    /// Every name in the measured action's tally.
+    pub fn names(&self) -> Vec<String> {
+        self.0["calls"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn tracked_syscalls(&self) -> u64 {
+        u(&self.0, "tracked_syscalls")
+    }
+
+    /// Syscalls the worker makes besides the tracked ones (`_exit`: exit_group).
+    pub fn fixed_syscalls(&self) -> u64 {
+        self.0["worker_fixed_syscalls"]
+            .as_array()
+            .map(|a| a.len() as u64)
+            .expect("worker_fixed_syscalls")
+    }
+
+    pub fn rusage(&self, key: &str) -> u64 {
+        u(&self.0["rusage"], key)
+    }
+
+    pub fn get(&self, key: &str) -> u64 {
+        u(&self.0, key)
+    }
+}
+
+/// One `zcprof run --json -- zc-child TALLY ACTION ARGS…`.
+pub struct ChildRun {
+    pub doc: Value,
+    pub status: ExitStatus,
+    pub stderr: String,
+    pub tally: Tally,
+    pub dir: PathBuf,
+}
+
+impl ChildRun {
+    /// The worker's process entry in zcprof's report.
+    pub fn worker(&self) -> &Value {
+        process(&self.doc, self.tally.worker_pid())
+    }
+}
+
+/// Runs `zcprof run --json [extra] -- <child> TALLY <action…>` and checks that it succeeded.
+pub fn run_child(child: &str, action: &[&str]) -> ChildRun {
+    run_child_with(child, &[], action)
+}
+
+pub fn run_child_with(child: &str, zcprof_args: &[&str], action: &[&str]) -> ChildRun {
+    let dir = scratch_dir(action.first().copied().unwrap_or("child"));
+    let tally_path = dir.join("tally.json");
+    let tally_s = tally_path.to_str().unwrap().to_string();
+    let mut args: Vec<&str> = vec!["run", "--json"];
+    args.extend_from_slice(zcprof_args);
+    args.push("--");
+    args.push(child);
+    args.push(&tally_s);
+    args.extend_from_slice(action);
+    let out = zcprof_env(&args, &[("ZC_CHILD_DIR", dir.to_str().unwrap())]);
+    // A child failure is reported by the tally's error (e.g. O_DIRECT unsupported).
+    let tally = Tally::read(&tally_path);
+    assert!(
+        out.status.success(),
+        "zcprof run failed: {:?}\nstderr:\n{}",
+        out.status,
+        out.stderr
+    );
+    let doc = parse_json(&out);
+    ChildRun {
+        doc,
+        status: out.status,
+        stderr: out.stderr,
+        tally,
+        dir,
+    }
+}
+
+/// strace of a command: per-pid syscall lines (`strace -f -o FILE`).
+pub struct Strace {
+    /// pid -> syscall names in order (an interrupted call counts once).
+    pub calls: BTreeMap<u64, Vec<String>>,
+    /// pid -> (syscall, fd, return value) for calls whose first argument is a number.
+    pub fd_calls: BTreeMap<u64, Vec<(String, i64, i64)>>,
+    pub status: ExitStatus,
+}
+
+/// Runs `strace -f -qq -o FILE [-e trace=...] -- cmd…` with `env`.
+pub fn strace(trace: Option<&str>, cmd: &[&str], env: &[(&str, &str)]) -> Strace {
+    let dir = scratch_dir("strace");
+    let file = dir.join("strace.txt");
+    let mut c = Command::new("strace");
+    c.args(["-f", "-qq", "-o"]).arg(&file);
+    if let Some(t) = trace {
+        c.arg("-e").arg(format!("trace={t}"));
+    }
+    c.arg("--").args(cmd).stdin(Stdio::null());
+    c.stdout(Stdio::null()).stderr(Stdio::piped());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().expect("run strace");
+    let text = std::fs::read_to_string(&file).expect("strace output");
+    let mut calls: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    let mut fd_calls: BTreeMap<u64, Vec<(String, i64, i64)>> = BTreeMap::new();
+    // Unfinished calls: pid -> (name, fd); completed by the matching "<... name resumed>".
+    let mut pending: BTreeMap<u64, (String, i64)> = BTreeMap::new();
+    for line in text.lines() {
+        let Some((pid, rest)) = line.split_once(' ') else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u64>() else {
+            continue;
+        };
+        let rest = rest.trim_start();
+        if rest.starts_with("+++") || rest.starts_with("---") {
+            continue;
+        }
+        let ret = |s: &str| -> i64 {
+            s.rsplit_once(" = ")
+                .and_then(|(_, r)| r.split_whitespace().next())
+                .and_then(|r| r.parse().ok())
+                .unwrap_or(i64::MIN)
+        };
+        if let Some(r) = rest.strip_prefix("<... ") {
+            if let Some((name, fd)) = pending.remove(&pid) {
+                debug_assert!(r.starts_with(&name));
+                fd_calls.entry(pid).or_default().push((name, fd, ret(rest)));
+            }
+            continue;
+        }
+        let Some((name, args)) = rest.split_once('(') else {
+            continue;
+        };
+        let name = name.to_string();
+        let fd = args
+            .split([',', ')'])
+            .next()
+            .and_then(|a| a.parse::<i64>().ok())
+            .unwrap_or(-1);
+        calls.entry(pid).or_default().push(name.clone());
+        if rest.ends_with("<unfinished ...>") {
+            pending.insert(pid, (name, fd));
+        } else {
+            fd_calls.entry(pid).or_default().push((name, fd, ret(rest)));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Strace {
+        calls,
+        fd_calls,
+        status: out.status,
+    }
+}
+
+/// Bit length of `n`: zcprof's size_log2 bucket index (bucket k holds [2^(k-1), 2^k)).
+pub fn size_bucket(n: u64) -> usize {
+    (64 - n.leading_zeros()) as usize
+}
+
+/// zcprof's programs still loaded once up to `timeout` has passed: the kernel frees a
+/// program asynchronously after its last reference is dropped, so a program can still be
+/// listed for a moment after zcprof has exited.
+pub fn zcprof_programs_after(timeout: std::time::Duration) -> Vec<Value> {
+    let start = std::time::Instant::now();
+    loop {
+        let left = bpftool_zcprof_programs();
+        if left.is_empty() || start.elapsed() >= timeout {
+            return left;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

@@ -87,6 +87,14 @@ pub struct ThreadStats {
     pub faults_user: u64,
     /// Of `faults_minor + faults_major`, those taken in kernel code (e.g. copy_to_user).
     pub faults_kernel: u64,
+    /// State, not a statistic: the `struct address_space *` of the file whose pages the
+    /// thread's last fault mapped, and the page range already counted for it (so overlapping
+    /// fault-around windows are not counted twice). Cleared by munmap.
+    pub fault_mapping: u64,
+    /// First page index of that range.
+    pub fault_first: u64,
+    /// Last page index of that range.
+    pub fault_last: u64,
 }
 
 impl ThreadStats {
@@ -106,6 +114,9 @@ impl ThreadStats {
             faults_major: 0,
             faults_user: 0,
             faults_kernel: 0,
+            fault_mapping: 0,
+            fault_first: 0,
+            fault_last: 0,
         }
     }
 }

@@ -204,6 +204,9 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<u32, u32> {
         _ => return Ok(0),
     };
     let ret: i64 = ctx.arg(1);
+    if syscall == Syscall::Munmap {
+        thread.fault_mapping = 0;
+    }
     let tgid = thread.tgid;
     ledger::record_syscall(tgid, tid, syscall, &args, ret);
     Ok(0)
@@ -429,18 +432,50 @@ fn try_fault(ctx: &PerfEventContext, major: bool) -> Result<u32, u32> {
 ///
 /// One file page brought into a mapping by a fault.
 #[raw_tracepoint(tracepoint = "mm_filemap_fault")]
-pub fn mm_filemap_fault(_ctx: RawTracePointContext) -> u32 {
+pub fn mm_filemap_fault(ctx: RawTracePointContext) -> u32 {
     if let Some((t, tid)) = current_thread() {
-        ledger::record(
-            t.tgid,
-            tid,
-            Syscall::FileFault,
-            FdInfo::UNKNOWN,
-            PAGE_SIZE as i64,
-            false,
-        );
+        let index: u64 = ctx.arg(1);
+        file_pages_mapped(t, tid, ctx.arg(0), index, index);
     }
     0
+}
+
+/// Counts the pages `first..=last` of the file behind `mapping` as mapped in, except those the
+/// thread's previous faults on the same file already counted: fault-around windows of
+/// consecutive faults overlap, and the page a `->fault` handles after fault-around is inside
+/// the window just counted.
+#[inline(always)]
+fn file_pages_mapped(t: &mut ThreadStats, tid: u32, mapping: u64, first: u64, last: u64) {
+    if last < first {
+        return;
+    }
+    let mut pages = last - first + 1;
+    let (pf, pl) = (t.fault_first, t.fault_last);
+    if t.fault_mapping == mapping {
+        let lo = if first > pf { first } else { pf };
+        let hi = if last < pl { last } else { pl };
+        if hi >= lo {
+            pages -= hi - lo + 1;
+        }
+    }
+    if t.fault_mapping == mapping && first <= pl + 1 && last + 1 >= pf {
+        // Overlapping or adjacent: remember the union.
+        t.fault_first = if first < pf { first } else { pf };
+        t.fault_last = if last > pl { last } else { pl };
+    } else {
+        t.fault_mapping = mapping;
+        t.fault_first = first;
+        t.fault_last = last;
+    }
+    let tgid = t.tgid;
+    ledger::record(
+        tgid,
+        tid,
+        Syscall::FileFault,
+        FdInfo::UNKNOWN,
+        (pages * PAGE_SIZE) as i64,
+        false,
+    );
 }
 
 /// `filemap:mm_filemap_map_pages`, TP_PROTO(struct address_space *mapping, pgoff_t index,
@@ -453,19 +488,7 @@ pub fn mm_filemap_fault(_ctx: RawTracePointContext) -> u32 {
 #[raw_tracepoint(tracepoint = "mm_filemap_map_pages")]
 pub fn mm_filemap_map_pages(ctx: RawTracePointContext) -> u32 {
     if let Some((t, tid)) = current_thread() {
-        let first: u64 = ctx.arg(1);
-        let last: u64 = ctx.arg(2);
-        if last >= first {
-            let bytes = (last - first + 1) * PAGE_SIZE;
-            ledger::record(
-                t.tgid,
-                tid,
-                Syscall::FileFault,
-                FdInfo::UNKNOWN,
-                bytes as i64,
-                false,
-            );
-        }
+        file_pages_mapped(t, tid, ctx.arg(0), ctx.arg(1), ctx.arg(2));
     }
     0
 }

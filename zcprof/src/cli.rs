@@ -40,12 +40,7 @@ pub struct RunArgs {
     #[arg(long, hide = true, value_name = "FROM=TO")]
     pub tracepoint_override: Option<String>,
     /// The command and its arguments
-    #[arg(
-        required = true,
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "CMD"
-    )]
+    #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     pub command: Vec<String>,
 }
 

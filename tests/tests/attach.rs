@@ -1,0 +1,244 @@
+//! `zcprof attach`: counts from the moment of attach, only the given processes.
+
+use std::{
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use zcprof_tests::*;
+
+const CHILD: &str = env!("CARGO_BIN_EXE_zc-child");
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait_child(c: &mut Child, timeout: Duration, what: &str) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = c.try_wait().expect("try_wait") {
+            return s;
+        }
+        if start.elapsed() > timeout {
+            let _ = c.kill();
+            panic!("{what} did not finish in {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Pids whose parent is `ppid`.
+fn children_of(ppid: u32) -> Vec<u64> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u64>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ...": comm may contain spaces, so parse after the last ')'.
+        let ppid_field = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid_field == Some(ppid) {
+            v.push(pid);
+        }
+    }
+    v
+}
+
+fn assert_error_line(stderr: &str) {
+    assert!(
+        stderr.lines().any(|l| l.starts_with("zcprof: error: ")),
+        "expected a line starting with 'zcprof: error: ', got:\n{stderr}"
+    );
+}
+
+/// The worker reads/writes /dev/zero and /dev/null before the attach, polls for a file, then
+/// reads a file: only the part after the attach is counted, and it is counted exactly.
+#[test]
+fn attach_counts_only_after_attach() {
+    if !require_root_or_skip() {
+        return;
+    }
+    assert!(
+        zcprof_programs_after(std::time::Duration::from_secs(3)).is_empty(),
+        "zcprof programs left from earlier"
+    );
+    let dir = scratch_dir("attach");
+    let tally = dir.join("tally.json");
+    let go = dir.join("go");
+    let mut child = Command::new(CHILD)
+        .arg(&tally)
+        .args([
+            "wait-then",
+            go.to_str().unwrap(),
+            "read-file",
+            "1000003",
+            "65536",
+        ])
+        .env("ZC_CHILD_DIR", &dir)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn zc-child");
+    // The worker is the supervisor's child.
+    let sup = child.id();
+    let mut worker = 0u64;
+    wait_for("the worker", Duration::from_secs(10), || {
+        worker = children_of(sup).first().copied().unwrap_or(0);
+        worker != 0
+    });
+    // Let the worker finish its pre-attach activity (it is polling by now, 10 ms per poll).
+    std::thread::sleep(Duration::from_millis(300));
+
+    let mut z = Command::new(zcprof_bin())
+        .args([
+            "attach",
+            "--pid",
+            &worker.to_string(),
+            "--json",
+            "--duration",
+            "60s",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn zcprof attach");
+    // Attached once its programs are loaded; a little more for the target to be registered.
+    wait_for("zcprof's programs", Duration::from_secs(30), || {
+        !bpftool_zcprof_programs().is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    std::fs::write(&go, b"").unwrap();
+
+    let cs = wait_child(&mut child, Duration::from_secs(60), "zc-child");
+    assert!(cs.success(), "zc-child failed");
+    let zs = wait_child(
+        &mut z,
+        Duration::from_secs(30),
+        "zcprof attach (target exited)",
+    );
+    let out = z.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(zs.success(), "zcprof attach: {zs:?}\n{stderr}");
+    assert!(
+        stderr.contains(&format!("process {worker} exited")),
+        "stderr should say the target exited:\n{stderr}"
+    );
+    let doc: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("attach --json stdout is not JSON ({e}):\n{stdout}"));
+    let t = Tally::read(&tally);
+    assert_eq!(t.worker_pid(), worker);
+    let w = process(&doc, worker);
+    assert!(
+        find_process(&doc, t.supervisor_pid()).is_none(),
+        "the supervisor was not attached to"
+    );
+    // After the attach: exactly the file reads.
+    let (calls, bytes, errors) = t.cell("read");
+    assert_cell(w, "read", "cpu_kernel_to_user", calls, bytes, errors);
+    // Before it: 50 writes to /dev/null and 50 reads of /dev/zero, not counted.
+    assert_eq!(t.phase_cell("before", "write").0, 50);
+    assert!(
+        transfers(w, "write").is_empty(),
+        "pre-attach writes were counted: {w}"
+    );
+    assert_eq!(u(&w["ledger"], "cpu_user_to_kernel"), 0);
+    assert_eq!(u(&w["ledger"], "cpu_kernel_to_user"), bytes);
+    // Syscalls: the reads, the tail of the polling (access + clock_nanosleep), exit_group.
+    let waits = t.phase_cell("wait", "access").0 + t.phase_cell("wait", "clock_nanosleep").0;
+    let s = u(w, "syscalls");
+    assert!(
+        (calls + 2..=calls + 1 + waits).contains(&s),
+        "syscalls {s}: reads {calls} + last access + exit_group, + at most {waits} polls"
+    );
+    assert!(
+        zcprof_programs_after(std::time::Duration::from_secs(3)).is_empty(),
+        "zcprof left programs loaded"
+    );
+}
+
+#[test]
+fn attach_to_nonexistent_pid_fails() {
+    if !require_root_or_skip() {
+        return;
+    }
+    let max: u64 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let pid = (2..max)
+        .rev()
+        .find(|p| !Path::new(&format!("/proc/{p}")).exists())
+        .unwrap();
+    let out = zcprof(&["attach", "--pid", &pid.to_string(), "--duration", "2s"]);
+    assert!(
+        !out.status.success(),
+        "attach to missing pid {pid} succeeded"
+    );
+    assert_error_line(&out.stderr);
+    assert!(
+        out.stderr.contains(&pid.to_string()),
+        "the error names the pid:\n{}",
+        out.stderr
+    );
+    assert!(zcprof_programs_after(std::time::Duration::from_secs(3)).is_empty());
+}
+
+#[test]
+fn bad_interval_is_a_usage_error() {
+    if !require_root_or_skip() {
+        return;
+    }
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() }.to_string();
+    for bad in ["0s", "abc"] {
+        let out = zcprof(&[
+            "attach",
+            "--pid",
+            &me,
+            "--interval",
+            bad,
+            "--duration",
+            "1s",
+        ]);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "--interval {bad}: {}",
+            out.stderr
+        );
+        assert_error_line(&out.stderr);
+    }
+}
+
+#[test]
+fn attach_to_init_for_one_second() {
+    if !require_root_or_skip() {
+        return;
+    }
+    let start = Instant::now();
+    let out = zcprof(&["attach", "--pid", "1", "--duration", "1s", "--json"]);
+    let took = start.elapsed();
+    assert!(out.status.success(), "{:?}\n{}", out.status, out.stderr);
+    let doc = parse_json(&out);
+    for p in processes(&doc) {
+        assert_eq!(u(p, "pid"), 1, "without --children only pid 1: {p}");
+    }
+    assert!(took >= Duration::from_millis(900), "ended after {took:?}");
+    assert!(took < Duration::from_secs(30), "ended after {took:?}");
+    assert!(
+        zcprof_programs_after(std::time::Duration::from_secs(3)).is_empty(),
+        "zcprof left programs loaded"
+    );
+}

@@ -1,0 +1,115 @@
+//! Bad input and hostile environments: one clear error line, a non-zero exit, and no BPF
+//! program left behind.
+
+use std::{os::unix::fs::PermissionsExt, process::Command};
+
+use zcprof_tests::*;
+
+fn assert_one_error_line(stderr: &str) {
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "expected exactly one error line, got:\n{stderr}"
+    );
+    assert!(
+        lines[0].starts_with("zcprof: error: "),
+        "expected 'zcprof: error: ...', got:\n{stderr}"
+    );
+}
+
+fn assert_no_programs(when: &str) {
+    let left = zcprof_programs_after(std::time::Duration::from_secs(3));
+    assert!(left.is_empty(), "{when}: zcprof programs loaded: {left:?}");
+}
+
+#[test]
+fn nonexistent_command() {
+    if !require_root_or_skip() {
+        return;
+    }
+    assert_no_programs("before");
+    let out = zcprof(&["run", "--", "/nonexistent/zc-no-such-command"]);
+    assert!(!out.status.success());
+    assert_one_error_line(&out.stderr);
+    assert!(
+        out.stderr.contains("zc-no-such-command"),
+        "names the command:\n{}",
+        out.stderr
+    );
+    assert_no_programs("after");
+}
+
+#[test]
+fn not_root() {
+    if !require_root_or_skip() {
+        return;
+    }
+    assert_no_programs("before");
+    // A copy nobody can execute regardless of the checkout's permissions.
+    let dir = scratch_dir("nonroot");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        "/var/tmp/zcprof-tests",
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let bin = dir.join("zcprof");
+    std::fs::copy(zcprof_bin(), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&bin)
+        .args(["run", "--", "true"])
+        .current_dir("/")
+        .output()
+        .expect("run setpriv");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "unprivileged run succeeded");
+    assert_one_error_line(&stderr);
+    assert_no_programs("after");
+}
+
+#[test]
+fn missing_tracepoint() {
+    if !require_root_or_skip() {
+        return;
+    }
+    assert_no_programs("before");
+    let out = zcprof(&[
+        "run",
+        "--tracepoint-override",
+        "sys_exit=no_such_tracepoint",
+        "--",
+        "true",
+    ]);
+    assert!(!out.status.success(), "ran without the sys_exit hook");
+    assert_one_error_line(&out.stderr);
+    assert!(
+        out.stderr.contains("no_such_tracepoint"),
+        "names the tracepoint:\n{}",
+        out.stderr
+    );
+    assert_no_programs("after");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    if !require_root_or_skip() {
+        return;
+    }
+    for args in [
+        &["run"][..],
+        &["attach", "--pid", "1", "--no-such-option"],
+        &["no-such-command"],
+    ] {
+        let out = zcprof(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("error"),
+            "{args:?}: an error message:\n{}",
+            out.stderr
+        );
+    }
+    assert_no_programs("after");
+}

@@ -1,0 +1,261 @@
+//! The copy ledger: every data-moving syscall of the worker lands in the expected column with
+//! exactly the calls, bytes and errors the child counted at its call sites. The worker does
+//! nothing else, so its ledger totals are exact too.
+
+use serde_json::Value;
+use zcprof_tests::*;
+
+const CHILD: &str = env!("CARGO_BIN_EXE_zc-child");
+
+const U2K: &str = "cpu_user_to_kernel";
+const K2U: &str = "cpu_kernel_to_user";
+const IN_KERNEL: &str = "cpu_in_kernel";
+const ZERO_COPY: &str = "zero_copy";
+const DMA: &str = "dma_direct";
+const NOT_MOVED: &str = "not_moved";
+const FAULT_IN: &str = "mmap_fault_in";
+
+/// Runs `action` and checks each (syscall, column) against the tally, that the worker has no
+/// other transfer cells (except `file_fault` when `file_fault_bytes` is given), and that its
+/// ledger equals the sum of its cells per column.
+fn check(action: &[&str], expect: &[(&str, &str)], file_fault_bytes: Option<u64>) -> ChildRun {
+    let r = run_child(CHILD, action);
+    let w = r.worker();
+    let mut columns: std::collections::BTreeMap<&str, u64> = Default::default();
+    for &(syscall, column) in expect {
+        let (calls, bytes, errors) = r.tally.cell(syscall);
+        assert!(
+            calls > 0,
+            "{action:?}: the child made no {syscall} call: {:?}",
+            r.tally.0
+        );
+        assert_cell(w, syscall, column, calls, bytes, errors);
+        *columns.entry(column).or_default() += bytes;
+    }
+    let mut allowed: Vec<&str> = expect.iter().map(|e| e.0).collect();
+    if let Some(b) = file_fault_bytes {
+        let cells = transfers(w, "file_fault");
+        assert_eq!(cells.len(), 1, "one file_fault cell: {cells:?}");
+        assert_eq!(cells[0]["column"], FAULT_IN);
+        assert_eq!(
+            u(cells[0], "bytes"),
+            b,
+            "file pages mapped by faults, in bytes: each of the file's pages is mapped exactly once \
+             (the kernel's mm_filemap_map_pages range is the fault-around window, which can \
+             include pages an earlier fault already mapped)"
+        );
+        assert!(u(cells[0], "calls") >= 1);
+        *columns.entry(FAULT_IN).or_default() += b;
+        allowed.push("file_fault");
+    }
+    for t in w["transfers"].as_array().expect("transfers") {
+        let s = t["syscall"].as_str().unwrap_or("?");
+        assert!(
+            allowed.contains(&s),
+            "{action:?}: unexpected transfer cell {t} (the worker made no such call)"
+        );
+    }
+    for c in COLUMNS {
+        assert_eq!(
+            w["ledger"][*c].as_u64(),
+            Some(columns.get(c).copied().unwrap_or(0)),
+            "{action:?}: ledger.{c}"
+        );
+    }
+    for t in w["transfers"].as_array().unwrap() {
+        let hist: u64 = t["size_log2"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_u64).sum())
+            .unwrap_or(0);
+        assert_eq!(
+            hist,
+            u(t, "calls") - u(t, "errors"),
+            "{action:?}: size_log2 counts every successful call once: {t}"
+        );
+    }
+    r
+}
+
+macro_rules! ledger_test {
+    ($name:ident, [$($a:expr),*], [$(($s:expr, $c:expr)),*]) => {
+        #[test]
+        fn $name() {
+            if !require_root_or_skip() {
+                return;
+            }
+            check(&[$($a),*], &[$(($s, $c)),*], None);
+        }
+    };
+}
+
+ledger_test!(
+    read_file,
+    ["read-file", "1000003", "65536"],
+    [("read", K2U)]
+);
+ledger_test!(
+    write_file,
+    ["write-file", "1000003", "65536"],
+    [("write", U2K)]
+);
+ledger_test!(pread, ["pread", "1000003", "65536"], [("pread64", K2U)]);
+ledger_test!(pwrite, ["pwrite", "1000003", "65536"], [("pwrite64", U2K)]);
+ledger_test!(readv, ["readv", "1000003", "65536"], [("readv", K2U)]);
+ledger_test!(writev, ["writev", "1000003", "65536"], [("writev", U2K)]);
+ledger_test!(preadv, ["preadv", "1000003", "65536"], [("preadv", K2U)]);
+ledger_test!(preadv2, ["preadv2", "1000003", "65536"], [("preadv2", K2U)]);
+ledger_test!(pwritev, ["pwritev", "1000003", "65536"], [("pwritev", U2K)]);
+ledger_test!(
+    pwritev2,
+    ["pwritev2", "1000003", "65536"],
+    [("pwritev2", U2K)]
+);
+ledger_test!(
+    pipe,
+    ["pipe-read", "1000003", "65536"],
+    [("write", U2K), ("read", K2U)]
+);
+ledger_test!(
+    unix_stream_socket,
+    ["socket-send", "1000003", "65536"],
+    [("write", U2K), ("read", K2U)]
+);
+ledger_test!(
+    udp_sendto_recvfrom,
+    ["sendto", "1000003", "32768"],
+    [("sendto", U2K), ("recvfrom", K2U)]
+);
+ledger_test!(
+    udp_sendmsg_recvmsg,
+    ["sendmsg", "1000003", "32768"],
+    [("sendmsg", U2K), ("recvmsg", K2U)]
+);
+ledger_test!(
+    sendmmsg_recvmmsg,
+    ["sendmmsg", "1000003", "8192", "4"],
+    [("sendmmsg", U2K), ("recvmmsg", K2U)]
+);
+ledger_test!(
+    sendfile_to_socket,
+    ["sendfile-socket", "1000003", "65536"],
+    [("sendfile", ZERO_COPY), ("recvfrom", K2U)]
+);
+ledger_test!(
+    sendfile_to_file,
+    ["sendfile-file", "1000003", "65536"],
+    [("sendfile", IN_KERNEL)]
+);
+ledger_test!(
+    splice_file_to_pipe,
+    ["splice-file-pipe", "1000003", "65536"],
+    [("splice", ZERO_COPY), ("read", K2U)]
+);
+ledger_test!(
+    splice_pipe_to_file,
+    ["splice-pipe-file", "1000003", "65536"],
+    [("write", U2K), ("splice", IN_KERNEL)]
+);
+ledger_test!(
+    splice_socket_to_pipe,
+    ["splice-socket-pipe", "1000003", "65536"],
+    [("write", U2K), ("splice", ZERO_COPY), ("read", K2U)]
+);
+ledger_test!(
+    splice_pipe_to_socket,
+    ["splice-pipe-socket", "1000003", "65536"],
+    [("write", U2K), ("splice", ZERO_COPY), ("read", K2U)]
+);
+ledger_test!(
+    tee,
+    ["tee", "1000003", "65536"],
+    [("write", U2K), ("tee", ZERO_COPY), ("read", K2U)]
+);
+ledger_test!(
+    vmsplice,
+    ["vmsplice", "1000003", "65536"],
+    [("vmsplice", ZERO_COPY), ("read", K2U)]
+);
+ledger_test!(
+    copy_file_range,
+    ["copy-file-range", "1000003", "65536"],
+    [("copy_file_range", IN_KERNEL)]
+);
+ledger_test!(
+    mmap_anon,
+    ["mmap-anon", "1000003"],
+    [("mmap_anon", NOT_MOVED), ("munmap", NOT_MOVED)]
+);
+ledger_test!(
+    odirect_read,
+    ["odirect-read", "1048576", "65536"],
+    [("read", DMA)]
+);
+
+/// A file mapped and read page by page: the mapping and unmapping move nothing; the file's
+/// pages come in by faults (fault-around maps several cached pages per fault), each page once.
+#[test]
+fn mmap_file() {
+    if !require_root_or_skip() {
+        return;
+    }
+    let n = 1 << 20;
+    let pages = (n as u64).div_ceil(4096);
+    let r = check(
+        &["mmap-file", &n.to_string()],
+        &[("mmap_file", NOT_MOVED), ("munmap", NOT_MOVED)],
+        Some(pages * 4096),
+    );
+    assert_eq!(r.tally.get("file_pages_touched"), pages);
+}
+
+/// MSG_ZEROCOPY over loopback: the kernel falls back to a copy, so the bytes are CPU copies;
+/// the requests are still counted.
+#[test]
+fn msg_zerocopy_over_loopback() {
+    if !require_root_or_skip() {
+        return;
+    }
+    let r = check(
+        &["msg-zerocopy", "1000003", "65536"],
+        &[("sendto", U2K), ("recvfrom", K2U), ("recvmsg", K2U)],
+        None,
+    );
+    let cell = transfer(r.worker(), "sendto", U2K).unwrap();
+    assert_eq!(
+        u(cell, "zerocopy_requested"),
+        r.tally.zerocopy_requested("sendto"),
+        "every send asked for MSG_ZEROCOPY"
+    );
+    assert_eq!(
+        r.tally.zerocopy_requested("sendto"),
+        r.tally.cell("sendto").0
+    );
+}
+
+/// io_uring READ operations are in the io_uring ledger (opcode 22), not in the syscall one.
+#[test]
+fn io_uring_read() {
+    if !require_root_or_skip() {
+        return;
+    }
+    let r = run_child(CHILD, &["io-uring", "1000003", "65536"]);
+    let w = r.worker();
+    let (calls, bytes, errors) = r.tally.cell("io_uring:read");
+    assert!(calls > 0);
+    let cells = uring_cells(w, "read");
+    assert_eq!(cells.len(), 1, "one io_uring read cell: {}", w["io_uring"]);
+    let c = cells[0];
+    assert_eq!(u(c, "opcode"), 22, "IORING_OP_READ");
+    assert_eq!(c["column"], K2U);
+    assert_eq!(
+        (u(c, "calls"), u(c, "bytes"), u(c, "errors")),
+        (calls, bytes, errors),
+        "io_uring read: zcprof vs tally"
+    );
+    assert!(transfers(w, "read").is_empty(), "no read(2) was made");
+    assert_eq!(
+        u(&w["ledger"], K2U),
+        bytes,
+        "the ring's reads are the only kernel->user copies"
+    );
+}
