@@ -267,7 +267,35 @@ pub struct LoadOptions<'a> {
     pub tracepoint_override: Option<(&'a str, &'a str)>,
 }
 
+/// Run statistics of one of zcprof's own kernel programs (kept by the kernel while some
+/// process holds a `BPF_ENABLE_STATS` fd).
+#[derive(Debug, Clone)]
+pub struct ProgramStats {
+    /// Program name.
+    pub name: String,
+    /// Times it ran.
+    pub run_count: u64,
+    /// Total time it ran, in nanoseconds.
+    pub run_time_ns: u64,
+}
+
 impl Probes {
+    /// Run counts and times of zcprof's programs. Works without privileges once loaded: it
+    /// asks the kernel about program fds zcprof already holds.
+    pub fn program_stats(&self) -> Vec<ProgramStats> {
+        self._ebpf
+            .programs()
+            .filter_map(|(name, p)| {
+                let info = p.info().ok()?;
+                Some(ProgramStats {
+                    name: name.to_string(),
+                    run_count: info.run_count(),
+                    run_time_ns: info.run_time().as_nanos() as u64,
+                })
+            })
+            .collect()
+    }
+
     /// Loads and attaches every program.
     pub fn load(options: LoadOptions<'_>) -> Result<Self, LoadError> {
         let tracepoint_override = options.tracepoint_override;
