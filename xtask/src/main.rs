@@ -25,7 +25,7 @@ struct Cli {
 enum Command {
     /// Install what this machine lacks to build and test zcprof (idempotent).
     Setup,
-    /// Run setup, build the workspace and run all tests serially (needs root).
+    /// Run setup, build and run all tests serially (needs root).
     Test {
         /// Extra arguments for `cargo test`; arguments after a further `--` go to the
         /// test binaries (e.g. `cargo xtask test -- -p tests -- some_test_name`).

@@ -1,4 +1,4 @@
-//! `cargo xtask test`: setup, build the workspace, run all tests serially.
+//! `cargo xtask test`: setup, build the default members, run all their tests serially.
 
 use anyhow::Result;
 
@@ -9,8 +9,9 @@ pub fn run(extra: &[String]) -> Result<()> {
     process::require_root("cargo xtask test")?;
     setup::run()?;
 
-    // Default members; zcprof's build.rs builds the kernel programs (aya-build).
-    cargo::run(cargo::command().args(["build", "--workspace"]))?;
+    // The default members, not `--workspace`: zcprof-ebpf only builds for the BPF target, and
+    // zcprof's build.rs builds it (aya-build).
+    cargo::run(cargo::command().arg("build"))?;
     let zcprof = cargo::built_binary("debug", "zcprof")?;
 
     let (cargo_args, test_args) = match extra.iter().position(|a| a == "--") {
@@ -19,13 +20,6 @@ pub fn run(extra: &[String]) -> Result<()> {
     };
     let mut cmd = cargo::command();
     cmd.arg("test");
-    // `--workspace` would override a package selection given by the caller.
-    let selects_package = cargo_args
-        .iter()
-        .any(|a| a == "-p" || a.starts_with("--package") || (a.starts_with("-p") && a.len() > 2));
-    if !selects_package {
-        cmd.arg("--workspace");
-    }
     // The tests load BPF programs and compare system-wide counters: run them serially.
     cmd.arg("--no-fail-fast")
         .args(cargo_args)
