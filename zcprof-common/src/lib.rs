@@ -12,6 +12,36 @@ pub const MAP_THREADS: &str = "THREADS";
 pub const MAP_TRANSFERS: &str = "TRANSFERS";
 /// Name of the per-process io_uring ledger, per CPU (key: [`UringKey`], value: [`Transfer`]).
 pub const MAP_URING: &str = "URING";
+/// Name of the array of fd-table epochs (index: tgid % [`FD_EPOCH_SLOTS`], value: `u64`).
+pub const MAP_FD_EPOCH: &str = "FD_EPOCH";
+/// Slots in [`MAP_FD_EPOCH`]. Processes that share a slot only invalidate each other's fd
+/// caches more often; correctness does not depend on the size.
+pub const FD_EPOCH_SLOTS: u32 = 4096;
+/// Entries in a thread's fd cache ([`ThreadStats::fd_cache`]), direct-mapped by `fd % FD_CACHE`.
+pub const FD_CACHE: usize = 4;
+
+/// One remembered file descriptor: what [`FdInfo`] the kernel program found for `fd`, valid
+/// while the process's fd-table epoch is still `epoch`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FdCacheEntry {
+    /// The descriptor, or `u32::MAX` for an empty entry.
+    pub fd: u32,
+    /// [`FdInfo::pack`]ed description.
+    pub info: u32,
+    /// The process's fd-table epoch when the entry was made.
+    pub epoch: u64,
+}
+
+impl FdCacheEntry {
+    /// An entry that matches no descriptor.
+    pub const EMPTY: FdCacheEntry = FdCacheEntry {
+        fd: u32::MAX,
+        info: 0,
+        epoch: 0,
+    };
+}
+
 /// Name of the per-CPU array of events the kernel side could not record (index: [`Lost`]).
 pub const MAP_LOST: &str = "LOST";
 
@@ -95,6 +125,11 @@ pub struct ThreadStats {
     pub fault_first: u64,
     /// Last page index of that range.
     pub fault_last: u64,
+    /// State: the thread's last few descriptors and what they are, so that a data syscall on a
+    /// known descriptor does not walk the file table again. Valid while the process's
+    /// fd-table epoch ([`MAP_FD_EPOCH`]) is unchanged; every syscall that can change what a
+    /// descriptor number refers to, or its flags or peer, moves the epoch on.
+    pub fd_cache: [FdCacheEntry; FD_CACHE],
 }
 
 impl ThreadStats {
@@ -117,6 +152,7 @@ impl ThreadStats {
             fault_mapping: 0,
             fault_first: 0,
             fault_last: 0,
+            fd_cache: [FdCacheEntry::EMPTY; FD_CACHE],
         }
     }
 }
@@ -311,6 +347,35 @@ pub struct FdInfo {
 }
 
 impl FdInfo {
+    /// The description in 32 bits, for [`FdCacheEntry`].
+    #[inline(always)]
+    pub const fn pack(self) -> u32 {
+        (self.kind as u32)
+            | (self.direct as u32) << 8
+            | (self.writable as u32) << 9
+            | (self.so_zerocopy as u32) << 10
+            | (self.local_peer as u32) << 11
+    }
+
+    /// The description [`FdInfo::pack`] made.
+    #[inline(always)]
+    pub const fn unpack(v: u32) -> FdInfo {
+        let kind = match v & 0xff {
+            1 => FdKind::Regular,
+            2 => FdKind::Socket,
+            3 => FdKind::Pipe,
+            4 => FdKind::Other,
+            _ => FdKind::Unknown,
+        };
+        FdInfo {
+            kind,
+            direct: v & 1 << 8 != 0,
+            writable: v & 1 << 9 != 0,
+            so_zerocopy: v & 1 << 10 != 0,
+            local_peer: v & 1 << 11 != 0,
+        }
+    }
+
     /// Nothing known about the descriptor.
     pub const UNKNOWN: FdInfo = FdInfo {
         kind: FdKind::Unknown,
@@ -696,6 +761,28 @@ mod tests {
             classify(Syscall::Sendmsg, remote, FdInfo::UNKNOWN, false),
             Column::CpuUserToKernel
         );
+    }
+
+    #[test]
+    fn fd_info_packs_losslessly() {
+        for kind in [
+            FdKind::Unknown,
+            FdKind::Regular,
+            FdKind::Socket,
+            FdKind::Pipe,
+            FdKind::Other,
+        ] {
+            for bits in 0..16u32 {
+                let info = FdInfo {
+                    kind,
+                    direct: bits & 1 != 0,
+                    writable: bits & 2 != 0,
+                    so_zerocopy: bits & 4 != 0,
+                    local_peer: bits & 8 != 0,
+                };
+                assert_eq!(FdInfo::unpack(info.pack()), info);
+            }
+        }
     }
 
     #[test]

@@ -2,11 +2,12 @@
 //! completion) into calls and bytes in a ledger cell (thread, syscall, column).
 
 use zcprof_common::{
-    Column, FdInfo, HIST_BUCKETS, Lost, Syscall, Transfer, TransferKey, classify, size_bucket,
+    Column, FD_CACHE, FD_EPOCH_SLOTS, FdCacheEntry, FdInfo, FdKind, HIST_BUCKETS, Lost, Syscall,
+    ThreadStats, Transfer, TransferKey, classify, size_bucket,
 };
 
 use crate::{
-    DI, DX, MAP_ANONYMOUS, MSG_ZEROCOPY, PAGE_SIZE, R8, R9, R10, SI, TRANSFERS, files::fd_info,
+    DI, DX, FD_EPOCH, MAP_ANONYMOUS, MSG_ZEROCOPY, PAGE_SIZE, R8, R9, R10, SI, TRANSFERS, files,
     lost,
 };
 
@@ -23,18 +24,42 @@ fn arg(regs: &[u64; 9], n: usize) -> u64 {
     }
 }
 
+/// What descriptor `fd` of the current thread is: from the thread's fd cache when the
+/// process's fd table has not changed since, else from the file table (and cached).
+#[inline(always)]
+fn fd_info(t: &mut ThreadStats, fd: u64) -> FdInfo {
+    let epoch = match FD_EPOCH.get(t.tgid % FD_EPOCH_SLOTS) {
+        Some(e) => *e,
+        None => return files::fd_info(fd),
+    };
+    let slot = &mut t.fd_cache[(fd as usize) & (FD_CACHE - 1)];
+    if slot.fd as u64 == fd && slot.epoch == epoch {
+        return FdInfo::unpack(slot.info);
+    }
+    let info = files::fd_info(fd);
+    if info.kind != FdKind::Unknown {
+        *slot = FdCacheEntry {
+            fd: fd as u32,
+            info: info.pack(),
+            epoch,
+        };
+    }
+    info
+}
+
 /// Records one returned data-moving syscall of thread `tid`.
 #[inline(always)]
-pub fn record_syscall(tgid: u32, tid: u32, syscall: Syscall, regs: &[u64; 9], ret: i64) {
+pub fn record_syscall(t: &mut ThreadStats, tid: u32, syscall: Syscall, regs: &[u64; 9], ret: i64) {
     use Syscall::*;
+    let tgid = t.tgid;
     match syscall {
         Read | Write | Pread64 | Pwrite64 | Readv | Writev | Preadv | Preadv2 | Pwritev
         | Pwritev2 | Recvfrom | Recvmsg | Tee | Vmsplice | CopyFileRange => {
-            record(tgid, tid, syscall, fd_info(arg(regs, 0)), ret, false);
+            record(tgid, tid, syscall, fd_info(t, arg(regs, 0)), ret, false);
         }
         Recvmmsg => {
             let ret = mmsg_result(arg(regs, 1), ret);
-            record(tgid, tid, syscall, fd_info(arg(regs, 0)), ret, false);
+            record(tgid, tid, syscall, fd_info(t, arg(regs, 0)), ret, false);
         }
         Sendto | Sendmsg | Sendmmsg => {
             // sendto(fd, buf, len, flags, ..), sendmsg(fd, msg, flags), sendmmsg(fd, vec, n, flags)
@@ -51,19 +76,19 @@ pub fn record_syscall(tgid: u32, tid: u32, syscall: Syscall, regs: &[u64; 9], re
                 tgid,
                 tid,
                 syscall,
-                fd_info(arg(regs, 0)),
+                fd_info(t, arg(regs, 0)),
                 ret,
                 flags & MSG_ZEROCOPY != 0,
             );
         }
         Sendfile => {
             // sendfile(out_fd, in_fd, offset, count): the destination decides the path.
-            record(tgid, tid, syscall, fd_info(arg(regs, 0)), ret, false);
+            record(tgid, tid, syscall, fd_info(t, arg(regs, 0)), ret, false);
         }
         Splice => {
             // splice(fd_in, off_in, fd_out, off_out, len, flags)
-            let src = fd_info(arg(regs, 0));
-            let dst = fd_info(arg(regs, 2));
+            let src = fd_info(t, arg(regs, 0));
+            let dst = fd_info(t, arg(regs, 2));
             let column = classify(Splice, dst, src, false);
             add_to(tgid, tid, syscall, column, ret, false);
         }

@@ -16,16 +16,16 @@ use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_task,
+        bpf_get_current_task, bpf_ktime_get_ns,
     },
     macros::{map, perf_event, raw_tracepoint},
-    maps::{HashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
     programs::{PerfEventContext, RawTracePointContext},
 };
 use aya_log_ebpf::warn;
 use zcprof_common::{
-    FdInfo, LOST_REASONS, Lost, MAX_PROCESSES, MAX_THREADS, MAX_TRANSFERS, MAX_URING,
-    NVCSW_UNKNOWN, Syscall, THREAD_EXITED, ThreadStats, Transfer, TransferKey, UringKey,
+    FD_EPOCH_SLOTS, FdInfo, LOST_REASONS, Lost, MAX_PROCESSES, MAX_THREADS, MAX_TRANSFERS,
+    MAX_URING, NVCSW_UNKNOWN, Syscall, THREAD_EXITED, ThreadStats, Transfer, TransferKey, UringKey,
     WATCH_COUNT, WATCH_FOLLOW_CHILDREN, Watch,
 };
 
@@ -52,6 +52,24 @@ pub(crate) static TRANSFERS: HashMap<TransferKey, Transfer> =
 /// created without the fork tracepoint), so this ledger is keyed by process and kept per CPU.
 #[map(name = "URING")]
 static URING: PerCpuHashMap<UringKey, Transfer> = PerCpuHashMap::with_max_entries(MAX_URING, 0);
+
+/// Per-process fd-table epochs (see `ThreadStats::fd_cache`). An array, because its lookup is
+/// a few inlined instructions where a hash lookup is a function call.
+#[map(name = "FD_EPOCH")]
+pub(crate) static FD_EPOCH: Array<u64> = Array::with_max_entries(FD_EPOCH_SLOTS, 0);
+
+/// Moves process `tgid`'s fd-table epoch on: every thread's cached descriptors are forgotten.
+/// The epoch is the time of the last change, not a counter: BPF has no atomic add in Rust
+/// here, and a plain increment from two threads at once could leave an old value; two writes
+/// of the clock always leave a new one.
+#[inline(always)]
+pub(crate) fn fd_table_changed(tgid: u32) {
+    if let Some(e) = FD_EPOCH.get_ptr_mut(tgid % FD_EPOCH_SLOTS) {
+        // SAFETY: the slot is a valid, aligned u64 in map memory; an aligned 8-byte store is
+        // single-copy atomic.
+        unsafe { core::ptr::write_volatile(e, bpf_ktime_get_ns()) };
+    }
+}
 
 #[map(name = "LOST")]
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOST_REASONS, 0);
@@ -135,6 +153,13 @@ const NR_SENDTO: u64 = 44;
 const NR_RECVFROM: u64 = 45;
 const NR_SENDMSG: u64 = 46;
 const NR_RECVMSG: u64 = 47;
+const NR_CLOSE: u64 = 3;
+const NR_DUP2: u64 = 33;
+const NR_CONNECT: u64 = 42;
+const NR_SETSOCKOPT: u64 = 54;
+const NR_FCNTL: u64 = 72;
+const NR_DUP3: u64 = 292;
+const NR_CLOSE_RANGE: u64 = 436;
 const NR_EXIT: u64 = 60;
 const NR_EXIT_GROUP: u64 = 231;
 const NR_SPLICE: u64 = 275;
@@ -201,14 +226,18 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<u32, u32> {
         NR_COPY_FILE_RANGE => Syscall::CopyFileRange,
         NR_MMAP => Syscall::MmapFile,
         NR_MUNMAP => Syscall::Munmap,
+        // What a descriptor number refers to, or its flags or peer, may have changed.
+        NR_CLOSE | NR_DUP2 | NR_DUP3 | NR_CLOSE_RANGE | NR_FCNTL | NR_SETSOCKOPT | NR_CONNECT => {
+            fd_table_changed(thread.tgid);
+            return Ok(0);
+        }
         _ => return Ok(0),
     };
     let ret: i64 = ctx.arg(1);
     if syscall == Syscall::Munmap {
         thread.fault_mapping = 0;
     }
-    let tgid = thread.tgid;
-    ledger::record_syscall(tgid, tid, syscall, &args, ret);
+    ledger::record_syscall(thread, tid, syscall, &args, ret);
     Ok(0)
 }
 
@@ -343,6 +372,8 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<u32, u32> {
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 pub fn sched_process_exec(_ctx: RawTracePointContext) -> u32 {
     if let Some((t, _)) = current_thread() {
+        // Close-on-exec descriptors are gone.
+        fd_table_changed(t.tgid);
         t.syscalls_before_exec = t.syscalls;
         if let Ok(comm) = bpf_get_current_comm() {
             t.comm = comm;
@@ -507,6 +538,9 @@ pub fn io_uring_complete(ctx: RawTracePointContext) -> u32 {
     }
 }
 
+/// IORING_OP_CLOSE closes a descriptor without a close syscall.
+const IORING_OP_CLOSE: u8 = 19;
+
 fn try_uring(ctx: &RawTracePointContext) -> Result<u32, u32> {
     if !off::have_btf() {
         return Ok(0);
@@ -530,6 +564,9 @@ fn try_uring(ctx: &RawTracePointContext) -> Result<u32, u32> {
     let res: i32 = read(cqe, off::cqe_res()).map_err(|_| 0u32)?;
     let cflags: u32 = read(cqe, off::cqe_flags()).unwrap_or(0);
     let file: u64 = read(req, off::kiocb_file()).unwrap_or(0);
+    if opcode == IORING_OP_CLOSE {
+        fd_table_changed(tgid);
+    }
     let column = ledger::uring_column(opcode, file_info(file), cflags);
     let key = UringKey {
         tgid,
