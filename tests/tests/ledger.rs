@@ -259,3 +259,34 @@ fn io_uring_read() {
         "the ring's reads are the only kernel->user copies"
     );
 }
+
+/// One descriptor number re-pointed by dup2, then switched to O_DIRECT by fcntl: each read
+/// lands in the column of what the descriptor was at that moment, although the kernel side
+/// caches what it learnt of each descriptor.
+#[test]
+fn reused_descriptor_is_reclassified() {
+    if !require_root_or_skip() {
+        return;
+    }
+    let r = run_child(CHILD, &["fd-reuse", "65536"]);
+    let w = r.worker();
+    let cells: Vec<(String, u64, u64, u64)> = transfers(w, "read")
+        .iter()
+        .map(|c| {
+            let col = c["column"].as_str().unwrap_or("?").to_string();
+            (col, u(c, "calls"), u(c, "bytes"), u(c, "errors"))
+        })
+        .collect();
+    let direct = r.tally.cell("read-direct");
+    let buffered = r.tally.cell("read-buffered");
+    assert_eq!(direct, (2, 2 * 65536, 0), "the child's own tally");
+    assert_eq!(buffered, (1, 65536, 0), "the child's own tally");
+    assert_eq!(
+        cells,
+        vec![
+            (K2U.to_string(), buffered.0, buffered.1, buffered.2),
+            (DMA.to_string(), direct.0, direct.1, direct.2),
+        ],
+        "read cells by column"
+    );
+}

@@ -960,6 +960,67 @@ fn setup(action: &str, rest: &[String], dir: &Path) -> Result<Job, String> {
                 })
             })
         }
+        "fd-reuse" => {
+            // One descriptor number that changes what it refers to, twice: the ledger must
+            // follow (the kernel side caches descriptors per thread).
+            let n: usize = rest
+                .first()
+                .ok_or("fd-reuse N")?
+                .parse()
+                .map_err(|e| format!("N: {e}"))?;
+            if n % PAGE != 0 {
+                return Err("fd-reuse: N must be a multiple of 4096".into());
+            }
+            let direct = cpath(&make_file(dir, "direct", n)?);
+            let buffered = cpath(&make_file(dir, "buffered", 2 * n)?);
+            // SAFETY: valid C strings.
+            let a = unsafe { libc::open(direct.as_ptr(), libc::O_RDONLY | libc::O_DIRECT) };
+            // SAFETY: as above.
+            let b = unsafe { libc::open(buffered.as_ptr(), libc::O_RDONLY) };
+            if a < 0 || b < 0 {
+                return Err(format!("open: {}", errstr(errno())));
+            }
+            // SAFETY: plain anonymous mapping (page-aligned, as O_DIRECT needs), checked.
+            let buf = unsafe {
+                libc::mmap(
+                    ptr::null_mut(),
+                    n,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            if buf == libc::MAP_FAILED {
+                return Err(format!("mmap: {}", errstr(errno())));
+            }
+            // SAFETY: the mapping is n bytes long.
+            let buf = unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), n) };
+            buf.fill(1);
+            job(move |t| {
+                let read_all = |t: &mut Shared, name: &'static str, buf: &mut [u8]| {
+                    // SAFETY: n == buf.len().
+                    let r = unsafe { libc::read(a, buf.as_mut_ptr().cast(), n) };
+                    match t.xfer(name, r)? {
+                        got if got == n => Ok(()),
+                        got => Err(format!("{name}: short read {got} of {n}")),
+                    }
+                };
+                read_all(t, "read-direct", buf)?;
+                // `a` now names the buffered file.
+                // SAFETY: both are open descriptors.
+                if unsafe { libc::dup2(b, a) } < 0 {
+                    return Err(format!("dup2: {}", errstr(errno())));
+                }
+                read_all(t, "read-buffered", buf)?;
+                // And now it bypasses the page cache.
+                // SAFETY: `a` is open; F_SETFL takes an int.
+                if unsafe { libc::fcntl(a, libc::F_SETFL, libc::O_DIRECT) } < 0 {
+                    return Err(format!("fcntl(O_DIRECT): {}", errstr(errno())));
+                }
+                read_all(t, "read-direct", buf)
+            })
+        }
         "odirect-read" => {
             let (n, chunk) = n_chunk(rest)?;
             if chunk % PAGE != 0 || n % chunk != 0 {
