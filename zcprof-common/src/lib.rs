@@ -73,8 +73,11 @@ pub struct Watch {
     pub flags: u32,
 }
 
-/// [`ThreadStats::flags`]: the thread has exited; its counters are final.
+/// [`ThreadStats::flags`]: the thread has exited (it may still be switched out on its way).
 pub const THREAD_EXITED: u32 = 1;
+/// [`ThreadStats::flags`]: the thread's final context switch has happened; its counters are
+/// final.
+pub const THREAD_DEAD: u32 = 2;
 /// [`ThreadStats::last_nvcsw`] before the first context switch of a thread whose
 /// voluntary-switch count was unknown when it was entered.
 pub const NVCSW_UNKNOWN: u64 = u64::MAX;

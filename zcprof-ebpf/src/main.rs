@@ -25,8 +25,8 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use zcprof_common::{
     FD_EPOCH_SLOTS, FdInfo, LOST_REASONS, Lost, MAX_PROCESSES, MAX_THREADS, MAX_TRANSFERS,
-    MAX_URING, NVCSW_UNKNOWN, Syscall, THREAD_EXITED, ThreadStats, Transfer, TransferKey, UringKey,
-    WATCH_COUNT, WATCH_FOLLOW_CHILDREN, Watch,
+    MAX_URING, NVCSW_UNKNOWN, Syscall, THREAD_DEAD, THREAD_EXITED, ThreadStats, Transfer,
+    TransferKey, UringKey, WATCH_COUNT, WATCH_FOLLOW_CHILDREN, Watch,
 };
 
 use crate::{
@@ -271,10 +271,14 @@ fn try_sched_switch(ctx: &RawTracePointContext) -> Result<u32, u32> {
     // SAFETY: see current_thread(): only this thread writes its entry.
     let t = unsafe { &mut *t };
     let prev_state: u64 = ctx.arg(3);
-    // An exited thread's last switch still counts (it is in ru_nvcsw); any later switch under
+    // A thread that has exited can still be preempted on its way out, and its final switch
+    // (state TASK_DEAD) is the last one: all are in its rusage. Any switch after that under
     // this tid belongs to an unrelated task that reused it.
-    if t.flags & THREAD_EXITED != 0 && prev_state & TASK_DEAD == 0 {
+    if t.flags & THREAD_DEAD != 0 {
         return Ok(0);
+    }
+    if prev_state & TASK_DEAD != 0 {
+        t.flags |= THREAD_DEAD;
     }
     let prev: u64 = ctx.arg(1);
     let voluntary = match read::<u64>(prev, off::task_nvcsw()) {
