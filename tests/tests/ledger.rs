@@ -230,6 +230,19 @@ fn msg_zerocopy_over_loopback() {
         r.tally.zerocopy_requested("sendto"),
         r.tally.cell("sendto").0
     );
+    // The kernel's own word, read back from the completions: every send was copied.
+    let completed = r.tally.cell("zerocopy-completed").0;
+    assert_eq!(completed, r.tally.cell("sendto").0, "every send completed");
+    assert_eq!(
+        r.worker()["zerocopy_completions"],
+        serde_json::json!({"sends": completed, "copied": r.tally.cell("zerocopy-copied").0}),
+        "zcprof reads the same completions"
+    );
+    assert_eq!(
+        r.tally.cell("zerocopy-copied").0,
+        completed,
+        "loopback: all copied"
+    );
 }
 
 /// io_uring READ operations are in the io_uring ledger (opcode 22), not in the syscall one.

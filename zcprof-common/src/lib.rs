@@ -128,6 +128,11 @@ pub struct ThreadStats {
     pub fault_first: u64,
     /// Last page index of that range.
     pub fault_last: u64,
+    /// MSG_ZEROCOPY sends whose completion the thread read (recvmsg with MSG_ERRQUEUE).
+    pub zerocopy_sends_completed: u64,
+    /// Of those, the ones the kernel reports it copied after all (SO_EE_CODE_ZEROCOPY_COPIED:
+    /// a local peer, or a device without scatter-gather).
+    pub zerocopy_sends_copied: u64,
     /// State: the thread's last few descriptors and what they are, so that a data syscall on a
     /// known descriptor does not walk the file table again. Valid while the process's
     /// fd-table epoch ([`MAP_FD_EPOCH`]) is unchanged; every syscall that can change what a
@@ -155,6 +160,8 @@ impl ThreadStats {
             fault_mapping: 0,
             fault_first: 0,
             fault_last: 0,
+            zerocopy_sends_completed: 0,
+            zerocopy_sends_copied: 0,
             fd_cache: [FdCacheEntry::EMPTY; FD_CACHE],
         }
     }

@@ -1,6 +1,7 @@
 //! The copy ledger, kernel side: turns one data-moving syscall (or file fault, or io_uring
 //! completion) into calls and bytes in a ledger cell (thread, syscall, column).
 
+use aya_ebpf::helpers::bpf_probe_read_user;
 use zcprof_common::{
     Column, FD_CACHE, FD_EPOCH_SLOTS, FdCacheEntry, FdInfo, FdKind, HIST_BUCKETS, Lost, Syscall,
     ThreadStats, Transfer, TransferKey, classify, size_bucket,
@@ -54,7 +55,14 @@ pub fn record_syscall(t: &mut ThreadStats, tid: u32, syscall: Syscall, regs: &[u
     let tgid = t.tgid;
     match syscall {
         Read | Write | Pread64 | Pwrite64 | Readv | Writev | Preadv | Preadv2 | Pwritev
-        | Pwritev2 | Recvfrom | Recvmsg | Tee | Vmsplice | CopyFileRange => {
+        | Pwritev2 | Recvfrom | Tee | Vmsplice | CopyFileRange => {
+            record(tgid, tid, syscall, fd_info(t, arg(regs, 0)), ret, false);
+        }
+        Recvmsg => {
+            // recvmsg(fd, msg, flags)
+            if arg(regs, 2) & MSG_ERRQUEUE != 0 && ret >= 0 {
+                zerocopy_notification(t, arg(regs, 1));
+            }
             record(tgid, tid, syscall, fd_info(t, arg(regs, 0)), ret, false);
         }
         Recvmmsg => {
@@ -119,6 +127,50 @@ pub fn record_syscall(t: &mut ThreadStats, tid: u32, syscall: Syscall, regs: &[u
     }
 }
 
+const MSG_ERRQUEUE: u64 = 0x2000;
+
+/// Reads a MSG_ZEROCOPY completion that recvmsg(MSG_ERRQUEUE) just returned: the kernel's own
+/// word on whether it copied the sends `ee_info..=ee_data` after all.
+#[inline(always)]
+fn zerocopy_notification(t: &mut ThreadStats, msghdr: u64) {
+    // struct msghdr: msg_control at 32, msg_controllen at 40 (x86-64 ABI).
+    // SAFETY: probe_read_user never faults; a bad pointer yields an error.
+    let Ok(control) = (unsafe { bpf_probe_read_user((msghdr + 32) as *const [u64; 2]) }) else {
+        return;
+    };
+    // struct cmsghdr { u64 len; i32 level; i32 type } then struct sock_extended_err
+    // { u32 ee_errno; u8 ee_origin, ee_type, ee_code, ee_pad; u32 ee_info; u32 ee_data }.
+    const CMSG_AND_EE: u64 = 16 + 16;
+    if control[0] == 0 || control[1] < CMSG_AND_EE {
+        return;
+    }
+    // SAFETY: as above.
+    let Ok(c) = (unsafe { bpf_probe_read_user(control[0] as *const [u32; 8]) }) else {
+        return;
+    };
+    let (level, kind) = (c[2], c[3]);
+    let ip_recverr =
+        (level == SOL_IP && kind == IP_RECVERR) || (level == SOL_IPV6 && kind == IPV6_RECVERR);
+    let origin = c[5] & 0xff;
+    let code = (c[5] >> 16) & 0xff;
+    if !ip_recverr || origin != SO_EE_ORIGIN_ZEROCOPY {
+        return;
+    }
+    let (lo, hi) = (c[6], c[7]);
+    let sends = hi.wrapping_sub(lo) as u64 + 1;
+    t.zerocopy_sends_completed += sends;
+    if code & SO_EE_CODE_ZEROCOPY_COPIED != 0 {
+        t.zerocopy_sends_copied += sends;
+    }
+}
+
+const SOL_IP: u32 = 0;
+const IP_RECVERR: u32 = 11;
+const SOL_IPV6: u32 = 41;
+const IPV6_RECVERR: u32 = 25;
+const SO_EE_ORIGIN_ZEROCOPY: u32 = 5;
+const SO_EE_CODE_ZEROCOPY_COPIED: u32 = 1;
+
 /// recvmmsg/sendmmsg return a message count; the bytes are the messages' `msg_len`.
 #[inline(always)]
 fn mmsg_result(vec: u64, ret: i64) -> i64 {
@@ -135,7 +187,7 @@ fn mmsg_result(vec: u64, ret: i64) -> i64 {
     while i < n {
         let p = vec + (i as u64) * MMSGHDR_SIZE + MSG_LEN_OFFSET;
         // SAFETY: probe_read_user never faults; a bad pointer yields an error.
-        if let Ok(len) = unsafe { aya_ebpf::helpers::bpf_probe_read_user(p as *const u32) } {
+        if let Ok(len) = unsafe { bpf_probe_read_user(p as *const u32) } {
             total += len as u64;
         }
         i += 1;

@@ -35,6 +35,10 @@ pub struct Counters {
     pub faults_user: u64,
     /// Faults taken in kernel mode.
     pub faults_kernel: u64,
+    /// MSG_ZEROCOPY sends whose completion was read.
+    pub zerocopy_sends_completed: u64,
+    /// Of those, sends the kernel reported it copied.
+    pub zerocopy_sends_copied: u64,
 }
 
 impl Counters {
@@ -47,6 +51,8 @@ impl Counters {
         self.faults_major += o.faults_major;
         self.faults_user += o.faults_user;
         self.faults_kernel += o.faults_kernel;
+        self.zerocopy_sends_completed += o.zerocopy_sends_completed;
+        self.zerocopy_sends_copied += o.zerocopy_sends_copied;
     }
 
     fn sub(&self, o: &Counters) -> Counters {
@@ -61,6 +67,12 @@ impl Counters {
             faults_major: self.faults_major.saturating_sub(o.faults_major),
             faults_user: self.faults_user.saturating_sub(o.faults_user),
             faults_kernel: self.faults_kernel.saturating_sub(o.faults_kernel),
+            zerocopy_sends_completed: self
+                .zerocopy_sends_completed
+                .saturating_sub(o.zerocopy_sends_completed),
+            zerocopy_sends_copied: self
+                .zerocopy_sends_copied
+                .saturating_sub(o.zerocopy_sends_copied),
         }
     }
 }
@@ -234,6 +246,8 @@ pub fn snapshot(probes: &Probes, only: Option<&[u32]>) -> Result<Snapshot, Colle
             faults_major: t.faults_major,
             faults_user: t.faults_user,
             faults_kernel: t.faults_kernel,
+            zerocopy_sends_completed: t.zerocopy_sends_completed,
+            zerocopy_sends_copied: t.zerocopy_sends_copied,
         };
         let view = ThreadView {
             comm: comm_str(&t.comm),

@@ -86,6 +86,9 @@ fn counters_json(c: &Counters) -> Value {
             "minor": c.faults_minor, "major": c.faults_major,
             "user": c.faults_user, "kernel": c.faults_kernel,
         },
+        "zerocopy_completions": {
+            "sends": c.zerocopy_sends_completed, "copied": c.zerocopy_sends_copied,
+        },
     })
 }
 

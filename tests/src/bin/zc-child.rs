@@ -77,6 +77,10 @@ struct Shared {
 
 type Job = Box<dyn FnOnce(&mut Shared) -> Result<(), String>>;
 
+/// linux/errqueue.h: a MSG_ZEROCOPY completion, and its "the kernel copied" flag (not in libc).
+const SO_EE_ORIGIN_ZEROCOPY: u8 = 5;
+const SO_EE_CODE_ZEROCOPY_COPIED: u8 = 1;
+
 fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
@@ -943,17 +947,38 @@ fn setup(action: &str, rest: &[String], dir: &Path) -> Result<Job, String> {
                     t.cell("sendto")?.zerocopy += 1;
                     drain_recv(t, s, &mut rbuf, got)?;
                     loop {
-                        // SAFETY: control buffer outlives the call.
+                        // SAFETY: an all-zero msghdr is valid.
+                        let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
+                        h.msg_control = control.as_mut_ptr().cast();
+                        h.msg_controllen = control.len();
+                        // SAFETY: the control buffer outlives the call.
                         let r = unsafe {
-                            let mut h: libc::msghdr = std::mem::zeroed();
-                            h.msg_control = control.as_mut_ptr().cast();
-                            h.msg_controllen = control.len();
                             libc::recvmsg(c, &mut h, libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT)
                         };
                         match t.xfer("recvmsg", r) {
                             Ok(_) => {}
                             Err(_) if errno() == libc::EAGAIN => break,
                             Err(e) => return Err(e),
+                        }
+                        // The completion: sends ee_info..=ee_data, copied or not.
+                        // SAFETY: the kernel filled h and its control buffer.
+                        let cm = unsafe { libc::CMSG_FIRSTHDR(&h) };
+                        if cm.is_null() {
+                            return Err("zerocopy completion without a control message".into());
+                        }
+                        // SAFETY: cm points into `control`; CMSG_DATA is its payload.
+                        let ee = unsafe {
+                            std::ptr::read_unaligned(
+                                libc::CMSG_DATA(cm) as *const libc::sock_extended_err
+                            )
+                        };
+                        if ee.ee_origin != SO_EE_ORIGIN_ZEROCOPY {
+                            return Err(format!("unexpected error-queue origin {}", ee.ee_origin));
+                        }
+                        let sends = ee.ee_data.wrapping_sub(ee.ee_info) as u64 + 1;
+                        t.cell("zerocopy-completed")?.calls += sends;
+                        if ee.ee_code & SO_EE_CODE_ZEROCOPY_COPIED != 0 {
+                            t.cell("zerocopy-copied")?.calls += sends;
                         }
                     }
                     Ok(got)
