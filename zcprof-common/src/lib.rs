@@ -607,6 +607,9 @@ pub mod offsets {
     /// Set to 1 to count every process on the host (`zcprof serve`): threads are entered by
     /// the kernel programs on their first syscall or fault instead of by `WATCHED`.
     pub const WATCH_ALL: &str = "WATCH_ALL";
+    /// Benchmarks only: set to 1 and every program returns at once, which measures the cost
+    /// of the hooks themselves (the floor zcprof's own work is compared with).
+    pub const EMPTY_BODIES: &str = "EMPTY_BODIES";
     /// Set to 1 when every offset above came from BTF; 0 makes the programs fall back to
     /// syscall-only classes (no fd types).
     pub const HAVE_BTF: &str = "HAVE_BTF";

@@ -45,6 +45,7 @@ kernel_globals!(
     STACK_ORIG_AX,
     HAVE_BTF,
     WATCH_ALL,
+    EMPTY_BODIES,
 );
 
 /// Reads a loader-set global. The volatile read keeps the compiler from folding the
@@ -165,6 +166,11 @@ pub mod off {
     #[inline(always)]
     pub fn stack_orig_ax() -> u64 {
         global(&STACK_ORIG_AX)
+    }
+    /// Benchmarks only: every program returns at once (the cost floor of the hooks).
+    #[inline(always)]
+    pub fn empty_bodies() -> bool {
+        global(&EMPTY_BODIES) != 0
     }
     #[inline(always)]
     pub fn watch_all() -> bool {

@@ -185,6 +185,9 @@ const PAGE_SIZE: u64 = 4096;
 /// the syscall's number and arguments are still in `regs` (x86-64 leaves them untouched).
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn sys_exit(ctx: RawTracePointContext) -> u32 {
+    if off::empty_bodies() {
+        return 0;
+    }
     match try_sys_exit(&ctx) {
         Ok(r) | Err(r) => r,
     }
@@ -254,6 +257,9 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<u32, u32> {
 /// signal pending is counted voluntary with state 0).
 #[raw_tracepoint(tracepoint = "sched_switch")]
 pub fn sched_switch(ctx: RawTracePointContext) -> u32 {
+    if off::empty_bodies() {
+        return 0;
+    }
     match try_sched_switch(&ctx) {
         Ok(r) | Err(r) => r,
     }
@@ -314,6 +320,9 @@ fn try_sched_switch(ctx: &RawTracePointContext) -> Result<u32, u32> {
 /// child's entry exists before it can make a syscall or fault.
 #[raw_tracepoint(tracepoint = "sched_process_fork")]
 pub fn sched_process_fork(ctx: RawTracePointContext) -> u32 {
+    if off::empty_bodies() {
+        return 0;
+    }
     match try_fork(&ctx) {
         Ok(r) | Err(r) => r,
     }
@@ -375,6 +384,9 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<u32, u32> {
 /// (strace, for one, starts counting at the exec).
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 pub fn sched_process_exec(_ctx: RawTracePointContext) -> u32 {
+    if off::empty_bodies() {
+        return 0;
+    }
     if let Some((t, _)) = current_thread() {
         // Close-on-exec descriptors are gone.
         fd_table_changed(t.tgid);
@@ -395,6 +407,9 @@ pub fn sched_process_exec(_ctx: RawTracePointContext) -> u32 {
 /// kernel stack.
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
 pub fn sched_process_exit(ctx: RawTracePointContext) -> u32 {
+    if off::empty_bodies() {
+        return 0;
+    }
     match try_exit(&ctx) {
         Ok(r) | Err(r) => r,
     }
@@ -429,6 +444,9 @@ fn try_exit(ctx: &RawTracePointContext) -> Result<u32, u32> {
 /// carry no registers and raise no perf event).
 #[perf_event]
 pub fn fault_minor(ctx: PerfEventContext) -> u32 {
+    if off::empty_bodies() {
+        return 0;
+    }
     match try_fault(&ctx, false) {
         Ok(r) | Err(r) => r,
     }
@@ -437,6 +455,9 @@ pub fn fault_minor(ctx: PerfEventContext) -> u32 {
 /// PERF_COUNT_SW_PAGE_FAULTS_MAJ, as [`fault_minor`] for `maj_flt`.
 #[perf_event]
 pub fn fault_major(ctx: PerfEventContext) -> u32 {
+    if off::empty_bodies() {
+        return 0;
+    }
     match try_fault(&ctx, true) {
         Ok(r) | Err(r) => r,
     }
@@ -468,6 +489,9 @@ fn try_fault(ctx: &PerfEventContext, major: bool) -> Result<u32, u32> {
 /// One file page brought into a mapping by a fault.
 #[raw_tracepoint(tracepoint = "mm_filemap_fault")]
 pub fn mm_filemap_fault(ctx: RawTracePointContext) -> u32 {
+    if off::empty_bodies() {
+        return 0;
+    }
     if let Some((t, tid)) = current_thread() {
         let index: u64 = ctx.arg(1);
         file_pages_mapped(t, tid, ctx.arg(0), index, index);
@@ -522,6 +546,9 @@ fn file_pages_mapped(t: &mut ThreadStats, tid: u32, mapping: u64, first: u64, la
 /// fault.
 #[raw_tracepoint(tracepoint = "mm_filemap_map_pages")]
 pub fn mm_filemap_map_pages(ctx: RawTracePointContext) -> u32 {
+    if off::empty_bodies() {
+        return 0;
+    }
     if let Some((t, tid)) = current_thread() {
         file_pages_mapped(t, tid, ctx.arg(0), ctx.arg(1), ctx.arg(2));
     }
@@ -537,6 +564,9 @@ pub fn mm_filemap_map_pages(ctx: RawTracePointContext) -> u32 {
 /// One completed io_uring operation: its opcode, its result (bytes for data operations).
 #[raw_tracepoint(tracepoint = "io_uring_complete")]
 pub fn io_uring_complete(ctx: RawTracePointContext) -> u32 {
+    if off::empty_bodies() {
+        return 0;
+    }
     match try_uring(&ctx) {
         Ok(r) | Err(r) => r,
     }

@@ -39,7 +39,10 @@ pub async fn attach(args: &AttachArgs) -> anyhow::Result<i32> {
         let fd = unsafe { AsyncFd::register(fd) }.map_err(|e| anyhow::anyhow!("{e}"))?;
         exits.push((pid, fd));
     }
-    let mut probes = Probes::load(LoadOptions::default())?;
+    let mut probes = Probes::load(LoadOptions {
+        empty_bodies: args.empty_programs,
+        ..Default::default()
+    })?;
     if let Some(why) = &probes.btf_missing {
         eprintln!("zcprof: warning: {why}; transfers are classified by syscall only");
     }

@@ -39,6 +39,9 @@ pub struct RunArgs {
     /// Replace raw tracepoint FROM with TO when attaching (testing aid)
     #[arg(long, hide = true, value_name = "FROM=TO")]
     pub tracepoint_override: Option<String>,
+    /// Load the programs with empty bodies: the hooks' own cost (benchmark aid)
+    #[arg(long, hide = true)]
+    pub empty_programs: bool,
     /// The command and its arguments
     #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -62,6 +65,9 @@ pub struct AttachArgs {
     /// Print one JSON document at the end instead of tables
     #[arg(long)]
     pub json: bool,
+    /// Load the programs with empty bodies: the hooks' own cost (benchmark aid)
+    #[arg(long, hide = true)]
+    pub empty_programs: bool,
 }
 
 /// Parses `500ms`, `1s`, `2m`, `1h` or a plain number of seconds; must be positive.

@@ -262,6 +262,8 @@ fn chain(e: &dyn std::error::Error) -> String {
 pub struct LoadOptions<'a> {
     /// Count every process on the host, not just the watched ones (`zcprof serve`).
     pub watch_all: bool,
+    /// Benchmarks only: programs with empty bodies on the same hooks (the cost floor).
+    pub empty_bodies: bool,
     /// Attach raw tracepoint program `.0` to tracepoint `.1` instead of its own (a hidden
     /// option that tests the error path of a kernel without a hook).
     pub tracepoint_override: Option<(&'a str, &'a str)>,
@@ -314,6 +316,8 @@ impl Probes {
         }
         let watch_all = u64::from(options.watch_all);
         loader.override_global(offsets::WATCH_ALL, &watch_all, true);
+        let empty_bodies = u64::from(options.empty_bodies);
+        loader.override_global(offsets::EMPTY_BODIES, &empty_bodies, true);
         let mut ebpf = loader.load(PROGRAMS).map_err(|e| {
             if permission(&e) {
                 LoadError::NotPermitted

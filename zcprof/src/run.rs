@@ -24,6 +24,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     };
     let mut probes = Probes::load(LoadOptions {
         tracepoint_override: override_tp,
+        empty_bodies: args.empty_programs,
         ..Default::default()
     })?;
     if let Some(why) = &probes.btf_missing {
