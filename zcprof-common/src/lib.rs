@@ -42,6 +42,23 @@ impl FdCacheEntry {
     };
 }
 
+/// Name of the one-slot array holding the watch generation (`u64`), which user space moves on
+/// after it enters threads (attach) so that no CPU keeps them as unwatched.
+pub const MAP_WATCH_GEN: &str = "WATCH_GEN";
+
+/// Value of the per-CPU `UNWATCHED` cache: the last thread found not watched on this CPU, valid
+/// while the watch generation is unchanged.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UnwatchedTid {
+    /// Thread id (0: none).
+    pub tid: u32,
+    /// Padding, always 0.
+    pub _pad: u32,
+    /// The watch generation when the thread was found unwatched.
+    pub generation: u64,
+}
+
 /// Name of the per-CPU array of events the kernel side could not record (index: [`Lost`]).
 pub const MAP_LOST: &str = "LOST";
 

@@ -18,15 +18,15 @@ use aya_ebpf::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_get_current_task, bpf_ktime_get_ns,
     },
-    macros::{map, perf_event, raw_tracepoint},
+    macros::{btf_tracepoint, map, perf_event, raw_tracepoint},
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
-    programs::{PerfEventContext, RawTracePointContext},
+    programs::{BtfTracePointContext, PerfEventContext, RawTracePointContext},
 };
 use aya_log_ebpf::warn;
 use zcprof_common::{
     FD_EPOCH_SLOTS, FdInfo, LOST_REASONS, Lost, MAX_PROCESSES, MAX_THREADS, MAX_TRANSFERS,
     MAX_URING, NVCSW_UNKNOWN, Syscall, THREAD_DEAD, THREAD_EXITED, ThreadStats, Transfer,
-    TransferKey, UringKey, WATCH_COUNT, WATCH_FOLLOW_CHILDREN, Watch,
+    TransferKey, UnwatchedTid, UringKey, WATCH_COUNT, WATCH_FOLLOW_CHILDREN, Watch,
 };
 
 use crate::{
@@ -84,14 +84,64 @@ pub(crate) fn lost(reason: Lost) {
     }
 }
 
+/// Per CPU, the last thread found *not* watched, so that an unwatched thread's next events on
+/// this CPU cost two array lookups (inlined by the verifier) instead of a hash lookup.
+#[map(name = "UNWATCHED")]
+static UNWATCHED: PerCpuArray<UnwatchedTid> = PerCpuArray::with_max_entries(1, 0);
+
+/// The watch generation: moved on whenever a thread becomes watched (fork hook, attach), which
+/// forgets every CPU's [`UNWATCHED`] entry at once.
+#[map(name = "WATCH_GEN")]
+pub(crate) static WATCH_GEN: Array<u64> = Array::with_max_entries(1, 0);
+
+/// The entry of thread `tid`, if it is watched and alive. Unwatched threads usually stop at the
+/// per-CPU cache.
+#[inline(always)]
+fn thread_entry(tid: u32) -> Option<&'static mut ThreadStats> {
+    let gen_now = match WATCH_GEN.get(0) {
+        Some(g) => *g,
+        None => 0,
+    };
+    let seen = UNWATCHED.get_ptr_mut(0);
+    if let Some(seen) = seen {
+        // SAFETY: this CPU's slot; programs on one CPU do not nest for these hooks.
+        let seen = unsafe { &*seen };
+        if seen.tid == tid && seen.generation == gen_now {
+            return None;
+        }
+    }
+    let Some(t) = THREADS.get_ptr_mut(tid) else {
+        if let Some(seen) = seen {
+            // The generation read *before* the lookup: a thread watched meanwhile moved it on,
+            // so this entry is already stale and will not hide it.
+            // SAFETY: as above.
+            unsafe {
+                (*seen).tid = tid;
+                (*seen).generation = gen_now;
+            }
+        }
+        return None;
+    };
+    // SAFETY: the pointer comes from a successful lookup; only this thread writes its entry
+    // (see ThreadStats), so the mutable reference is not aliased by another writer.
+    Some(unsafe { &mut *t })
+}
+
+/// Moves the watch generation on (see [`WATCH_GEN`]).
+#[inline(always)]
+fn watched_set_changed() {
+    if let Some(g) = WATCH_GEN.get_ptr_mut(0) {
+        // SAFETY: a valid aligned u64 in map memory; the clock only moves forward, so racing
+        // writers still leave a new value.
+        unsafe { core::ptr::write_volatile(g, bpf_ktime_get_ns()) };
+    }
+}
+
 /// The current thread's entry, if it is watched and alive.
 #[inline(always)]
 fn current_thread() -> Option<(&'static mut ThreadStats, u32)> {
     let tid = bpf_get_current_pid_tgid() as u32;
-    let t = THREADS.get_ptr_mut(tid)?;
-    // SAFETY: the pointer comes from a successful lookup; only this thread writes its entry
-    // (see ThreadStats), so the mutable reference is not aliased by another writer.
-    let t = unsafe { &mut *t };
+    let t = thread_entry(tid)?;
     if t.flags & THREAD_EXITED != 0 {
         return None;
     }
@@ -181,29 +231,47 @@ const PAGE_SIZE: u64 = 4096;
 /// Format (/sys/kernel/tracing/events/raw_syscalls/sys_exit/format):
 ///   field:long id; offset:8; size:8; signed:1;
 ///   field:long ret; offset:16; size:8; signed:1;
-/// As a raw tracepoint the program sees the prototype's arguments, not the format's fields;
-/// the syscall's number and arguments are still in `regs` (x86-64 leaves them untouched).
-#[raw_tracepoint(tracepoint = "sys_exit")]
-pub fn sys_exit(ctx: RawTracePointContext) -> u32 {
+/// A BTF tracepoint: the program sees the prototype's arguments with their kernel types, so
+/// `regs` is read with plain loads the verifier checks against `struct pt_regs` (no helper
+/// call). The syscall's number and arguments are still in `regs` (x86-64 leaves them
+/// untouched).
+#[btf_tracepoint(function = "sys_exit")]
+pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
     if off::empty_bodies() {
         return 0;
     }
     match try_sys_exit(&ctx) {
-        Ok(r) | Err(r) => r,
+        Ok(r) | Err(r) => r as i32,
     }
 }
 
-fn try_sys_exit(ctx: &RawTracePointContext) -> Result<u32, u32> {
+/// Word `i` of `struct pt_regs` at `regs`.
+#[inline(always)]
+fn reg(regs: *const u64, i: usize) -> u64 {
+    // SAFETY: `regs` is the tracepoint's `struct pt_regs *` and `i` a constant below its 21
+    // words; the verifier checks the load against the kernel's BTF.
+    unsafe { core::ptr::read_volatile(regs.add(i)) }
+}
+
+fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<u32, u32> {
     let Some((thread, tid)) = current_or_new_thread() else {
         return Ok(0);
     };
     thread.syscalls += 1;
-    // One read for the syscall number and all six arguments.
-    let regs: u64 = ctx.arg(0);
-    let args: [u64; 9] = read(regs, REGS_FIRST_BYTE).map_err(|_| {
-        lost(Lost::ReadFailed);
-        0u32
-    })?;
+    let regs: *const u64 = ctx.arg(0);
+    // pt_regs words: r10 is the 8th (offset 56), orig_ax the 16th (offset 120).
+    const FIRST: usize = (REGS_FIRST_BYTE / 8) as usize;
+    let args: [u64; 9] = [
+        reg(regs, FIRST),
+        reg(regs, FIRST + 1),
+        reg(regs, FIRST + 2),
+        reg(regs, FIRST + 3),
+        reg(regs, FIRST + 4),
+        reg(regs, FIRST + 5),
+        reg(regs, FIRST + 6),
+        reg(regs, FIRST + 7),
+        reg(regs, FIRST + 8),
+    ];
     let nr = args[ORIG_AX];
     let syscall = match nr {
         NR_READ => Syscall::Read,
@@ -271,11 +339,9 @@ const TASK_DEAD: u64 = 0x80;
 fn try_sched_switch(ctx: &RawTracePointContext) -> Result<u32, u32> {
     // `current` is still `prev` here.
     let tid = bpf_get_current_pid_tgid() as u32;
-    let Some(t) = THREADS.get_ptr_mut(tid) else {
+    let Some(t) = thread_entry(tid) else {
         return Ok(0);
     };
-    // SAFETY: see current_thread(): only this thread writes its entry.
-    let t = unsafe { &mut *t };
     let prev_state: u64 = ctx.arg(3);
     // A thread that has exited can still be preempted on its way out, and its final switch
     // (state TASK_DEAD) is the last one: all are in its rusage. Any switch after that under

@@ -6,15 +6,15 @@ use std::io::Read as _;
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap},
     programs::{
-        PerfEvent, RawTracePoint,
+        BtfTracePoint, PerfEvent, RawTracePoint,
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
     },
 };
 use zcprof_common::{
-    LOST_REASONS, MAP_LOST, MAP_THREADS, MAP_TRANSFERS, MAP_URING, MAP_WATCHED, ThreadStats,
-    Transfer, TransferKey, UringKey, Watch, offsets,
+    LOST_REASONS, MAP_LOST, MAP_THREADS, MAP_TRANSFERS, MAP_URING, MAP_WATCH_GEN, MAP_WATCHED,
+    ThreadStats, Transfer, TransferKey, UringKey, Watch, offsets,
 };
 
 use crate::btf::{Btf, BtfError};
@@ -215,6 +215,8 @@ pub struct Probes {
     pub uring: PerCpuHashMap<MapData, UringKey, Transfer>,
     /// Events the kernel side could not record.
     pub lost: PerCpuArray<MapData, u64>,
+    /// The watch generation (see [`Probes::watched_set_changed`]).
+    watch_gen: Array<MapData, u64>,
     /// Why fd types are not known, when they are not.
     pub btf_missing: Option<String>,
     /// Kernel log records (aya-log), flushed by the collector.
@@ -223,8 +225,11 @@ pub struct Probes {
     _ebpf: Ebpf,
 }
 
-const RAW_TRACEPOINTS: [(&str, &str); 8] = [
-    ("sys_exit", "sys_exit"),
+/// BTF tracepoints: (program, tracepoint). The hottest hook reads its arguments with plain
+/// loads instead of helper calls.
+const BTF_TRACEPOINTS: [(&str, &str); 1] = [("sys_exit", "sys_exit")];
+
+const RAW_TRACEPOINTS: [(&str, &str); 7] = [
     ("sched_switch", "sched_switch"),
     ("sched_process_fork", "sched_process_fork"),
     ("sched_process_exec", "sched_process_exec"),
@@ -282,6 +287,20 @@ pub struct ProgramStats {
 }
 
 impl Probes {
+    /// Tells the kernel programs that threads were entered into `THREADS` from user space, so
+    /// that no CPU's cache of unwatched threads hides them.
+    pub fn watched_set_changed(&mut self) -> Result<(), aya::maps::MapError> {
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes into the valid timespec.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+        let ns = now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64;
+        let old = self.watch_gen.get(&0, 0)?;
+        self.watch_gen.set(0, ns.max(old + 1), 0)
+    }
+
     /// Run counts and times of zcprof's programs. Works without privileges once loaded: it
     /// asks the kernel about program fds zcprof already holds.
     pub fn program_stats(&self) -> Vec<ProgramStats> {
@@ -327,6 +346,33 @@ impl Probes {
         })?;
         let logger = aya_log::EbpfLogger::init(&mut ebpf).ok();
 
+        let btf = aya::Btf::from_sys_fs().map_err(|e| LoadError::Load(chain(&e)))?;
+        for (prog, tp) in BTF_TRACEPOINTS {
+            let tp = match tracepoint_override {
+                Some((from, to)) if from == tp => to,
+                _ => tp,
+            };
+            let program: &mut BtfTracePoint = ebpf
+                .program_mut(prog)
+                .ok_or_else(|| LoadError::Load(format!("program {prog} missing")))?
+                .try_into()
+                .map_err(|e: aya::programs::ProgramError| LoadError::Load(chain(&e)))?;
+            // Loading names the hook: a kernel without it fails here.
+            program.load(tp, &btf).map_err(|e| {
+                if permission(&e) {
+                    LoadError::NotPermitted
+                } else {
+                    LoadError::Attach {
+                        name: tp.to_string(),
+                        reason: chain(&e),
+                    }
+                }
+            })?;
+            program.attach().map_err(|e| LoadError::Attach {
+                name: tp.to_string(),
+                reason: chain(&e),
+            })?;
+        }
         for (prog, tp) in RAW_TRACEPOINTS {
             let tp = match tracepoint_override {
                 Some((from, to)) if from == tp => to,
@@ -397,6 +443,11 @@ impl Probes {
         let uring =
             PerCpuHashMap::try_from(ebpf.take_map(MAP_URING).ok_or(LoadError::Map(MAP_URING))?)
                 .map_err(|e| LoadError::Load(chain(&e)))?;
+        let watch_gen = Array::try_from(
+            ebpf.take_map(MAP_WATCH_GEN)
+                .ok_or(LoadError::Map(MAP_WATCH_GEN))?,
+        )
+        .map_err(|e| LoadError::Load(chain(&e)))?;
         let lost = PerCpuArray::try_from(ebpf.take_map(MAP_LOST).ok_or(LoadError::Map(MAP_LOST))?)
             .map_err(|e| LoadError::Load(chain(&e)))?;
         debug_assert_eq!(LOST_REASONS, 5);
@@ -406,6 +457,7 @@ impl Probes {
             transfers,
             uring,
             lost,
+            watch_gen,
             btf_missing: layout.btf_missing,
             logger,
             _ebpf: ebpf,

@@ -90,6 +90,9 @@ pub fn attach(probes: &mut Probes, pid: u32, children: bool) -> Result<Vec<u32>,
             }
         }
     }
+    probes
+        .watched_set_changed()
+        .map_err(|source| WatchError::Map { pid, source })?;
     Ok(pids)
 }
 
