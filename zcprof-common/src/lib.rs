@@ -150,6 +150,10 @@ pub struct ThreadStats {
     /// Of those, the ones the kernel reports it copied after all (SO_EE_CODE_ZEROCOPY_COPIED:
     /// a local peer, or a device without scatter-gather).
     pub zerocopy_sends_copied: u64,
+    /// The thread's first few ledger cells, kept in its entry so that its usual transfers
+    /// need no second hash lookup; cells that do not fit go to [`MAP_TRANSFERS`]. A cell never
+    /// moves once placed, so a reader sees each (syscall, column) in exactly one place.
+    pub cells: [InlineCell; INLINE_CELLS],
     /// State: the thread's last few descriptors and what they are, so that a data syscall on a
     /// known descriptor does not walk the file table again. Valid while the process's
     /// fd-table epoch ([`MAP_FD_EPOCH`]) is unchanged; every syscall that can change what a
@@ -179,6 +183,7 @@ impl ThreadStats {
             fault_last: 0,
             zerocopy_sends_completed: 0,
             zerocopy_sends_copied: 0,
+            cells: [InlineCell::EMPTY; INLINE_CELLS],
             fd_cache: [FdCacheEntry::EMPTY; FD_CACHE],
         }
     }
@@ -472,6 +477,47 @@ pub fn classify(syscall: Syscall, fd: FdInfo, src: FdInfo, zerocopy_flag: bool) 
         CopyFileRange => Column::CpuInKernel,
         MmapFile | MmapAnon | Munmap => Column::NotMoved,
         FileFault => Column::MmapFaultIn,
+    }
+}
+
+/// Ledger cells kept inside a thread's entry ([`ThreadStats::cells`]).
+pub const INLINE_CELLS: usize = 4;
+
+/// A ledger cell kept inside a thread's entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct InlineCell {
+    /// [`InlineCell::key`] of its (syscall, column), or 0 while the slot is free.
+    pub key: u32,
+    /// Padding, always 0.
+    pub _pad: u32,
+    /// The cell.
+    pub cell: Transfer,
+}
+
+impl InlineCell {
+    /// A free slot.
+    pub const EMPTY: InlineCell = InlineCell {
+        key: 0,
+        _pad: 0,
+        cell: Transfer::ZERO,
+    };
+
+    /// The slot key of (syscall, column): never 0.
+    #[inline(always)]
+    pub const fn key(syscall: Syscall, column: Column) -> u32 {
+        1 << 31 | (syscall as u32) << 16 | column as u32
+    }
+
+    /// The (syscall, column) of a used slot.
+    pub fn decode(key: u32) -> Option<(Syscall, Column)> {
+        if key & 1 << 31 == 0 {
+            return None;
+        }
+        Some((
+            Syscall::from_u16(((key >> 16) & 0x7fff) as u16)?,
+            Column::from_u16((key & 0xffff) as u16)?,
+        ))
     }
 }
 
@@ -813,6 +859,18 @@ mod tests {
                 assert_eq!(FdInfo::unpack(info.pack()), info);
             }
         }
+    }
+
+    #[test]
+    fn inline_cell_keys_round_trip() {
+        for s in Syscall::ALL {
+            for c in Column::ALL {
+                let k = InlineCell::key(s, c);
+                assert_ne!(k, 0);
+                assert_eq!(InlineCell::decode(k), Some((s, c)));
+            }
+        }
+        assert_eq!(InlineCell::decode(0), None);
     }
 
     #[test]

@@ -3,8 +3,8 @@
 
 use aya_ebpf::helpers::bpf_probe_read_user;
 use zcprof_common::{
-    Column, FD_CACHE, FD_EPOCH_SLOTS, FdCacheEntry, FdInfo, FdKind, HIST_BUCKETS, Lost, Syscall,
-    ThreadStats, Transfer, TransferKey, classify, size_bucket,
+    Column, FD_CACHE, FD_EPOCH_SLOTS, FdCacheEntry, FdInfo, FdKind, HIST_BUCKETS, INLINE_CELLS,
+    InlineCell, Lost, Syscall, ThreadStats, Transfer, TransferKey, classify, size_bucket,
 };
 
 use crate::{
@@ -52,22 +52,28 @@ fn fd_info(t: &mut ThreadStats, fd: u64) -> FdInfo {
 #[inline(always)]
 pub fn record_syscall(t: &mut ThreadStats, tid: u32, syscall: Syscall, regs: &[u64; 9], ret: i64) {
     use Syscall::*;
-    let tgid = t.tgid;
     match syscall {
         Read | Write | Pread64 | Pwrite64 | Readv | Writev | Preadv | Preadv2 | Pwritev
         | Pwritev2 | Recvfrom | Tee | Vmsplice | CopyFileRange => {
-            record(tgid, tid, syscall, fd_info(t, arg(regs, 0)), ret, false);
+            let fd = fd_info(t, arg(regs, 0));
+            record(t, tid, syscall, fd, ret, false);
         }
         Recvmsg => {
             // recvmsg(fd, msg, flags)
             if arg(regs, 2) & MSG_ERRQUEUE != 0 && ret >= 0 {
                 zerocopy_notification(t, arg(regs, 1));
             }
-            record(tgid, tid, syscall, fd_info(t, arg(regs, 0)), ret, false);
+            {
+                let fd = fd_info(t, arg(regs, 0));
+                record(t, tid, syscall, fd, ret, false);
+            }
         }
         Recvmmsg => {
             let ret = mmsg_result(arg(regs, 1), ret);
-            record(tgid, tid, syscall, fd_info(t, arg(regs, 0)), ret, false);
+            {
+                let fd = fd_info(t, arg(regs, 0));
+                record(t, tid, syscall, fd, ret, false);
+            }
         }
         Sendto | Sendmsg | Sendmmsg => {
             // sendto(fd, buf, len, flags, ..), sendmsg(fd, msg, flags), sendmmsg(fd, vec, n, flags)
@@ -80,25 +86,22 @@ pub fn record_syscall(t: &mut ThreadStats, tid: u32, syscall: Syscall, regs: &[u
             } else {
                 ret
             };
-            record(
-                tgid,
-                tid,
-                syscall,
-                fd_info(t, arg(regs, 0)),
-                ret,
-                flags & MSG_ZEROCOPY != 0,
-            );
+            let fd = fd_info(t, arg(regs, 0));
+            record(t, tid, syscall, fd, ret, flags & MSG_ZEROCOPY != 0);
         }
         Sendfile => {
             // sendfile(out_fd, in_fd, offset, count): the destination decides the path.
-            record(tgid, tid, syscall, fd_info(t, arg(regs, 0)), ret, false);
+            {
+                let fd = fd_info(t, arg(regs, 0));
+                record(t, tid, syscall, fd, ret, false);
+            }
         }
         Splice => {
             // splice(fd_in, off_in, fd_out, off_out, len, flags)
             let src = fd_info(t, arg(regs, 0));
             let dst = fd_info(t, arg(regs, 2));
             let column = classify(Splice, dst, src, false);
-            add_to(tgid, tid, syscall, column, ret, false);
+            add_to(t, tid, syscall, column, ret, false);
         }
         MmapFile | MmapAnon => {
             // mmap(addr, len, prot, flags, fd, off) returns an address or -errno.
@@ -113,7 +116,7 @@ pub fn record_syscall(t: &mut ThreadStats, tid: u32, syscall: Syscall, regs: &[u
             } else {
                 ret
             };
-            add_to(tgid, tid, kind, Column::NotMoved, bytes, false);
+            add_to(t, tid, kind, Column::NotMoved, bytes, false);
         }
         Munmap => {
             let bytes = if ret == 0 {
@@ -121,7 +124,7 @@ pub fn record_syscall(t: &mut ThreadStats, tid: u32, syscall: Syscall, regs: &[u
             } else {
                 ret
             };
-            add_to(tgid, tid, Munmap, Column::NotMoved, bytes, false);
+            add_to(t, tid, Munmap, Column::NotMoved, bytes, false);
         }
         FileFault => {}
     }
@@ -202,10 +205,17 @@ fn page_round(len: u64) -> u64 {
 
 /// Records a transfer on descriptor `fd` classified by the shared rules.
 #[inline(always)]
-pub fn record(tgid: u32, tid: u32, syscall: Syscall, fd: FdInfo, ret: i64, zerocopy_flag: bool) {
+pub fn record(
+    t: &mut ThreadStats,
+    tid: u32,
+    syscall: Syscall,
+    fd: FdInfo,
+    ret: i64,
+    zerocopy_flag: bool,
+) {
     let column = classify(syscall, fd, FdInfo::UNKNOWN, zerocopy_flag);
     add_to(
-        tgid,
+        t,
         tid,
         syscall,
         column,
@@ -214,11 +224,28 @@ pub fn record(tgid: u32, tid: u32, syscall: Syscall, fd: FdInfo, ret: i64, zeroc
     );
 }
 
-/// Adds one call with result `ret` (bytes, or -errno) to the cell (tid, syscall, column).
+/// Adds one call with result `ret` (bytes, or -errno) to the cell (tid, syscall, column): in
+/// the thread's entry if the cell lives there or a slot is free, else in `TRANSFERS`.
 #[inline(always)]
-fn add_to(tgid: u32, tid: u32, syscall: Syscall, column: Column, ret: i64, zc: bool) {
+fn add_to(t: &mut ThreadStats, tid: u32, syscall: Syscall, column: Column, ret: i64, zc: bool) {
+    let key = InlineCell::key(syscall, column);
+    let mut free = INLINE_CELLS;
+    for i in 0..INLINE_CELLS {
+        if t.cells[i].key == key {
+            add(&mut t.cells[i].cell, ret, zc);
+            return;
+        }
+        if t.cells[i].key == 0 && free == INLINE_CELLS {
+            free = i;
+        }
+    }
+    if free < INLINE_CELLS {
+        t.cells[free].key = key;
+        add(&mut t.cells[free].cell, ret, zc);
+        return;
+    }
     let key = TransferKey {
-        tgid,
+        tgid: t.tgid,
         tid,
         syscall: syscall as u16,
         column: column as u16,
@@ -226,7 +253,7 @@ fn add_to(tgid: u32, tid: u32, syscall: Syscall, column: Column, ret: i64, zc: b
     let cell = match TRANSFERS.get_ptr_mut(&key) {
         Some(c) => c,
         None => {
-            if TRANSFERS.insert(&key, &Transfer::ZERO, 0).is_err() {
+            if TRANSFERS.insert(&key, &NEW_CELL, 0).is_err() {
                 lost(Lost::TransferTableFull);
                 return;
             }
@@ -240,6 +267,11 @@ fn add_to(tgid: u32, tid: u32, syscall: Syscall, column: Column, ret: i64, zc: b
     // writes it (see ThreadStats).
     add(unsafe { &mut *cell }, ret, zc);
 }
+
+/// An empty cell in read-only data, inserted from there: it is too big to build on the stack
+/// next to everything else.
+#[unsafe(no_mangle)]
+static NEW_CELL: Transfer = Transfer::ZERO;
 
 /// Adds one call with result `ret` to `cell`.
 #[inline(always)]

@@ -41,8 +41,11 @@ const BPF_F_NO_PREALLOC: u32 = 1;
 #[map(name = "WATCHED")]
 pub(crate) static WATCHED: HashMap<u32, Watch> = HashMap::with_max_entries(MAX_PROCESSES, 0);
 
+/// Not preallocated: an entry is over a kilobyte (it holds the thread's first ledger cells),
+/// and memory should follow the threads watched, not the table's capacity.
 #[map(name = "THREADS")]
-pub(crate) static THREADS: HashMap<u32, ThreadStats> = HashMap::with_max_entries(MAX_THREADS, 0);
+pub(crate) static THREADS: HashMap<u32, ThreadStats> =
+    HashMap::with_max_entries(MAX_THREADS, BPF_F_NO_PREALLOC);
 
 #[map(name = "TRANSFERS")]
 pub(crate) static TRANSFERS: HashMap<TransferKey, Transfer> =
@@ -164,19 +167,51 @@ fn current_or_new_thread() -> Option<(&'static mut ThreadStats, u32)> {
     if tid == 0 {
         return None;
     }
-    let mut entry = ThreadStats::new(
-        (pid_tgid >> 32) as u32,
-        bpf_get_current_comm().unwrap_or([0; 16]),
-        NVCSW_UNKNOWN,
-    );
+    let tgid = (pid_tgid >> 32) as u32;
+    let comm = bpf_get_current_comm().unwrap_or([0; 16]);
     // SAFETY: the helper has no preconditions.
-    entry.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    if THREADS.insert(tid, entry, BPF_NOEXIST as u64).is_err() {
+    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    let t = enter_thread(tid, tgid, comm, NVCSW_UNKNOWN, cgroup_id)?;
+    if t.flags & THREAD_EXITED != 0 {
+        return None;
+    }
+    Some((t, tid))
+}
+
+/// A fresh entry, in read-only data: at over a kilobyte it does not fit the 512-byte BPF
+/// stack, so entries are inserted from here and then filled in place.
+#[unsafe(no_mangle)]
+static NEW_THREAD: ThreadStats = ThreadStats::new(0, [0; 16], 0);
+
+/// Enters thread `tid` into `THREADS` (unless it is there already) and returns its entry.
+#[inline(always)]
+fn enter_thread(
+    tid: u32,
+    tgid: u32,
+    comm: [u8; 16],
+    last_nvcsw: u64,
+    cgroup_id: u64,
+) -> Option<&'static mut ThreadStats> {
+    if THREADS
+        .insert(tid, &NEW_THREAD, BPF_NOEXIST as u64)
+        .is_err()
+    {
         // Full, or an exited thread's entry not yet collected holds this tid.
         lost(Lost::ThreadTableFull);
         return None;
     }
-    current_thread()
+    // The thread may sit in some CPU's UNWATCHED slot (watch-all mode enters threads on their
+    // first event, right after finding them unwatched): forget every slot, or its next events
+    // stop there and the next insert fails as if the table were full.
+    watched_set_changed();
+    let t = THREADS.get_ptr_mut(tid)?;
+    // SAFETY: just inserted; the thread it describes has not run yet (fork) or is the caller.
+    let t = unsafe { &mut *t };
+    t.tgid = tgid;
+    t.comm = comm;
+    t.last_nvcsw = last_nvcsw;
+    t.cgroup_id = cgroup_id;
+    Some(t)
 }
 
 // x86-64 `struct pt_regs`, read as u64 words from r10 (byte 56) up to orig_ax (byte 120).
@@ -426,14 +461,11 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<u32, u32> {
     }
     let comm: [u8; 16] = read(child, off::task_comm()).unwrap_or([0; 16]);
     // A new task starts with nvcsw = 0, in its parent's cgroup.
-    let mut entry = ThreadStats::new(child_tgid, comm, 0);
     // SAFETY: the helper has no preconditions.
-    entry.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    if THREADS
-        .insert(child_pid, entry, BPF_NOEXIST as u64)
-        .is_err()
-    {
-        lost(Lost::ThreadTableFull);
+    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    if enter_thread(child_pid, child_tgid, comm, 0, cgroup_id).is_some() {
+        watched_set_changed();
+    } else {
         warn!(
             ctx,
             "zcprof: thread table full, tid {} not tracked", child_pid
@@ -592,9 +624,8 @@ fn file_pages_mapped(t: &mut ThreadStats, tid: u32, mapping: u64, first: u64, la
         t.fault_first = first;
         t.fault_last = last;
     }
-    let tgid = t.tgid;
     ledger::record(
-        tgid,
+        t,
         tid,
         Syscall::FileFault,
         FdInfo::UNKNOWN,
@@ -638,6 +669,10 @@ pub fn io_uring_complete(ctx: RawTracePointContext) -> u32 {
     }
 }
 
+/// An empty io_uring cell in read-only data (see `ledger::NEW_CELL`).
+#[unsafe(no_mangle)]
+static NEW_URING_CELL: Transfer = Transfer::ZERO;
+
 /// IORING_OP_CLOSE closes a descriptor without a close syscall.
 const IORING_OP_CLOSE: u8 = 19;
 
@@ -676,7 +711,7 @@ fn try_uring(ctx: &RawTracePointContext) -> Result<u32, u32> {
     let cell = match URING.get_ptr_mut(&key) {
         Some(c) => c,
         None => {
-            if URING.insert(&key, &Transfer::ZERO, 0).is_err() {
+            if URING.insert(&key, &NEW_URING_CELL, 0).is_err() {
                 lost(Lost::UringTableFull);
                 return Ok(0);
             }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use aya::maps::MapError;
-use zcprof_common::{Column, HIST_BUCKETS, Lost, Syscall, THREAD_EXITED, Transfer};
+use zcprof_common::{Column, HIST_BUCKETS, InlineCell, Lost, Syscall, THREAD_EXITED, Transfer};
 
 use crate::loader::Probes;
 
@@ -42,7 +42,7 @@ pub struct Counters {
 }
 
 impl Counters {
-    fn add(&mut self, o: &Counters) {
+    pub(crate) fn add(&mut self, o: &Counters) {
         self.syscalls += o.syscalls;
         self.syscalls_before_exec += o.syscalls_before_exec;
         self.ctx_voluntary += o.ctx_voluntary;
@@ -55,7 +55,7 @@ impl Counters {
         self.zerocopy_sends_copied += o.zerocopy_sends_copied;
     }
 
-    fn sub(&self, o: &Counters) -> Counters {
+    pub(crate) fn sub(&self, o: &Counters) -> Counters {
         Counters {
             syscalls: self.syscalls.saturating_sub(o.syscalls),
             syscalls_before_exec: self
@@ -105,7 +105,7 @@ impl Default for Cell {
 }
 
 impl Cell {
-    fn add(&mut self, t: &Cell) {
+    pub(crate) fn add(&mut self, t: &Cell) {
         self.calls += t.calls;
         self.bytes += t.bytes;
         self.errors += t.errors;
@@ -115,7 +115,7 @@ impl Cell {
         }
     }
 
-    fn sub(&self, o: &Cell) -> Cell {
+    pub(crate) fn sub(&self, o: &Cell) -> Cell {
         let mut c = Cell {
             calls: self.calls.saturating_sub(o.calls),
             bytes: self.bytes.saturating_sub(o.bytes),
@@ -256,6 +256,15 @@ pub fn snapshot(probes: &Probes, only: Option<&[u32]>) -> Result<Snapshot, Colle
             counters,
             transfers: BTreeMap::new(),
         };
+        let mut view = view;
+        for c in t.cells.iter() {
+            if let Some(k) = InlineCell::decode(c.key) {
+                view.transfers
+                    .entry(k)
+                    .or_default()
+                    .add(&Cell::from(&c.cell));
+            }
+        }
         if tid == t.tgid || p.comm.is_empty() {
             p.comm = view.comm.clone();
         }
