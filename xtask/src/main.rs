@@ -32,12 +32,12 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run setup, build zcprof in release mode and profile the reference workloads
-    /// (needs root).
+    /// Run setup, build zcprof in release mode, profile every workload strategy with
+    /// `zcprof attach` and compare the seed's model, the workload's tally and zcprof's
+    /// measurements (needs root; fails on any mismatch).
     RunWorkloads {
-        /// Arguments forwarded to the workloads runner.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        #[command(flatten)]
+        args: workloads::Args,
     },
 }
 

@@ -2,7 +2,10 @@
 
 use anyhow::Result;
 
-use crate::{cargo, process, setup};
+use crate::{cargo, process, setup, workloads};
+
+/// Bytes each strategy sends in the reduced run-workloads that follows the tests.
+const WORKLOADS_SIZE: &str = "4M";
 
 /// `extra` holds extra `cargo test` arguments; those after a `--` go to the test binaries.
 pub fn run(extra: &[String]) -> Result<()> {
@@ -26,5 +29,15 @@ pub fn run(extra: &[String]) -> Result<()> {
         .args(["--", "--test-threads=1"])
         .args(test_args)
         .env("ZCPROF_BIN", &zcprof);
-    cargo::run(&mut cmd)
+    let tests = cargo::run(&mut cmd);
+
+    // Then every workload strategy, small, under `zcprof attach`: run-workloads' checks.
+    println!("test: run-workloads --size {WORKLOADS_SIZE}");
+    let size = workloads::parse_size(WORKLOADS_SIZE).map_err(anyhow::Error::msg)?;
+    let workloads = workloads::run_workloads(&zcprof, &workloads::Args::reduced(size));
+    match (tests, workloads) {
+        (Ok(()), Ok(())) => Ok(()),
+        (Err(e), Ok(())) | (Ok(()), Err(e)) => Err(e),
+        (Err(t), Err(w)) => Err(t.context(format!("and {w:#}"))),
+    }
 }

@@ -56,6 +56,10 @@ pub enum WorkloadError {
     #[error("unexpected kernel answer: {0}")]
     Protocol(String),
 
+    /// `--start-gate`: the go line never came.
+    #[error("start gate: {0}")]
+    StartGate(&'static str),
+
     /// The receiver process died or could not report its byte count.
     #[error("receiver process: {0}")]
     Receiver(String),

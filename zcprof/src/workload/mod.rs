@@ -12,11 +12,12 @@
 //!   reads into a 1 MiB buffer, discards, and reports its byte count through a pipe.
 //!
 //! Files: `args`/`run` here; `tally.rs` (the report and the counters), `sys.rs` (counted system
-//! calls), `file.rs` (source file), `receiver.rs`, `strategy/` (one file per strategy),
-//! `error.rs`, `tests.rs`.
+//! calls), `file.rs` (source file), `receiver.rs`, `gate.rs` (`--start-gate`), `strategy/` (one
+//! file per strategy), `error.rs`, `tests.rs`.
 
 mod error;
 mod file;
+mod gate;
 mod receiver;
 mod strategy;
 mod sys;
@@ -60,6 +61,11 @@ pub struct WorkloadArgs {
     /// Source file; generated (pseudo-random content, exactly `size` bytes) if absent or of another size. Default: $TMPDIR/zcprof-workload-<size>.dat
     #[arg(long)]
     pub file: Option<std::path::PathBuf>,
+    /// Wait for a line on stdin before transferring, after printing `ready` on stderr once
+    /// everything else is set up (file, receiver, connection, buffers): attach a profiler, then
+    /// send the line. The reads of that line are tallied in control_syscalls.
+    #[arg(long)]
+    pub start_gate: bool,
 }
 
 /// How the sender moves the file to the receiver.
@@ -189,6 +195,7 @@ pub fn run(args: &WorkloadArgs) -> Result<Tally, WorkloadError> {
         path: &path,
         size,
         buffer,
+        gate: args.start_gate,
     };
     let mut counters = Counters::default();
 

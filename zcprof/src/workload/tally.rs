@@ -60,8 +60,9 @@ pub struct Tally {
     pub syscalls: BTreeMap<String, SyscallTally>,
     /// System calls the sender made inside the measured window that move no payload: the
     /// `shutdown` that ends the stream, the `read` of the receiver's 8-byte count from a pipe,
-    /// `poll` while waiting for zero-copy completions. Listed so that a profiler's per-process
-    /// totals can be reconciled exactly.
+    /// `poll` while waiting for zero-copy completions; with `--start-gate`, the `read`s of the
+    /// go line from stdin just before the window. Listed so that a profiler's per-process totals
+    /// can be reconciled exactly.
     pub control_syscalls: BTreeMap<String, SyscallTally>,
     /// io_uring operations completed, by opcode name (`read`, `send`, `send_zc`).
     pub io_uring_ops: BTreeMap<String, u64>,

@@ -13,6 +13,7 @@ fn args(strategy: Strategy, size: u64, buffer: u64, file: Option<PathBuf>) -> Wo
         size,
         buffer,
         file,
+        start_gate: false,
     }
 }
 

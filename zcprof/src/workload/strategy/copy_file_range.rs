@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::{Ctx, MAX_RW_COUNT, eof};
 use crate::workload::error::WorkloadError;
 use crate::workload::sys;
-use crate::workload::tally::{Counters, Measured, Meter};
+use crate::workload::tally::{Counters, Measured};
 
 /// The outcome of a copy.
 pub(crate) struct Copied {
@@ -27,7 +27,7 @@ pub(crate) fn copy(ctx: &Ctx<'_>, c: &mut Counters) -> Result<Copied, WorkloadEr
     let input = ctx.open()?;
     let dest = Destination::create(ctx)?;
 
-    let meter = Meter::start()?;
+    let meter = ctx.start(c)?;
     let mut copied = 0u64;
     while copied < ctx.size {
         let want = (ctx.size - copied).min(MAX_RW_COUNT) as usize;

@@ -13,11 +13,11 @@ use std::fs::OpenOptions;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::OpenOptionsExt;
 
-use super::{Ctx, Sent, eof};
+use super::{Ctx, Sent, eof, touch};
 use crate::workload::DIRECT_IO_ALIGN;
 use crate::workload::error::WorkloadError;
 use crate::workload::sys;
-use crate::workload::tally::{Counters, Meter};
+use crate::workload::tally::Counters;
 
 pub(super) fn send(
     ctx: &Ctx<'_>,
@@ -42,8 +42,9 @@ pub(super) fn send(
             source,
         })?;
     let mut buf = AlignedBuf::new(ctx.buffer_len())?;
+    touch(buf.as_mut_slice());
 
-    let meter = Meter::start()?;
+    let meter = ctx.start(c)?;
     let mut sent = 0u64;
     while sent < ctx.size {
         let want = ctx.chunk(sent);

@@ -14,7 +14,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use super::{Ctx, Sent, eof};
 use crate::workload::error::WorkloadError;
 use crate::workload::sys;
-use crate::workload::tally::{Counters, Meter};
+use crate::workload::tally::Counters;
 
 pub(super) fn send(
     ctx: &Ctx<'_>,
@@ -22,10 +22,10 @@ pub(super) fn send(
     c: &mut Counters,
 ) -> Result<Sent, WorkloadError> {
     let file = ctx.open()?;
-    let mut heap = vec![0u8; ctx.buffer_len()];
-    let mut direct = vec![0u8; ctx.buffer_len()];
+    let mut heap = ctx.buffer();
+    let mut direct = ctx.buffer();
 
-    let meter = Meter::start()?;
+    let meter = ctx.start(c)?;
     let mut sent = 0u64;
     while sent < ctx.size {
         let want = ctx.chunk(sent);

@@ -21,7 +21,7 @@ use io_uring::{IoUring, Probe, cqueue, opcode, squeue, types};
 use super::{Ctx, Sent, eof, stalled};
 use crate::workload::error::WorkloadError;
 use crate::workload::sys;
-use crate::workload::tally::{Counters, Meter};
+use crate::workload::tally::Counters;
 
 /// `IORING_SEND_ZC_REPORT_USAGE` (`<linux/io_uring.h>`, 6.2+; the crate keeps its copy private).
 const IORING_SEND_ZC_REPORT_USAGE: u16 = 1 << 3;
@@ -92,7 +92,7 @@ pub(super) fn send(
     }
     let mut slots: Vec<Slot> = (0..SLOTS)
         .map(|_| Slot {
-            buf: vec![0u8; ctx.buffer_len()],
+            buf: ctx.buffer(),
             state: State::Idle,
             notifs: 0,
         })
@@ -108,7 +108,7 @@ pub(super) fn send(
         in_flight: 0,
         cqes: Vec::with_capacity(2 * RING_ENTRIES as usize),
     };
-    let meter = Meter::start()?;
+    let meter = ctx.start(c)?;
     match pipeline.run(&mut ring, &mut slots, c) {
         Ok(sent) => Ok(Sent::new(meter, sent)),
         Err(e) => {

@@ -9,7 +9,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use super::{Ctx, Sent};
 use crate::workload::error::WorkloadError;
 use crate::workload::sys;
-use crate::workload::tally::{Counters, Meter};
+use crate::workload::tally::Counters;
 
 pub(super) fn send(
     ctx: &Ctx<'_>,
@@ -20,7 +20,7 @@ pub(super) fn send(
     // `run` checked that the size fits in a usize.
     let len = ctx.size as usize;
 
-    let meter = Meter::start()?;
+    let meter = ctx.start(c)?;
     let map = sys::mmap_shared_ro(c, file.as_fd(), len, "file")?;
     // SAFETY: `map` is a fresh, readable mapping of `len` bytes (mmap succeeded) that lives until
     // the munmap below, after the last use of `data`. The file is our workload file, which is

@@ -1,7 +1,9 @@
 //! The sending strategies, one file each. Every strategy:
 //! 1. prepares what it needs outside the measured window (opens the file, allocates buffers,
 //!    creates pipes or rings: setup that a long-running server would do once);
-//! 2. starts the [`Meter`] right before its first data-moving system call;
+//! 2. touches its buffers (so that their first-touch page faults are not measured), then calls
+//!    [`Ctx::start`] right before its first data-moving system call: with `--start-gate` that
+//!    says `ready` and waits for the go line (see `gate.rs`), then it starts the [`Meter`];
 //! 3. moves exactly `ctx.size` bytes to the socket, making every data-moving call through
 //!    `sys.rs` so that it is counted where it is made.
 //!
@@ -37,6 +39,8 @@ pub(crate) struct Ctx<'a> {
     pub size: u64,
     /// Chunk size (at most `MAX_BUFFER`).
     pub buffer: u64,
+    /// `--start-gate`: wait for a line on stdin before the first data-moving call.
+    pub gate: bool,
 }
 
 impl Ctx<'_> {
@@ -58,6 +62,36 @@ impl Ctx<'_> {
     /// Length of a buffer that holds one chunk (never more than the whole file).
     pub(crate) fn buffer_len(&self) -> usize {
         self.buffer.min(self.size) as usize
+    }
+
+    /// A zeroed buffer of [`Ctx::buffer_len`] bytes, already touched (see [`touch`]).
+    pub(crate) fn buffer(&self) -> Vec<u8> {
+        let mut buf = vec![0u8; self.buffer_len()];
+        touch(&mut buf);
+        buf
+    }
+
+    /// Start the measured window, right before the first data-moving system call. With
+    /// `--start-gate`, first say `ready` on stderr and wait for a line on stdin (see `gate.rs`):
+    /// everything the strategy did before this call is setup, outside what a profiler attached
+    /// at the gate sees.
+    pub(crate) fn start(&self, c: &mut Counters) -> Result<Meter, WorkloadError> {
+        if self.gate {
+            super::gate::wait(c)?;
+        }
+        Meter::start()
+    }
+}
+
+/// Size of the pages [`touch`] writes to (the smallest page size of every Linux target).
+const PAGE: usize = 4096;
+
+/// Write one byte of every page of `buf`, so that its pages are allocated now and not by the
+/// first `read` into it inside the measured window (a zeroed allocation is usually fresh,
+/// untouched memory: `calloc` and the kernel both hand out zero pages lazily).
+pub(crate) fn touch(buf: &mut [u8]) {
+    for page in buf.chunks_mut(PAGE) {
+        page[0] = 1;
     }
 }
 

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use super::{Ctx, Sent, stalled};
 use crate::workload::error::{WorkloadError, check};
 use crate::workload::sys;
-use crate::workload::tally::{Counters, Meter};
+use crate::workload::tally::Counters;
 
 /// `SO_EE_ORIGIN_ZEROCOPY` from `<linux/errqueue.h>` (not exported by the libc crate).
 const SO_EE_ORIGIN_ZEROCOPY: u8 = 5;
@@ -45,7 +45,7 @@ pub(super) fn send(
     let nslots = IN_FLIGHT_BYTES.div_ceil(len).clamp(MIN_SLOTS, MAX_SLOTS);
     let mut slots: Vec<Slot> = (0..nslots)
         .map(|_| Slot {
-            buf: vec![0u8; len],
+            buf: ctx.buffer(),
             last_id: None,
         })
         .collect();
@@ -53,7 +53,7 @@ pub(super) fn send(
     // Make the zero-copy counters appear even if nothing is sent.
     c.zerocopy();
 
-    let meter = Meter::start()?;
+    let meter = ctx.start(c)?;
     let mut sent = 0u64;
     let mut chunk_no = 0usize;
     while sent < ctx.size {

@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use super::{Ctx, Sent, eof};
 use crate::workload::error::WorkloadError;
 use crate::workload::sys;
-use crate::workload::tally::{Counters, Meter};
+use crate::workload::tally::Counters;
 
 pub(super) fn send(
     ctx: &Ctx<'_>,
@@ -16,9 +16,9 @@ pub(super) fn send(
     c: &mut Counters,
 ) -> Result<Sent, WorkloadError> {
     let file = ctx.open()?;
-    let mut buf = vec![0u8; ctx.buffer_len()];
+    let mut buf = ctx.buffer();
 
-    let meter = Meter::start()?;
+    let meter = ctx.start(c)?;
     let mut sent = 0u64;
     while sent < ctx.size {
         let want = ctx.chunk(sent);

@@ -9,7 +9,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use super::{Ctx, MAX_RW_COUNT, Sent, eof};
 use crate::workload::error::WorkloadError;
 use crate::workload::sys;
-use crate::workload::tally::{Counters, Meter};
+use crate::workload::tally::Counters;
 
 pub(super) fn send(
     ctx: &Ctx<'_>,
@@ -18,7 +18,7 @@ pub(super) fn send(
 ) -> Result<Sent, WorkloadError> {
     let file = ctx.open()?;
 
-    let meter = Meter::start()?;
+    let meter = ctx.start(c)?;
     let mut sent = 0u64;
     while sent < ctx.size {
         // The whole remainder: the kernel moves what fits and returns the count.

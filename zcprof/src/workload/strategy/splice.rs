@@ -9,7 +9,7 @@ use super::pipe::Pipe;
 use super::{Ctx, Sent, eof, stalled};
 use crate::workload::error::WorkloadError;
 use crate::workload::sys;
-use crate::workload::tally::{Counters, Meter};
+use crate::workload::tally::Counters;
 
 pub(super) fn send(
     ctx: &Ctx<'_>,
@@ -20,7 +20,7 @@ pub(super) fn send(
     let pipe = Pipe::new(ctx.buffer_len())?;
     let flags = libc::SPLICE_F_MOVE | libc::SPLICE_F_MORE;
 
-    let meter = Meter::start()?;
+    let meter = ctx.start(c)?;
     let mut sent = 0u64;
     while sent < ctx.size {
         let want = ctx.chunk(sent);

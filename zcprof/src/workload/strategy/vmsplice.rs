@@ -16,7 +16,7 @@ use super::pipe::Pipe;
 use super::{Ctx, Sent, splice::drain, stalled};
 use crate::workload::error::WorkloadError;
 use crate::workload::sys;
-use crate::workload::tally::{Counters, Meter};
+use crate::workload::tally::Counters;
 
 /// Page size for pre-faulting (touching one byte per 4 KiB is enough on every Linux target).
 const PAGE: usize = 4096;
@@ -41,7 +41,7 @@ pub(super) fn send(
         page[0] = 1;
     }
 
-    let meter = Meter::start()?;
+    let meter = ctx.start(c)?;
     let mut sent = 0u64;
     while sent < ctx.size {
         let off = sent as usize;
