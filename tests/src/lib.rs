@@ -451,6 +451,35 @@ pub fn size_bucket(n: u64) -> usize {
 /// zcprof's programs still loaded once up to `timeout` has passed: the kernel frees a
 /// program asynchronously after its last reference is dropped, so a program can still be
 /// listed for a moment after zcprof has exited.
+/// Ids of the zcprof programs loaded right now (by any zcprof process).
+pub fn zcprof_program_ids() -> std::collections::BTreeSet<u64> {
+    bpftool_zcprof_programs()
+        .iter()
+        .filter_map(|p| p["id"].as_u64())
+        .collect()
+}
+
+/// Waits up to `timeout` for every zcprof program that was not loaded at `before` to be gone
+/// (the kernel frees programs shortly after the last fd closes) and returns those still there.
+/// Relative to `before`, so that another zcprof running on the machine does not count.
+pub fn new_zcprof_programs_after(
+    before: &std::collections::BTreeSet<u64>,
+    timeout: std::time::Duration,
+) -> Vec<Value> {
+    let start = std::time::Instant::now();
+    loop {
+        let left: Vec<Value> = bpftool_zcprof_programs()
+            .into_iter()
+            .filter(|p| p["id"].as_u64().is_some_and(|id| !before.contains(&id)))
+            .collect();
+        if left.is_empty() || start.elapsed() >= timeout {
+            return left;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Waits up to `timeout` for every zcprof program to be gone and returns those still there.
 pub fn zcprof_programs_after(timeout: std::time::Duration) -> Vec<Value> {
     let start = std::time::Instant::now();
     loop {

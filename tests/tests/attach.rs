@@ -68,10 +68,7 @@ fn attach_counts_only_after_attach() {
     if !require_root_or_skip() {
         return;
     }
-    assert!(
-        zcprof_programs_after(std::time::Duration::from_secs(3)).is_empty(),
-        "zcprof programs left from earlier"
-    );
+    let before = zcprof_program_ids();
     let dir = scratch_dir("attach");
     let tally = dir.join("tally.json");
     let go = dir.join("go");
@@ -114,7 +111,7 @@ fn attach_counts_only_after_attach() {
         .expect("spawn zcprof attach");
     // Attached once its programs are loaded; a little more for the target to be registered.
     wait_for("zcprof's programs", Duration::from_secs(30), || {
-        !bpftool_zcprof_programs().is_empty()
+        !new_zcprof_programs_after(&before, Duration::ZERO).is_empty()
     });
     std::thread::sleep(Duration::from_millis(1500));
     std::fs::write(&go, b"").unwrap();
@@ -162,7 +159,7 @@ fn attach_counts_only_after_attach() {
         "syscalls {s}: reads {calls} + last access + exit_group, + at most {waits} polls"
     );
     assert!(
-        zcprof_programs_after(std::time::Duration::from_secs(3)).is_empty(),
+        new_zcprof_programs_after(&before, std::time::Duration::from_secs(3)).is_empty(),
         "zcprof left programs loaded"
     );
 }
@@ -172,6 +169,7 @@ fn attach_to_nonexistent_pid_fails() {
     if !require_root_or_skip() {
         return;
     }
+    let before = zcprof_program_ids();
     let max: u64 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
         .unwrap()
         .trim()
@@ -192,7 +190,7 @@ fn attach_to_nonexistent_pid_fails() {
         "the error names the pid:\n{}",
         out.stderr
     );
-    assert!(zcprof_programs_after(std::time::Duration::from_secs(3)).is_empty());
+    assert!(new_zcprof_programs_after(&before, std::time::Duration::from_secs(3)).is_empty());
 }
 
 #[test]
@@ -227,6 +225,7 @@ fn attach_to_init_for_one_second() {
     if !require_root_or_skip() {
         return;
     }
+    let before = zcprof_program_ids();
     let start = Instant::now();
     let out = zcprof(&["attach", "--pid", "1", "--duration", "1s", "--json"]);
     let took = start.elapsed();
@@ -238,7 +237,7 @@ fn attach_to_init_for_one_second() {
     assert!(took >= Duration::from_millis(900), "ended after {took:?}");
     assert!(took < Duration::from_secs(30), "ended after {took:?}");
     assert!(
-        zcprof_programs_after(std::time::Duration::from_secs(3)).is_empty(),
+        new_zcprof_programs_after(&before, std::time::Duration::from_secs(3)).is_empty(),
         "zcprof left programs loaded"
     );
 }

@@ -18,9 +18,10 @@ fn assert_one_error_line(stderr: &str) {
     );
 }
 
-fn assert_no_programs(when: &str) {
-    let left = zcprof_programs_after(std::time::Duration::from_secs(3));
-    assert!(left.is_empty(), "{when}: zcprof programs loaded: {left:?}");
+/// No zcprof program that was not loaded at `before` is left.
+fn assert_no_new_programs(before: &std::collections::BTreeSet<u64>) {
+    let left = new_zcprof_programs_after(before, std::time::Duration::from_secs(3));
+    assert!(left.is_empty(), "zcprof programs left loaded: {left:?}");
 }
 
 #[test]
@@ -28,7 +29,7 @@ fn nonexistent_command() {
     if !require_root_or_skip() {
         return;
     }
-    assert_no_programs("before");
+    let before = zcprof_program_ids();
     let out = zcprof(&["run", "--", "/nonexistent/zc-no-such-command"]);
     assert!(!out.status.success());
     assert_one_error_line(&out.stderr);
@@ -37,7 +38,7 @@ fn nonexistent_command() {
         "names the command:\n{}",
         out.stderr
     );
-    assert_no_programs("after");
+    assert_no_new_programs(&before);
 }
 
 #[test]
@@ -45,7 +46,7 @@ fn not_root() {
     if !require_root_or_skip() {
         return;
     }
-    assert_no_programs("before");
+    let before = zcprof_program_ids();
     // A copy nobody can execute regardless of the checkout's permissions.
     let dir = scratch_dir("nonroot");
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -67,7 +68,7 @@ fn not_root() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "unprivileged run succeeded");
     assert_one_error_line(&stderr);
-    assert_no_programs("after");
+    assert_no_new_programs(&before);
 }
 
 #[test]
@@ -75,7 +76,7 @@ fn missing_tracepoint() {
     if !require_root_or_skip() {
         return;
     }
-    assert_no_programs("before");
+    let before = zcprof_program_ids();
     let out = zcprof(&[
         "run",
         "--tracepoint-override",
@@ -90,7 +91,7 @@ fn missing_tracepoint() {
         "names the tracepoint:\n{}",
         out.stderr
     );
-    assert_no_programs("after");
+    assert_no_new_programs(&before);
 }
 
 #[test]
@@ -98,6 +99,7 @@ fn usage_errors_exit_2() {
     if !require_root_or_skip() {
         return;
     }
+    let before = zcprof_program_ids();
     for args in [
         &["run"][..],
         &["attach", "--pid", "1", "--no-such-option"],
@@ -111,5 +113,5 @@ fn usage_errors_exit_2() {
             out.stderr
         );
     }
-    assert_no_programs("after");
+    assert_no_new_programs(&before);
 }
