@@ -25,5 +25,9 @@ fn main() -> anyhow::Result<()> {
             .as_str(),
         ..Default::default()
     };
+    // aya-build relays every line the nested cargo prints as a build warning; keep only the
+    // ones that matter (errors and warnings), not "Compiling …" for each dependency.
+    // SAFETY: build scripts are single-threaded; nothing reads the environment concurrently.
+    unsafe { std::env::set_var("CARGO_TERM_QUIET", "true") };
     aya_build::build_ebpf([ebpf_package], Toolchain::default())
 }

@@ -993,7 +993,7 @@ fn setup(action: &str, rest: &[String], dir: &Path) -> Result<Job, String> {
                 .ok_or("fd-reuse N")?
                 .parse()
                 .map_err(|e| format!("N: {e}"))?;
-            if n % PAGE != 0 {
+            if !n.is_multiple_of(PAGE) {
                 return Err("fd-reuse: N must be a multiple of 4096".into());
             }
             let direct = cpath(&make_file(dir, "direct", n)?);
