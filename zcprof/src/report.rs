@@ -289,9 +289,11 @@ fn row(name: &str, col: Column, cell: &Cell) -> Vec<TCell> {
     ]
 }
 
-/// One line per process for an `attach` interval.
+/// One line per process for an `attach` interval: rates over the interval (per second), and
+/// the interval's context switches and faults.
 pub fn interval_lines(snap: &Snapshot, elapsed_s: f64) -> String {
     let mut out = String::new();
+    let per_s = |b: u64| format!("{}/s", bytes((b as f64 / elapsed_s) as u64));
     for (pid, p) in &snap.processes {
         let l = p.ledger();
         let cpu: u64 = [
@@ -304,13 +306,13 @@ pub fn interval_lines(snap: &Snapshot, elapsed_s: f64) -> String {
         .sum();
         let c = &p.counters;
         out.push_str(&format!(
-            "{:>8} {:<15} {:>10.0} {:>12} {:>12} {:>12} {:>8} {:>8} {:>8}\n",
+            "{:>8} {:<15} {:>10.0} {:>14} {:>14} {:>14} {:>8} {:>8} {:>8}\n",
             pid,
             p.comm,
             c.syscalls as f64 / elapsed_s,
-            bytes(cpu),
-            bytes(l[&Column::ZeroCopy]),
-            bytes(l[&Column::DmaDirect] + l[&Column::MmapFaultIn]),
+            per_s(cpu),
+            per_s(l[&Column::ZeroCopy]),
+            per_s(l[&Column::DmaDirect] + l[&Column::MmapFaultIn]),
             c.ctx_voluntary,
             c.ctx_involuntary,
             c.faults_minor + c.faults_major,
@@ -320,4 +322,4 @@ pub fn interval_lines(snap: &Snapshot, elapsed_s: f64) -> String {
 }
 
 /// Header for [`interval_lines`].
-pub const INTERVAL_HEADER: &str = "     pid comm            syscalls/s   cpu copied    zero-copy   dma+mmap-in   vol cs invol cs   faults";
+pub const INTERVAL_HEADER: &str = "     pid comm            syscalls/s     cpu copied      zero-copy    dma+mmap-in   vol cs invol cs   faults";
