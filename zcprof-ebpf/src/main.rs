@@ -463,9 +463,7 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<u32, u32> {
     // A new task starts with nvcsw = 0, in its parent's cgroup.
     // SAFETY: the helper has no preconditions.
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    if enter_thread(child_pid, child_tgid, comm, 0, cgroup_id).is_some() {
-        watched_set_changed();
-    } else {
+    if enter_thread(child_pid, child_tgid, comm, 0, cgroup_id).is_none() {
         warn!(
             ctx,
             "zcprof: thread table full, tid {} not tracked", child_pid

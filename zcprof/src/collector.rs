@@ -231,6 +231,29 @@ pub fn snapshot(probes: &Probes, only: Option<&[u32]>) -> Result<Snapshot, Colle
     let mut snap = Snapshot::default();
     let map_err = |map| move |source| CollectError::Map { map, source };
 
+    // The cell maps first, the thread map after: every cell's thread entry is then read
+    // after the cell (threads are entered before their first cell, and only zcprof deletes
+    // entries), so no cell is seen without its entry, nor under the command name its thread
+    // had before an exec that preceded the cell (`zcprof serve` credits cells by name).
+    let mut cells = Vec::new();
+    for entry in probes.transfers.iter() {
+        let (k, v) = entry.map_err(map_err("TRANSFERS"))?;
+        if keep(k.tgid) {
+            cells.push((k, Cell::from(&v)));
+        }
+    }
+    let mut uring = Vec::new();
+    for entry in probes.uring.iter() {
+        let (k, per_cpu) = entry.map_err(map_err("URING"))?;
+        if keep(k.tgid) {
+            let mut cell = Cell::default();
+            for v in per_cpu.iter() {
+                cell.add(&Cell::from(v));
+            }
+            uring.push((k, cell));
+        }
+    }
+
     for entry in probes.threads.iter() {
         let (tid, t) = entry.map_err(map_err("THREADS"))?;
         if !keep(t.tgid) {
@@ -270,35 +293,21 @@ pub fn snapshot(probes: &Probes, only: Option<&[u32]>) -> Result<Snapshot, Colle
         }
         p.threads.insert(tid, view);
     }
-    for entry in probes.transfers.iter() {
-        let (k, v) = entry.map_err(map_err("TRANSFERS"))?;
-        if !keep(k.tgid) {
-            continue;
-        }
+    for (k, v) in cells {
         let (Some(sc), Some(col)) = (Syscall::from_u16(k.syscall), Column::from_u16(k.column))
         else {
             continue;
         };
         let p = snap.processes.entry(k.tgid).or_default();
         let t = p.threads.entry(k.tid).or_default();
-        t.transfers
-            .entry((sc, col))
-            .or_default()
-            .add(&Cell::from(&v));
+        t.transfers.entry((sc, col)).or_default().add(&v);
     }
-    for entry in probes.uring.iter() {
-        let (k, per_cpu) = entry.map_err(map_err("URING"))?;
-        if !keep(k.tgid) {
-            continue;
-        }
+    for (k, v) in uring {
         let Some(col) = Column::from_u16(k.column) else {
             continue;
         };
         let p = snap.processes.entry(k.tgid).or_default();
-        let cell = p.uring.entry((k.opcode, col)).or_default();
-        for v in per_cpu.iter() {
-            cell.add(&Cell::from(v));
-        }
+        p.uring.entry((k.opcode, col)).or_default().add(&v);
     }
     for p in snap.processes.values_mut() {
         p.exited = !p.threads.is_empty() && p.threads.values().all(|t| t.exited);

@@ -4,7 +4,8 @@
 //! the kernel programs (`loader`, which reads struct offsets from the kernel's BTF through
 //! `btf`), choose what to count (`watch`), read the kernel maps (`collector`) and print them
 //! (`report`). The kernel side is `zcprof-ebpf`; both sides share `zcprof-common`.
-//! `workload` is the built-in data mover whose own tally checks the measurements.
+//! `workload` is the built-in data mover whose own tally checks the measurements. `serve` is
+//! the Prometheus exporter daemon.
 
 mod attach;
 mod btf;
@@ -13,6 +14,7 @@ mod collector;
 mod loader;
 mod report;
 mod run;
+mod serve;
 mod watch;
 mod workload;
 
@@ -54,6 +56,7 @@ fn main() {
             .build()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(attach::attach(args))),
+        Command::Serve(args) => serve::serve(args),
         Command::Workload(args) => workload::run(args)
             .map_err(anyhow::Error::from)
             .and_then(|tally| Ok(serde_json::to_string_pretty(&tally)?))

@@ -1,0 +1,1033 @@
+//! `zcprof serve`: the Prometheus exporter, against a known workload, a real Prometheus
+//! server, promtool, 20,000 short-lived processes, hostile clients and bad command lines.
+//!
+//! Each test starts its own daemon on a free loopback port (`--listen 127.0.0.1:0`; the
+//! daemon prints the address it got). Workloads run under a command name of their own (a copy
+//! of the binary with that name), so their group's counts are theirs alone.
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
+    time::{Duration, Instant},
+};
+
+use zcprof_tests::*;
+
+const CHILD: &str = env!("CARGO_BIN_EXE_zc-child");
+
+/// A running `zcprof serve`.
+struct Daemon {
+    child: Child,
+    addr: String,
+    stderr: Arc<Mutex<String>>,
+}
+
+/// Starts `zcprof serve --listen 127.0.0.1:0 ARGS` and waits until it serves.
+fn start_daemon(args: &[&str]) -> Daemon {
+    let bin = zcprof_bin();
+    let mut child = Command::new(&bin)
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = mpsc::channel();
+    let pipe = child.stderr.take().expect("stderr");
+    let sink = stderr.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix("zcprof: serving http://") {
+                let _ = tx.send(rest.trim_end_matches("/metrics").to_string());
+            }
+            let mut s = sink.lock().unwrap();
+            s.push_str(&line);
+            s.push('\n');
+        }
+    });
+    let start = Instant::now();
+    loop {
+        if let Ok(addr) = rx.recv_timeout(Duration::from_millis(100)) {
+            return Daemon {
+                child,
+                addr,
+                stderr,
+            };
+        }
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            std::thread::sleep(Duration::from_millis(100));
+            panic!(
+                "zcprof serve exited ({status}) before serving:\n{}",
+                stderr.lock().unwrap()
+            );
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "zcprof serve did not start serving within 60 s:\n{}",
+            stderr.lock().unwrap()
+        );
+    }
+}
+
+impl Daemon {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// GET /metrics; panics unless 200.
+    fn scrape(&self) -> String {
+        let (status, body) = http_get(&self.addr, "/metrics");
+        assert_eq!(status, 200, "scrape failed: {body}");
+        body
+    }
+
+    /// Sends `signal` and waits (10 s at most) for the exit.
+    fn stop_with(mut self, signal: i32) -> (ExitStatus, String) {
+        // SAFETY: kill on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+        let start = Instant::now();
+        let status = loop {
+            if let Some(s) = self.child.try_wait().expect("try_wait") {
+                break s;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "zcprof serve did not exit within 10 s of signal {signal}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        let stderr = self.stderr.lock().unwrap().clone();
+        (status, stderr)
+    }
+
+    fn stop(self) -> (ExitStatus, String) {
+        self.stop_with(libc::SIGTERM)
+    }
+
+    /// The daemon's resident memory from /proc, bytes.
+    fn rss(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Sends `request` as is and reads the whole response (the server closes after it):
+/// (status code, body). Status 0 if the server closed without answering.
+fn http_raw(addr: &str, request: &[u8], timeout: Duration) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    s.write_all(request)?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: zcprof\r\nConnection: close\r\n\r\n");
+    http_raw(addr, req.as_bytes(), Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("GET http://{addr}{path}: {e}"))
+}
+
+/// One sample of the exposition: metric name, labels, value.
+#[derive(Debug, Clone)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+/// Parses the text exposition format (comments skipped, label values unescaped).
+fn parse(text: &str) -> Vec<Sample> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("sample line has a value");
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            v => v
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value in {line:?}")),
+        };
+        let (name, mut rest) = match series.find('{') {
+            Some(i) => (&series[..i], &series[i + 1..]),
+            None => (series, ""),
+        };
+        let mut labels = BTreeMap::new();
+        while let Some(eq) = rest.find("=\"") {
+            let key = rest[..eq].trim_start_matches(',').to_string();
+            let mut val = String::new();
+            let mut chars = rest[eq + 2..].char_indices();
+            let mut end = 0;
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => match chars.next() {
+                        Some((_, 'n')) => val.push('\n'),
+                        Some((_, c)) => val.push(c),
+                        None => {}
+                    },
+                    '"' => {
+                        end = eq + 2 + i + 1;
+                        break;
+                    }
+                    c => val.push(c),
+                }
+            }
+            labels.insert(key, val);
+            rest = &rest[end..];
+        }
+        out.push(Sample {
+            name: name.to_string(),
+            labels,
+            value,
+        });
+    }
+    out
+}
+
+/// Sum of the samples of `name` that carry every label in `want`.
+fn sum(samples: &[Sample], name: &str, want: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|s| s.name == name)
+        .filter(|s| {
+            want.iter()
+                .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|s| s.value)
+        .sum()
+}
+
+fn series_key(s: &Sample) -> String {
+    format!("{}{:?}", s.name, s.labels)
+}
+
+fn is_counter(name: &str) -> bool {
+    name.ends_with("_total")
+        || name.ends_with("_bucket")
+        || name.ends_with("_count")
+        || name.ends_with("_sum")
+}
+
+fn assert_nothing_lost(samples: &[Sample]) {
+    let lost: Vec<_> = samples
+        .iter()
+        .filter(|s| s.name == "zcprof_events_lost_total")
+        .collect();
+    assert_eq!(lost.len(), 5, "one lost counter per reason: {lost:?}");
+    for s in lost {
+        assert_eq!(s.value, 0.0, "events lost: {s:?}");
+    }
+}
+
+/// A copy of `src` named `name` (the command name its processes get) in `dir`.
+fn named_copy(src: &Path, dir: &Path, name: &str) -> PathBuf {
+    let dst = dir.join(name);
+    std::fs::copy(src, &dst).unwrap_or_else(|e| panic!("copy {}: {e}", src.display()));
+    dst
+}
+
+/// Runs zc-child (under command name `name`) doing `action`, and returns its tally.
+fn run_named_child(dir: &Path, name: &str, action: &[&str]) -> Tally {
+    let exe = named_copy(Path::new(CHILD), dir, name);
+    let tally = dir.join(format!("{name}.json"));
+    let status = Command::new(&exe)
+        .arg(&tally)
+        .args(action)
+        .env("ZC_CHILD_DIR", dir)
+        .stdin(Stdio::null())
+        .status()
+        .expect("run zc-child");
+    let t = Tally::read(&tally);
+    assert!(status.success(), "{name} {action:?} failed: {status}");
+    t
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn assert_one_error_line(stderr: &str) {
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got:\n{stderr}");
+    assert!(
+        lines[0].starts_with("zcprof: error: "),
+        "expected 'zcprof: error: ...', got:\n{stderr}"
+    );
+}
+
+/// Ids of the zcprof programs loaded now (by anyone: other zcprof processes may run on the
+/// machine, so tests compare sets rather than expect none).
+fn program_ids() -> std::collections::BTreeSet<u64> {
+    bpftool_zcprof_programs()
+        .iter()
+        .filter_map(|p| p["id"].as_u64())
+        .collect()
+}
+
+/// None of `ids` is loaded any more, 3 s at most after the daemon exited (the kernel frees
+/// programs asynchronously).
+fn assert_unloaded(ids: &std::collections::BTreeSet<u64>, when: &str) {
+    let start = Instant::now();
+    loop {
+        let left: Vec<u64> = program_ids().intersection(ids).copied().collect();
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "{when}: the daemon's programs {left:?} are still loaded"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The zcprof programs loaded now that were not in `before`.
+fn new_programs(before: &std::collections::BTreeSet<u64>) -> std::collections::BTreeSet<u64> {
+    program_ids().difference(before).copied().collect()
+}
+
+/// pwrite64 of 1,000,000 bytes in 4096-byte chunks: the scrape shows exactly the calls,
+/// bytes and sizes the child counted at its call sites, as an unprivileged daemon.
+#[test]
+fn scrape_equals_the_workload_tally() {
+    if !require_root_or_skip() {
+        return;
+    }
+    let before = program_ids();
+    let d = start_daemon(&[]);
+    let ours = new_programs(&before);
+    assert!(!ours.is_empty(), "the daemon's programs are loaded");
+    let dir = scratch_dir("serve-known");
+    let (n, chunk) = (1_000_000u64, 4096u64);
+    let t = run_named_child(
+        &dir,
+        "zcsrv-known",
+        &["pwrite", &n.to_string(), &chunk.to_string()],
+    );
+    let (calls, bytes, errors) = t.cell("pwrite64");
+    assert_eq!(bytes, n);
+    let s = parse(&d.scrape());
+    let g = [("comm", "zcsrv-known"), ("syscall", "pwrite64")];
+    let got = |name: &str| sum(&s, name, &g) as u64;
+    eprintln!(
+        "tally: pwrite64 calls {calls} bytes {bytes} errors {errors}; scrape: calls {} bytes \
+         {} errors {}",
+        got("zcprof_transfer_calls_total"),
+        got("zcprof_ledger_bytes_total"),
+        got("zcprof_transfer_errors_total")
+    );
+    assert_eq!(got("zcprof_transfer_calls_total"), calls);
+    assert_eq!(got("zcprof_transfer_errors_total"), errors);
+    assert_eq!(got("zcprof_ledger_bytes_total"), bytes);
+    assert_eq!(
+        sum(
+            &s,
+            "zcprof_ledger_bytes_total",
+            &[
+                ("comm", "zcsrv-known"),
+                ("syscall", "pwrite64"),
+                ("column", "cpu_user_to_kernel")
+            ]
+        ) as u64,
+        bytes,
+        "a file write is a CPU copy from user to kernel"
+    );
+    // The size histogram: 244 calls of 4096 bytes (<= 8191, not <= 4095) and one of 576.
+    let ok_calls = calls - errors;
+    assert_eq!(got("zcprof_io_size_bytes_count"), ok_calls);
+    assert_eq!(got("zcprof_io_size_bytes_sum"), bytes);
+    let le = |b: &str| {
+        sum(
+            &s,
+            "zcprof_io_size_bytes_bucket",
+            &[("comm", "zcsrv-known"), ("syscall", "pwrite64"), ("le", b)],
+        ) as u64
+    };
+    let partial = u64::from(n % chunk != 0);
+    assert_eq!(le("511"), 0);
+    assert_eq!(le("1023"), partial);
+    assert_eq!(le("4095"), partial);
+    assert_eq!(le("8191"), ok_calls);
+    assert_eq!(le("+Inf"), ok_calls);
+    // Syscalls: at least every call the worker made, and two mode switches each.
+    let syscalls = sum(&s, "zcprof_syscalls_total", &[("comm", "zcsrv-known")]) as u64;
+    assert!(syscalls >= t.tracked_syscalls() + t.fixed_syscalls());
+    assert_eq!(
+        sum(&s, "zcprof_mode_switches_total", &[("comm", "zcsrv-known")]) as u64,
+        2 * syscalls
+    );
+    assert_nothing_lost(&s);
+    // zcprof's own cost is measured (the stats fd works) and its build is described.
+    assert!(
+        sum(
+            &s,
+            "zcprof_bpf_program_runs_total",
+            &[("program", "sys_exit")]
+        ) > 0.0
+    );
+    assert!(
+        sum(
+            &s,
+            "zcprof_bpf_program_run_seconds_total",
+            &[("program", "sys_exit")]
+        ) > 0.0
+    );
+    assert_eq!(sum(&s, "zcprof_build_info", &[]), 1.0);
+
+    // It serves as nobody, without capabilities, and the maps still read.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
+    let field = |k: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .unwrap_or("")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(field("Uid:"), "65534 65534 65534 65534");
+    assert_eq!(field("CapEff:"), "0000000000000000");
+    assert_eq!(field("CapPrm:"), "0000000000000000");
+    assert_eq!(field("NoNewPrivs:"), "1");
+    let (status, stderr) = d.stop();
+    assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
+    assert_unloaded(&ours, "after SIGTERM");
+}
+
+/// `promtool check metrics` accepts a live scrape in every grouping.
+#[test]
+fn promtool_accepts_live_scrapes() {
+    if !require_root_or_skip() {
+        return;
+    }
+    for args in [&[][..], &["--by", "cgroup"][..], &["--per-pid"][..]] {
+        let d = start_daemon(args);
+        let dir = scratch_dir("serve-promtool");
+        run_named_child(&dir, "zcsrv-promtool", &["pwrite", "100000", "4096"]);
+        let text = d.scrape();
+        let mut p = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run promtool");
+        p.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        let out = p.wait_with_output().unwrap();
+        assert!(
+            out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+            "promtool check metrics ({args:?}): {}\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let s = parse(&text);
+        let group_label = match args.first() {
+            Some(&"--by") => "cgroup",
+            Some(_) => "pid",
+            None => "comm",
+        };
+        assert!(
+            s.iter()
+                .any(|x| x.name == "zcprof_syscalls_total" && x.labels.contains_key(group_label)),
+            "no {group_label} label in {args:?}"
+        );
+        eprintln!("promtool: {args:?}: {} samples, ok", s.len(),);
+        let (status, _) = d.stop();
+        assert_eq!(status.code(), Some(0));
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+struct Prometheus(Child);
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        // SAFETY: kill on our own child's pid.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The instant-query value of `query` (one series), if Prometheus has one.
+fn prom_query(addr: &str, query: &str) -> Option<f64> {
+    let req = format!(
+        "GET /api/v1/query?query={} HTTP/1.1\r\nHost: prometheus\r\nConnection: close\r\n\r\n",
+        urlencode(query)
+    );
+    // Not listening yet while Prometheus starts.
+    let (status, body) = http_raw(addr, req.as_bytes(), Duration::from_secs(10)).ok()?;
+    if status != 200 {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    let r = v["data"]["result"].as_array()?;
+    if r.len() != 1 {
+        return None;
+    }
+    r[0]["value"][1].as_str()?.parse().ok()
+}
+
+/// A real Prometheus server (the Debian package), scraping the daemon every second, answers
+/// queries with the workload's totals.
+#[test]
+fn prometheus_scrapes_the_daemon() {
+    if !require_root_or_skip() {
+        return;
+    }
+    let d = start_daemon(&["--comm", "zcsrv-prom"]);
+    let dir = scratch_dir("serve-prom");
+    let t = run_named_child(&dir, "zcsrv-prom", &["pwrite", "1000000", "4096"]);
+    let (calls, bytes, _) = t.cell("pwrite64");
+
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  \
+             - job_name: zcprof\n    static_configs:\n      - targets: ['{}']\n",
+            d.addr
+        ),
+    )
+    .unwrap();
+    let web = format!("127.0.0.1:{}", free_port());
+    let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
+    let prom = Prometheus(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={web}"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("run prometheus"),
+    );
+    let calls_q = "sum(zcprof_transfer_calls_total{job=\"zcprof\",comm=\"zcsrv-prom\",\
+                   syscall=\"pwrite64\"})";
+    let bytes_q = "sum(zcprof_ledger_bytes_total{job=\"zcprof\",comm=\"zcsrv-prom\",\
+                   syscall=\"pwrite64\",column=\"cpu_user_to_kernel\"})";
+    let up_q = "up{job=\"zcprof\"}";
+    let start = Instant::now();
+    let (got_calls, got_bytes) = loop {
+        if let (Some(c), Some(b), Some(1.0)) = (
+            prom_query(&web, calls_q),
+            prom_query(&web, bytes_q),
+            prom_query(&web, up_q),
+        ) {
+            break (c, b);
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "Prometheus never had the daemon's series; its log:\n{}",
+            std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    eprintln!("prometheus: {calls_q} = {got_calls} (tally {calls})");
+    eprintln!("prometheus: {bytes_q} = {got_bytes} (tally {bytes})");
+    let (_, raw) = http_get(&web, &format!("/api/v1/query?query={}", urlencode(calls_q)));
+    eprintln!("prometheus: raw answer: {raw}");
+    assert_eq!(got_calls as u64, calls);
+    assert_eq!(got_bytes as u64, bytes);
+    let lost = prom_query(&web, "sum(zcprof_events_lost_total{job=\"zcprof\"})");
+    assert_eq!(lost, Some(0.0));
+    drop(prom);
+    let (status, _) = d.stop();
+    assert_eq!(status.code(), Some(0));
+}
+
+/// 20,000 processes start and exit while the daemon is scraped every 100 ms: no counter ever
+/// decreases, the churning command's ledger ends exactly at 20,000 times one process's
+/// (from strace), and the daemon's memory stays bounded.
+#[test]
+fn churn_keeps_counters_monotonic_and_exact() {
+    if !require_root_or_skip() {
+        return;
+    }
+    const PROCESSES: u64 = 20_000;
+    const SPAWNERS: u64 = 2;
+    /// A bound far above what the daemon needs (~30 MiB, most of it the kernel's BTF parsed
+    /// at start) but far below what unbounded per-thread state for 20,000 processes would
+    /// take once multiplied by a long-running host's churn.
+    const RSS_LIMIT: u64 = 64 << 20;
+    let dir = scratch_dir("serve-churn");
+    let truth = ["/usr/bin/true", "/bin/true"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.exists())
+        .expect("a `true` binary");
+    let exe = named_copy(truth, &dir, "zcchurn");
+
+    // One process's reads, from strace: the dynamic loader reading libc's headers.
+    let st = strace(Some("read,pread64"), &[exe.to_str().unwrap()], &[]);
+    assert!(st.status.success());
+    let calls: Vec<&(String, i64, i64)> = st.fd_calls.values().flatten().collect();
+    let per = |name: &str| -> (u64, u64) {
+        let c: Vec<_> = calls.iter().filter(|c| c.0 == name).collect();
+        (c.len() as u64, c.iter().map(|c| c.2.max(0) as u64).sum())
+    };
+    let (read_calls, read_bytes) = per("read");
+    let (pread_calls, pread_bytes) = per("pread64");
+    assert!(
+        read_calls + pread_calls > 0,
+        "strace saw no reads: {calls:?}"
+    );
+
+    let d = start_daemon(&[]);
+    let addr = d.addr.clone();
+    let pid = d.pid();
+    let stop = Arc::new(AtomicBool::new(false));
+    let scraper = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut previous: BTreeMap<String, f64> = BTreeMap::new();
+            let mut violations = Vec::new();
+            let mut times = Vec::new();
+            let mut max_rss = 0u64;
+            let mut max_reported_rss = 0f64;
+            while !stop.load(Ordering::Relaxed) {
+                let t0 = Instant::now();
+                let (status, body) = http_get(&addr, "/metrics");
+                times.push(t0.elapsed());
+                assert_eq!(status, 200);
+                let samples = parse(&body);
+                for s in &samples {
+                    if !is_counter(&s.name) {
+                        continue;
+                    }
+                    let key = series_key(s);
+                    if let Some(&p) = previous.get(&key)
+                        && s.value < p
+                    {
+                        violations.push(format!("{key}: {p} -> {}", s.value));
+                    }
+                    previous.insert(key, s.value);
+                }
+                max_reported_rss =
+                    max_reported_rss.max(sum(&samples, "process_resident_memory_bytes", &[]));
+                let status =
+                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                let rss = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+                    .unwrap_or(0)
+                    * 1024;
+                max_rss = max_rss.max(rss);
+                if let Some(left) = Duration::from_millis(100).checked_sub(t0.elapsed()) {
+                    std::thread::sleep(left);
+                }
+            }
+            (violations, times, max_rss, max_reported_rss)
+        })
+    };
+
+    let started = Instant::now();
+    let spawners: Vec<_> = (0..SPAWNERS)
+        .map(|_| {
+            let exe = exe.clone();
+            std::thread::spawn(move || {
+                for _ in 0..PROCESSES / SPAWNERS {
+                    let s = Command::new(&exe)
+                        .stdin(Stdio::null())
+                        .status()
+                        .expect("spawn zcchurn");
+                    assert!(s.success());
+                }
+            })
+        })
+        .collect();
+    for s in spawners {
+        s.join().expect("spawner");
+    }
+    let churn_time = started.elapsed();
+    // Two more collections: the last processes' threads are seen dead, then retired.
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let (violations, mut times, max_rss, max_reported_rss) = scraper.join().expect("scraper");
+    let end = parse(&d.scrape());
+    std::thread::sleep(Duration::from_millis(200));
+    let end = {
+        let again = parse(&d.scrape());
+        // The retire pass of the previous scrape's collection is visible now.
+        if again.is_empty() { end } else { again }
+    };
+    let g = |sc: &str| {
+        (
+            sum(
+                &end,
+                "zcprof_transfer_calls_total",
+                &[("comm", "zcchurn"), ("syscall", sc)],
+            ) as u64,
+            sum(
+                &end,
+                "zcprof_ledger_bytes_total",
+                &[("comm", "zcchurn"), ("syscall", sc)],
+            ) as u64,
+        )
+    };
+    times.sort();
+    let median = times[times.len() / 2];
+    let max = *times.last().unwrap();
+    eprintln!(
+        "churn: {PROCESSES} processes in {churn_time:.1?}; {} scrapes, scrape time median \
+         {median:.1?} max {max:.1?}; daemon RSS max {:.1} MiB (/proc), {:.1} MiB (reported); \
+         threads retired {}, threads tracked at end {}, map entries at end {}",
+        times.len(),
+        max_rss as f64 / (1 << 20) as f64,
+        max_reported_rss / (1 << 20) as f64,
+        sum(&end, "zcprof_threads_retired_total", &[]),
+        sum(&end, "zcprof_threads_tracked", &[]),
+        sum(&end, "zcprof_map_entries", &[("map", "threads")]),
+    );
+    eprintln!(
+        "churn: zcchurn read {:?} (expected {:?}), pread64 {:?} (expected {:?})",
+        g("read"),
+        (PROCESSES * read_calls, PROCESSES * read_bytes),
+        g("pread64"),
+        (PROCESSES * pread_calls, PROCESSES * pread_bytes)
+    );
+    assert!(
+        violations.is_empty(),
+        "{} counter decreases, e.g. {:?}",
+        violations.len(),
+        &violations[..violations.len().min(10)]
+    );
+    assert_eq!(g("read"), (PROCESSES * read_calls, PROCESSES * read_bytes));
+    assert_eq!(
+        g("pread64"),
+        (PROCESSES * pread_calls, PROCESSES * pread_bytes)
+    );
+    assert_nothing_lost(&end);
+    assert!(
+        max_rss < RSS_LIMIT,
+        "daemon RSS reached {max_rss} bytes (limit {RSS_LIMIT})"
+    );
+    assert!(
+        sum(&end, "zcprof_threads_retired_total", &[]) >= PROCESSES as f64,
+        "the churn's threads were retired"
+    );
+    // Entries do not pile up: what is left is about the host's live threads.
+    assert!(sum(&end, "zcprof_map_entries", &[("map", "threads")]) < 5000.0);
+    assert!(
+        max < Duration::from_secs(2),
+        "a scrape took {max:?} during the churn"
+    );
+    let rss_end = d.rss();
+    let (status, _) = d.stop();
+    assert_eq!(status.code(), Some(0));
+    eprintln!(
+        "churn: daemon RSS at end {:.1} MiB",
+        rss_end as f64 / (1 << 20) as f64
+    );
+}
+
+/// With --per-pid and --max-series 3, five live processes make three pid series and one
+/// [other]; once they exit their counts fold into [exited] and no total goes down.
+#[test]
+fn per_pid_series_are_capped_and_fold_on_exit() {
+    if !require_root_or_skip() {
+        return;
+    }
+    let d = start_daemon(&["--per-pid", "--max-series", "3", "--comm", "zcsrv-sleep"]);
+    let dir = scratch_dir("serve-pid");
+    let sleep = ["/usr/bin/sleep", "/bin/sleep"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.exists())
+        .expect("a `sleep` binary");
+    let exe = named_copy(sleep, &dir, "zcsrv-sleep");
+    let mut kids: Vec<Child> = (0..5)
+        .map(|_| {
+            Command::new(&exe)
+                .arg("60")
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("spawn sleep")
+        })
+        .collect();
+    // Wait until all five have made their start-up syscalls and sleep.
+    std::thread::sleep(Duration::from_millis(500));
+    let s = parse(&d.scrape());
+    let series: Vec<&Sample> = s
+        .iter()
+        .filter(|x| x.name == "zcprof_syscalls_total")
+        .collect();
+    let pids = series
+        .iter()
+        .filter(|x| x.labels["pid"].parse::<u32>().is_ok())
+        .count();
+    eprintln!("per-pid: {series:?}");
+    assert_eq!(pids, 3, "three pid series: {series:?}");
+    assert!(series.iter().any(|x| x.labels["pid"] == "[other]"));
+    assert_eq!(sum(&s, "zcprof_series_dropped_total", &[]), 2.0);
+    let before = sum(&s, "zcprof_syscalls_total", &[]);
+    for k in &mut kids {
+        let _ = k.kill();
+        let _ = k.wait();
+    }
+    // Seen dead, retired, folded: a few collections.
+    let start = Instant::now();
+    let after = loop {
+        let s = parse(&d.scrape());
+        let total = sum(&s, "zcprof_syscalls_total", &[]);
+        assert!(total >= before, "the total went down: {before} -> {total}");
+        let pids_left = s
+            .iter()
+            .filter(|x| x.name == "zcprof_syscalls_total")
+            .filter(|x| x.labels["pid"].parse::<u32>().is_ok())
+            .count();
+        if pids_left == 0 {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "pid series still there after exit"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(sum(&after, "zcprof_syscalls_total", &[("pid", "[exited]")]) > 0.0);
+    let (status, _) = d.stop();
+    assert_eq!(status.code(), Some(0));
+}
+
+/// Garbage, a 1 MB header, a slowloris connection and a flood of idle connections: the daemon
+/// answers or drops each, and keeps serving scrapes promptly meanwhile.
+#[test]
+fn hostile_clients_do_not_stall_scrapes() {
+    if !require_root_or_skip() {
+        return;
+    }
+    let d = start_daemon(&[]);
+    let quick = Duration::from_secs(2);
+    let timed_scrape = |what: &str| {
+        let t0 = Instant::now();
+        d.scrape();
+        let took = t0.elapsed();
+        assert!(took < quick, "a scrape during {what} took {took:?}");
+        took
+    };
+
+    // Routing.
+    assert_eq!(http_get(&d.addr, "/").0, 200);
+    assert_eq!(http_get(&d.addr, "/nope").0, 404);
+    let (status, _) = http_raw(
+        &d.addr,
+        b"POST /metrics HTTP/1.1\r\nHost: z\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        quick,
+    )
+    .unwrap();
+    assert_eq!(status, 405);
+
+    // Garbage: 400, or closed without an answer.
+    let (status, _) = http_raw(&d.addr, b"\x00\x01\x02 garbage \xff\r\n\r\n", quick)
+        .unwrap_or((0, String::new()));
+    assert!(status == 400 || status == 0, "garbage got {status}");
+    timed_scrape("garbage");
+
+    // A 1 MB header: 431, or closed.
+    let mut big = b"GET /metrics HTTP/1.1\r\nHost: z\r\nX-Big: ".to_vec();
+    big.extend(std::iter::repeat_n(b'a', 1 << 20));
+    big.extend_from_slice(b"\r\n\r\n");
+    let status = http_raw(&d.addr, &big, quick).map(|r| r.0).unwrap_or(0);
+    assert!(status == 431 || status == 0, "1 MB header got {status}");
+    timed_scrape("a 1 MB header");
+
+    // Slowloris: a header trickling in one byte every 300 ms.
+    let mut slow = TcpStream::connect(&d.addr).unwrap();
+    slow.write_all(b"GET /metrics HTTP/1.1\r\nX-Slow: ")
+        .unwrap();
+    let slow_start = Instant::now();
+    let mut closed_after = None;
+    while slow_start.elapsed() < Duration::from_secs(12) {
+        timed_scrape("a slowloris connection");
+        if slow.write_all(b"a").is_err() {
+            closed_after = Some(slow_start.elapsed());
+            break;
+        }
+        // A closed socket shows on the next write or read.
+        slow.set_nonblocking(true).unwrap();
+        let mut b = [0u8; 256];
+        match slow.read(&mut b) {
+            Ok(0) => {
+                closed_after = Some(slow_start.elapsed());
+                break;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => {
+                closed_after = Some(slow_start.elapsed());
+                break;
+            }
+        }
+        slow.set_nonblocking(false).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let closed_after = closed_after.expect("the slowloris connection was never closed");
+    eprintln!("hostile: slowloris connection closed by the daemon after {closed_after:.1?}");
+    assert!(closed_after < Duration::from_secs(8));
+
+    // 200 idle connections, more than the daemon serves at once: scrapes still get through.
+    let idle: Vec<TcpStream> = (0..200)
+        .map(|_| TcpStream::connect(&d.addr).expect("connect"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let took = timed_scrape("200 idle connections");
+    eprintln!("hostile: scrape with 200 idle connections open took {took:.1?}");
+    drop(idle);
+
+    let (status, _) = d.stop();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn occupied_port_is_a_clear_error() {
+    if !require_root_or_skip() {
+        return;
+    }
+    let before = program_ids();
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = zcprof(&["serve", "--listen", &addr]);
+    assert_eq!(out.status.code(), Some(1), "stderr:\n{}", out.stderr);
+    assert_one_error_line(&out.stderr);
+    assert!(
+        out.stderr.contains(&format!("cannot listen on {addr}")) && out.stderr.contains("--listen"),
+        "{}",
+        out.stderr
+    );
+    // The port is checked before anything is loaded.
+    assert!(new_programs(&before).is_empty());
+}
+
+#[test]
+fn bad_scopes_are_clear_errors() {
+    if !require_root_or_skip() {
+        return;
+    }
+    let before = program_ids();
+    for (args, says) in [
+        (
+            &["--cgroup", "/nonexistent-zcprof-cgroup"][..],
+            "cannot read cgroup directory /nonexistent-zcprof-cgroup",
+        ),
+        (
+            &["--cgroup", "/etc"][..],
+            "/etc is not a directory of the cgroup v2 hierarchy",
+        ),
+        (
+            &["--comm", "(unclosed"][..],
+            "invalid --comm regex `(unclosed`",
+        ),
+        (
+            &["--user", "no-such-user-zc"][..],
+            "no user named `no-such-user-zc`",
+        ),
+        (&["--user", "root"][..], "--user root is root"),
+        (&["--pid", "999999999"][..], "no process with pid 999999999"),
+        (&["--max-series", "0"][..], "--max-series"),
+    ] {
+        let mut a = vec!["serve", "--listen", "127.0.0.1:0"];
+        a.extend_from_slice(args);
+        let out = zcprof(&a);
+        assert!(
+            matches!(out.status.code(), Some(1 | 2)),
+            "{args:?}: {:?}\n{}",
+            out.status,
+            out.stderr
+        );
+        assert_one_error_line(&out.stderr);
+        assert!(
+            out.stderr.contains(says),
+            "{args:?}: expected {says:?} in:\n{}",
+            out.stderr
+        );
+        eprintln!("{args:?}: {}", out.stderr.trim());
+    }
+    // Every one is caught before anything is loaded.
+    assert!(new_programs(&before).is_empty());
+}
+
+/// SIGTERM and SIGINT: exit 0, every program detached.
+#[test]
+fn signals_detach_and_exit_zero() {
+    if !require_root_or_skip() {
+        return;
+    }
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        let before = program_ids();
+        let d = start_daemon(&[]);
+        d.scrape();
+        let ours = new_programs(&before);
+        assert!(!ours.is_empty(), "the daemon's programs are loaded");
+        let (status, stderr) = d.stop_with(signal);
+        assert_eq!(status.code(), Some(0), "signal {signal}: stderr:\n{stderr}");
+        assert_unloaded(&ours, &format!("after signal {signal}"));
+        eprintln!("signal {signal}: exit 0, programs {ours:?} unloaded");
+    }
+}

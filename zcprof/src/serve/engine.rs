@@ -1,0 +1,774 @@
+//! The daemon's accounting: turns successive snapshots of the kernel maps into per-group totals
+//! that never go backwards, and says which exited threads' map entries may now be deleted.
+//!
+//! Every thread's counters live in its kernel map entry until user space deletes it. The
+//! engine remembers, per thread, the counts it has already credited; at each collection it
+//! credits the difference to the group the thread belongs to *now* (its command name changes
+//! at exec). So a count is credited exactly once, whether the thread is alive, has exited,
+//! or its entry has been deleted since: there is no separate "live" and "retired" sum that
+//! could count a thread twice or drop it in between.
+//!
+//! An exited thread can still be preempted on its way out, and its final context switch comes
+//! after its exit flag; the kernel programs flag that final switch (`THREAD_DEAD`). So an
+//! exited thread's entries are deleted at the collection after the one at whose end its entry
+//! was seen dead: that collection's read, which came after, holds its final counts. A thread
+//! never seen dead (an entry written before the flag existed) is deleted [`RETIRE_MAX`] after
+//! it was seen exited.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    time::{Duration, Instant},
+};
+
+use regex::Regex;
+use zcprof_common::{Column, Syscall};
+
+use crate::{
+    cli::GroupBy,
+    collector::{Cell, Counters, Snapshot},
+};
+
+/// Longest an exited thread's entries stay in the kernel maps if its final switch is never
+/// seen.
+pub const RETIRE_MAX: Duration = Duration::from_secs(10);
+
+/// Monotonic totals of one group.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Syscalls, context switches, page faults.
+    pub counters: Counters,
+    /// Ledger cells by (syscall, column).
+    pub cells: BTreeMap<(Syscall, Column), Cell>,
+    /// io_uring completions by (opcode, column).
+    pub uring: BTreeMap<(u16, Column), Cell>,
+}
+
+impl Totals {
+    fn add(&mut self, o: &Totals) {
+        self.counters.add(&o.counters);
+        for (k, c) in &o.cells {
+            self.cells.entry(*k).or_default().add(c);
+        }
+        for (k, c) in &o.uring {
+            self.uring.entry(*k).or_default().add(c);
+        }
+    }
+}
+
+/// A group of series: what one set of group labels stands for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum GroupKey {
+    /// Threads with this command name.
+    Comm(String),
+    /// Threads in this cgroup (path below the cgroup root, `/` for the root itself).
+    Cgroup(String),
+    /// The threads of this live process.
+    Pid(u32),
+    /// Groups refused by `--max-series`.
+    Other,
+    /// `--by pid`: processes that have exited.
+    Exited,
+}
+
+/// Label value of the group of groups refused by `--max-series`.
+pub const OTHER: &str = "[other]";
+/// Label value of the group of exited processes (`--by pid`).
+pub const EXITED: &str = "[exited]";
+/// Label value of a cgroup whose path could not be found (it was removed meanwhile).
+pub const UNKNOWN_CGROUP: &str = "[unknown]";
+
+/// What the engine asks of the host: cgroup paths and whether processes still exist. A
+/// trait so that the accounting is tested without a kernel.
+pub trait Host {
+    /// Called once at the start of each collection (caches may refresh once per collection).
+    fn begin_collection(&mut self) {}
+    /// Path of cgroup `id` below the cgroup root, if known.
+    fn cgroup_path(&mut self, id: u64) -> Option<String>;
+    /// The cgroup id of process `tgid`, for threads entered by user space (id 0).
+    fn cgroup_of_process(&mut self, tgid: u32) -> u64;
+    /// The process still exists.
+    fn process_alive(&self, tgid: u32) -> bool;
+}
+
+/// Which threads count, and how they are grouped.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    /// The grouping.
+    pub by: GroupBy,
+    /// Only threads whose command name matches (anchored).
+    pub comm: Option<Regex>,
+    /// Only threads in this cgroup (path below the root) or below it.
+    pub cgroup: Option<String>,
+    /// Most groups (not counting `[other]` and `[exited]`).
+    pub max_groups: usize,
+}
+
+/// A thread whose entries may be deleted: (tgid, tid, its ledger cells).
+pub type RetiredThread = (u32, u32, Vec<(Syscall, Column)>);
+
+/// Map entries to delete: they belong to threads (and processes) whose counts are final and
+/// credited.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Retire {
+    /// Threads.
+    pub threads: Vec<RetiredThread>,
+    /// (tgid, the process's io_uring cells).
+    pub uring: Vec<(u32, Vec<(u16, Column)>)>,
+}
+
+#[derive(Debug)]
+struct ThreadRec {
+    tgid: u32,
+    last: Counters,
+    cells: BTreeMap<(Syscall, Column), Cell>,
+    /// When (and in which collection) the thread was first seen exited.
+    exited: Option<(Instant, u64)>,
+    /// Its entry was seen dead (final switch done) at the end of an earlier collection.
+    dead: bool,
+    seen: u64,
+}
+
+impl ThreadRec {
+    fn new(tgid: u32) -> Self {
+        ThreadRec {
+            tgid,
+            last: Counters::default(),
+            cells: BTreeMap::new(),
+            exited: None,
+            dead: false,
+            seen: 0,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct ProcRec {
+    comm: String,
+    cgroup_id: u64,
+    uring_last: BTreeMap<(u16, Column), Cell>,
+}
+
+/// The accounting state.
+#[derive(Debug)]
+pub struct Engine {
+    scope: Scope,
+    groups: HashMap<GroupKey, Totals>,
+    threads: HashMap<u32, ThreadRec>,
+    procs: HashMap<u32, ProcRec>,
+    /// Threads seen with cells but no entry: (first seen, last collection seen in).
+    entryless: HashMap<u32, (Instant, u64)>,
+    /// Groups refused by the cap, so that each is counted once in `series_dropped`.
+    refused: HashSet<GroupKey>,
+    generation: u64,
+    /// Groups refused by `--max-series`.
+    pub series_dropped: u64,
+    /// Exited threads whose entries were deleted.
+    pub threads_retired: u64,
+    /// Exited processes whose records were dropped.
+    pub processes_retired: u64,
+}
+
+/// Most refused groups remembered for counting each once; past it a refused group may be
+/// counted again (memory stays bounded under unbounded churn of command names).
+const REFUSED_MEMORY: usize = 65_536;
+
+/// `now - last`, or `None` if any counter went down (the entry is not the one remembered).
+fn counters_delta(now: &Counters, last: &Counters) -> Option<Counters> {
+    (last.sub(now) == Counters::default()).then(|| now.sub(last))
+}
+
+fn cell_delta(now: &Cell, last: &Cell) -> Option<Cell> {
+    (last.sub(now) == Cell::default()).then(|| now.sub(last))
+}
+
+/// Differences of every cell in `now` against `last`; `None` if any went down.
+fn cells_delta<K: Ord + Copy>(
+    now: &BTreeMap<K, Cell>,
+    last: &BTreeMap<K, Cell>,
+) -> Option<BTreeMap<K, Cell>> {
+    let mut out = BTreeMap::new();
+    for (k, c) in now {
+        let d = match last.get(k) {
+            Some(l) => cell_delta(c, l)?,
+            None => *c,
+        };
+        if d.calls != 0 {
+            out.insert(*k, d);
+        }
+    }
+    // A cell that vanished means the entries are not the ones remembered.
+    if last.keys().any(|k| !now.contains_key(k)) {
+        return None;
+    }
+    Some(out)
+}
+
+impl Engine {
+    /// A fresh engine.
+    pub fn new(scope: Scope) -> Self {
+        Engine {
+            scope,
+            groups: HashMap::new(),
+            threads: HashMap::new(),
+            procs: HashMap::new(),
+            entryless: HashMap::new(),
+            refused: HashSet::new(),
+            generation: 0,
+            series_dropped: 0,
+            threads_retired: 0,
+            processes_retired: 0,
+        }
+    }
+
+    /// The group a thread of `tgid` with this command name and cgroup belongs to, or `None`
+    /// if it is out of scope.
+    fn group_of(
+        &mut self,
+        host: &mut dyn Host,
+        tgid: u32,
+        comm: &str,
+        cgroup_id: u64,
+    ) -> Option<GroupKey> {
+        if let Some(re) = &self.scope.comm
+            && !re.is_match(comm)
+        {
+            return None;
+        }
+        let needs_cgroup = self.scope.cgroup.is_some() || self.scope.by == GroupBy::Cgroup;
+        let path = if needs_cgroup {
+            let id = if cgroup_id == 0 {
+                let rec = self.procs.entry(tgid).or_default();
+                if rec.cgroup_id == 0 {
+                    rec.cgroup_id = host.cgroup_of_process(tgid);
+                }
+                rec.cgroup_id
+            } else {
+                cgroup_id
+            };
+            host.cgroup_path(id)
+        } else {
+            None
+        };
+        if let Some(root) = &self.scope.cgroup {
+            let inside = path.as_deref().is_some_and(|p| {
+                root == "/"
+                    || p == root
+                    || (p.starts_with(root.as_str()) && p.as_bytes().get(root.len()) == Some(&b'/'))
+            });
+            if !inside {
+                return None;
+            }
+        }
+        let key = match self.scope.by {
+            // A process may call itself "[other]"; its series must not collide with the
+            // group of refused groups.
+            GroupBy::Comm if comm == OTHER => GroupKey::Other,
+            GroupBy::Comm => GroupKey::Comm(comm.to_string()),
+            GroupBy::Cgroup => GroupKey::Cgroup(path.unwrap_or_else(|| UNKNOWN_CGROUP.into())),
+            GroupBy::Pid => GroupKey::Pid(tgid),
+        };
+        Some(self.admit(key))
+    }
+
+    /// `key` if it already has series or the cap allows one more group; `[other]` if not.
+    fn admit(&mut self, key: GroupKey) -> GroupKey {
+        if matches!(key, GroupKey::Other | GroupKey::Exited) || self.groups.contains_key(&key) {
+            return key;
+        }
+        let admitted = self
+            .groups
+            .keys()
+            .filter(|k| !matches!(k, GroupKey::Other | GroupKey::Exited))
+            .count();
+        if admitted < self.scope.max_groups {
+            self.groups.insert(key.clone(), Totals::default());
+            return key;
+        }
+        if self.refused.len() >= REFUSED_MEMORY {
+            self.refused.clear();
+        }
+        if self.refused.insert(key) {
+            self.series_dropped += 1;
+        }
+        GroupKey::Other
+    }
+
+    /// Credits everything new in `snap` and returns the entries that may be deleted now.
+    /// `is_dead(tid)` reads whether the thread's entry is flagged dead *now* (after `snap`
+    /// was read).
+    pub fn ingest(
+        &mut self,
+        snap: &Snapshot,
+        host: &mut dyn Host,
+        now: Instant,
+        is_dead: &dyn Fn(u32) -> bool,
+    ) -> Retire {
+        self.generation += 1;
+        let generation = self.generation;
+        host.begin_collection();
+        let mut retire = Retire::default();
+
+        for (&tgid, p) in &snap.processes {
+            {
+                let rec = self.procs.entry(tgid).or_default();
+                if !p.comm.is_empty() {
+                    rec.comm.clone_from(&p.comm);
+                }
+                if let Some(t) = p.threads.get(&tgid).or_else(|| p.threads.values().next())
+                    && t.cgroup_id != 0
+                {
+                    rec.cgroup_id = t.cgroup_id;
+                }
+            }
+            for (&tid, t) in &p.threads {
+                // Cells without a thread entry: a thread entered between the reads of the
+                // thread map and of the cell map (its entry is read next time; crediting now
+                // would put its cells under an empty command name), or, in theory, cells
+                // left behind. Nothing to credit; leftovers are deleted after a while.
+                if t.comm.is_empty() && t.counters == Counters::default() {
+                    let (first, seen) = self.entryless.entry(tid).or_insert((now, generation));
+                    *seen = generation;
+                    if now.duration_since(*first) >= RETIRE_MAX {
+                        retire
+                            .threads
+                            .push((tgid, tid, t.transfers.keys().copied().collect()));
+                        self.entryless.remove(&tid);
+                    }
+                    continue;
+                }
+                self.entryless.remove(&tid);
+                let exited = t.exited;
+                let rec = self
+                    .threads
+                    .entry(tid)
+                    .or_insert_with(|| ThreadRec::new(tgid));
+                if rec.tgid != tgid {
+                    // A different thread under a reused tid: start from zero.
+                    *rec = ThreadRec::new(tgid);
+                }
+                rec.seen = generation;
+                let (dc, dcells) = match (
+                    counters_delta(&t.counters, &rec.last),
+                    cells_delta(&t.transfers, &rec.cells),
+                ) {
+                    (Some(c), Some(cells)) => (c, cells),
+                    // Counters went down: the entry was replaced behind our back; what it
+                    // holds now is all new.
+                    _ => (t.counters, t.transfers.clone()),
+                };
+                rec.last = t.counters;
+                rec.cells.clone_from(&t.transfers);
+                if exited && rec.exited.is_none() {
+                    rec.exited = Some((now, generation));
+                }
+                let has_news = dc != Counters::default() || !dcells.is_empty();
+                if has_news && let Some(group) = self.group_of(host, tgid, &t.comm, t.cgroup_id) {
+                    let totals = self.groups.entry(group).or_default();
+                    totals.counters.add(&dc);
+                    for (k, c) in &dcells {
+                        totals.cells.entry(*k).or_default().add(c);
+                    }
+                }
+            }
+            if !p.uring.is_empty() {
+                let last = self
+                    .procs
+                    .get(&tgid)
+                    .map(|r| r.uring_last.clone())
+                    .unwrap_or_default();
+                let delta = cells_delta(&p.uring, &last).unwrap_or_else(|| p.uring.clone());
+                if !delta.is_empty() {
+                    let (comm, cgroup_id) = self
+                        .procs
+                        .get(&tgid)
+                        .map(|r| (r.comm.clone(), r.cgroup_id))
+                        .unwrap_or_default();
+                    if let Some(group) = self.group_of(host, tgid, &comm, cgroup_id) {
+                        let totals = self.groups.entry(group).or_default();
+                        for (k, c) in &delta {
+                            totals.uring.entry(*k).or_default().add(c);
+                        }
+                    }
+                }
+                if let Some(rec) = self.procs.get_mut(&tgid) {
+                    rec.uring_last.clone_from(&p.uring);
+                }
+            }
+        }
+
+        // Exited threads seen dead before `snap` was read: their counts are final and
+        // credited; delete their entries. Records of entries that vanished are dropped (their
+        // counts were credited when they were seen).
+        let mut live_per_process: HashMap<u32, usize> = HashMap::new();
+        self.threads.retain(|&tid, rec| {
+            if rec.seen != generation {
+                return false;
+            }
+            if let Some((at, seen_in)) = rec.exited
+                && seen_in < generation
+                && (rec.dead || now.duration_since(at) >= RETIRE_MAX)
+            {
+                retire
+                    .threads
+                    .push((rec.tgid, tid, rec.cells.keys().copied().collect()));
+                return false;
+            }
+            *live_per_process.entry(rec.tgid).or_default() += 1;
+            true
+        });
+        self.entryless.retain(|_, (_, seen)| *seen == generation);
+        self.threads_retired += retire.threads.len() as u64;
+        for (&tid, rec) in self.threads.iter_mut() {
+            if rec.exited.is_some() && !rec.dead {
+                rec.dead = is_dead(tid);
+            }
+        }
+
+        // Processes with no thread entry left and gone from /proc: their io_uring cells are
+        // final too; with --by pid their series fold into `[exited]`.
+        let mut gone = Vec::new();
+        for (&tgid, rec) in &self.procs {
+            if live_per_process.contains_key(&tgid) || host.process_alive(tgid) {
+                continue;
+            }
+            if !rec.uring_last.is_empty() {
+                retire
+                    .uring
+                    .push((tgid, rec.uring_last.keys().copied().collect()));
+            }
+            gone.push(tgid);
+        }
+        for tgid in gone {
+            self.procs.remove(&tgid);
+            self.processes_retired += 1;
+            if self.scope.by == GroupBy::Pid {
+                let key = GroupKey::Pid(tgid);
+                if let Some(totals) = self.groups.remove(&key) {
+                    self.groups
+                        .entry(GroupKey::Exited)
+                        .or_default()
+                        .add(&totals);
+                }
+                self.refused.remove(&key);
+            }
+        }
+        retire
+    }
+
+    /// Every group's label values, in the order of [`Engine::label_names`], with its totals.
+    pub fn groups(&self) -> Vec<(Vec<String>, Totals)> {
+        let mut out: Vec<(Vec<String>, Totals)> = self
+            .groups
+            .iter()
+            .map(|(k, t)| (self.labels(k), t.clone()))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Names of the group labels.
+    pub fn label_names(&self) -> &'static [&'static str] {
+        match self.scope.by {
+            GroupBy::Comm => &["comm"],
+            GroupBy::Cgroup => &["cgroup"],
+            GroupBy::Pid => &["pid", "comm"],
+        }
+    }
+
+    fn labels(&self, k: &GroupKey) -> Vec<String> {
+        let pid_mode = self.scope.by == GroupBy::Pid;
+        match k {
+            GroupKey::Comm(c) => vec![c.clone()],
+            GroupKey::Cgroup(p) => vec![p.clone()],
+            GroupKey::Pid(pid) => {
+                let comm = self
+                    .procs
+                    .get(pid)
+                    .map(|r| r.comm.clone())
+                    .unwrap_or_default();
+                vec![pid.to_string(), comm]
+            }
+            GroupKey::Other if pid_mode => vec![OTHER.into(), OTHER.into()],
+            GroupKey::Exited => vec![EXITED.into(), EXITED.into()],
+            GroupKey::Other => vec![OTHER.into()],
+        }
+    }
+
+    /// Threads the engine tracks now (for the memory bound).
+    pub fn tracked_threads(&self) -> usize {
+        self.threads.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collector::{ProcessView, ThreadView};
+
+    #[derive(Default)]
+    struct FakeHost {
+        alive: HashSet<u32>,
+        cgroups: HashMap<u64, String>,
+    }
+
+    impl Host for FakeHost {
+        fn cgroup_path(&mut self, id: u64) -> Option<String> {
+            self.cgroups.get(&id).cloned()
+        }
+        fn cgroup_of_process(&mut self, _tgid: u32) -> u64 {
+            0
+        }
+        fn process_alive(&self, tgid: u32) -> bool {
+            self.alive.contains(&tgid)
+        }
+    }
+
+    fn scope(by: GroupBy, max: usize) -> Scope {
+        Scope {
+            by,
+            comm: None,
+            cgroup: None,
+            max_groups: max,
+        }
+    }
+
+    fn thread(comm: &str, syscalls: u64, write_bytes: u64, exited: bool) -> ThreadView {
+        let mut t = ThreadView {
+            comm: comm.into(),
+            cgroup_id: 7,
+            exited,
+            counters: Counters {
+                syscalls,
+                ..Default::default()
+            },
+            transfers: BTreeMap::new(),
+        };
+        if write_bytes > 0 {
+            t.transfers.insert(
+                (Syscall::Write, Column::CpuUserToKernel),
+                Cell {
+                    calls: 1,
+                    bytes: write_bytes,
+                    ..Default::default()
+                },
+            );
+        }
+        t
+    }
+
+    fn snap(threads: &[(u32, u32, ThreadView)]) -> Snapshot {
+        let mut s = Snapshot::default();
+        for (tgid, tid, t) in threads {
+            let p = s
+                .processes
+                .entry(*tgid)
+                .or_insert_with(ProcessView::default);
+            if tid == tgid {
+                p.comm = t.comm.clone();
+            }
+            p.threads.insert(*tid, t.clone());
+        }
+        s
+    }
+
+    impl Engine {
+        /// Every thread is dead as soon as it is looked at.
+        fn ingest_all(&mut self, s: &Snapshot, host: &mut FakeHost, now: Instant) -> Retire {
+            self.ingest(s, host, now, &|_| true)
+        }
+    }
+
+    fn total(e: &Engine, label: &str) -> Totals {
+        e.groups()
+            .into_iter()
+            .find(|(l, _)| l[0] == label)
+            .map(|(_, t)| t)
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn exited_threads_are_credited_once_and_retired_a_collection_later() {
+        let mut e = Engine::new(scope(GroupBy::Comm, 10));
+        let mut host = FakeHost::default();
+        let t0 = Instant::now();
+        let r = e.ingest_all(
+            &snap(&[(10, 10, thread("a", 5, 100, false))]),
+            &mut host,
+            t0,
+        );
+        assert!(r.threads.is_empty());
+        assert_eq!(total(&e, "a").counters.syscalls, 5);
+        // Exits with 2 more syscalls: credited, not yet retired.
+        let r = e.ingest_all(&snap(&[(10, 10, thread("a", 7, 100, true))]), &mut host, t0);
+        assert!(r.threads.is_empty());
+        assert_eq!(total(&e, "a").counters.syscalls, 7);
+        // Seen dead at the end of the previous collection: retired now, nothing credited
+        // twice.
+        let later = t0;
+        let r = e.ingest_all(
+            &snap(&[(10, 10, thread("a", 8, 100, true))]),
+            &mut host,
+            later,
+        );
+        assert_eq!(
+            r.threads,
+            vec![(10, 10, vec![(Syscall::Write, Column::CpuUserToKernel)])]
+        );
+        assert_eq!(total(&e, "a").counters.syscalls, 8);
+        assert_eq!(
+            total(&e, "a").cells.values().map(|c| c.bytes).sum::<u64>(),
+            100
+        );
+        // Entries deleted; the totals stay.
+        let r = e.ingest_all(&snap(&[]), &mut host, later);
+        assert!(r.threads.is_empty());
+        assert_eq!(total(&e, "a").counters.syscalls, 8);
+        assert_eq!(e.tracked_threads(), 0);
+        // The tid comes back as a new thread: counted from zero on top.
+        e.ingest_all(
+            &snap(&[(10, 10, thread("a", 3, 0, false))]),
+            &mut host,
+            later,
+        );
+        assert_eq!(total(&e, "a").counters.syscalls, 11);
+    }
+
+    #[test]
+    fn cells_read_before_their_thread_entry_wait_for_it() {
+        let mut e = Engine::new(scope(GroupBy::Comm, 10));
+        let mut host = FakeHost::default();
+        let t0 = Instant::now();
+        // The cell map was read after the thread entered, the thread map before.
+        let mut early = thread("", 0, 100, false);
+        early.cgroup_id = 0;
+        e.ingest_all(&snap(&[(10, 10, early)]), &mut host, t0);
+        assert!(e.groups().is_empty());
+        e.ingest_all(
+            &snap(&[(10, 10, thread("a", 5, 100, false))]),
+            &mut host,
+            t0,
+        );
+        let a = total(&e, "a");
+        assert_eq!(a.counters.syscalls, 5);
+        assert_eq!(a.cells.values().map(|c| c.bytes).sum::<u64>(), 100);
+        assert_eq!(e.groups().len(), 1);
+    }
+
+    #[test]
+    fn exec_moves_new_counts_to_the_new_comm_without_taking_old_ones_back() {
+        let mut e = Engine::new(scope(GroupBy::Comm, 10));
+        let mut host = FakeHost::default();
+        let t0 = Instant::now();
+        e.ingest_all(&snap(&[(10, 10, thread("sh", 5, 0, false))]), &mut host, t0);
+        e.ingest_all(
+            &snap(&[(10, 10, thread("true", 9, 0, false))]),
+            &mut host,
+            t0,
+        );
+        assert_eq!(total(&e, "sh").counters.syscalls, 5);
+        assert_eq!(total(&e, "true").counters.syscalls, 4);
+    }
+
+    #[test]
+    fn the_cap_sends_new_groups_to_other_and_counts_them_once() {
+        let mut e = Engine::new(scope(GroupBy::Comm, 1));
+        let mut host = FakeHost::default();
+        let t0 = Instant::now();
+        let s = snap(&[
+            (1, 1, thread("a", 1, 0, false)),
+            (2, 2, thread("b", 2, 0, false)),
+            (3, 3, thread("c", 4, 0, false)),
+        ]);
+        e.ingest_all(&s, &mut host, t0);
+        let s = snap(&[
+            (1, 1, thread("a", 2, 0, false)),
+            (2, 2, thread("b", 4, 0, false)),
+            (3, 3, thread("c", 8, 0, false)),
+        ]);
+        e.ingest_all(&s, &mut host, t0);
+        assert_eq!(total(&e, "a").counters.syscalls, 2);
+        assert_eq!(total(&e, OTHER).counters.syscalls, 12);
+        assert_eq!(e.series_dropped, 2);
+    }
+
+    #[test]
+    fn per_pid_series_fold_into_exited_when_the_process_is_gone() {
+        let mut e = Engine::new(scope(GroupBy::Pid, 10));
+        let mut host = FakeHost::default();
+        host.alive.insert(1);
+        let t0 = Instant::now();
+        e.ingest_all(
+            &snap(&[
+                (1, 1, thread("a", 3, 0, false)),
+                (2, 2, thread("b", 5, 0, true)),
+            ]),
+            &mut host,
+            t0,
+        );
+        let later = t0;
+        let r = e.ingest_all(
+            &snap(&[
+                (1, 1, thread("a", 3, 0, false)),
+                (2, 2, thread("b", 5, 0, true)),
+            ]),
+            &mut host,
+            later,
+        );
+        assert_eq!(r.threads.len(), 1);
+        let groups = e.groups();
+        let labels: Vec<&Vec<String>> = groups.iter().map(|(l, _)| l).collect();
+        assert_eq!(
+            labels,
+            vec![
+                &vec!["1".to_string(), "a".to_string()],
+                &vec![EXITED.to_string(), EXITED.to_string()]
+            ]
+        );
+        let sum: u64 = groups.iter().map(|(_, t)| t.counters.syscalls).sum();
+        assert_eq!(sum, 8);
+    }
+
+    #[test]
+    fn cgroup_scope_keeps_the_directory_and_below() {
+        let mut s = scope(GroupBy::Cgroup, 10);
+        s.cgroup = Some("/a".into());
+        let mut e = Engine::new(s);
+        let mut host = FakeHost::default();
+        host.cgroups.insert(1, "/a".into());
+        host.cgroups.insert(2, "/a/b".into());
+        host.cgroups.insert(3, "/ab".into());
+        let mut t1 = thread("x", 1, 0, false);
+        t1.cgroup_id = 1;
+        let mut t2 = thread("x", 2, 0, false);
+        t2.cgroup_id = 2;
+        let mut t3 = thread("x", 4, 0, false);
+        t3.cgroup_id = 3;
+        e.ingest_all(
+            &snap(&[(1, 1, t1), (2, 2, t2), (3, 3, t3)]),
+            &mut host,
+            Instant::now(),
+        );
+        let g = e.groups();
+        assert_eq!(g.len(), 2);
+        assert_eq!(total(&e, "/a").counters.syscalls, 1);
+        assert_eq!(total(&e, "/a/b").counters.syscalls, 2);
+    }
+
+    #[test]
+    fn a_comm_filter_drops_other_threads() {
+        let mut s = scope(GroupBy::Comm, 10);
+        s.comm = Some(Regex::new("^(?:ng.*)$").unwrap());
+        let mut e = Engine::new(s);
+        let mut host = FakeHost::default();
+        e.ingest_all(
+            &snap(&[
+                (1, 1, thread("nginx", 1, 0, false)),
+                (2, 2, thread("xnginx", 2, 0, false)),
+            ]),
+            &mut host,
+            Instant::now(),
+        );
+        assert_eq!(e.groups().len(), 1);
+        assert_eq!(total(&e, "nginx").counters.syscalls, 1);
+    }
+}

@@ -1,0 +1,417 @@
+//! `zcprof serve`: the always-on daemon that serves Prometheus metrics.
+//!
+//! Start-up does everything that needs privileges first, in this order: check the command
+//! line, bind the listening socket, load and attach the kernel programs (every process on the
+//! host, or `--pid`s and their descendants), open a `BPF_ENABLE_STATS` fd (the kernel keeps
+//! the programs' run counts and times while it is open, without touching the global sysctl),
+//! then drop to an unprivileged user with no capabilities and check that the maps can still
+//! be read. Then two parts run side by side: a collector thread (`engine`, which alone owns
+//! the maps) and a small tokio HTTP server (`http`) that asks it for fresh counts at each
+//! scrape. SIGTERM or SIGINT stops both, detaches the programs and exits 0.
+
+mod cgroup;
+mod engine;
+mod http;
+mod metrics;
+mod privdrop;
+
+use std::{
+    os::fd::OwnedFd,
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use prometheus::{Histogram, HistogramOpts, Registry};
+use regex::Regex;
+use tokio::{signal::unix::SignalKind, sync::watch};
+use zcprof_common::{
+    MAX_PROCESSES, MAX_THREADS, MAX_TRANSFERS, MAX_URING, THREAD_DEAD, TransferKey, UringKey,
+};
+
+use self::{
+    cgroup::HostFs,
+    engine::{Engine, Retire, Scope},
+    metrics::{MapFill, Published},
+};
+use crate::{
+    cli::{GroupBy, ServeArgs},
+    collector::{self, CollectError},
+    loader::{LoadOptions, Probes},
+    watch::{self as watching, WatchError},
+};
+
+/// Where `zcprof serve` listens by default: loopback only (exposing it is a deliberate
+/// choice), on a port outside 9100-9999, Prometheus's exporter port range, which is fully
+/// allocated, so that zcprof collides with no registered exporter.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:19977";
+
+/// Errors starting the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The address is taken or not ours.
+    #[error(
+        "cannot listen on {addr}: {err}; is another zcprof serve or exporter using it? \
+         choose another address with --listen"
+    )]
+    Listen {
+        addr: std::net::SocketAddr,
+        err: std::io::Error,
+    },
+    /// `--comm` is not a regular expression.
+    #[error("invalid --comm regex `{regex}`: {reason}")]
+    Comm { regex: String, reason: String },
+    /// The maps cannot be read once privileges are gone.
+    #[error(
+        "reading the BPF maps as {user} failed after dropping privileges: {err}; this \
+         kernel refuses bpf() on map fds to unprivileged processes \
+         (kernel.unprivileged_bpf_disabled = {sysctl}; Linux before 6.5 applies it to every \
+         bpf() command): run with --no-drop-privileges, or on Linux 6.5 or later"
+    )]
+    ReadAfterDrop {
+        user: String,
+        sysctl: String,
+        err: Box<CollectError>,
+    },
+}
+
+fn compile_comm(regex: &str) -> Result<Regex, ServeError> {
+    // Anchored, like PromQL's =~: `nginx` does not match `nginx-worker`.
+    Regex::new(&format!("^(?:{regex})$")).map_err(|e| {
+        // regex's messages draw a caret diagram over several lines; keep the last one.
+        let text = e.to_string();
+        let reason = text
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("invalid")
+            .trim()
+            .trim_start_matches("error: ")
+            .to_string();
+        ServeError::Comm {
+            regex: regex.to_string(),
+            reason,
+        }
+    })
+}
+
+/// The collector thread's state: it alone touches the maps.
+struct Collector {
+    probes: Probes,
+    engine: Engine,
+    host: HostFs,
+    publish: watch::Sender<Arc<Published>>,
+    collections: u64,
+    errors: u64,
+}
+
+impl Collector {
+    fn delete(&mut self, retire: &Retire) {
+        // Cells first: while the thread entry exists its tid cannot be reused by a new
+        // thread, whose cells could otherwise be deleted with the old ones.
+        for (tgid, tid, cells) in &retire.threads {
+            for (sc, col) in cells {
+                let key = TransferKey {
+                    tgid: *tgid,
+                    tid: *tid,
+                    syscall: *sc as u16,
+                    column: *col as u16,
+                };
+                let _ = self.probes.transfers.remove(&key);
+            }
+            let _ = self.probes.threads.remove(tid);
+        }
+        for (tgid, cells) in &retire.uring {
+            for (op, col) in cells {
+                let key = UringKey {
+                    tgid: *tgid,
+                    opcode: *op,
+                    column: *col as u16,
+                };
+                let _ = self.probes.uring.remove(&key);
+            }
+        }
+    }
+
+    fn collect(&mut self) {
+        let started = Instant::now();
+        if let Some(logger) = self.probes.logger.as_mut() {
+            logger.flush();
+        }
+        self.collections += 1;
+        let previous = self.publish.borrow().clone();
+        let mut maps = previous.maps.clone();
+        let mut lost = previous.lost.clone();
+        match collector::snapshot(&self.probes, None) {
+            Ok(snap) => {
+                let threads_map = &self.probes.threads;
+                let is_dead = |tid: u32| {
+                    threads_map
+                        .get(&tid, 0)
+                        .is_ok_and(|t| t.flags & THREAD_DEAD != 0)
+                };
+                let retire = self.engine.ingest(&snap, &mut self.host, started, &is_dead);
+                self.delete(&retire);
+                let threads: usize = snap.processes.values().map(|p| p.threads.len()).sum();
+                let cells: usize = snap
+                    .processes
+                    .values()
+                    .flat_map(|p| p.threads.values())
+                    .map(|t| t.transfers.len())
+                    .sum();
+                let uring: usize = snap.processes.values().map(|p| p.uring.len()).sum();
+                let watched = self.probes.watched.keys().count();
+                maps = vec![
+                    fill("threads", threads, MAX_THREADS),
+                    fill("transfers", cells, MAX_TRANSFERS),
+                    fill("uring", uring, MAX_URING),
+                    fill("watched", watched, MAX_PROCESSES),
+                ];
+                lost = snap.lost.iter().map(|(k, v)| (*k, *v)).collect();
+            }
+            Err(e) => {
+                self.errors += 1;
+                log::warn!("reading the kernel maps failed: {e}; serving the previous counts");
+            }
+        }
+        let (rss_bytes, cpu_seconds) = metrics::self_usage();
+        let published = Published {
+            started,
+            label_names: self.engine.label_names(),
+            groups: self.engine.groups(),
+            lost,
+            maps,
+            programs: self.probes.program_stats(),
+            series_dropped: self.engine.series_dropped,
+            threads_retired: self.engine.threads_retired,
+            threads_tracked: self.engine.tracked_threads() as u64,
+            processes_retired: self.engine.processes_retired,
+            collections: self.collections,
+            collection_errors: self.errors,
+            collection_seconds: started.elapsed().as_secs_f64(),
+            btf: self.probes.btf_missing.is_none(),
+            rss_bytes,
+            cpu_seconds,
+        };
+        self.publish.send_replace(Arc::new(published));
+    }
+
+    /// Collects every `interval` and whenever asked, until `stop`; then drops the probes,
+    /// which detaches every program.
+    fn run(mut self, interval: Duration, asks: mpsc::Receiver<()>, stop: Arc<AtomicBool>) {
+        loop {
+            let last = Instant::now();
+            self.collect();
+            let next = last + interval;
+            match asks.recv_timeout(next.saturating_duration_since(Instant::now())) {
+                Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            // A client hammering /metrics cannot make the collector spin: collections start
+            // at least MIN_GAP apart, and scrapes that asked meanwhile share the next one.
+            if let Some(wait) = MIN_GAP.checked_sub(last.elapsed()) {
+                std::thread::sleep(wait);
+            }
+            while asks.try_recv().is_ok() {}
+        }
+    }
+}
+
+/// Shortest time between the starts of two collections.
+const MIN_GAP: Duration = Duration::from_millis(20);
+
+fn fill(name: &'static str, entries: usize, capacity: u32) -> MapFill {
+    MapFill {
+        name,
+        entries: entries as u64,
+        capacity: u64::from(capacity),
+    }
+}
+
+fn enable_stats() -> Option<OwnedFd> {
+    match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
+        Ok(fd) => Some(fd),
+        Err(e) => {
+            eprintln!(
+                "zcprof: warning: cannot enable BPF run-time statistics (BPF_ENABLE_STATS): \
+                 {e}; it needs CAP_SYS_ADMIN; zcprof_bpf_program_* will stay 0"
+            );
+            None
+        }
+    }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub fn serve(args: &ServeArgs) -> anyhow::Result<i32> {
+    // Everything the command line can get wrong, before loading anything.
+    let by = args.group_by();
+    let comm = args.comm.as_deref().map(compile_comm).transpose()?;
+    let cgroup_root = if by == GroupBy::Cgroup || args.cgroup.is_some() {
+        Some(cgroup::mount_point(args.cgroup_root.as_deref())?)
+    } else {
+        None
+    };
+    let cgroup_scope = match (&args.cgroup, &cgroup_root) {
+        (Some(path), Some(root)) => Some(cgroup::scope_path(path, root)?),
+        _ => None,
+    };
+    let target = if args.no_drop_privileges {
+        None
+    } else {
+        Some(privdrop::lookup(&args.user)?)
+    };
+    for &pid in &args.pids {
+        if !Path::new(&format!("/proc/{pid}/task")).is_dir() {
+            return Err(WatchError::NoSuchProcess(pid).into());
+        }
+    }
+
+    // Bind before dropping privileges (a port below 1024 needs them) and before loading
+    // (a taken port is the commonest mistake and should not cost a load).
+    let listener = std::net::TcpListener::bind(args.listen).map_err(|err| ServeError::Listen {
+        addr: args.listen,
+        err,
+    })?;
+    listener
+        .set_nonblocking(true)
+        .context("making the listening socket non-blocking")?;
+    let local = listener
+        .local_addr()
+        .context("reading the listening address")?;
+
+    let mut probes = Probes::load(LoadOptions {
+        watch_all: args.pids.is_empty(),
+        ..Default::default()
+    })?;
+    if let Some(why) = &probes.btf_missing {
+        eprintln!("zcprof: warning: {why}; transfers are classified by syscall only");
+    }
+    for &pid in &args.pids {
+        watching::attach(&mut probes, pid, true)?;
+    }
+    let stats_fd = enable_stats();
+
+    match &target {
+        Some(t) => {
+            privdrop::drop_to(t)?;
+            // The maps must still be readable: find out now, not at the first scrape.
+            if let Err(err) = collector::snapshot(&probes, None) {
+                let sysctl = std::fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled")
+                    .map(|s| s.trim().to_string())
+                    .unwrap_or_else(|_| "unknown".into());
+                return Err(ServeError::ReadAfterDrop {
+                    user: t.name.clone(),
+                    sysctl,
+                    err: Box::new(err),
+                }
+                .into());
+            }
+            eprintln!(
+                "zcprof: running as {} (uid {}, gid {}) with no capabilities",
+                privdrop::user_name(t.uid),
+                t.uid,
+                t.gid
+            );
+        }
+        None => {
+            let c = privdrop::current();
+            eprintln!(
+                "zcprof: warning: --no-drop-privileges: serving as uid {} with its \
+                 capabilities",
+                c.uids.first().copied().unwrap_or(u32::MAX)
+            );
+        }
+    }
+
+    let scope = Scope {
+        by,
+        comm,
+        cgroup: cgroup_scope,
+        max_groups: args.max_series as usize,
+    };
+    let engine = Engine::new(scope);
+    let (publish, latest) = watch::channel(Arc::new(Published::empty(engine.label_names())));
+    let (ask, asks) = mpsc::channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    let collector = Collector {
+        probes,
+        engine,
+        host: HostFs::new(cgroup_root),
+        publish,
+        collections: 0,
+        errors: 0,
+    };
+    let interval = args.collect_interval;
+    let thread_stop = stop.clone();
+    let collector_thread = std::thread::Builder::new()
+        .name("zcprof-collect".into())
+        .spawn(move || collector.run(interval, asks, thread_stop))
+        .context("starting the collector thread")?;
+
+    let registry = Registry::new();
+    registry
+        .register(Box::new(metrics::LatestCollector::new(latest.clone())))
+        .context("registering zcprof's collector")?;
+    let scrape_seconds = Histogram::with_opts(
+        HistogramOpts::new(
+            "zcprof_scrape_duration_seconds",
+            "Time from a scrape's arrival to its encoded response (fresh collection \
+             included).",
+        )
+        .buckets(vec![
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ]),
+    )
+    .context("creating the scrape duration histogram")?;
+    registry
+        .register(Box::new(scrape_seconds.clone()))
+        .context("registering the scrape duration histogram")?;
+    let shared = Arc::new(http::Shared {
+        registry,
+        scrape_seconds,
+        latest,
+        collect_now: ask.clone(),
+    });
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the HTTP runtime")?;
+    let signal = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::from_std(listener)
+            .context("registering the listening socket")?;
+        let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
+        let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
+        eprintln!("zcprof: serving http://{local}/metrics");
+        let (tx, rx) = tokio::sync::oneshot::channel::<&'static str>();
+        let stopped = async move {
+            let name = tokio::select! {
+                _ = sigterm.recv() => "SIGTERM",
+                _ = sigint.recv() => "SIGINT",
+            };
+            let _ = tx.send(name);
+        };
+        http::serve(listener, shared, stopped).await;
+        anyhow::Ok(rx.await.unwrap_or("a signal"))
+    })?;
+    // Connections still open get no more time.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+
+    stop.store(true, Ordering::Relaxed);
+    let _ = ask.send(());
+    if collector_thread.join().is_err() {
+        anyhow::bail!("the collector thread panicked; see the message above");
+    }
+    drop(stats_fd);
+    eprintln!("zcprof: {signal}: programs detached, exiting");
+    Ok(0)
+}

@@ -1,0 +1,251 @@
+//! Giving up root once the probes are attached: the daemon keeps only the file descriptors it
+//! opened (programs, links, maps, the stats fd, the listening socket), which go on working
+//! without privileges, and becomes an unprivileged user with no capabilities.
+
+use std::ffi::{CStr, CString};
+
+/// Errors dropping privileges.
+#[derive(Debug, thiserror::Error)]
+pub enum PrivError {
+    /// No such user.
+    #[error("no user named `{0}` to run as after loading; create it or choose one with --user")]
+    NoUser(String),
+    /// The target user is root, which would keep every capability.
+    #[error(
+        "--user {0} is root and would keep every capability; choose an unprivileged user \
+         (or --no-drop-privileges to stay root deliberately)"
+    )]
+    Root(String),
+    /// A credential syscall failed.
+    #[error("cannot drop privileges to {user}: {call} failed: {err}")]
+    Syscall {
+        user: String,
+        call: &'static str,
+        err: std::io::Error,
+    },
+    /// Something is left after the drop.
+    #[error(
+        "privileges not fully dropped ({what}); refusing to serve with them: run zcprof as \
+         root so that it can change user"
+    )]
+    Left { what: String },
+}
+
+/// `struct __user_cap_header_struct` (linux/capability.h).
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+/// `struct __user_cap_data_struct`: one of two 32-bit halves of the sets.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// An unprivileged identity.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Its name as given.
+    pub name: String,
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+}
+
+/// Looks `user` up (a name from the user database, or `UID[:GID]`).
+pub fn lookup(user: &str) -> Result<Target, PrivError> {
+    if let Some((u, g)) = user.split_once(':')
+        && let (Ok(uid), Ok(gid)) = (u.parse(), g.parse())
+    {
+        return check(user, uid, gid);
+    }
+    if let Ok(uid) = user.parse::<u32>() {
+        return check(user, uid, uid);
+    }
+    let name = CString::new(user).map_err(|_| PrivError::NoUser(user.into()))?;
+    // SAFETY: getpwnam_r writes into our passwd struct and buffer, whose sizes we pass.
+    let (uid, gid) = unsafe {
+        let mut pw: libc::passwd = std::mem::zeroed();
+        let mut buf = vec![0u8; 16 << 10];
+        let mut out: *mut libc::passwd = std::ptr::null_mut();
+        let rc = libc::getpwnam_r(
+            name.as_ptr(),
+            &mut pw,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut out,
+        );
+        if rc != 0 || out.is_null() {
+            return Err(PrivError::NoUser(user.into()));
+        }
+        (pw.pw_uid, pw.pw_gid)
+    };
+    check(user, uid, gid)
+}
+
+fn check(name: &str, uid: u32, gid: u32) -> Result<Target, PrivError> {
+    if uid == 0 {
+        return Err(PrivError::Root(name.into()));
+    }
+    Ok(Target {
+        name: name.into(),
+        uid,
+        gid,
+    })
+}
+
+fn os(user: &str, call: &'static str, rc: libc::c_int) -> Result<(), PrivError> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(PrivError::Syscall {
+            user: user.into(),
+            call,
+            err: std::io::Error::last_os_error(),
+        })
+    }
+}
+
+/// `/proc/self/status` lines the drop is checked against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Creds {
+    /// Real, effective, saved, fs uids.
+    pub uids: Vec<u32>,
+    /// Real, effective, saved, fs gids.
+    pub gids: Vec<u32>,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
+    /// (name, value) of CapInh, CapPrm, CapEff and CapAmb. CapBnd only limits what could be
+    /// gained, and no_new_privs closes that door.
+    pub caps: Vec<(String, u64)>,
+}
+
+/// The calling process's credentials as the kernel reports them.
+pub fn current() -> Creds {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let nums = |key: &str| -> Vec<u32> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| {
+                v.split_whitespace()
+                    .filter_map(|x| x.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let caps = ["CapInh:", "CapPrm:", "CapEff:", "CapAmb:"]
+        .iter()
+        .map(|k| {
+            let v = status
+                .lines()
+                .find_map(|l| l.strip_prefix(k))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+                .unwrap_or(u64::MAX);
+            (k.trim_end_matches(':').to_string(), v)
+        })
+        .collect();
+    Creds {
+        uids: nums("Uid:"),
+        gids: nums("Gid:"),
+        groups: nums("Groups:"),
+        caps,
+    }
+}
+
+/// Becomes `target` with no capabilities and no way to regain any, then checks with the
+/// kernel that it is so.
+pub fn drop_to(target: &Target) -> Result<Creds, PrivError> {
+    let user = &target.name;
+    // SAFETY: plain credential syscalls with valid arguments. glibc applies set*id to every
+    // thread of the process (there is only one at this point anyway).
+    unsafe {
+        os(user, "setgroups", libc::setgroups(0, std::ptr::null()))?;
+        os(
+            user,
+            "setresgid",
+            libc::setresgid(target.gid, target.gid, target.gid),
+        )?;
+        // Changing every uid away from 0 clears the permitted, effective and ambient
+        // capability sets (capabilities(7), "Effect of user ID changes").
+        os(
+            user,
+            "setresuid",
+            libc::setresuid(target.uid, target.uid, target.uid),
+        )?;
+        // The inheritable set survives a uid change; empty every set explicitly.
+        let header = CapHeader {
+            version: LINUX_CAPABILITY_VERSION_3,
+            pid: 0,
+        };
+        let data = [CapData::default(); 2];
+        os(
+            user,
+            "capset",
+            libc::syscall(libc::SYS_capset, &header, data.as_ptr()) as libc::c_int,
+        )?;
+        os(
+            user,
+            "prctl(PR_CAP_AMBIENT_CLEAR_ALL)",
+            libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_CLEAR_ALL,
+                0,
+                0,
+                0,
+            ),
+        )?;
+        // Nothing exec'd from here could gain privileges either (zcprof execs nothing).
+        os(
+            user,
+            "prctl(PR_SET_NO_NEW_PRIVS)",
+            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0),
+        )?;
+    }
+    let creds = current();
+    let mut left = Vec::new();
+    if creds.uids.iter().any(|&u| u != target.uid) || creds.uids.len() != 4 {
+        left.push(format!("uids {:?}", creds.uids));
+    }
+    if creds.gids.iter().any(|&g| g != target.gid) || creds.gids.len() != 4 {
+        left.push(format!("gids {:?}", creds.gids));
+    }
+    if !creds.groups.is_empty() {
+        left.push(format!("groups {:?}", creds.groups));
+    }
+    for (name, v) in &creds.caps {
+        if *v != 0 {
+            left.push(format!("{name} {v:#x}"));
+        }
+    }
+    if !left.is_empty() {
+        return Err(PrivError::Left {
+            what: left.join(", "),
+        });
+    }
+    Ok(creds)
+}
+
+/// The user's name for a uid, for messages.
+pub fn user_name(uid: u32) -> String {
+    // SAFETY: getpwuid_r writes into our struct and buffer, whose sizes we pass.
+    unsafe {
+        let mut pw: libc::passwd = std::mem::zeroed();
+        let mut buf = vec![0u8; 16 << 10];
+        let mut out: *mut libc::passwd = std::ptr::null_mut();
+        if libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr().cast(), buf.len(), &mut out) == 0
+            && !out.is_null()
+        {
+            return CStr::from_ptr(pw.pw_name).to_string_lossy().into_owned();
+        }
+    }
+    uid.to_string()
+}
