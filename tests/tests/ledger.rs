@@ -190,6 +190,46 @@ ledger_test!(
     ["odirect-read", "1048576", "65536"],
     [("read", DMA)]
 );
+ledger_test!(
+    odirect_write,
+    ["odirect-write", "1048576", "65536"],
+    [("write", DMA)]
+);
+ledger_test!(
+    odirect_pwrite,
+    ["odirect-pwrite", "1048576", "65536"],
+    [("pwrite64", DMA)]
+);
+ledger_test!(
+    sendfile_to_pipe,
+    ["sendfile-pipe", "1000003", "65536"],
+    [("sendfile", ZERO_COPY), ("read", K2U)]
+);
+ledger_test!(
+    sendfile_to_char_device,
+    ["sendfile-dev", "1000003", "65536"],
+    [("sendfile", IN_KERNEL)]
+);
+ledger_test!(
+    sendfile_to_odirect_file,
+    ["sendfile-odirect", "1048576", "65536"],
+    [("sendfile", IN_KERNEL)]
+);
+ledger_test!(
+    splice_pipe_to_pipe,
+    ["splice-pipe-pipe", "1000003", "65536"],
+    [("write", U2K), ("splice", ZERO_COPY), ("read", K2U)]
+);
+ledger_test!(
+    splice_device_to_pipe,
+    ["splice-dev-pipe", "1000003", "65536"],
+    [("splice", IN_KERNEL), ("read", K2U)]
+);
+ledger_test!(
+    vmsplice_from_read_end,
+    ["vmsplice-read", "1000003", "65536"],
+    [("write", U2K), ("vmsplice", K2U)]
+);
 
 /// A file mapped and read page by page: the mapping and unmapping move nothing; the file's
 /// pages come in by faults (fault-around maps several cached pages per fault), each page once.
@@ -245,31 +285,137 @@ fn msg_zerocopy_over_loopback() {
     );
 }
 
+/// Runs an io_uring `action` and checks its operations against the tally: exactly one
+/// io_uring cell, operation `op` (`opcode`) in `column`, with the child's calls, bytes and
+/// errors; the syscalls in `expect` as in [`check`]; no other transfer cells but the ring's own
+/// mapping (`mmap_file`/`munmap`, made inside the io-uring crate: `not_moved`); and a ledger
+/// that is exactly the sum of those cells.
+fn check_uring(
+    action: &[&str],
+    op: &str,
+    opcode: u64,
+    column: &str,
+    expect: &[(&str, &str)],
+) -> ChildRun {
+    let r = run_child(CHILD, action);
+    let w = r.worker();
+    let mut columns: std::collections::BTreeMap<&str, u64> = Default::default();
+    let (calls, bytes, errors) = r.tally.cell(&format!("io_uring:{op}"));
+    assert!(
+        calls > 0,
+        "{action:?}: the child made no {op}: {:?}",
+        r.tally.0
+    );
+    let ops = w["io_uring"].as_array().expect("io_uring array");
+    assert_eq!(
+        ops.len(),
+        1,
+        "{action:?}: one io_uring cell ({op}): {ops:?}"
+    );
+    let c = &ops[0];
+    assert_eq!(c["op"], op, "{action:?}: io_uring op: {c}");
+    assert_eq!(u(c, "opcode"), opcode, "{action:?}: IORING_OP_ of {op}");
+    assert_eq!(
+        c["column"], column,
+        "{action:?}: io_uring {op}: wrong column"
+    );
+    assert_eq!(
+        (u(c, "calls"), u(c, "bytes"), u(c, "errors")),
+        (calls, bytes, errors),
+        "{action:?}: io_uring {op}/{column}: (calls, bytes, errors) zcprof vs child's tally"
+    );
+    *columns.entry(column).or_default() += bytes;
+    for &(syscall, col) in expect {
+        let (calls, bytes, errors) = r.tally.cell(syscall);
+        assert!(calls > 0, "{action:?}: the child made no {syscall} call");
+        assert_cell(w, syscall, col, calls, bytes, errors);
+        *columns.entry(col).or_default() += bytes;
+    }
+    for t in w["transfers"].as_array().expect("transfers") {
+        let s = t["syscall"].as_str().unwrap_or("?");
+        if expect.iter().any(|e| e.0 == s) {
+            continue;
+        }
+        assert!(
+            matches!(s, "mmap_file" | "munmap") && t["column"] == NOT_MOVED,
+            "{action:?}: unexpected transfer cell {t} (only the ring's mapping is not tallied)"
+        );
+        *columns.entry(NOT_MOVED).or_default() += u(t, "bytes");
+    }
+    for col in COLUMNS {
+        assert_eq!(
+            w["ledger"][*col].as_u64(),
+            Some(columns.get(col).copied().unwrap_or(0)),
+            "{action:?}: ledger.{col}"
+        );
+    }
+    r
+}
+
 /// io_uring READ operations are in the io_uring ledger (opcode 22), not in the syscall one.
 #[test]
 fn io_uring_read() {
     if !require_root_or_skip() {
         return;
     }
-    let r = run_child(CHILD, &["io-uring", "1000003", "65536"]);
-    let w = r.worker();
-    let (calls, bytes, errors) = r.tally.cell("io_uring:read");
-    assert!(calls > 0);
-    let cells = uring_cells(w, "read");
-    assert_eq!(cells.len(), 1, "one io_uring read cell: {}", w["io_uring"]);
-    let c = cells[0];
-    assert_eq!(u(c, "opcode"), 22, "IORING_OP_READ");
-    assert_eq!(c["column"], K2U);
-    assert_eq!(
-        (u(c, "calls"), u(c, "bytes"), u(c, "errors")),
-        (calls, bytes, errors),
-        "io_uring read: zcprof vs tally"
+    let r = check_uring(&["io-uring", "1000003", "65536"], "read", 22, K2U, &[]);
+    assert!(
+        transfers(r.worker(), "read").is_empty(),
+        "no read(2) was made"
     );
-    assert!(transfers(w, "read").is_empty(), "no read(2) was made");
-    assert_eq!(
-        u(&w["ledger"], K2U),
-        bytes,
-        "the ring's reads are the only kernel->user copies"
+}
+
+/// IORING_OP_WRITE to a regular file: a CPU copy into the page cache, like write(2).
+#[test]
+fn io_uring_write() {
+    if !require_root_or_skip() {
+        return;
+    }
+    let r = check_uring(
+        &["io-uring-write", "1000003", "65536"],
+        "write",
+        23,
+        U2K,
+        &[],
+    );
+    assert!(
+        transfers(r.worker(), "write").is_empty(),
+        "no write(2) was made"
+    );
+}
+
+/// IORING_OP_WRITE to an O_DIRECT file: the device reads the user pages.
+#[test]
+fn io_uring_write_odirect() {
+    if !require_root_or_skip() {
+        return;
+    }
+    check_uring(
+        &["io-uring-write-direct", "1048576", "65536"],
+        "write",
+        23,
+        DMA,
+        &[],
+    );
+}
+
+/// IORING_OP_SEND on a TCP loopback socket: a CPU copy into the socket buffer, like send(2);
+/// the peer's recv() is the other copy.
+#[test]
+fn io_uring_send() {
+    if !require_root_or_skip() {
+        return;
+    }
+    let r = check_uring(
+        &["io-uring-send", "1000003", "65536"],
+        "send",
+        26,
+        U2K,
+        &[("recvfrom", K2U)],
+    );
+    assert!(
+        transfers(r.worker(), "sendto").is_empty(),
+        "no send(2) was made"
     );
 }
 

@@ -399,6 +399,99 @@ fn check_pipe_chunk(chunk: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// O_DIRECT transfers: CHUNK a multiple of the page size that divides N.
+fn direct_sizes(action: &str, n: usize, chunk: usize) -> Result<(), String> {
+    if !chunk.is_multiple_of(PAGE) || !n.is_multiple_of(chunk) {
+        return Err(format!(
+            "{action}: CHUNK must be a multiple of 4096 and divide N"
+        ));
+    }
+    Ok(())
+}
+
+/// Opens `p` with O_DIRECT added to `flags`, saying why when the filesystem refuses it.
+fn open_direct(p: &Path, flags: i32) -> Result<i32, String> {
+    let c = cpath(p);
+    // SAFETY: valid C string.
+    let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_DIRECT | libc::O_CLOEXEC, 0o644) };
+    if fd < 0 {
+        let e = errno();
+        let why = if e == libc::EINVAL {
+            " (the filesystem does not support O_DIRECT; tmpfs does not)"
+        } else {
+            ""
+        };
+        return Err(format!(
+            "O_DIRECT open of {} failed: {}{why}",
+            p.display(),
+            errstr(e)
+        ));
+    }
+    Ok(fd)
+}
+
+/// A page-aligned buffer of `len` bytes (as O_DIRECT needs) holding the test pattern; it
+/// lives as long as the process.
+fn aligned_buf(len: usize) -> Result<&'static mut [u8], String> {
+    // SAFETY: plain anonymous mapping, checked.
+    let p = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(format!("mmap: {}", errstr(errno())));
+    }
+    // SAFETY: the mapping is len bytes long, never unmapped, and only reachable through this
+    // slice.
+    let buf = unsafe { std::slice::from_raw_parts_mut(p.cast::<u8>(), len) };
+    buf.copy_from_slice(&pattern(len));
+    Ok(buf)
+}
+
+/// A 4-entry io_uring, made in the worker. Its setup (io_uring_setup, the ring's mmaps) is
+/// done inside the io-uring crate, so the worker's syscalls are no longer all tallied.
+fn new_ring(t: &mut Shared) -> Result<io_uring::IoUring, String> {
+    t.untracked = true;
+    io_uring::IoUring::new(4).map_err(|e| format!("io_uring_setup: {e}"))
+}
+
+/// Submits one io_uring operation and waits for its completion, tallying the io_uring_enter
+/// syscall and the operation as `name` (`io_uring:OP`) with its result.
+///
+/// # Safety
+///
+/// The memory `e` refers to must be valid until this returns (it waits for the completion).
+unsafe fn uring_op(
+    t: &mut Shared,
+    ring: &mut io_uring::IoUring,
+    e: &io_uring::squeue::Entry,
+    name: &'static str,
+) -> Result<usize, String> {
+    // SAFETY: the caller keeps e's buffers alive until the operation completes, below.
+    unsafe { ring.submission().push(e) }.map_err(|_| "SQ full".to_string())?;
+    let r = ring.submit_and_wait(1);
+    t.call("io_uring_enter", if r.is_ok() { 0 } else { -1 })?;
+    let cqe = ring
+        .completion()
+        .next()
+        .ok_or_else(|| "no completion".to_string())?;
+    let res = cqe.result();
+    let c = t.cell(name)?;
+    c.calls += 1;
+    if res < 0 {
+        c.errors += 1;
+        return Err(format!("{name}: {}", errstr(-res)));
+    }
+    c.bytes += res as u64;
+    Ok(res as usize)
+}
+
 fn job(f: impl FnOnce(&mut Shared) -> Result<(), String> + 'static) -> Result<Job, String> {
     Ok(Box::new(f))
 }
@@ -838,6 +931,124 @@ fn setup(action: &str, rest: &[String], dir: &Path) -> Result<Job, String> {
                 })
             })
         }
+        "vmsplice-read" => {
+            // write() into a pipe, then vmsplice() on its READ end: the kernel copies the
+            // pipe's contents into the iovec's user memory.
+            let (n, chunk) = n_chunk(rest)?;
+            check_pipe_chunk(chunk)?;
+            let (r, w) = pipe()?;
+            let wbuf = pattern(chunk);
+            let mut rbuf = vec![0u8; chunk];
+            job(move |t| {
+                chunks(n, chunk, |_, len| {
+                    wr(t, w, &wbuf, len)?;
+                    let mut moved = 0;
+                    while moved < len {
+                        let iov = libc::iovec {
+                            // SAFETY: moved < len <= rbuf.len().
+                            iov_base: unsafe { rbuf.as_mut_ptr().add(moved) }.cast(),
+                            iov_len: len - moved,
+                        };
+                        // SAFETY: iov describes len - moved writable bytes of rbuf.
+                        let got = t.xfer("vmsplice", unsafe { libc::vmsplice(r, &iov, 1, 0) })?;
+                        if got == 0 {
+                            return Err("vmsplice moved 0 bytes".into());
+                        }
+                        moved += got;
+                    }
+                    if rbuf[..len] != wbuf[..len] {
+                        return Err("vmsplice read back other bytes than were written".into());
+                    }
+                    Ok(len)
+                })
+            })
+        }
+        "sendfile-pipe" => {
+            // sendfile() from a file into a pipe's write end, drained with read().
+            let (n, chunk) = n_chunk(rest)?;
+            check_pipe_chunk(chunk)?;
+            let inf = open(&make_file(dir, "in", n)?, libc::O_RDONLY)?;
+            let (r, w) = pipe()?;
+            let mut rbuf = vec![0u8; chunk];
+            job(move |t| {
+                chunks(n, chunk, |_, len| {
+                    // SAFETY: plain descriptors, NULL offset (use the file position).
+                    let got = t.xfer("sendfile", unsafe {
+                        libc::sendfile(w, inf, ptr::null_mut(), len)
+                    })?;
+                    drain_read(t, r, &mut rbuf, got)?;
+                    Ok(got)
+                })
+            })
+        }
+        "sendfile-dev" | "sendfile-odirect" => {
+            // sendfile() from a file into /dev/null (a character device), or into an O_DIRECT
+            // file (CHUNK a multiple of 4096 dividing N).
+            let (n, chunk) = n_chunk(rest)?;
+            let inf = open(&make_file(dir, "in", n)?, libc::O_RDONLY)?;
+            let out = if action == "sendfile-dev" {
+                open(Path::new("/dev/null"), libc::O_WRONLY)?
+            } else {
+                direct_sizes(action, n, chunk)?;
+                open_direct(
+                    &dir.join("out"),
+                    libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+                )?
+            };
+            job(move |t| {
+                chunks(n, chunk, |_, len| {
+                    // SAFETY: plain descriptors, NULL offset (use the file position).
+                    let r = unsafe { libc::sendfile(out, inf, ptr::null_mut(), len) };
+                    t.xfer("sendfile", r)
+                })
+            })
+        }
+        "splice-dev-pipe" => {
+            // splice() from /dev/zero (a character device) into a pipe, drained with read().
+            let (n, chunk) = n_chunk(rest)?;
+            check_pipe_chunk(chunk)?;
+            let zero = open(Path::new("/dev/zero"), libc::O_RDONLY)?;
+            let (r, w) = pipe()?;
+            let mut rbuf = vec![0u8; chunk];
+            job(move |t| {
+                chunks(n, chunk, |_, len| {
+                    // SAFETY: plain descriptors, no offsets.
+                    let got = t.xfer("splice", unsafe {
+                        libc::splice(zero, ptr::null_mut(), w, ptr::null_mut(), len, 0)
+                    })?;
+                    drain_read(t, r, &mut rbuf, got)?;
+                    Ok(got)
+                })
+            })
+        }
+        "splice-pipe-pipe" => {
+            // write() into pipe A, splice() A's read end -> B's write end, read() B.
+            let (n, chunk) = n_chunk(rest)?;
+            check_pipe_chunk(chunk)?;
+            let (ar, aw) = pipe()?;
+            let (br, bw) = pipe()?;
+            let wbuf = pattern(chunk);
+            let mut rbuf = vec![0u8; chunk];
+            job(move |t| {
+                chunks(n, chunk, |_, len| {
+                    wr(t, aw, &wbuf, len)?;
+                    let mut moved = 0;
+                    while moved < len {
+                        // SAFETY: plain descriptors, no offsets (pipes).
+                        let r = unsafe {
+                            libc::splice(ar, ptr::null_mut(), bw, ptr::null_mut(), len - moved, 0)
+                        };
+                        let got = t.xfer("splice", r)?;
+                        if got == 0 {
+                            return Err("splice moved 0 bytes".into());
+                        }
+                        drain_read(t, br, &mut rbuf, got)?;
+                        moved += got;
+                    }
+                    Ok(len)
+                })
+            })
+        }
         "copy-file-range" => {
             let (n, chunk) = n_chunk(rest)?;
             let inf = open(&make_file(dir, "in", n)?, libc::O_RDONLY)?;
@@ -1046,47 +1257,31 @@ fn setup(action: &str, rest: &[String], dir: &Path) -> Result<Job, String> {
                 read_all(t, "read-direct", buf)
             })
         }
-        "odirect-read" => {
+        "odirect-read" | "odirect-write" | "odirect-pwrite" => {
+            // read/write/pwrite64 on an O_DIRECT file, from a page-aligned buffer.
             let (n, chunk) = n_chunk(rest)?;
-            if chunk % PAGE != 0 || n % chunk != 0 {
-                return Err("odirect-read: CHUNK must be a multiple of 4096 and divide N".into());
-            }
-            let p = make_file(dir, "in", n)?;
-            let c = cpath(&p);
-            // SAFETY: valid C string.
-            let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECT) };
-            if fd < 0 {
-                let e = errno();
-                let why = if e == libc::EINVAL {
-                    " (the filesystem does not support O_DIRECT; tmpfs does not)"
-                } else {
-                    ""
-                };
-                return Err(format!(
-                    "O_DIRECT open of {} failed: {}{why}",
-                    p.display(),
-                    errstr(e)
-                ));
-            }
-            // A page-aligned buffer, as O_DIRECT needs.
-            // SAFETY: plain anonymous mapping, checked.
-            let buf = unsafe {
-                libc::mmap(
-                    ptr::null_mut(),
-                    chunk,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                    -1,
-                    0,
-                )
+            direct_sizes(action, n, chunk)?;
+            let fd = if action == "odirect-read" {
+                open_direct(&make_file(dir, "in", n)?, libc::O_RDONLY)?
+            } else {
+                open_direct(
+                    &dir.join("out"),
+                    libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+                )?
             };
-            if buf == libc::MAP_FAILED {
-                return Err(format!("mmap: {}", errstr(errno())));
-            }
-            // SAFETY: the mapping is chunk bytes long.
-            let buf = unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), chunk) };
-            buf.fill(1);
-            job(move |t| chunks(n, chunk, |_, len| rd(t, fd, buf, len)))
+            let buf = aligned_buf(chunk)?;
+            let action = action.to_string();
+            job(move |t| {
+                chunks(n, chunk, |off, len| match action.as_str() {
+                    "odirect-read" => rd(t, fd, buf, len),
+                    "odirect-write" => wr(t, fd, buf, len),
+                    _ => {
+                        // SAFETY: len <= buf.len().
+                        let r = unsafe { libc::pwrite(fd, buf.as_ptr().cast(), len, off as i64) };
+                        t.xfer("pwrite64", r)
+                    }
+                })
+            })
         }
         "io-uring" => {
             // IORING_OP_READ of a file, one operation in flight at a time. The ring's own
@@ -1095,9 +1290,7 @@ fn setup(action: &str, rest: &[String], dir: &Path) -> Result<Job, String> {
             let fd = open(&make_file(dir, "in", n)?, libc::O_RDONLY)?;
             let mut buf = vec![0u8; chunk];
             job(move |t| {
-                t.untracked = true;
-                let mut ring =
-                    io_uring::IoUring::new(4).map_err(|e| format!("io_uring_setup: {e}"))?;
+                let mut ring = new_ring(t)?;
                 chunks(n, chunk, |off, len| {
                     let e = io_uring::opcode::Read::new(
                         io_uring::types::Fd(fd),
@@ -1107,23 +1300,64 @@ fn setup(action: &str, rest: &[String], dir: &Path) -> Result<Job, String> {
                     .offset(off as u64)
                     .build()
                     .user_data(7);
-                    // SAFETY: buf outlives the operation (we wait for it below).
-                    unsafe { ring.submission().push(&e) }.map_err(|_| "SQ full".to_string())?;
-                    let r = ring.submit_and_wait(1);
-                    t.call("io_uring_enter", if r.is_ok() { 0 } else { -1 })?;
-                    let cqe = ring
-                        .completion()
-                        .next()
-                        .ok_or_else(|| "no completion".to_string())?;
-                    let res = cqe.result();
-                    let c = t.cell("io_uring:read")?;
-                    c.calls += 1;
-                    if res < 0 {
-                        c.errors += 1;
-                        return Err(format!("io_uring read: {}", errstr(-res)));
-                    }
-                    c.bytes += res as u64;
-                    Ok(res as usize)
+                    // SAFETY: buf outlives the call, which waits for the operation.
+                    unsafe { uring_op(t, &mut ring, &e, "io_uring:read") }
+                })
+            })
+        }
+        "io-uring-write" | "io-uring-write-direct" => {
+            // IORING_OP_WRITE to a regular file (buffered, or O_DIRECT from a page-aligned
+            // buffer), one operation in flight at a time. Ring setup is untracked, as above.
+            let (n, chunk) = n_chunk(rest)?;
+            let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC;
+            let (fd, buf): (i32, &'static mut [u8]) = if action == "io-uring-write-direct" {
+                direct_sizes(action, n, chunk)?;
+                (open_direct(&dir.join("out"), flags)?, aligned_buf(chunk)?)
+            } else {
+                (
+                    open(&dir.join("out"), flags)?,
+                    Vec::leak(pattern(chunk)) as &mut [u8],
+                )
+            };
+            job(move |t| {
+                let mut ring = new_ring(t)?;
+                chunks(n, chunk, |off, len| {
+                    let e = io_uring::opcode::Write::new(
+                        io_uring::types::Fd(fd),
+                        buf.as_ptr(),
+                        len as u32,
+                    )
+                    .offset(off as u64)
+                    .build()
+                    .user_data(8);
+                    // SAFETY: buf outlives the call, which waits for the operation.
+                    unsafe { uring_op(t, &mut ring, &e, "io_uring:write") }
+                })
+            })
+        }
+        "io-uring-send" => {
+            // IORING_OP_SEND on a TCP loopback socket, the peer drained with recv() after
+            // each operation. Ring setup is untracked, as above.
+            let (n, chunk) = n_chunk(rest)?;
+            let (c, s) = tcp_pair()?;
+            big_buffers(c);
+            big_buffers(s);
+            let wbuf = pattern(chunk);
+            let mut rbuf = vec![0u8; chunk];
+            job(move |t| {
+                let mut ring = new_ring(t)?;
+                chunks(n, chunk, |_, len| {
+                    let e = io_uring::opcode::Send::new(
+                        io_uring::types::Fd(c),
+                        wbuf.as_ptr(),
+                        len as u32,
+                    )
+                    .build()
+                    .user_data(9);
+                    // SAFETY: wbuf outlives the call, which waits for the operation.
+                    let got = unsafe { uring_op(t, &mut ring, &e, "io_uring:send") }?;
+                    drain_recv(t, s, &mut rbuf, got)?;
+                    Ok(got)
                 })
             })
         }
