@@ -213,7 +213,7 @@ ledger_test!(
 ledger_test!(
     sendfile_to_odirect_file,
     ["sendfile-odirect", "1048576", "65536"],
-    [("sendfile", IN_KERNEL)]
+    [("sendfile", DMA)]
 );
 ledger_test!(
     splice_pipe_to_pipe,

@@ -420,8 +420,8 @@ impl FdInfo {
 
 /// The ledger column of one call of `syscall`.
 ///
-/// `fd` is the descriptor the data is read from or written to (for sendfile and splice: the
-/// destination, `out`), `src` the source of sendfile/splice, `zerocopy_flag` whether the call
+/// `fd` is the descriptor the data is read from or written to (for sendfile, splice and
+/// copy_file_range: the destination), `src` the source of sendfile/splice, `zerocopy_flag` whether the call
 /// passed MSG_ZEROCOPY. Shared by the kernel program and the tests so that the rules exist once.
 #[inline(always)]
 pub fn classify(syscall: Syscall, fd: FdInfo, src: FdInfo, zerocopy_flag: bool) -> Column {
@@ -450,9 +450,11 @@ pub fn classify(syscall: Syscall, fd: FdInfo, src: FdInfo, zerocopy_flag: bool) 
             }
         }
         // sendfile is splice from the file into an internal pipe, then out of it: page
-        // references into a socket or pipe, a page-cache copy into anything else.
+        // references into a socket or pipe, page-cache pages handed to the device for an
+        // O_DIRECT file, a page-cache copy into anything else.
         Sendfile => match fd.kind {
             FdKind::Socket | FdKind::Pipe | FdKind::Unknown => Column::ZeroCopy,
+            FdKind::Regular if fd.direct => Column::DmaDirect,
             _ => Column::CpuInKernel,
         },
         Splice => match (src.kind, fd.kind) {
@@ -462,6 +464,8 @@ pub fn classify(syscall: Syscall, fd: FdInfo, src: FdInfo, zerocopy_flag: bool) 
             }
             // Out of a pipe into a socket: pages go to the socket by reference.
             (FdKind::Pipe | FdKind::Unknown, FdKind::Socket | FdKind::Unknown) => Column::ZeroCopy,
+            // Pipe into an O_DIRECT file: the device reads the pipe's pages.
+            (_, FdKind::Regular) if fd.direct => Column::DmaDirect,
             // Pipe into a file, or device reads into a pipe: the kernel copies the bytes.
             _ => Column::CpuInKernel,
         },
@@ -474,7 +478,14 @@ pub fn classify(syscall: Syscall, fd: FdInfo, src: FdInfo, zerocopy_flag: bool) 
                 Column::ZeroCopy
             }
         }
-        CopyFileRange => Column::CpuInKernel,
+        // Without reflink, copy_file_range splices page-cache pages into the destination.
+        CopyFileRange => {
+            if fd.direct {
+                Column::DmaDirect
+            } else {
+                Column::CpuInKernel
+            }
+        }
         MmapFile | MmapAnon | Munmap => Column::NotMoved,
         FileFault => Column::MmapFaultIn,
     }

@@ -54,7 +54,7 @@ pub fn record_syscall(t: &mut ThreadStats, tid: u32, syscall: Syscall, regs: &[u
     use Syscall::*;
     match syscall {
         Read | Write | Pread64 | Pwrite64 | Readv | Writev | Preadv | Preadv2 | Pwritev
-        | Pwritev2 | Recvfrom | Tee | Vmsplice | CopyFileRange => {
+        | Pwritev2 | Recvfrom | Tee | Vmsplice => {
             let fd = fd_info(t, arg(regs, 0));
             record(t, tid, syscall, fd, ret, false);
         }
@@ -88,6 +88,12 @@ pub fn record_syscall(t: &mut ThreadStats, tid: u32, syscall: Syscall, regs: &[u
             };
             let fd = fd_info(t, arg(regs, 0));
             record(t, tid, syscall, fd, ret, flags & MSG_ZEROCOPY != 0);
+        }
+        CopyFileRange => {
+            // copy_file_range(fd_in, off_in, fd_out, off_out, len, flags): the destination
+            // decides the path.
+            let fd = fd_info(t, arg(regs, 2));
+            record(t, tid, syscall, fd, ret, false);
         }
         Sendfile => {
             // sendfile(out_fd, in_fd, offset, count): the destination decides the path.
