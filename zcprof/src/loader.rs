@@ -373,6 +373,7 @@ impl Probes {
                 reason: chain(&e),
             })?;
         }
+        drop(btf);
         for (prog, tp) in RAW_TRACEPOINTS {
             let tp = match tracepoint_override {
                 Some((from, to)) if from == tp => to,
@@ -451,6 +452,11 @@ impl Probes {
         let lost = PerCpuArray::try_from(ebpf.take_map(MAP_LOST).ok_or(LoadError::Map(MAP_LOST))?)
             .map_err(|e| LoadError::Load(chain(&e)))?;
         debug_assert_eq!(LOST_REASONS, 5);
+        // Parsing the kernel's BTF (twice: for the offsets and for the BTF tracepoint) peaks at
+        // tens of MiB that are free again now; hand them back to the system so a long-running
+        // zcprof does not keep them resident.
+        // SAFETY: malloc_trim only releases free heap memory.
+        unsafe { libc::malloc_trim(0) };
         Ok(Probes {
             watched,
             threads,

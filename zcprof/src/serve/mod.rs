@@ -179,6 +179,10 @@ impl Collector {
                 log::warn!("reading the kernel maps failed: {e}; serving the previous counts");
             }
         }
+        // A snapshot of a busy host allocates and frees many MiB; give the freed memory back
+        // so that the daemon's RSS follows what it keeps, not its largest collection.
+        // SAFETY: malloc_trim only releases free heap memory.
+        unsafe { libc::malloc_trim(0) };
         let (rss_bytes, cpu_seconds) = metrics::self_usage();
         let published = Published {
             started,
