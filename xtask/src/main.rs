@@ -3,6 +3,7 @@
 //! Every command other than `setup` runs `setup` first, so `cargo xtask test` and
 //! `cargo xtask run-workloads` work on a bare Debian 12 machine.
 
+mod bench;
 mod cargo;
 mod process;
 mod setup;
@@ -39,6 +40,14 @@ enum Command {
         #[command(flatten)]
         args: workloads::Args,
     },
+    /// Run setup, build zcprof in release mode and measure what it costs: one-byte syscalls
+    /// against a floor, bpftrace and perf; workload throughput; the daemon's memory and
+    /// scrape latency; attach latency. Prints a table, writes JSON and BENCHMARKS.md (needs
+    /// root; exits 0 when targets are missed, fails only if a measurement could not be made).
+    Bench {
+        #[command(flatten)]
+        args: bench::Args,
+    },
 }
 
 fn main() -> ExitCode {
@@ -62,6 +71,13 @@ fn run(command: Command) -> Result<()> {
             cargo::run(cargo::command().args(["build", "--release", "-p", "zcprof"]))?;
             let zcprof = cargo::built_binary("release", "zcprof")?;
             workloads::run_workloads(&zcprof, &args)
+        }
+        Command::Bench { args } => {
+            process::require_root("cargo xtask bench")?;
+            setup::run()?;
+            cargo::run(cargo::command().args(["build", "--release", "-p", "zcprof"]))?;
+            let zcprof = cargo::built_binary("release", "zcprof")?;
+            bench::run(&zcprof, &args)
         }
     }
 }

@@ -86,6 +86,9 @@ pub enum GroupBy {
 /// Options of `zcprof serve`.
 #[derive(Args, Debug)]
 pub struct ServeArgs {
+    /// Load the programs with empty bodies: the hooks' own cost (benchmark aid)
+    #[arg(long, hide = true)]
+    pub empty_programs: bool,
     /// Address to serve /metrics on (port 0: any free port, printed on stderr)
     #[arg(long, default_value = crate::serve::DEFAULT_LISTEN, value_name = "ADDR")]
     pub listen: std::net::SocketAddr,

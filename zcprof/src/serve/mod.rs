@@ -293,6 +293,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<i32> {
 
     let mut probes = Probes::load(LoadOptions {
         watch_all: args.pids.is_empty(),
+        empty_bodies: args.empty_programs,
         ..Default::default()
     })?;
     if let Some(why) = &probes.btf_missing {

@@ -1,0 +1,614 @@
+//! The results as tables (terminal and Markdown), the targets, and BENCHMARKS.md.
+
+use std::fmt::Write as _;
+
+use comfy_table::{CellAlignment, ContentArrangement, Table, presets};
+use serde::Serialize;
+
+use super::{
+    Results,
+    daemon::DaemonCase,
+    dd::{self, Case},
+    latency, workload,
+};
+
+/// One table, rendered for the terminal or as Markdown.
+pub struct Tab {
+    pub title: String,
+    pub header: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+    /// Lines under the table.
+    pub notes: Vec<String>,
+}
+
+impl Tab {
+    pub fn terminal(&self) -> String {
+        let mut table = Table::new();
+        table
+            .load_preset(presets::UTF8_FULL_CONDENSED)
+            .set_content_arrangement(ContentArrangement::Disabled)
+            .set_header(self.header.clone());
+        for row in &self.rows {
+            table.add_row(row.clone());
+        }
+        for i in 1..self.header.len() {
+            if let Some(col) = table.column_mut(i) {
+                col.set_cell_alignment(CellAlignment::Right);
+            }
+        }
+        let mut out = format!("{}\n{table}\n", self.title);
+        for n in &self.notes {
+            let _ = writeln!(out, "  {n}");
+        }
+        out
+    }
+
+    pub fn markdown(&self) -> String {
+        let cell = |s: &str| s.replace('|', "\\|").replace('\n', " ");
+        let mut out = format!("### {}\n\n", self.title);
+        let _ = writeln!(
+            out,
+            "| {} |",
+            self.header
+                .iter()
+                .map(|h| cell(h))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        );
+        let _ = writeln!(
+            out,
+            "|{}",
+            (0..self.header.len())
+                .map(|i| if i == 0 { "---|" } else { "---:|" })
+                .collect::<String>()
+        );
+        for row in &self.rows {
+            let _ = writeln!(
+                out,
+                "| {} |",
+                row.iter().map(|c| cell(c)).collect::<Vec<_>>().join(" | ")
+            );
+        }
+        if !self.notes.is_empty() {
+            out.push('\n');
+            for n in &self.notes {
+                let _ = writeln!(out, "- {n}");
+            }
+        }
+        out
+    }
+}
+
+fn opt(v: Option<f64>, decimals: usize) -> String {
+    v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.decimals$}"))
+}
+
+fn samples(v: &[f64], decimals: usize) -> String {
+    v.iter()
+        .map(|x| format!("{x:.decimals$}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn status(error: &Option<String>, skipped: &Option<String>) -> Option<String> {
+    if skipped.is_some() {
+        Some("skipped".into())
+    } else {
+        error.as_ref().map(|_| "NOT MEASURED".into())
+    }
+}
+
+pub fn tables(r: &Results) -> Vec<Tab> {
+    let mut tabs = Vec::new();
+
+    if let Some(s) = &r.syscalls {
+        tabs.push(table_a(s));
+    }
+    if let Some(w) = &r.workloads {
+        tabs.push(table_b(w));
+    }
+    if let Some(d) = &r.daemon {
+        tabs.push(table_c(d));
+    }
+    if let Some(l) = &r.attach_latency {
+        tabs.push(table_d(l));
+    }
+    tabs
+}
+
+fn table_a(s: &dd::Section) -> Tab {
+    let mut rows = Vec::new();
+    for c in &s.cases {
+        let mut row = vec![c.label.to_owned()];
+        match status(&c.error, &c.skipped) {
+            Some(st) => {
+                row.push(st);
+                row.extend(std::iter::repeat_n(String::new(), 5));
+            }
+            None => {
+                row.push(opt(c.median_s, 3));
+                row.push(if c.case == Case::Bare {
+                    format!(
+                        "({:.0} per syscall)",
+                        c.median_s.unwrap_or(f64::NAN) / s.syscalls as f64 * 1e9
+                    )
+                } else {
+                    opt(c.added_ns_per_syscall, 1)
+                });
+                row.push(if c.floor.is_some() {
+                    opt(c.vs_floor, 2)
+                } else {
+                    "—".into()
+                });
+                row.push(if c.case == Case::Bare || c.case.is_floor() {
+                    "—".into()
+                } else {
+                    opt(c.vs_bpftrace, 3)
+                });
+                row.push(
+                    c.counted_syscalls
+                        .map_or_else(|| "—".into(), |n| n.to_string()),
+                );
+                row.push(samples(&c.samples_s, 3));
+            }
+        }
+        rows.push(row);
+    }
+    let mut notes = vec![format!(
+        "`{}`: {} syscalls; time = dd's own (copy loop only); median of {} interleaved rounds; \
+         added = (median − bare median) / {}.",
+        s.command, s.syscalls, s.rounds, s.syscalls
+    )];
+    let floors: Vec<String> = s
+        .cases
+        .iter()
+        .filter_map(|c| {
+            Some(format!(
+                "{} → {}",
+                c.label,
+                c.floor?.label().trim_start_matches("floor: ")
+            ))
+        })
+        .collect();
+    notes.push(format!("Floors: {}.", floors.join("; ")));
+    if s.foreign_hooks_per_round.iter().any(|&n| n > 0) {
+        notes.push(format!(
+            "Other BPF programs on sys_enter/sys_exit at the start of each round (someone \
+             else's tracer, slowing every case of that round): {:?}.",
+            s.foreign_hooks_per_round
+        ));
+    }
+    for c in &s.cases {
+        if let Some(why) = c.skipped.as_ref().or(c.error.as_ref()) {
+            notes.push(format!("{}: {}", c.label, first_line(why)));
+        }
+    }
+    Tab {
+        title: "(a) Worst case: one-byte syscalls".into(),
+        header: [
+            "case",
+            "dd time (s)",
+            "added ns/syscall",
+            "÷ floor's added",
+            "÷ bpftrace's added",
+            "dd syscalls counted",
+            "rounds (s)",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows,
+        notes,
+    }
+}
+
+fn table_b(workloads: &[workload::StrategyResult]) -> Tab {
+    let mut rows = Vec::new();
+    let mut notes = vec![
+        "Throughput from the workload's own tally (transfer only), median of interleaved \
+         rounds; loss = (bare − profiled) / bare; negative = noise."
+            .to_owned(),
+    ];
+    for w in workloads {
+        let mut row = vec![w.strategy.to_owned(), w.size.clone()];
+        if let Some(e) = &w.error {
+            row.push("NOT MEASURED".into());
+            row.extend(std::iter::repeat_n(String::new(), 3));
+            notes.push(format!("{}: {}", w.strategy, first_line(e)));
+        } else {
+            row.push(opt(w.bare_median_mib_s, 0));
+            row.push(opt(w.run_median_mib_s, 0));
+            row.push(opt(w.loss_pct, 1));
+            row.push(format!(
+                "bare {} / run {}",
+                samples(&w.bare_mib_s, 0),
+                samples(&w.run_mib_s, 0)
+            ));
+        }
+        rows.push(row);
+    }
+    Tab {
+        title: "(b) Realistic: zcprof workload, bare vs. under zcprof run".into(),
+        header: [
+            "strategy",
+            "size",
+            "bare MiB/s",
+            "zcprof run MiB/s",
+            "loss %",
+            "rounds (MiB/s)",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows,
+        notes,
+    }
+}
+
+fn table_c(daemon: &[DaemonCase]) -> Tab {
+    let mut rows = Vec::new();
+    let mut notes = vec![
+        "RSS = VmRSS of the daemon after the scrapes (at start: once it serves, before the \
+         processes; peak = VmHWM); scrape = GET /metrics, connect to last byte, 100 ms \
+         apart, after one unmeasured scrape; groups = zcprof_groups; series = sample lines."
+            .to_owned(),
+    ];
+    for d in daemon {
+        let mut row = vec![d.label.clone(), d.population_text()];
+        match status(&d.error, &d.skipped) {
+            Some(st) => {
+                row.push(st);
+                row.extend(std::iter::repeat_n(String::new(), 7));
+                if let Some(why) = d.skipped.as_ref().or(d.error.as_ref()) {
+                    notes.push(format!("{}: {}", d.label, first_line(why)));
+                }
+            }
+            None => {
+                let mib = |k: Option<u64>| opt(k.map(|k| k as f64 / 1024.0), 1);
+                row.push(mib(d.rss_start_kib));
+                row.push(mib(d.rss_kib));
+                row.push(mib(d.hwm_kib));
+                row.push(opt(d.scrape_median_ms, 1));
+                row.push(opt(d.scrape_max_ms, 1));
+                row.push(opt(d.groups, 0));
+                row.push(d.series.map_or("n/a".into(), |s| s.to_string()));
+                row.push(opt(d.body_bytes.map(|b| b as f64 / 1024.0), 0));
+            }
+        }
+        rows.push(row);
+    }
+    Tab {
+        title: format!(
+            "(c) Daemon: zcprof serve with {} processes",
+            daemon.first().map_or(0, |d| d.processes)
+        ),
+        header: [
+            "configuration",
+            "processes",
+            "RSS at start MiB",
+            "RSS MiB",
+            "peak RSS MiB",
+            "scrape median ms",
+            "scrape max ms",
+            "groups",
+            "series",
+            "body KiB",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows,
+        notes,
+    }
+}
+
+fn table_d(l: &latency::Section) -> Tab {
+    let row = match &l.error {
+        Some(_) => vec![
+            l.command.clone(),
+            "NOT MEASURED".into(),
+            String::new(),
+            String::new(),
+            String::new(),
+        ],
+        None => vec![
+            l.command.clone(),
+            opt(l.median_ms, 0),
+            opt(l.max_ms, 0),
+            opt(l.attached_median_ms, 0),
+            samples(&l.samples_ms, 0),
+        ],
+    };
+    let mut notes = vec![
+        "From spawning zcprof attach to its first interval line with the target's syscalls/s \
+         > 0 (target: a dd making one-byte syscalls); `attached` = its `zcprof: attached` line."
+            .to_owned(),
+    ];
+    if let Some(e) = &l.error {
+        notes.push(first_line(e));
+    }
+    Tab {
+        title: "(d) Attach latency".into(),
+        header: [
+            "command",
+            "median ms",
+            "max ms",
+            "attached (median ms)",
+            "samples (ms)",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows: vec![row],
+        notes,
+    }
+}
+
+fn first_line(s: &str) -> String {
+    let line = s.lines().next().unwrap_or_default();
+    if s.lines().nth(1).is_some() {
+        format!("{line} …")
+    } else {
+        line.to_owned()
+    }
+}
+
+/// One target of the issue, evaluated.
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    pub what: String,
+    pub measured: Option<f64>,
+    pub limit: f64,
+    pub unit: &'static str,
+    /// None: could not be evaluated (see `why`).
+    pub met: Option<bool>,
+    pub why: Option<String>,
+}
+
+impl Target {
+    fn new(what: String, measured: Option<f64>, limit: f64, unit: &'static str) -> Target {
+        Target {
+            what,
+            measured,
+            limit,
+            unit,
+            met: measured.map(|m| m <= limit),
+            why: None,
+        }
+    }
+
+    fn because(mut self, why: Option<String>) -> Target {
+        if self.met.is_none() {
+            self.why = why;
+        }
+        self
+    }
+
+    pub fn verdict(&self) -> &'static str {
+        match self.met {
+            Some(true) => "met",
+            Some(false) => "MISSED",
+            None => "not evaluated",
+        }
+    }
+
+    fn measured_text(&self) -> String {
+        match self.measured {
+            Some(m) if self.unit == "×" => format!("{m:.2}×"),
+            Some(m) => format!("{m:.1} {}", self.unit),
+            None => "n/a".into(),
+        }
+    }
+
+    fn limit_text(&self) -> String {
+        if self.unit == "×" {
+            format!("≤ {}×", self.limit)
+        } else {
+            format!("≤ {} {}", self.limit, self.unit)
+        }
+    }
+}
+
+pub fn targets(r: &Results) -> Vec<Target> {
+    let mut t = Vec::new();
+    if let Some(s) = &r.syscalls {
+        targets_a(s, &mut t);
+    }
+    for w in r.workloads.iter().flatten() {
+        t.push(
+            Target::new(
+                format!(
+                    "(b) {} {}: throughput lost under zcprof run",
+                    w.strategy, w.size
+                ),
+                w.loss_pct,
+                2.0,
+                "%",
+            )
+            .because(w.error.as_deref().map(first_line)),
+        );
+    }
+    for d in r.daemon.iter().flatten() {
+        let why = d
+            .error
+            .as_ref()
+            .or(d.skipped.as_ref())
+            .map(|e| first_line(e));
+        let what = d.describe();
+        t.push(
+            Target::new(
+                format!("(c) {what}: RSS"),
+                d.rss_kib.map(|k| k as f64 / 1024.0),
+                25.0,
+                "MiB",
+            )
+            .because(why.clone()),
+        );
+        t.push(
+            Target::new(
+                format!(
+                    "(c) {what}: scrape latency (median of {})",
+                    r.config.scrapes
+                ),
+                d.scrape_median_ms,
+                50.0,
+                "ms",
+            )
+            .because(why),
+        );
+    }
+    if let Some(l) = &r.attach_latency {
+        t.push(
+            Target::new(
+                format!("(d) attach latency (median of {})", r.config.attach_samples),
+                l.median_ms,
+                300.0,
+                "ms",
+            )
+            .because(l.error.as_deref().map(first_line)),
+        );
+    }
+    t
+}
+
+fn targets_a(s: &dd::Section, t: &mut Vec<Target>) {
+    let why_a = |c: &dd::CaseResult, other: Option<Case>| {
+        let mut reasons = Vec::new();
+        for case in std::iter::once(c.case).chain(other) {
+            if let Some(x) = s.get(case) {
+                if let Some(e) = x.error.as_ref().or(x.skipped.as_ref()) {
+                    reasons.push(format!("{}: {}", x.label, first_line(e)));
+                } else if x.added_ns_per_syscall.is_some_and(|a| a <= 0.0) {
+                    reasons.push(format!("{}: added time ≤ 0 (noise)", x.label));
+                }
+            }
+        }
+        if reasons.is_empty() {
+            reasons.push("bare dd not measured".into());
+        }
+        Some(reasons.join("; "))
+    };
+    for case in [Case::Run, Case::Attach, Case::Serve] {
+        let Some(c) = s.get(case) else { continue };
+        let name = c.label.split(" (").next().unwrap_or(c.label);
+        let floor = c
+            .floor
+            .map_or("floor".to_owned(), |f| f.label().replace("floor: ", ""));
+        t.push(
+            Target::new(
+                format!("(a) {name}: added time per syscall ÷ that of {floor}"),
+                c.vs_floor,
+                1.3,
+                "×",
+            )
+            .because(why_a(c, c.floor)),
+        );
+        t.push(
+            Target::new(
+                format!("(a) {name}: added time per syscall ÷ bpftrace's"),
+                c.vs_bpftrace,
+                0.25,
+                "×",
+            )
+            .because(why_a(c, Some(Case::Bpftrace))),
+        );
+    }
+}
+
+pub fn targets_tab(targets: &[Target]) -> Tab {
+    Tab {
+        title: "Targets".into(),
+        header: ["target", "measured", "limit", "verdict"]
+            .map(String::from)
+            .to_vec(),
+        rows: targets
+            .iter()
+            .map(|t| {
+                vec![
+                    t.what.clone(),
+                    t.measured_text(),
+                    t.limit_text(),
+                    t.verdict().to_owned(),
+                ]
+            })
+            .collect(),
+        notes: targets
+            .iter()
+            .filter_map(|t| Some(format!("{}: not evaluated: {}", t.what, t.why.as_ref()?)))
+            .collect(),
+    }
+}
+
+/// The whole of BENCHMARKS.md.
+pub fn markdown(r: &Results, tabs: &[Tab]) -> String {
+    let m = &r.machine;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# Benchmarks\n\n\
+         Written by `cargo xtask bench{}` on {} ({}); the next run rewrites this file, so do \
+         not edit it by hand. The same numbers, every sample included, are in the JSON file \
+         the command writes (`target/bench.json` by default).\n",
+        if r.quick { " --quick" } else { "" },
+        r.date,
+        r.git
+    );
+    let _ = writeln!(
+        out,
+        "## Machine\n\n\
+         - kernel: {} (`uname -r`)\n\
+         - CPU: {}, {} logical CPUs (`nproc`)\n\
+         - memory: {}\n\
+         - tools: {}; {}; {}\n",
+        m.kernel, m.cpu_model, m.cpus, m.memory, m.zcprof, m.bpftrace, m.perf
+    );
+    let _ = writeln!(
+        out,
+        "## Conditions\n\n\
+         - before the first case: {}\n\
+         - after the last case: {}\n\n\
+         The load average still shows the burst of (c)'s 10,000 processes minutes later; \
+         other BPF programs on the syscall hooks (someone else's tracer) slow down every \
+         syscall, bare dd's included.\n",
+        r.conditions_before.describe(),
+        r.conditions_after.describe()
+    );
+    let bare_ns = r
+        .syscalls
+        .as_ref()
+        .and_then(|s| Some(s.get(Case::Bare)?.median_s? / s.syscalls as f64 * 1e9))
+        .map_or_else(String::new, |ns| {
+            format!(" (about {ns:.0} ns each in this run)")
+        });
+    out.push_str(&HOW_TO_READ.replace("{bare}", &bare_ns));
+    out.push('\n');
+    out.push_str("## Results\n\n");
+    for tab in tabs {
+        out.push_str(&tab.markdown());
+        out.push('\n');
+    }
+    if !r.not_measured.is_empty() {
+        out.push_str("## Not measured\n\n");
+        for n in &r.not_measured {
+            let _ = writeln!(out, "- {}", first_line(n));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+const HOW_TO_READ: &str = "## How to read this\n\n\
+The machine is a noisy 2-core VM: absolute times move by 20 % and more from one run to the next, so \
+every case is run in interleaved rounds (each round runs every case once, in rotated order), \
+each figure is the median of its rounds, and every ratio is taken between medians of the same \
+run. (a) is the worst case, not a typical one: `dd bs=1` does nothing but one-byte \
+syscalls{bare}, so a hook's per-syscall cost is all there is to see; the time is \
+dd's own (its copy loop), so no tool's start-up is in it. *Added ns/syscall* is (median − bare \
+median) / number of syscalls. A *floor* loads the same hooks with empty program bodies: what \
+the kernel charges for running any BPF program at those points, which no profiler built on \
+them can go below; zcprof's own work is what it adds above that floor, and bpftrace is the \
+cost of doing the same counting with a general-purpose tool. A ratio reads `n/a` when a side \
+was not measured or its added time was lost in the noise (≤ 0). (b) is what a real data mover \
+loses with 64 KiB chunks (few syscalls per byte), from the workload's own timing of its \
+transfer; compare a loss with the spread of the rounds beside it: a loss smaller than \
+that spread is noise. (c) is the always-on daemon's memory and the time Prometheus would wait for a scrape; with the default grouping 10,000 \
+short-lived processes collapse into a few series, so only `--per-pid` with live processes \
+really has 10,000 series. (d) is how long a user waits after `zcprof attach` for the first \
+counted line (programs loaded and attached, plus one 10 ms interval). Each target is printed \
+as met or MISSED; the bench is a measurement, not a test.\n";
