@@ -359,13 +359,18 @@ impl Probes {
                 .map_err(|e: aya::programs::ProgramError| LoadError::Load(chain(&e)))?;
             // Loading names the hook: a kernel without it fails here.
             program.load(tp, &btf).map_err(|e| {
+                let reason = chain(&e);
                 if permission(&e) {
                     LoadError::NotPermitted
-                } else {
+                } else if reason.to_lowercase().contains("unknown btf type")
+                    || reason.contains("not found")
+                {
                     LoadError::Attach {
                         name: tp.to_string(),
-                        reason: chain(&e),
+                        reason,
                     }
+                } else {
+                    LoadError::Load(format!("{prog}: {reason}"))
                 }
             })?;
             program.attach().map_err(|e| LoadError::Attach {
