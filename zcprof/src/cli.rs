@@ -123,6 +123,10 @@ pub struct ServeArgs {
     /// Keep running as the starting user with every capability (debugging only)
     #[arg(long)]
     pub no_drop_privileges: bool,
+    /// Do not keep the kernel's BPF run-time statistics on: saves two clock reads per
+    /// program run (about 70 ns per syscall here), and zcprof_bpf_program_* stay 0
+    #[arg(long)]
+    pub no_program_stats: bool,
 }
 
 impl ServeArgs {

@@ -302,7 +302,13 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<i32> {
     for &pid in &args.pids {
         watching::attach(&mut probes, pid, true)?;
     }
-    let stats_fd = enable_stats();
+    // Run-time statistics cost every program run two clock reads; they are on unless the
+    // user trades the self-metrics for that time.
+    let stats_fd = if args.no_program_stats {
+        None
+    } else {
+        enable_stats()
+    };
 
     match &target {
         Some(t) => {
