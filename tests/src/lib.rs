@@ -215,18 +215,17 @@ pub fn bpftool_zcprof_programs() -> Vec<Value> {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
-    let names: Vec<String> = PROGRAM_NAMES
-        .iter()
-        .map(|n| n.chars().take(15).collect())
-        .collect();
+    // The kernel keeps 15 characters of a program's name; bpftool shows the full name when
+    // the program has BTF: accept both.
+    let matches = |n: &str| {
+        PROGRAM_NAMES
+            .iter()
+            .any(|full| *full == n || full.chars().take(15).eq(n.chars()))
+    };
     v.as_array()
         .expect("bpftool prog list -j is an array")
         .iter()
-        .filter(|p| {
-            p["name"]
-                .as_str()
-                .is_some_and(|n| names.iter().any(|m| m == n))
-        })
+        .filter(|p| p["name"].as_str().is_some_and(matches))
         .cloned()
         .collect()
 }
