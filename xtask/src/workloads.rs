@@ -336,26 +336,12 @@ fn draw_chart(path: &Path, args: &Args, runs: &[Run]) -> Result<()> {
 /// A byte count: a number with an optional binary K, M or G suffix (`256M`, `64K`, `1G`,
 /// `4096`), optionally followed by `B` or `iB`.
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    let lower = s.trim().to_ascii_lowercase();
-    let body = lower
-        .strip_suffix("ib")
-        .filter(|b| b.ends_with(['k', 'm', 'g']))
-        .or_else(|| lower.strip_suffix('b'))
-        .unwrap_or(&lower);
-    let (digits, shift) = match body.as_bytes().last() {
-        Some(b'k') => (&body[..body.len() - 1], 10),
-        Some(b'm') => (&body[..body.len() - 1], 20),
-        Some(b'g') => (&body[..body.len() - 1], 30),
-        _ => (body, 0),
-    };
-    let n: u64 = digits
-        .trim()
-        .parse()
-        .map_err(|_| format!("invalid size {s:?}: expected e.g. 4096, 64K, 256M or 1G"))?;
-    match n.checked_mul(1 << shift) {
+    match zcprof_common::parse_size(s) {
+        None => Err(format!(
+            "invalid size {s:?}: expected e.g. 4096, 64K, 256M or 1G"
+        )),
         Some(0) => Err(format!("size {s:?} must be at least 1 byte")),
         Some(v) => Ok(v),
-        None => Err(format!("size {s:?} is too large")),
     }
 }
 

@@ -124,31 +124,9 @@ impl std::fmt::Display for Strategy {
 /// (case-insensitive, optionally followed by `iB` or `B`): `"256M"` is 268435456, `"4KiB"` 4096,
 /// `"1g"` 1073741824, `"512B"` 512.
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let lower = t.to_ascii_lowercase();
-    // Strip an optional "ib" or "b" after the multiplier letter (or a bare "b" for bytes).
-    let body = lower
-        .strip_suffix("ib")
-        .filter(|b| b.ends_with(['k', 'm', 'g']))
-        .or_else(|| lower.strip_suffix('b'))
-        .unwrap_or(&lower);
-    let (digits, shift) = match body.as_bytes().last() {
-        Some(b'k') => (&body[..body.len() - 1], 10),
-        Some(b'm') => (&body[..body.len() - 1], 20),
-        Some(b'g') => (&body[..body.len() - 1], 30),
-        _ => (body, 0),
-    };
-    let digits = digits.trim();
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!(
-            "invalid size {s:?}: expected a number with an optional K, M or G suffix"
-        ));
-    }
-    let n: u64 = digits
-        .parse()
-        .map_err(|e| format!("invalid size {s:?}: {e}"))?;
-    n.checked_mul(1u64 << shift)
-        .ok_or_else(|| format!("size {s:?} is too large"))
+    zcprof_common::parse_size(s).ok_or_else(|| {
+        format!("invalid size {s:?}: expected a number with an optional K, M or G suffix")
+    })
 }
 
 /// Run the workload described by `args` in the calling process and report what it did.
