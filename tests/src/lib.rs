@@ -478,14 +478,3 @@ pub fn new_zcprof_programs_after(
     }
 }
 
-/// Waits up to `timeout` for every zcprof program to be gone and returns those still there.
-pub fn zcprof_programs_after(timeout: std::time::Duration) -> Vec<Value> {
-    let start = std::time::Instant::now();
-    loop {
-        let left = bpftool_zcprof_programs();
-        if left.is_empty() || start.elapsed() >= timeout {
-            return left;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-}
