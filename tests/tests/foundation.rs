@@ -446,3 +446,31 @@ fn exit_code_is_propagated() {
     assert_eq!(out.status.code(), Some(0), "stderr: {}", out.stderr);
     assert!(!out.stdout.is_empty(), "a summary is printed");
 }
+
+/// The kernel's own I/O accounting (/proc/PID/io of the worker, read before it is reaped)
+/// agrees with zcprof: read calls and bytes are `syscr`/`rchar`, write calls and bytes are
+/// `syscw`/`wchar` (the worker makes no other syscall that the kernel accounts there).
+#[test]
+fn reads_and_writes_match_proc_pid_io() {
+    if !require_root_or_skip() {
+        return;
+    }
+    for (action, syscall, calls_key, bytes_key) in [
+        ("read-file", "read", "syscr", "rchar"),
+        ("write-file", "write", "syscw", "wchar"),
+    ] {
+        let r = run_child(CHILD, &[action, "1000003", "65536"]);
+        let io = &r.tally.0["proc_io"];
+        let (calls, bytes) = (u(io, calls_key), u(io, bytes_key));
+        assert!(calls > 0, "{action}: /proc/PID/io says no {syscall}: {io}");
+        let cells = transfers(r.worker(), syscall);
+        let got: (u64, u64) = cells.iter().fold((0, 0), |(c, b), cell| {
+            (c + u(cell, "calls"), b + u(cell, "bytes"))
+        });
+        assert_eq!(
+            got,
+            (calls, bytes),
+            "{action}: zcprof's {syscall} calls and bytes vs /proc/PID/io {calls_key}/{bytes_key}"
+        );
+    }
+}

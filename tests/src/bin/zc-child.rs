@@ -17,7 +17,8 @@
 //! `{"action", "args", "supervisor_pid", "worker_pid", "calls": {NAME: {"calls","bytes",
 //! "errors","zerocopy_requested"}}, "before": {..}, "wait": {..}, "tracked_syscalls",
 //! "worker_fixed_syscalls", "untracked_syscalls", "pages_touched", "file_pages_touched",
-//! "rusage": {"nvcsw","nivcsw","minflt","majflt"}, "worker_exit": {..}, "error"}`. Syscall names are zcprof's transfer
+//! "rusage": {"nvcsw","nivcsw","minflt","majflt"}, "proc_io": {"rchar","wchar","syscr",
+//! "syscw",…}, "worker_exit": {..}, "error"}`. Syscall names are zcprof's transfer
 //! names (`read`, `pread64`, `mmap_file`, `mmap_anon`, `munmap`, …) plus plain syscall names
 //! for the others (`getpid`, `clock_nanosleep`, `access`, …); io_uring operations are
 //! `io_uring:read`.
@@ -1604,6 +1605,7 @@ fn main() {
     // switch (the kernel counts it in nvcsw after exit_notify), then reap it with wait4 so its
     // rusage includes that switch.
     // SAFETY: plain waitid/wait4 on our own child.
+    let mut proc_io = String::new();
     let (status, ru) = unsafe {
         let mut info: libc::siginfo_t = std::mem::zeroed();
         if libc::waitid(
@@ -1616,6 +1618,8 @@ fn main() {
             die(&format!("waitid: {}", errstr(errno())));
         }
         std::thread::sleep(Duration::from_millis(50));
+        // The kernel's own I/O accounting of the worker, readable until it is reaped.
+        proc_io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
         let mut status = 0;
         let mut ru: libc::rusage = std::mem::zeroed();
         if libc::wait4(pid, &mut status, 0, &mut ru) != pid {
@@ -1660,6 +1664,13 @@ fn main() {
         "nvcsw": ru.ru_nvcsw, "nivcsw": ru.ru_nivcsw,
         "minflt": ru.ru_minflt, "majflt": ru.ru_majflt,
     });
+    // /proc/PID/io counters (rchar, wchar, syscr, syscw, …) as the kernel kept them.
+    let io: Map<String, Value> = proc_io
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter_map(|(k, v)| Some((k.trim().to_string(), json!(v.trim().parse::<u64>().ok()?))))
+        .collect();
+    out["proc_io"] = Value::Object(io);
     out["worker_exit"] = worker_exit;
     out["error"] = json!(error);
     write_atomic(&tally_path, out.to_string().as_bytes());
