@@ -1605,8 +1605,7 @@ fn main() {
     // switch (the kernel counts it in nvcsw after exit_notify), then reap it with wait4 so its
     // rusage includes that switch.
     // SAFETY: plain waitid/wait4 on our own child.
-    let mut proc_io = String::new();
-    let (status, ru) = unsafe {
+    let (status, ru, proc_io) = unsafe {
         let mut info: libc::siginfo_t = std::mem::zeroed();
         if libc::waitid(
             libc::P_PID,
@@ -1619,13 +1618,13 @@ fn main() {
         }
         std::thread::sleep(Duration::from_millis(50));
         // The kernel's own I/O accounting of the worker, readable until it is reaped.
-        proc_io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+        let proc_io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
         let mut status = 0;
         let mut ru: libc::rusage = std::mem::zeroed();
         if libc::wait4(pid, &mut status, 0, &mut ru) != pid {
             die(&format!("wait4: {}", errstr(errno())));
         }
-        (status, ru)
+        (status, ru, proc_io)
     };
     let _ = std::fs::remove_dir_all(&dir);
     let mut error = None;
