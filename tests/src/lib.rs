@@ -477,4 +477,3 @@ pub fn new_zcprof_programs_after(
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
-

@@ -241,3 +241,80 @@ fn attach_to_init_for_one_second() {
         "zcprof left programs loaded"
     );
 }
+
+/// Reads `Uid:` and `CapEff:` of a process from /proc.
+fn uid_and_caps(pid: u32) -> (String, String) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
+    };
+    (field("Uid:"), field("CapEff:"))
+}
+
+/// Once its probes are attached, zcprof runs as nobody with no capabilities, for `attach`
+/// and for `run` (whose command keeps the identity zcprof was started with), and still counts.
+#[test]
+fn privileges_are_dropped_after_attaching() {
+    if !require_root_or_skip() {
+        return;
+    }
+    let mut target = Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .expect("spawn sleep");
+    let tpid = target.id().to_string();
+    for args in [
+        vec![
+            "attach",
+            "--pid",
+            tpid.as_str(),
+            "--duration",
+            "4s",
+            "--json",
+        ],
+        vec!["run", "--json", "--", "sh", "-c", "sleep 4; id -u"],
+    ] {
+        let mut z = Command::new(zcprof_bin())
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn zcprof");
+        std::thread::sleep(Duration::from_millis(2000));
+        let (uid, caps) = uid_and_caps(z.id());
+        assert_eq!(
+            uid, "65534 65534 65534 65534",
+            "{args:?}: zcprof's uids after attaching"
+        );
+        assert_eq!(
+            caps, "0000000000000000",
+            "{args:?}: zcprof's effective capabilities"
+        );
+        let status = wait_child(&mut z, Duration::from_secs(30), "zcprof");
+        let mut out = String::new();
+        std::io::Read::read_to_string(z.stdout.as_mut().unwrap(), &mut out).unwrap();
+        assert!(status.success(), "{args:?}: {status:?}\n{out}");
+        if args[0] == "run" {
+            // The command's own output comes first: it ran as root.
+            assert!(out.starts_with("0\n"), "the command kept root: {out}");
+            let doc: serde_json::Value = serde_json::from_str(&out[2..]).expect("zcprof's JSON");
+            assert!(
+                u(&processes(&doc)[0], "syscalls") > 0,
+                "counted after the drop"
+            );
+        } else {
+            let doc: serde_json::Value = serde_json::from_str(&out).expect("zcprof's JSON");
+            assert!(
+                processes(&doc)
+                    .iter()
+                    .all(|p| p["pid"].as_u64() == tpid.parse().ok())
+            );
+        }
+    }
+    let _ = target.kill();
+    let _ = target.wait();
+}

@@ -13,7 +13,7 @@ use crate::{
     cli::AttachArgs,
     collector::{self, Snapshot},
     loader::{LoadOptions, Probes},
-    report,
+    privileges, report,
     watch::{self, WatchError},
 };
 
@@ -31,6 +31,11 @@ fn pidfd_open(pid: u32) -> Result<OwnedFd, WatchError> {
 
 /// Attaches, prints deltas every interval, and prints the summary at the end.
 pub async fn attach(args: &AttachArgs) -> anyhow::Result<i32> {
+    let target = if args.no_drop_privileges {
+        None
+    } else {
+        Some(privileges::lookup(&args.user)?)
+    };
     // Check the targets before loading anything: a wrong pid is the commonest mistake.
     let mut exits = Vec::new();
     for &pid in &args.pids {
@@ -49,6 +54,10 @@ pub async fn attach(args: &AttachArgs) -> anyhow::Result<i32> {
     let mut watched = Vec::new();
     for &pid in &args.pids {
         watched.extend(watch::attach(&mut probes, pid, args.children)?);
+    }
+    // Everything that needs privileges is done: the maps and pidfds work without them.
+    if let Some(t) = &target {
+        privileges::drop_to(t)?;
     }
     let started = Instant::now();
     eprintln!(

@@ -44,6 +44,12 @@ pub struct RunArgs {
     /// Load the programs with empty bodies: the hooks' own cost (benchmark aid)
     #[arg(long, hide = true)]
     pub empty_programs: bool,
+    /// Unprivileged user zcprof becomes once the command is started (the command keeps zcprof's starting identity)
+    #[arg(long, default_value = "nobody", value_name = "USER")]
+    pub user: String,
+    /// Keep zcprof's own privileges after attaching (debugging only)
+    #[arg(long)]
+    pub no_drop_privileges: bool,
     /// The command and its arguments
     #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -70,6 +76,12 @@ pub struct AttachArgs {
     /// Load the programs with empty bodies: the hooks' own cost (benchmark aid)
     #[arg(long, hide = true)]
     pub empty_programs: bool,
+    /// Unprivileged user zcprof becomes once its probes are attached
+    #[arg(long, default_value = "nobody", value_name = "USER")]
+    pub user: String,
+    /// Keep zcprof's own privileges after attaching (debugging only)
+    #[arg(long)]
+    pub no_drop_privileges: bool,
 }
 
 /// How `zcprof serve` labels (groups) its series.

@@ -12,6 +12,7 @@ mod btf;
 mod cli;
 mod collector;
 mod loader;
+mod privileges;
 mod report;
 mod run;
 mod serve;

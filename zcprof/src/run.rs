@@ -9,7 +9,7 @@ use crate::{
     cli::RunArgs,
     collector,
     loader::{LoadOptions, Probes},
-    report, watch,
+    privileges, report, watch,
 };
 
 /// Runs the command, prints the report, and returns the command's exit code.
@@ -19,6 +19,19 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         Some(s) => Some(
             s.split_once('=')
                 .ok_or_else(|| anyhow!("--tracepoint-override takes FROM=TO, got `{s}`"))?,
+        ),
+        None => None,
+    };
+    let target = if args.no_drop_privileges {
+        None
+    } else {
+        Some(privileges::lookup(&args.user)?)
+    };
+    // Opened now: once zcprof has given up its privileges it may not be allowed to.
+    let mut output = match &args.output {
+        Some(path) => Some(
+            std::fs::File::create(path)
+                .with_context(|| format!("creating the report file {}", path.display()))?,
         ),
         None => None,
     };
@@ -39,6 +52,10 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     watch::stop_following_self(&mut probes);
     let mut child = spawned.with_context(|| format!("cannot run `{program}`"))?;
     let pid = child.id();
+    // The command runs as zcprof was started; zcprof itself needs no privilege any more.
+    if let Some(t) = &target {
+        privileges::drop_to(t)?;
+    }
 
     // Like `time` and `strace`, survive the terminal's Ctrl-C (the command gets it too) so
     // that the report is still printed.
@@ -76,10 +93,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
             report::to_text(&snap)
         )
     };
-    match &args.output {
-        Some(path) => std::fs::write(path, text)
+    match (&mut output, &args.output) {
+        (Some(file), Some(path)) => file
+            .write_all(text.as_bytes())
             .with_context(|| format!("writing the report to {}", path.display()))?,
-        None => {
+        _ => {
             let mut out = std::io::stdout().lock();
             // A closed pipe (e.g. `| head`) is not an error worth a message.
             let _ = out.write_all(text.as_bytes());

@@ -13,7 +13,6 @@ mod cgroup;
 mod engine;
 mod http;
 mod metrics;
-mod privdrop;
 
 use std::{
     os::fd::OwnedFd,
@@ -43,6 +42,7 @@ use crate::{
     cli::{GroupBy, ServeArgs},
     collector::{self, CollectError},
     loader::{LoadOptions, Probes},
+    privileges,
     watch::{self as watching, WatchError},
 };
 
@@ -270,7 +270,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<i32> {
     let target = if args.no_drop_privileges {
         None
     } else {
-        Some(privdrop::lookup(&args.user)?)
+        Some(privileges::lookup(&args.user)?)
     };
     for &pid in &args.pids {
         if !Path::new(&format!("/proc/{pid}/task")).is_dir() {
@@ -312,7 +312,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<i32> {
 
     match &target {
         Some(t) => {
-            privdrop::drop_to(t)?;
+            privileges::drop_to(t)?;
             // The maps must still be readable: find out now, not at the first scrape.
             if let Err(err) = collector::snapshot(&probes, None) {
                 let sysctl = std::fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled")
@@ -327,13 +327,13 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<i32> {
             }
             eprintln!(
                 "zcprof: running as {} (uid {}, gid {}) with no capabilities",
-                privdrop::user_name(t.uid),
+                privileges::user_name(t.uid),
                 t.uid,
                 t.gid
             );
         }
         None => {
-            let c = privdrop::current();
+            let c = privileges::current();
             eprintln!(
                 "zcprof: warning: --no-drop-privileges: serving as uid {} with its \
                  capabilities",

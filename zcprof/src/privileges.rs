@@ -1,6 +1,6 @@
-//! Giving up root once the probes are attached: the daemon keeps only the file descriptors it
-//! opened (programs, links, maps, the stats fd, the listening socket), which go on working
-//! without privileges, and becomes an unprivileged user with no capabilities.
+//! Giving up root once the probes are attached: zcprof keeps only the file descriptors it
+//! opened (programs, links, maps, pidfds, the daemon's stats fd and listening socket), which go
+//! on working without privileges, and becomes an unprivileged user with no capabilities.
 
 use std::ffi::{CStr, CString};
 
@@ -25,7 +25,7 @@ pub enum PrivError {
     },
     /// Something is left after the drop.
     #[error(
-        "privileges not fully dropped ({what}); refusing to serve with them: run zcprof as \
+        "privileges not fully dropped ({what}); refusing to go on with them: run zcprof as \
          root so that it can change user"
     )]
     Left { what: String },
