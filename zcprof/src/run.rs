@@ -22,7 +22,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         ),
         None => None,
     };
-    let target = if args.no_drop_privileges {
+    // Only root can change user; a zcprof started with capabilities alone keeps them.
+    // SAFETY: geteuid has no preconditions.
+    let target = if args.no_drop_privileges || unsafe { libc::geteuid() } != 0 {
         None
     } else {
         Some(privileges::lookup(&args.user)?)
@@ -53,8 +55,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     let mut child = spawned.with_context(|| format!("cannot run `{program}`"))?;
     let pid = child.id();
     // The command runs as zcprof was started; zcprof itself needs no privilege any more.
-    if let Some(t) = &target {
-        privileges::drop_to(t)?;
+    if let Some(t) = &target
+        && let Err(e) = privileges::drop_to(t)
+    {
+        // The command is running: report it, and keep profiling it rather than abandon it.
+        eprintln!("zcprof: warning: {e}");
     }
 
     // Like `time` and `strace`, survive the terminal's Ctrl-C (the command gets it too) so
