@@ -101,6 +101,11 @@ pub(crate) static WATCH_GEN: Array<u64> = Array::with_max_entries(1, 0);
 /// per-CPU cache.
 #[inline(always)]
 fn thread_entry(tid: u32) -> Option<&'static mut ThreadStats> {
+    if off::watch_all() {
+        // Every thread is watched: nothing to cache.
+        // SAFETY: as below.
+        return THREADS.get_ptr_mut(tid).map(|t| unsafe { &mut *t });
+    }
     let gen_now = match WATCH_GEN.get(0) {
         Some(g) => *g,
         None => 0,
@@ -156,22 +161,20 @@ fn current_thread() -> Option<(&'static mut ThreadStats, u32)> {
 /// fork, so nothing is missed). The verifier prunes the branch when the mode is off.
 #[inline(always)]
 fn current_or_new_thread() -> Option<(&'static mut ThreadStats, u32)> {
-    if let Some(t) = current_thread() {
-        return Some(t);
-    }
-    if !off::watch_all() {
-        return None;
-    }
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
-    if tid == 0 {
-        return None;
-    }
-    let tgid = (pid_tgid >> 32) as u32;
-    let comm = bpf_get_current_comm().unwrap_or([0; 16]);
-    // SAFETY: the helper has no preconditions.
-    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    let t = enter_thread(tid, tgid, comm, NVCSW_UNKNOWN, cgroup_id)?;
+    let t = match thread_entry(tid) {
+        Some(t) => t,
+        None if off::watch_all() && tid != 0 => {
+            let comm = bpf_get_current_comm().unwrap_or([0; 16]);
+            // SAFETY: the helper has no preconditions.
+            let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+            enter_thread(tid, (pid_tgid >> 32) as u32, comm, NVCSW_UNKNOWN, cgroup_id)?
+        }
+        None => return None,
+    };
+    // An exited thread's entry stays until user space has read it; the events it still causes
+    // on its way out (a fault in exit_mm, say) are neither counted nor a new thread.
     if t.flags & THREAD_EXITED != 0 {
         return None;
     }
