@@ -31,13 +31,7 @@ fn pidfd_open(pid: u32) -> Result<OwnedFd, WatchError> {
 
 /// Attaches, prints deltas every interval, and prints the summary at the end.
 pub async fn attach(args: &AttachArgs) -> anyhow::Result<i32> {
-    // Only root can change user; a zcprof started with capabilities alone keeps them.
-    // SAFETY: geteuid has no preconditions.
-    let target = if args.no_drop_privileges || unsafe { libc::geteuid() } != 0 {
-        None
-    } else {
-        Some(privileges::lookup(&args.user)?)
-    };
+    let target = privileges::planned(&args.privileges, false)?;
     // Check the targets before loading anything: a wrong pid is the commonest mistake.
     let mut exits = Vec::new();
     for &pid in &args.pids {

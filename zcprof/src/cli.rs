@@ -44,15 +44,23 @@ pub struct RunArgs {
     /// Load the programs with empty bodies: the hooks' own cost (benchmark aid)
     #[arg(long, hide = true)]
     pub empty_programs: bool,
-    /// Unprivileged user zcprof becomes once the command is started (the command keeps zcprof's starting identity)
-    #[arg(long, default_value = "nobody", value_name = "USER")]
-    pub user: String,
-    /// Keep zcprof's own privileges after attaching (debugging only)
-    #[arg(long)]
-    pub no_drop_privileges: bool,
+    #[command(flatten)]
+    pub privileges: PrivilegeArgs,
     /// The command and its arguments
     #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     pub command: Vec<String>,
+}
+
+/// Who zcprof becomes once it needs no privilege any more (run, attach, serve).
+#[derive(Args, Debug, Clone)]
+pub struct PrivilegeArgs {
+    /// Unprivileged user zcprof becomes once its probes are attached (for run: once the
+    /// command is started; the command keeps zcprof's starting identity)
+    #[arg(long, default_value = "nobody", value_name = "USER")]
+    pub user: String,
+    /// Keep zcprof's own privileges and capabilities (debugging only)
+    #[arg(long)]
+    pub no_drop_privileges: bool,
 }
 
 /// Options of `zcprof attach`.
@@ -76,12 +84,8 @@ pub struct AttachArgs {
     /// Load the programs with empty bodies: the hooks' own cost (benchmark aid)
     #[arg(long, hide = true)]
     pub empty_programs: bool,
-    /// Unprivileged user zcprof becomes once its probes are attached
-    #[arg(long, default_value = "nobody", value_name = "USER")]
-    pub user: String,
-    /// Keep zcprof's own privileges after attaching (debugging only)
-    #[arg(long)]
-    pub no_drop_privileges: bool,
+    #[command(flatten)]
+    pub privileges: PrivilegeArgs,
 }
 
 /// How `zcprof serve` labels (groups) its series.
@@ -129,12 +133,8 @@ pub struct ServeArgs {
     /// Read the kernel maps this often, besides at every scrape
     #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
     pub collect_interval: Duration,
-    /// Unprivileged user to become once the probes are attached
-    #[arg(long, default_value = "nobody", value_name = "USER")]
-    pub user: String,
-    /// Keep running as the starting user with every capability (debugging only)
-    #[arg(long)]
-    pub no_drop_privileges: bool,
+    #[command(flatten)]
+    pub privileges: PrivilegeArgs,
     /// Do not keep the kernel's BPF run-time statistics on: saves two clock reads per
     /// program run (about 70 ns per syscall here), and zcprof_bpf_program_* stay 0
     #[arg(long)]

@@ -161,6 +161,20 @@ pub fn current() -> Creds {
     }
 }
 
+/// The identity zcprof will drop to, or `None` when asked to keep its privileges. Only root
+/// can change user: unless `strict`, a zcprof started without root (with capabilities alone)
+/// keeps them; `strict` (the daemon) makes that an error at the drop instead.
+pub fn planned(
+    args: &crate::cli::PrivilegeArgs,
+    strict: bool,
+) -> Result<Option<Target>, PrivError> {
+    // SAFETY: geteuid has no preconditions.
+    if args.no_drop_privileges || (!strict && unsafe { libc::geteuid() } != 0) {
+        return Ok(None);
+    }
+    lookup(&args.user).map(Some)
+}
+
 /// Becomes `target` with no capabilities and no way to regain any, then checks with the
 /// kernel that it is so.
 pub fn drop_to(target: &Target) -> Result<Creds, PrivError> {

@@ -22,13 +22,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         ),
         None => None,
     };
-    // Only root can change user; a zcprof started with capabilities alone keeps them.
-    // SAFETY: geteuid has no preconditions.
-    let target = if args.no_drop_privileges || unsafe { libc::geteuid() } != 0 {
-        None
-    } else {
-        Some(privileges::lookup(&args.user)?)
-    };
+    let target = privileges::planned(&args.privileges, false)?;
     // Opened now: once zcprof has given up its privileges it may not be allowed to.
     let mut output = match &args.output {
         Some(path) => Some(

@@ -267,11 +267,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<i32> {
         (Some(path), Some(root)) => Some(cgroup::scope_path(path, root)?),
         _ => None,
     };
-    let target = if args.no_drop_privileges {
-        None
-    } else {
-        Some(privileges::lookup(&args.user)?)
-    };
+    let target = privileges::planned(&args.privileges, true)?;
     for &pid in &args.pids {
         if !Path::new(&format!("/proc/{pid}/task")).is_dir() {
             return Err(WatchError::NoSuchProcess(pid).into());
