@@ -176,6 +176,46 @@ fn dd_one_million_one_byte_records() {
     check_dd(1, 1_000_000);
 }
 
+/// The same exactness while every CPU also runs a busy loop, so that dd is preempted and
+/// moved between CPUs all the time. A thread can be back on a CPU without a `sched_switch`
+/// event naming it on this platform; a design that tracked "who runs here" from that hook
+/// lost thousands of syscalls in one run out of three to six (zcprof's per-CPU cache is checked
+/// against the current tid instead). Four runs, each exact.
+#[test]
+fn dd_exact_while_every_cpu_is_busy() {
+    if !require_root_or_skip() {
+        return;
+    }
+    use std::sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let spinners: Vec<_> = (0..cpus)
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    let result = std::panic::catch_unwind(|| {
+        for _ in 0..4 {
+            check_dd(1, 200_000);
+        }
+    });
+    stop.store(true, Ordering::Relaxed);
+    for s in spinners {
+        let _ = s.join();
+    }
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
 #[test]
 fn dd_4096_byte_records() {
     if !require_root_or_skip() {

@@ -6,8 +6,18 @@
 
 /// Name of the map of processes zcprof watches (key: tgid `u32`, value: [`Watch`]).
 pub const MAP_WATCHED: &str = "WATCHED";
-/// Name of the per-thread counter map (key: tid `u32`, value: [`ThreadStats`]).
+/// Name of the per-thread counter array (index: a slot handed out from [`MAP_FREE_SLOTS`],
+/// value: [`ThreadStats`]). Slot 0 is never handed out: it means "no slot".
 pub const MAP_THREADS: &str = "THREADS";
+/// Name of the map from a watched thread to its slot in [`MAP_THREADS`] (key: tid `u32`,
+/// value: slot `u32`). Consulted when a thread is switched in, not on every event.
+pub const MAP_TID_SLOT: &str = "TID_SLOT";
+/// Name of the stack of free slots of [`MAP_THREADS`] (value: slot `u32`). User space fills
+/// it at load and gives a slot back (zeroed) once it has read a dead thread's counters.
+pub const MAP_FREE_SLOTS: &str = "FREE_SLOTS";
+/// Name of the per-CPU one-entry cache of the last thread looked up on the CPU (value:
+/// [`CpuThread`]).
+pub const MAP_CPU_THREAD: &str = "CPU_THREAD";
 /// Name of the per-thread transfer ledger (key: [`TransferKey`], value: [`Transfer`]).
 pub const MAP_TRANSFERS: &str = "TRANSFERS";
 /// Name of the per-process io_uring ledger, per CPU (key: [`UringKey`], value: [`Transfer`]).
@@ -25,8 +35,9 @@ pub const FD_CACHE: usize = 4;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FdCacheEntry {
-    /// The descriptor, or `u32::MAX` for an empty entry.
-    pub fd: u32,
+    /// The descriptor plus one; 0 for an empty entry, so that a zeroed thread slot starts with
+    /// an empty cache.
+    pub fd_plus_one: u32,
     /// [`FdInfo::pack`]ed description.
     pub info: u32,
     /// The process's fd-table epoch when the entry was made.
@@ -36,26 +47,32 @@ pub struct FdCacheEntry {
 impl FdCacheEntry {
     /// An entry that matches no descriptor.
     pub const EMPTY: FdCacheEntry = FdCacheEntry {
-        fd: u32::MAX,
+        fd_plus_one: 0,
         info: 0,
         epoch: 0,
     };
 }
 
-/// Name of the one-slot array holding the watch generation (`u64`), which user space moves on
-/// after it enters threads (attach) so that no CPU keeps them as unwatched.
+/// Name of the one-slot array holding the watch generation (`u64`), moved on whenever a thread
+/// is entered or forgotten, so that no CPU keeps an old word on it ([`CpuThread`]).
 pub const MAP_WATCH_GEN: &str = "WATCH_GEN";
 
-/// Value of the per-CPU `UNWATCHED` cache: the last thread found not watched on this CPU, valid
-/// while the watch generation is unchanged.
+/// Value of [`MAP_CPU_THREAD`]: the last thread looked up on this CPU and its slot in
+/// [`MAP_THREADS`], so that a thread's next events on the CPU find their counters with array
+/// lookups the verifier inlines instead of a hash lookup. Valid while the watch generation is
+/// unchanged.
+///
+/// Not a "running thread" word kept by the context-switch hook: on this platform a thread can
+/// be back on a CPU without a `sched_switch` event naming it (measured), so the cache is
+/// checked against the current tid on every event.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
-pub struct UnwatchedTid {
-    /// Thread id (0: none).
+pub struct CpuThread {
+    /// Thread id (0: none yet).
     pub tid: u32,
-    /// Padding, always 0.
-    pub _pad: u32,
-    /// The watch generation when the thread was found unwatched.
+    /// Its slot; 0 if it is not watched.
+    pub slot: u32,
+    /// The watch generation when `slot` was found.
     pub generation: u64,
 }
 
@@ -64,8 +81,10 @@ pub const MAP_LOST: &str = "LOST";
 
 /// Capacity of [`MAP_WATCHED`].
 pub const MAX_PROCESSES: u32 = 16_384;
-/// Capacity of [`MAP_THREADS`]: threads tracked at once.
-pub const MAX_THREADS: u32 = 65_536;
+/// Capacity of [`MAP_THREADS`], [`MAP_TID_SLOT`] and [`MAP_FREE_SLOTS`]: threads tracked at
+/// once (one slot fewer: slot 0 is unused). The array is allocated in full at load, at
+/// `size_of::<ThreadStats>()` (about 1.4 KiB) a slot.
+pub const MAX_THREADS: u32 = 16_384;
 /// Capacity of [`MAP_TRANSFERS`]: (thread, syscall, column) cells tracked at once.
 pub const MAX_TRANSFERS: u32 = 131_072;
 /// Capacity of [`MAP_URING`].
@@ -101,17 +120,22 @@ pub const NVCSW_UNKNOWN: u64 = u64::MAX;
 
 /// Value of [`MAP_THREADS`]: everything zcprof counts for one thread, apart from transfers.
 ///
-/// The map is a plain hash keyed by tid, not a per-CPU map: an entry is only ever written by
-/// the thread it describes (its syscalls, its faults, its own context switch) or, once, by
-/// the parent that creates it before it first runs. So no two CPUs write one entry at the same
-/// time, no atomics are needed, and memory does not grow with the number of CPUs.
+/// The map is a plain array, not a per-CPU map: a slot is only ever written by the thread it
+/// describes (its syscalls, its faults, its own context switch) or, once, by whoever enters
+/// it (the parent before the child first runs, or user space) before the thread can find it.
+/// So no two CPUs write one entry at the same time, no atomics are needed, and memory does
+/// not grow with the number of CPUs.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ThreadStats {
+    /// The thread (0: a free slot).
+    pub tid: u32,
     /// Process (thread group) the thread belongs to.
     pub tgid: u32,
     /// Bit set of `THREAD_*`.
     pub flags: u32,
+    /// Padding, always 0.
+    pub _pad: u32,
     /// Command name (`comm`), NUL-padded; updated on exec.
     pub comm: [u8; 16],
     /// cgroup v2 id (the cgroup directory's inode number) when the thread was entered; 0 if
@@ -162,11 +186,13 @@ pub struct ThreadStats {
 }
 
 impl ThreadStats {
-    /// A fresh entry for a thread of `tgid`.
-    pub const fn new(tgid: u32, comm: [u8; 16], last_nvcsw: u64) -> Self {
+    /// A fresh entry for thread `tid` of `tgid`.
+    pub const fn new(tid: u32, tgid: u32, comm: [u8; 16], last_nvcsw: u64) -> Self {
         Self {
+            tid,
             tgid,
             flags: 0,
+            _pad: 0,
             comm,
             cgroup_id: 0,
             syscalls: 0,

@@ -34,13 +34,14 @@ fn fd_info(t: &mut ThreadStats, fd: u64) -> FdInfo {
         None => return files::fd_info(fd),
     };
     let slot = &mut t.fd_cache[(fd as usize) & (FD_CACHE - 1)];
-    if slot.fd as u64 == fd && slot.epoch == epoch {
+    let fd_plus_one = (fd as u32).wrapping_add(1);
+    if slot.fd_plus_one == fd_plus_one && slot.epoch == epoch {
         return FdInfo::unpack(slot.info);
     }
     let info = files::fd_info(fd);
     if info.kind != FdKind::Unknown {
         *slot = FdCacheEntry {
-            fd: fd as u32,
+            fd_plus_one,
             info: info.pack(),
             epoch,
         };

@@ -1,10 +1,15 @@
 //! zcprof's kernel programs.
 //!
-//! Every program starts with one hash lookup of the current thread in `THREADS`: a thread that
-//! is not there is not watched and the program returns at once, which is all an unwatched
+//! Every program starts by finding the current thread's slot in `THREADS`: the context-switch
+//! hook has already written it into a per-CPU array (`CPU_THREAD`), so the hot path costs two
+//! array lookups that the verifier inlines, no helper call and no hash lookup. A thread
+//! without a slot is not watched and the program returns at once, which is all an unwatched
 //! process pays. Watched threads are entered by user space (attach) or by the fork hook
 //! (children and new threads), never on the hot path. Counters are aggregated in place in the
 //! maps; nothing is sent to user space per event.
+//!
+//! Every program and its body are `#[inline(always)]`: a call between BPF functions costs a
+//! call and a return, and on this kind of CPU (SRSO mitigation) a return is expensive.
 #![no_std]
 #![no_main]
 
@@ -19,14 +24,14 @@ use aya_ebpf::{
         bpf_get_current_task, bpf_ktime_get_ns,
     },
     macros::{btf_tracepoint, map, perf_event, raw_tracepoint},
-    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, Stack},
     programs::{BtfTracePointContext, PerfEventContext, RawTracePointContext},
 };
 use aya_log_ebpf::warn;
 use zcprof_common::{
-    FD_EPOCH_SLOTS, FdInfo, LOST_REASONS, Lost, MAX_PROCESSES, MAX_THREADS, MAX_TRANSFERS,
-    MAX_URING, NVCSW_UNKNOWN, Syscall, THREAD_DEAD, THREAD_EXITED, ThreadStats, Transfer,
-    TransferKey, UnwatchedTid, UringKey, WATCH_COUNT, WATCH_FOLLOW_CHILDREN, Watch,
+    CpuThread, FD_EPOCH_SLOTS, FdInfo, LOST_REASONS, Lost, MAX_PROCESSES, MAX_THREADS,
+    MAX_TRANSFERS, MAX_URING, NVCSW_UNKNOWN, Syscall, THREAD_DEAD, THREAD_EXITED, ThreadStats,
+    Transfer, TransferKey, UringKey, WATCH_COUNT, WATCH_FOLLOW_CHILDREN, Watch,
 };
 
 use crate::{
@@ -41,11 +46,21 @@ const BPF_F_NO_PREALLOC: u32 = 1;
 #[map(name = "WATCHED")]
 pub(crate) static WATCHED: HashMap<u32, Watch> = HashMap::with_max_entries(MAX_PROCESSES, 0);
 
-/// Not preallocated: an entry is over a kilobyte (it holds the thread's first ledger cells),
-/// and memory should follow the threads watched, not the table's capacity.
+/// An array, not a hash keyed by tid: the hot path indexes it with the slot `CPU_THREAD`
+/// remembers, a lookup the verifier inlines (a hash lookup is a function call and a hash,
+/// about 25 ns here, on every syscall).
 #[map(name = "THREADS")]
-pub(crate) static THREADS: HashMap<u32, ThreadStats> =
-    HashMap::with_max_entries(MAX_THREADS, BPF_F_NO_PREALLOC);
+pub(crate) static THREADS: Array<ThreadStats> = Array::with_max_entries(MAX_THREADS, 0);
+
+/// tid -> slot in `THREADS`, looked up when a CPU's cache (`CPU_THREAD`) does not know the
+/// thread.
+#[map(name = "TID_SLOT")]
+static TID_SLOT: HashMap<u32, u32> = HashMap::with_max_entries(MAX_THREADS, 0);
+
+/// Free slots of `THREADS`, filled by user space at load. A stack, so that slots given back
+/// are reused first and the slots in use stay few and low.
+#[map(name = "FREE_SLOTS")]
+static FREE_SLOTS: Stack<u32> = Stack::with_max_entries(MAX_THREADS, 0);
 
 #[map(name = "TRANSFERS")]
 pub(crate) static TRANSFERS: HashMap<TransferKey, Transfer> =
@@ -87,52 +102,55 @@ pub(crate) fn lost(reason: Lost) {
     }
 }
 
-/// Per CPU, the last thread found *not* watched, so that an unwatched thread's next events on
-/// this CPU cost two array lookups (inlined by the verifier) instead of a hash lookup.
-#[map(name = "UNWATCHED")]
-static UNWATCHED: PerCpuArray<UnwatchedTid> = PerCpuArray::with_max_entries(1, 0);
+/// Per CPU, the last thread looked up and its slot (see [`CpuThread`]).
+#[map(name = "CPU_THREAD")]
+static CPU_THREAD: PerCpuArray<CpuThread> = PerCpuArray::with_max_entries(1, 0);
 
-/// The watch generation: moved on whenever a thread becomes watched (fork hook, attach), which
-/// forgets every CPU's [`UNWATCHED`] entry at once.
+/// The watch generation: moved on whenever a thread is entered or forgotten, which makes every
+/// CPU forget its cached [`CpuThread`].
 #[map(name = "WATCH_GEN")]
-pub(crate) static WATCH_GEN: Array<u64> = Array::with_max_entries(1, 0);
+static WATCH_GEN: Array<u64> = Array::with_max_entries(1, 0);
 
-/// The entry of thread `tid`, if it is watched and alive. Unwatched threads usually stop at the
-/// per-CPU cache.
 #[inline(always)]
-fn thread_entry(tid: u32) -> Option<&'static mut ThreadStats> {
-    if off::watch_all() {
-        // Every thread is watched: nothing to cache.
-        // SAFETY: as below.
-        return THREADS.get_ptr_mut(tid).map(|t| unsafe { &mut *t });
-    }
-    let gen_now = match WATCH_GEN.get(0) {
+fn watch_generation() -> u64 {
+    match WATCH_GEN.get(0) {
         Some(g) => *g,
         None => 0,
-    };
-    let seen = UNWATCHED.get_ptr_mut(0);
-    if let Some(seen) = seen {
-        // SAFETY: this CPU's slot; programs on one CPU do not nest for these hooks.
-        let seen = unsafe { &*seen };
-        if seen.tid == tid && seen.generation == gen_now {
-            return None;
-        }
     }
-    let Some(t) = THREADS.get_ptr_mut(tid) else {
-        if let Some(seen) = seen {
-            // The generation read *before* the lookup: a thread watched meanwhile moved it on,
-            // so this entry is already stale and will not hide it.
-            // SAFETY: as above.
-            unsafe {
-                (*seen).tid = tid;
-                (*seen).generation = gen_now;
-            }
-        }
-        return None;
+}
+
+/// The slot of thread `tid`, or 0.
+#[inline(always)]
+fn slot_of(tid: u32) -> u32 {
+    // SAFETY: a lookup result is valid for the program's run.
+    match unsafe { TID_SLOT.get(tid) } {
+        Some(s) => *s,
+        None => 0,
+    }
+}
+
+/// The slot of the current thread, or 0 if it is not watched: from this CPU's cache of the
+/// last thread it looked up, which holds while the same thread keeps making syscalls and the
+/// watch generation has not moved; else from `TID_SLOT`, and remembered.
+#[inline(always)]
+fn running_slot() -> u32 {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let gen_now = watch_generation();
+    let Some(cpu) = CPU_THREAD.get_ptr_mut(0) else {
+        return slot_of(tid);
     };
-    // SAFETY: the pointer comes from a successful lookup; only this thread writes its entry
-    // (see ThreadStats), so the mutable reference is not aliased by another writer.
-    Some(unsafe { &mut *t })
+    // SAFETY: this CPU's slot; programs on one CPU do not nest for these hooks.
+    let cpu = unsafe { &mut *cpu };
+    if cpu.tid == tid && cpu.generation == gen_now {
+        return cpu.slot;
+    }
+    // The generation read *before* the lookup: a thread entered meanwhile moved it on, so
+    // this word is already stale and will not hide it.
+    let slot = slot_of(tid);
+    cpu.tid = tid;
+    cpu.slot = slot;
+    cpu.generation = gen_now;
+    slot
 }
 
 /// Moves the watch generation on (see [`WATCH_GEN`]).
@@ -145,14 +163,31 @@ fn watched_set_changed() {
     }
 }
 
+/// The entry in `slot`.
+#[inline(always)]
+fn entry(slot: u32) -> Option<&'static mut ThreadStats> {
+    if slot == 0 {
+        return None;
+    }
+    // SAFETY: the pointer comes from a successful lookup; only the thread the slot describes
+    // writes it (see ThreadStats), so the mutable reference is not aliased by another writer.
+    THREADS.get_ptr_mut(slot).map(|t| unsafe { &mut *t })
+}
+
+/// The running thread's entry, if it is watched (exited or not).
+#[inline(always)]
+fn running_entry() -> Option<&'static mut ThreadStats> {
+    entry(running_slot())
+}
+
 /// The current thread's entry, if it is watched and alive.
 #[inline(always)]
 fn current_thread() -> Option<(&'static mut ThreadStats, u32)> {
-    let tid = bpf_get_current_pid_tgid() as u32;
-    let t = thread_entry(tid)?;
+    let t = running_entry()?;
     if t.flags & THREAD_EXITED != 0 {
         return None;
     }
+    let tid = t.tid;
     Some((t, tid))
 }
 
@@ -161,15 +196,21 @@ fn current_thread() -> Option<(&'static mut ThreadStats, u32)> {
 /// fork, so nothing is missed). The verifier prunes the branch when the mode is off.
 #[inline(always)]
 fn current_or_new_thread() -> Option<(&'static mut ThreadStats, u32)> {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tid = pid_tgid as u32;
-    let t = match thread_entry(tid) {
+    let slot = running_slot();
+    let t = match entry(slot) {
         Some(t) => t,
-        None if off::watch_all() && tid != 0 => {
+        None if off::watch_all() => {
+            let pid_tgid = bpf_get_current_pid_tgid();
+            let tid = pid_tgid as u32;
+            if tid == 0 {
+                return None;
+            }
             let comm = bpf_get_current_comm().unwrap_or([0; 16]);
             // SAFETY: the helper has no preconditions.
             let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-            enter_thread(tid, (pid_tgid >> 32) as u32, comm, NVCSW_UNKNOWN, cgroup_id)?
+            let (t, _) =
+                enter_thread(tid, (pid_tgid >> 32) as u32, comm, NVCSW_UNKNOWN, cgroup_id)?;
+            t
         }
         None => return None,
     };
@@ -178,15 +219,11 @@ fn current_or_new_thread() -> Option<(&'static mut ThreadStats, u32)> {
     if t.flags & THREAD_EXITED != 0 {
         return None;
     }
+    let tid = t.tid;
     Some((t, tid))
 }
 
-/// A fresh entry, in read-only data: at over a kilobyte it does not fit the 512-byte BPF
-/// stack, so entries are inserted from here and then filled in place.
-#[unsafe(no_mangle)]
-static NEW_THREAD: ThreadStats = ThreadStats::new(0, [0; 16], 0);
-
-/// Enters thread `tid` into `THREADS` (unless it is there already) and returns its entry.
+/// Enters thread `tid` (unless it is there already) and returns its entry and slot.
 #[inline(always)]
 fn enter_thread(
     tid: u32,
@@ -194,27 +231,41 @@ fn enter_thread(
     comm: [u8; 16],
     last_nvcsw: u64,
     cgroup_id: u64,
-) -> Option<&'static mut ThreadStats> {
-    if THREADS
-        .insert(tid, &NEW_THREAD, BPF_NOEXIST as u64)
-        .is_err()
-    {
+) -> Option<(&'static mut ThreadStats, u32)> {
+    let slot = match FREE_SLOTS.pop() {
+        Ok(Some(s)) => s,
+        _ => {
+            lost(Lost::ThreadTableFull);
+            return None;
+        }
+    };
+    // Claim the tid first: only one of two racing enterers (say, the fork hook and a
+    // watch-all thread's first event) gets it.
+    if TID_SLOT.insert(tid, slot, BPF_NOEXIST as u64).is_err() {
+        let _ = FREE_SLOTS.push(slot, 0);
+        let known = slot_of(tid);
+        let t = entry(known);
+        if let Some(t) = t
+            && t.flags & THREAD_EXITED == 0
+        {
+            // Entered already (by the other racer).
+            return Some((t, known));
+        }
         // Full, or an exited thread's entry not yet collected holds this tid.
         lost(Lost::ThreadTableFull);
         return None;
     }
-    // The thread may sit in some CPU's UNWATCHED slot (watch-all mode enters threads on their
-    // first event, right after finding them unwatched): forget every slot, or its next events
-    // stop there and the next insert fails as if the table were full.
-    watched_set_changed();
-    let t = THREADS.get_ptr_mut(tid)?;
-    // SAFETY: just inserted; the thread it describes has not run yet (fork) or is the caller.
-    let t = unsafe { &mut *t };
+    // A free slot is all zeros (user space zeroes it before giving it back).
+    let t = entry(slot)?;
     t.tgid = tgid;
     t.comm = comm;
     t.last_nvcsw = last_nvcsw;
     t.cgroup_id = cgroup_id;
-    Some(t)
+    t.tid = tid;
+    // Some CPU may remember this tid as unwatched (a thread that had it before, or this one
+    // in watch-all mode): make every CPU look again.
+    watched_set_changed();
+    Some((t, slot))
 }
 
 // x86-64 `struct pt_regs`, read as u64 words from r10 (byte 56) up to orig_ax (byte 120).
@@ -274,6 +325,7 @@ const PAGE_SIZE: u64 = 4096;
 /// call). The syscall's number and arguments are still in `regs` (x86-64 leaves them
 /// untouched).
 #[btf_tracepoint(function = "sys_exit")]
+#[inline(always)]
 pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
     if off::empty_bodies() {
         return 0;
@@ -291,6 +343,7 @@ fn reg(regs: *const u64, i: usize) -> u64 {
     unsafe { core::ptr::read_volatile(regs.add(i)) }
 }
 
+#[inline(always)]
 fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<u32, u32> {
     let Some((thread, tid)) = current_or_new_thread() else {
         return Ok(0);
@@ -362,6 +415,7 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<u32, u32> {
 /// `ru_nvcsw`/`ru_nivcsw` will report it (`prev_state` alone cannot: a task that finds a
 /// signal pending is counted voluntary with state 0).
 #[raw_tracepoint(tracepoint = "sched_switch")]
+#[inline(always)]
 pub fn sched_switch(ctx: RawTracePointContext) -> u32 {
     if off::empty_bodies() {
         return 0;
@@ -374,18 +428,24 @@ pub fn sched_switch(ctx: RawTracePointContext) -> u32 {
 /// `prev_state` of a task's final switch after exit.
 const TASK_DEAD: u64 = 0x80;
 
+#[inline(always)]
 fn try_sched_switch(ctx: &RawTracePointContext) -> Result<u32, u32> {
     // `current` is still `prev` here.
-    let tid = bpf_get_current_pid_tgid() as u32;
-    let Some(t) = thread_entry(tid) else {
-        return Ok(0);
-    };
+    if let Some(t) = running_entry() {
+        count_switch(ctx, t);
+    }
+    Ok(0)
+}
+
+/// Counts the switch of watched thread `t` out of the CPU.
+#[inline(always)]
+fn count_switch(ctx: &RawTracePointContext, t: &mut ThreadStats) {
     let prev_state: u64 = ctx.arg(3);
     // A thread that has exited can still be preempted on its way out, and its final switch
     // (state TASK_DEAD) is the last one: all are in its rusage. Any switch after that under
     // this tid belongs to an unrelated task that reused it.
     if t.flags & THREAD_DEAD != 0 {
-        return Ok(0);
+        return;
     }
     if prev_state & TASK_DEAD != 0 {
         t.flags |= THREAD_DEAD;
@@ -412,7 +472,6 @@ fn try_sched_switch(ctx: &RawTracePointContext) -> Result<u32, u32> {
     } else {
         t.ctx_involuntary += 1;
     }
-    Ok(0)
 }
 
 /// `sched:sched_process_fork`, TP_PROTO(struct task_struct *parent, struct task_struct *child).
@@ -423,6 +482,7 @@ fn try_sched_switch(ctx: &RawTracePointContext) -> Result<u32, u32> {
 /// Fires for new processes and new threads, in the parent, before the child first runs: the
 /// child's entry exists before it can make a syscall or fault.
 #[raw_tracepoint(tracepoint = "sched_process_fork")]
+#[inline(always)]
 pub fn sched_process_fork(ctx: RawTracePointContext) -> u32 {
     if off::empty_bodies() {
         return 0;
@@ -482,6 +542,7 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<u32, u32> {
 /// Keeps the command name current, and remembers how many syscalls came before the exec
 /// (strace, for one, starts counting at the exec).
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
+#[inline(always)]
 pub fn sched_process_exec(_ctx: RawTracePointContext) -> u32 {
     if off::empty_bodies() {
         return 0;
@@ -505,6 +566,7 @@ pub fn sched_process_exec(_ctx: RawTracePointContext) -> u32 {
 /// sees them: they are counted here, from the syscall number saved at the top of the task's
 /// kernel stack.
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
+#[inline(always)]
 pub fn sched_process_exit(ctx: RawTracePointContext) -> u32 {
     if off::empty_bodies() {
         return 0;
@@ -542,6 +604,7 @@ fn try_exit(ctx: &RawTracePointContext) -> Result<u32, u32> {
 /// `ru_minflt` reports (except faults taken by get_user_pages on the task's behalf, which
 /// carry no registers and raise no perf event).
 #[perf_event]
+#[inline(always)]
 pub fn fault_minor(ctx: PerfEventContext) -> u32 {
     if off::empty_bodies() {
         return 0;
@@ -553,6 +616,7 @@ pub fn fault_minor(ctx: PerfEventContext) -> u32 {
 
 /// PERF_COUNT_SW_PAGE_FAULTS_MAJ, as [`fault_minor`] for `maj_flt`.
 #[perf_event]
+#[inline(always)]
 pub fn fault_major(ctx: PerfEventContext) -> u32 {
     if off::empty_bodies() {
         return 0;
@@ -562,6 +626,7 @@ pub fn fault_major(ctx: PerfEventContext) -> u32 {
     }
 }
 
+#[inline(always)]
 fn try_fault(ctx: &PerfEventContext, major: bool) -> Result<u32, u32> {
     let Some((t, _)) = current_or_new_thread() else {
         return Ok(0);
@@ -587,6 +652,7 @@ fn try_fault(ctx: &PerfEventContext, major: bool) -> Result<u32, u32> {
 ///
 /// One file page brought into a mapping by a fault.
 #[raw_tracepoint(tracepoint = "mm_filemap_fault")]
+#[inline(always)]
 pub fn mm_filemap_fault(ctx: RawTracePointContext) -> u32 {
     if off::empty_bodies() {
         return 0;
@@ -643,6 +709,7 @@ fn file_pages_mapped(t: &mut ThreadStats, tid: u32, mapping: u64, first: u64, la
 /// Fault-around: the pages `index..=last_index` of the file, already cached, mapped by one
 /// fault.
 #[raw_tracepoint(tracepoint = "mm_filemap_map_pages")]
+#[inline(always)]
 pub fn mm_filemap_map_pages(ctx: RawTracePointContext) -> u32 {
     if off::empty_bodies() {
         return 0;
@@ -661,6 +728,7 @@ pub fn mm_filemap_map_pages(ctx: RawTracePointContext) -> u32 {
 ///
 /// One completed io_uring operation: its opcode, its result (bytes for data operations).
 #[raw_tracepoint(tracepoint = "io_uring_complete")]
+#[inline(always)]
 pub fn io_uring_complete(ctx: RawTracePointContext) -> u32 {
     if off::empty_bodies() {
         return 0;

@@ -6,18 +6,21 @@ use std::io::Read as _;
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, Stack},
     programs::{
         BtfTracePoint, PerfEvent, RawTracePoint,
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
     },
 };
 use zcprof_common::{
-    LOST_REASONS, MAP_LOST, MAP_THREADS, MAP_TRANSFERS, MAP_URING, MAP_WATCH_GEN, MAP_WATCHED,
-    ThreadStats, Transfer, TransferKey, UringKey, Watch, offsets,
+    LOST_REASONS, MAP_FREE_SLOTS, MAP_LOST, MAP_THREADS, MAP_TID_SLOT, MAP_TRANSFERS, MAP_URING,
+    MAP_WATCH_GEN, MAP_WATCHED, Transfer, TransferKey, UringKey, Watch, offsets,
 };
 
-use crate::btf::{Btf, BtfError};
+use crate::{
+    btf::{Btf, BtfError},
+    thread_table::ThreadTable,
+};
 
 /// The compiled kernel programs, built by build.rs.
 static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/zcprof"));
@@ -208,15 +211,13 @@ pub struct Probes {
     /// Processes watched (tgid -> flags).
     pub watched: HashMap<MapData, u32, Watch>,
     /// Per-thread counters.
-    pub threads: HashMap<MapData, u32, ThreadStats>,
+    pub threads: ThreadTable,
     /// Per-thread transfer ledger.
     pub transfers: HashMap<MapData, TransferKey, Transfer>,
     /// Per-process io_uring ledger.
     pub uring: PerCpuHashMap<MapData, UringKey, Transfer>,
     /// Events the kernel side could not record.
     pub lost: PerCpuArray<MapData, u64>,
-    /// The watch generation (see [`Probes::watched_set_changed`]).
-    watch_gen: Array<MapData, u64>,
     /// Why fd types are not known, when they are not.
     pub btf_missing: Option<String>,
     /// Kernel log records (aya-log), flushed by the collector.
@@ -287,18 +288,10 @@ pub struct ProgramStats {
 }
 
 impl Probes {
-    /// Tells the kernel programs that threads were entered into `THREADS` from user space, so
-    /// that no CPU's cache of unwatched threads hides them.
+    /// Tells the kernel programs that threads were entered from user space, so that no CPU
+    /// keeps its old word on which thread it runs (`CPU_THREAD`).
     pub fn watched_set_changed(&mut self) -> Result<(), aya::maps::MapError> {
-        let mut now = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: clock_gettime writes into the valid timespec.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-        let ns = now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64;
-        let old = self.watch_gen.get(&0, 0)?;
-        self.watch_gen.set(0, ns.max(old + 1), 0)
+        self.threads.generation_moved()
     }
 
     /// Run counts and times of zcprof's programs. Works without privileges once loaded: it
@@ -345,6 +338,23 @@ impl Probes {
             }
         })?;
         let logger = aya_log::EbpfLogger::init(&mut ebpf).ok();
+        // Before anything is attached: in watch-all mode the first events already need free
+        // slots.
+        let threads = {
+            let mut take = |name| ebpf.take_map(name).ok_or(LoadError::Map(name));
+            let slots = Array::try_from(take(MAP_THREADS)?);
+            let tid_slot = HashMap::try_from(take(MAP_TID_SLOT)?);
+            let free = Stack::try_from(take(MAP_FREE_SLOTS)?);
+            let generation = Array::try_from(take(MAP_WATCH_GEN)?);
+            let (slots, tid_slot, free, generation) = (
+                slots.map_err(|e| LoadError::Load(chain(&e)))?,
+                tid_slot.map_err(|e| LoadError::Load(chain(&e)))?,
+                free.map_err(|e| LoadError::Load(chain(&e)))?,
+                generation.map_err(|e| LoadError::Load(chain(&e)))?,
+            );
+            ThreadTable::new(slots, tid_slot, free, generation)
+                .map_err(|e| LoadError::Load(chain(&e)))?
+        };
 
         let btf = aya::Btf::from_sys_fs().map_err(|e| LoadError::Load(chain(&e)))?;
         for (prog, tp) in BTF_TRACEPOINTS {
@@ -436,11 +446,6 @@ impl Probes {
                 .ok_or(LoadError::Map(MAP_WATCHED))?,
         )
         .map_err(|e| LoadError::Load(chain(&e)))?;
-        let threads = HashMap::try_from(
-            ebpf.take_map(MAP_THREADS)
-                .ok_or(LoadError::Map(MAP_THREADS))?,
-        )
-        .map_err(|e| LoadError::Load(chain(&e)))?;
         let transfers = HashMap::try_from(
             ebpf.take_map(MAP_TRANSFERS)
                 .ok_or(LoadError::Map(MAP_TRANSFERS))?,
@@ -449,11 +454,6 @@ impl Probes {
         let uring =
             PerCpuHashMap::try_from(ebpf.take_map(MAP_URING).ok_or(LoadError::Map(MAP_URING))?)
                 .map_err(|e| LoadError::Load(chain(&e)))?;
-        let watch_gen = Array::try_from(
-            ebpf.take_map(MAP_WATCH_GEN)
-                .ok_or(LoadError::Map(MAP_WATCH_GEN))?,
-        )
-        .map_err(|e| LoadError::Load(chain(&e)))?;
         let lost = PerCpuArray::try_from(ebpf.take_map(MAP_LOST).ok_or(LoadError::Map(MAP_LOST))?)
             .map_err(|e| LoadError::Load(chain(&e)))?;
         debug_assert_eq!(LOST_REASONS, 5);
@@ -468,7 +468,6 @@ impl Probes {
             transfers,
             uring,
             lost,
-            watch_gen,
             btf_missing: layout.btf_missing,
             logger,
             _ebpf: ebpf,

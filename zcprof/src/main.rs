@@ -16,6 +16,7 @@ mod privileges;
 mod report;
 mod run;
 mod serve;
+mod thread_table;
 mod watch;
 mod workload;
 

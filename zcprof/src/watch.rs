@@ -8,9 +8,6 @@ use zcprof_common::{NVCSW_UNKNOWN, ThreadStats, WATCH_COUNT, WATCH_FOLLOW_CHILDR
 
 use crate::loader::Probes;
 
-/// BPF_NOEXIST: the fork hook may have entered the thread already; keep its entry.
-const BPF_NOEXIST: u64 = 1;
-
 /// Errors choosing what to watch.
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
@@ -20,6 +17,12 @@ pub enum WatchError {
     /// A map was full or refused the entry.
     #[error("cannot watch pid {pid}: {source}")]
     Map { pid: u32, source: MapError },
+    /// The thread table was full or refused the entry.
+    #[error("cannot watch the threads of pid {pid}: {source}")]
+    Threads {
+        pid: u32,
+        source: crate::thread_table::ThreadTableError,
+    },
 }
 
 /// Makes the processes the calling process forks from now on watched (with their children),
@@ -80,14 +83,12 @@ pub fn attach(probes: &mut Probes, pid: u32, children: bool) -> Result<Vec<u32>,
             };
             let status =
                 fs::read_to_string(format!("/proc/{p}/task/{tid}/status")).unwrap_or_default();
-            let entry = ThreadStats::new(p, comm_of(&status), nvcsw_of(&status));
-            match probes.threads.insert(tid, entry, BPF_NOEXIST) {
-                Ok(()) => {}
-                // Already entered by the fork hook.
-                Err(MapError::SyscallError(e))
-                    if e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
-                Err(source) => return Err(WatchError::Map { pid: p, source }),
-            }
+            let entry = ThreadStats::new(tid, p, comm_of(&status), nvcsw_of(&status));
+            // Already entered (by the fork hook) is as good as entered now.
+            probes
+                .threads
+                .enter(entry)
+                .map_err(|source| WatchError::Threads { pid: p, source })?;
         }
     }
     probes

@@ -124,7 +124,7 @@ impl Collector {
                 };
                 let _ = self.probes.transfers.remove(&key);
             }
-            let _ = self.probes.threads.remove(tid);
+            let _ = self.probes.threads.remove(*tid);
         }
         for (tgid, cells) in &retire.uring {
             for (op, col) in cells {
@@ -152,8 +152,8 @@ impl Collector {
                 let threads_map = &self.probes.threads;
                 let is_dead = |tid: u32| {
                     threads_map
-                        .get(&tid, 0)
-                        .is_ok_and(|t| t.flags & THREAD_DEAD != 0)
+                        .get(tid)
+                        .is_some_and(|t| t.flags & THREAD_DEAD != 0)
                 };
                 let retire = self.engine.ingest(&snap, &mut self.host, started, &is_dead);
                 self.delete(&retire);
