@@ -174,9 +174,10 @@ pub struct ThreadStats {
     /// Of those, the ones the kernel reports it copied after all (SO_EE_CODE_ZEROCOPY_COPIED:
     /// a local peer, or a device without scatter-gather).
     pub zerocopy_sends_copied: u64,
-    /// The thread's first few ledger cells, kept in its entry so that its usual transfers
-    /// need no second hash lookup; cells that do not fit go to [`MAP_TRANSFERS`]. A cell never
-    /// moves once placed, so a reader sees each (syscall, column) in exactly one place.
+    /// The thread's first few ledger cells that move bytes, kept in its entry so that its
+    /// usual transfers need no hash lookup; cells that do not fit, and mmap/munmap cells
+    /// (column `NotMoved`), go to [`MAP_TRANSFERS`]. A cell never moves once placed, so a
+    /// reader sees each (syscall, column) in exactly one place.
     pub cells: [InlineCell; INLINE_CELLS],
     /// State: the thread's last few descriptors and what they are, so that a data syscall on a
     /// known descriptor does not walk the file table again. Valid while the process's

@@ -232,11 +232,17 @@ pub fn record(
 
 /// Adds one call with result `ret` (bytes, or -errno) to the cell (tid, syscall, column): in
 /// the thread's entry if the cell lives there or a slot is free, else in `TRANSFERS`.
+/// mmap and munmap move no bytes and are rare, so they never take one of the few inline
+/// slots: the dynamic loader's mmaps would otherwise push a program's hot read and write
+/// cells out into the hash map.
 #[inline(always)]
 fn add_to(t: &mut ThreadStats, tid: u32, syscall: Syscall, column: Column, ret: i64, zc: bool) {
     let key = InlineCell::key(syscall, column);
     let mut free = INLINE_CELLS;
     for i in 0..INLINE_CELLS {
+        if column == Column::NotMoved {
+            break;
+        }
         if t.cells[i].key == key {
             add(&mut t.cells[i].cell, ret, zc);
             return;
