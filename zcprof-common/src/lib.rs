@@ -15,8 +15,9 @@ pub const MAP_TID_SLOT: &str = "TID_SLOT";
 /// Name of the stack of free slots of [`MAP_THREADS`] (value: slot `u32`). User space fills
 /// it at load and gives a slot back (zeroed) once it has read a dead thread's counters.
 pub const MAP_FREE_SLOTS: &str = "FREE_SLOTS";
-/// Name of the per-CPU one-entry cache of the last thread looked up on the CPU (value:
-/// [`CpuThread`]).
+/// Name of the per-CPU two-entry cache of the last thread looked up on the CPU (value:
+/// [`CpuThread`]): entry 0 keyed by tid, entry 1 (sys_exit's) by the address of the task's
+/// saved registers, which the hook has without a helper call.
 pub const MAP_CPU_THREAD: &str = "CPU_THREAD";
 /// Name of the per-thread transfer ledger (key: [`TransferKey`], value: [`Transfer`]).
 pub const MAP_TRANSFERS: &str = "TRANSFERS";
@@ -64,14 +65,16 @@ pub const MAP_WATCH_GEN: &str = "WATCH_GEN";
 ///
 /// Not a "running thread" word kept by the context-switch hook: on this platform a thread can
 /// be back on a CPU without a `sched_switch` event naming it (measured), so the cache is
-/// checked against the current tid on every event.
+/// checked against the current thread (its tid or its registers' address) on every event.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CpuThread {
-    /// Thread id (0: none yet).
-    pub tid: u32,
+    /// The thread: its tid, or the address of its saved registers (0: none yet).
+    pub key: u64,
     /// Its slot; 0 if it is not watched.
     pub slot: u32,
+    /// Padding, always 0.
+    pub _pad: u32,
     /// The watch generation when `slot` was found.
     pub generation: u64,
 }

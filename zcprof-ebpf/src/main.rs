@@ -104,7 +104,7 @@ pub(crate) fn lost(reason: Lost) {
 
 /// Per CPU, the last thread looked up and its slot (see [`CpuThread`]).
 #[map(name = "CPU_THREAD")]
-static CPU_THREAD: PerCpuArray<CpuThread> = PerCpuArray::with_max_entries(1, 0);
+static CPU_THREAD: PerCpuArray<CpuThread> = PerCpuArray::with_max_entries(2, 0);
 
 /// The watch generation: moved on whenever a thread is entered or forgotten, which makes every
 /// CPU forget its cached [`CpuThread`].
@@ -129,6 +129,11 @@ fn slot_of(tid: u32) -> u32 {
     }
 }
 
+/// Which of this CPU's two [`CpuThread`] caches: one keyed by tid, one by the address of the
+/// task's saved registers.
+const BY_TID: u32 = 0;
+const BY_REGS: u32 = 1;
+
 /// The slot of the current thread, or 0 if it is not watched: from this CPU's cache of the
 /// last thread it looked up, which holds while the same thread keeps making syscalls and the
 /// watch generation has not moved; else from `TID_SLOT`, and remembered.
@@ -136,18 +141,47 @@ fn slot_of(tid: u32) -> u32 {
 fn running_slot() -> u32 {
     let tid = bpf_get_current_pid_tgid() as u32;
     let gen_now = watch_generation();
-    let Some(cpu) = CPU_THREAD.get_ptr_mut(0) else {
+    let Some(cpu) = CPU_THREAD.get_ptr_mut(BY_TID) else {
         return slot_of(tid);
     };
     // SAFETY: this CPU's slot; programs on one CPU do not nest for these hooks.
     let cpu = unsafe { &mut *cpu };
-    if cpu.tid == tid && cpu.generation == gen_now {
+    if cpu.key == tid as u64 && cpu.generation == gen_now {
         return cpu.slot;
     }
     // The generation read *before* the lookup: a thread entered meanwhile moved it on, so
     // this word is already stale and will not hide it.
     let slot = slot_of(tid);
-    cpu.tid = tid;
+    cpu.key = tid as u64;
+    cpu.slot = slot;
+    cpu.generation = gen_now;
+    slot
+}
+
+/// As [`running_slot`], for sys_exit, which knows the current task's `struct pt_regs`
+/// address: that address names the task as well as its tid does (it sits at the top of the
+/// task's own kernel stack) and costs no helper call. A kernel stack is reused only after its
+/// task died, and every other change that could make a (regs, slot) word wrong moves the
+/// generation on (a thread entered, a slot freed); a word that names an exited thread's slot
+/// is one whose stack a new task has taken, so it is looked up again.
+#[inline(always)]
+fn slot_by_regs(regs: u64) -> u32 {
+    let gen_now = watch_generation();
+    let Some(cpu) = CPU_THREAD.get_ptr_mut(BY_REGS) else {
+        return slot_of(bpf_get_current_pid_tgid() as u32);
+    };
+    // SAFETY: this CPU's slot; programs on one CPU do not nest for these hooks.
+    let cpu = unsafe { &mut *cpu };
+    if cpu.key == regs && cpu.generation == gen_now {
+        let slot = cpu.slot;
+        match entry(slot) {
+            Some(t) if t.flags & THREAD_EXITED != 0 => {}
+            _ => return slot,
+        }
+    }
+    // As in `running_slot`: the generation was read before the lookup.
+    let slot = slot_of(bpf_get_current_pid_tgid() as u32);
+    cpu.key = regs;
     cpu.slot = slot;
     cpu.generation = gen_now;
     slot
@@ -195,8 +229,7 @@ fn current_thread() -> Option<(&'static mut ThreadStats, u32)> {
 /// entered here, on its first syscall or fault (a new task's first event is its return from
 /// fork, so nothing is missed). The verifier prunes the branch when the mode is off.
 #[inline(always)]
-fn current_or_new_thread() -> Option<(&'static mut ThreadStats, u32)> {
-    let slot = running_slot();
+fn current_or_new_thread(slot: u32) -> Option<(&'static mut ThreadStats, u32)> {
     let t = match entry(slot) {
         Some(t) => t,
         None if off::watch_all() => {
@@ -345,11 +378,11 @@ fn reg(regs: *const u64, i: usize) -> u64 {
 
 #[inline(always)]
 fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<u32, u32> {
-    let Some((thread, tid)) = current_or_new_thread() else {
+    let regs: *const u64 = ctx.arg(0);
+    let Some((thread, tid)) = current_or_new_thread(slot_by_regs(regs as u64)) else {
         return Ok(0);
     };
     thread.syscalls += 1;
-    let regs: *const u64 = ctx.arg(0);
     // pt_regs words: r10 is the 8th (offset 56), orig_ax the 16th (offset 120).
     const FIRST: usize = (REGS_FIRST_BYTE / 8) as usize;
     let args: [u64; 9] = [
@@ -628,7 +661,7 @@ pub fn fault_major(ctx: PerfEventContext) -> u32 {
 
 #[inline(always)]
 fn try_fault(ctx: &PerfEventContext, major: bool) -> Result<u32, u32> {
-    let Some((t, _)) = current_or_new_thread() else {
+    let Some((t, _)) = current_or_new_thread(running_slot()) else {
         return Ok(0);
     };
     if major {
