@@ -337,7 +337,7 @@ fn scrape_equals_the_workload_tally() {
         return;
     }
     let before = program_ids();
-    let d = start_daemon(&[]);
+    let d = start_daemon(&["--program-stats"]);
     let ours = new_programs(&before);
     assert!(!ours.is_empty(), "the daemon's programs are loaded");
     let dir = scratch_dir("serve-known");
@@ -400,7 +400,8 @@ fn scrape_equals_the_workload_tally() {
         2 * syscalls
     );
     assert_nothing_lost(&s);
-    // zcprof's own cost is measured (the stats fd works) and its build is described.
+    // zcprof's own cost is measured (--program-stats: the stats fd works) and its build is
+    // described.
     assert!(
         sum(
             &s,
@@ -465,6 +466,12 @@ fn promtool_accepts_live_scrapes() {
             String::from_utf8_lossy(&out.stderr)
         );
         let s = parse(&text);
+        // Without --program-stats the kernel keeps no run-time statistics for zcprof, and
+        // no zero-valued self-cost series pretend it does.
+        assert!(
+            !s.iter().any(|x| x.name.starts_with("zcprof_bpf_program_")),
+            "program statistics exported without --program-stats ({args:?})"
+        );
         let group_label = match args.first() {
             Some(&"--by") => "cgroup",
             Some(_) => "pid",

@@ -108,6 +108,8 @@ struct Collector {
     publish: watch::Sender<Arc<Published>>,
     collections: u64,
     errors: u64,
+    /// Whether the kernel keeps run-time statistics for zcprof (`--program-stats`).
+    program_stats: bool,
 }
 
 impl Collector {
@@ -190,7 +192,11 @@ impl Collector {
             groups: self.engine.groups(),
             lost,
             maps,
-            programs: self.probes.program_stats(),
+            programs: if self.program_stats {
+                self.probes.program_stats()
+            } else {
+                Vec::new()
+            },
             series_dropped: self.engine.series_dropped,
             threads_retired: self.engine.threads_retired,
             threads_tracked: self.engine.tracked_threads() as u64,
@@ -298,12 +304,12 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<i32> {
     for &pid in &args.pids {
         watching::attach(&mut probes, pid, true)?;
     }
-    // Run-time statistics cost every program run two clock reads; they are on unless the
-    // user trades the self-metrics for that time.
-    let stats_fd = if args.no_program_stats {
-        None
-    } else {
+    // Run-time statistics cost every program run two clock reads, more than the programs'
+    // own work on the hot path: only on request.
+    let stats_fd = if args.program_stats {
         enable_stats()
+    } else {
+        None
     };
 
     match &target {
@@ -355,6 +361,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<i32> {
         publish,
         collections: 0,
         errors: 0,
+        program_stats: stats_fd.is_some(),
     };
     let interval = args.collect_interval;
     let thread_stop = stop.clone();
