@@ -55,8 +55,11 @@ impl Args {
 pub struct Config {
     /// dd's count (bs=1): 2 × count syscalls.
     pub dd_count: u64,
-    /// Interleaved rounds of (a) and (b).
+    /// Interleaved rounds of (a).
     pub rounds: usize,
+    /// Rounds of (b): more than (a)'s, since a data mover's throughput on this VM moves by
+    /// tens of percent from run to run and (b) looks for a loss of a few.
+    pub workload_rounds: usize,
     /// `zcprof workload --size`.
     pub workload_size: &'static str,
     /// Processes tracked by the daemon in (c).
@@ -72,6 +75,7 @@ impl Config {
         Config {
             dd_count: if quick { 500_000 } else { 2_000_000 },
             rounds: if quick { 3 } else { 5 },
+            workload_rounds: if quick { 5 } else { 15 },
             workload_size: if quick { "64M" } else { "256M" },
             daemon_processes: 10_000,
             scrapes: 20,

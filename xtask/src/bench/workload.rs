@@ -22,13 +22,26 @@ pub struct StrategyResult {
     pub bare_mib_s: Vec<f64>,
     pub run_mib_s: Vec<f64>,
     pub bare_median_mib_s: Option<f64>,
+    /// Syscalls of one transfer (the workload's tally of its data syscalls).
+    pub syscalls_per_run: Option<u64>,
+    /// Seconds of one bare transfer (median).
+    pub bare_median_s: Option<f64>,
     pub run_median_mib_s: Option<f64>,
-    /// (bare − under zcprof run) / bare, in percent, of the medians.
+    /// Per round, (bare − under zcprof run) / bare in percent, from the two runs of the round
+    /// (back to back, so that the VM's slow swings hit both alike).
+    pub round_loss_pct: Vec<f64>,
+    /// The median of `round_loss_pct`.
     pub loss_pct: Option<f64>,
     pub error: Option<String>,
 }
 
-fn throughput(zcprof: &Path, strategy: &str, size: &str, profiled: bool) -> Result<f64> {
+/// One run's throughput (MiB/s), elapsed seconds and data syscalls, from the workload's tally.
+fn throughput(
+    zcprof: &Path,
+    strategy: &str,
+    size: &str,
+    profiled: bool,
+) -> Result<(f64, f64, u64)> {
     let mut cmd = process::command(zcprof);
     if profiled {
         cmd.args(["run", "-o", "/dev/null", "--"]).arg(zcprof);
@@ -43,13 +56,22 @@ fn throughput(zcprof: &Path, strategy: &str, size: &str, profiled: bool) -> Resu
             process::tail(&stdout, 10)
         )
     })?;
-    tally["throughput_mib_s"]
+    let mib_s = tally["throughput_mib_s"]
         .as_f64()
-        .context("the workload's tally has no throughput_mib_s")
+        .context("the workload's tally has no throughput_mib_s")?;
+    let elapsed = tally["elapsed_s"]
+        .as_f64()
+        .context("the workload's tally has no elapsed_s")?;
+    let syscalls = tally["syscalls"]
+        .as_object()
+        .map(|m| m.values().filter_map(|c| c["calls"].as_u64()).sum())
+        .unwrap_or(0);
+    Ok((mib_s, elapsed, syscalls))
 }
 
 /// Per strategy: one unmeasured bare run (it makes the source file and fills the page
-/// cache), then `config.rounds` rounds of bare and profiled runs, alternating which goes first.
+/// cache), then `config.workload_rounds` rounds of a bare and a profiled run, alternating
+/// which goes first.
 pub fn run(zcprof: &Path, config: &Config, say: &dyn Fn(String)) -> Vec<StrategyResult> {
     let size = config.workload_size;
     let mut results: Vec<StrategyResult> = STRATEGIES
@@ -60,19 +82,23 @@ pub fn run(zcprof: &Path, config: &Config, say: &dyn Fn(String)) -> Vec<Strategy
             bare_mib_s: Vec::new(),
             run_mib_s: Vec::new(),
             bare_median_mib_s: None,
+            syscalls_per_run: None,
+            bare_median_s: None,
             run_median_mib_s: None,
+            round_loss_pct: Vec::new(),
             loss_pct: None,
             error: None,
         })
         .collect();
+    let mut bare_s: Vec<Vec<f64>> = vec![Vec::new(); results.len()];
     for r in &mut results {
         if let Err(e) = throughput(zcprof, r.strategy, size, false) {
             say(format!("bench: (b) {}: FAILED: {e:#}", r.strategy));
             r.error = Some(format!("{e:#}"));
         }
     }
-    for round in 0..config.rounds {
-        for r in &mut results {
+    for round in 0..config.workload_rounds {
+        for (r, bare_s) in results.iter_mut().zip(&mut bare_s) {
             if r.error.is_some() {
                 continue;
             }
@@ -83,11 +109,11 @@ pub fn run(zcprof: &Path, config: &Config, say: &dyn Fn(String)) -> Vec<Strategy
             };
             for profiled in order {
                 match throughput(zcprof, r.strategy, size, profiled) {
-                    Ok(t) => {
+                    Ok((t, elapsed, syscalls)) => {
                         say(format!(
                             "bench: (b) round {}/{}: {} {}: {t:.0} MiB/s",
                             round + 1,
-                            config.rounds,
+                            config.workload_rounds,
                             r.strategy,
                             if profiled { "under zcprof run" } else { "bare" }
                         ));
@@ -95,6 +121,8 @@ pub fn run(zcprof: &Path, config: &Config, say: &dyn Fn(String)) -> Vec<Strategy
                             r.run_mib_s.push(t);
                         } else {
                             r.bare_mib_s.push(t);
+                            bare_s.push(elapsed);
+                            r.syscalls_per_run = Some(syscalls);
                         }
                     }
                     Err(e) => {
@@ -106,17 +134,21 @@ pub fn run(zcprof: &Path, config: &Config, say: &dyn Fn(String)) -> Vec<Strategy
             }
         }
     }
-    for r in &mut results {
+    for (r, bare_s) in results.iter_mut().zip(&bare_s) {
         if r.error.is_some() {
             continue;
         }
+        r.bare_median_s = median(bare_s);
         r.bare_median_mib_s = median(&r.bare_mib_s);
         r.run_median_mib_s = median(&r.run_mib_s);
-        if let (Some(b), Some(p)) = (r.bare_median_mib_s, r.run_median_mib_s)
-            && b > 0.0
-        {
-            r.loss_pct = Some((b - p) / b * 100.0);
-        }
+        r.round_loss_pct = r
+            .bare_mib_s
+            .iter()
+            .zip(&r.run_mib_s)
+            .filter(|(b, _)| **b > 0.0)
+            .map(|(b, p)| (b - p) / b * 100.0)
+            .collect();
+        r.loss_pct = median(&r.round_loss_pct);
     }
     results
 }
