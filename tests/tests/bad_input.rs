@@ -115,3 +115,35 @@ fn usage_errors_exit_2() {
     }
     assert_no_new_programs(&before);
 }
+
+/// A thread table too small for the command: the threads that did not fit are counted as
+/// lost, one per thread, and the summary says which option to raise. Nothing is silently
+/// missing and the command still runs to its end.
+#[test]
+fn full_thread_table_is_reported() {
+    if !require_root_or_skip() {
+        return;
+    }
+    // The shell and its five children need six slots; two are given.
+    let script = "for i in 1 2 3 4 5; do /bin/true; done";
+    let out = zcprof(&["run", "--max-threads", "2", "--", "/bin/sh", "-c", script]);
+    assert!(out.status.success(), "{}", out.stderr);
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        text.contains("\"thread_table_full\": 4"),
+        "four threads lost:\n{text}"
+    );
+    assert!(text.contains("raise it"), "names the remedy:\n{text}");
+    let json = zcprof(&[
+        "run",
+        "--json",
+        "--max-threads",
+        "2",
+        "--",
+        "/bin/sh",
+        "-c",
+        script,
+    ]);
+    let doc: serde_json::Value = serde_json::from_str(&json.stdout).expect("JSON");
+    assert_eq!(doc["lost"]["thread_table_full"], 4);
+}

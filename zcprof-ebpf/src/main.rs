@@ -39,8 +39,8 @@ use crate::{
     kernel::{off, read},
 };
 
-/// BPF_F_NO_PREALLOC: the transfer ledger is sparse (a few cells per thread), so entries are
-/// allocated when first used instead of reserving `MAX_TRANSFERS` up front.
+/// BPF_F_NO_PREALLOC: the transfer and io_uring ledgers are sparse, so entries are allocated
+/// when first used instead of reserving the whole capacity up front.
 const BPF_F_NO_PREALLOC: u32 = 1;
 
 #[map(name = "WATCHED")]
@@ -68,8 +68,11 @@ pub(crate) static TRANSFERS: HashMap<TransferKey, Transfer> =
 
 /// io_uring completions may be posted from any thread of the ring's owner (io-wq workers are
 /// created without the fork tracepoint), so this ledger is keyed by process and kept per CPU.
+/// Not preallocated: a preallocated per-CPU hash reserves `MAX_URING` cells on every CPU
+/// (10 MiB on 2 CPUs, 300 MiB on 64) for a ledger that few processes use.
 #[map(name = "URING")]
-static URING: PerCpuHashMap<UringKey, Transfer> = PerCpuHashMap::with_max_entries(MAX_URING, 0);
+static URING: PerCpuHashMap<UringKey, Transfer> =
+    PerCpuHashMap::with_max_entries(MAX_URING, BPF_F_NO_PREALLOC);
 
 /// Per-process fd-table epochs (see `ThreadStats::fd_cache`). An array, because its lookup is
 /// a few inlined instructions where a hash lookup is a function call.

@@ -42,6 +42,7 @@ pub async fn attach(args: &AttachArgs) -> anyhow::Result<i32> {
     }
     let mut probes = Probes::load(LoadOptions {
         empty_bodies: args.empty_programs,
+        max_threads: Some(args.capacity.max_threads),
         ..Default::default()
     })?;
     if let Some(why) = &probes.btf_missing {

@@ -46,6 +46,8 @@ pub struct RunArgs {
     pub empty_programs: bool,
     #[command(flatten)]
     pub privileges: PrivilegeArgs,
+    #[command(flatten)]
+    pub capacity: CapacityArgs,
     /// The command and its arguments
     #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -61,6 +63,16 @@ pub struct PrivilegeArgs {
     /// Keep zcprof's own privileges and capabilities (debugging only)
     #[arg(long)]
     pub no_drop_privileges: bool,
+}
+
+/// Sizes of zcprof's kernel tables (run, attach, serve).
+#[derive(Args, Debug, Clone)]
+pub struct CapacityArgs {
+    /// Threads tracked at once (alive, or exited and not yet collected). The kernel
+    /// allocates their counters up front, about 1.4 KiB each
+    #[arg(long, default_value_t = zcprof_common::MAX_THREADS - 1,
+          value_parser = clap::value_parser!(u32).range(1..=4_000_000), value_name = "N")]
+    pub max_threads: u32,
 }
 
 /// Options of `zcprof attach`.
@@ -86,6 +98,8 @@ pub struct AttachArgs {
     pub empty_programs: bool,
     #[command(flatten)]
     pub privileges: PrivilegeArgs,
+    #[command(flatten)]
+    pub capacity: CapacityArgs,
 }
 
 /// How `zcprof serve` labels (groups) its series.
@@ -135,6 +149,8 @@ pub struct ServeArgs {
     pub collect_interval: Duration,
     #[command(flatten)]
     pub privileges: PrivilegeArgs,
+    #[command(flatten)]
+    pub capacity: CapacityArgs,
     /// Keep the kernel's BPF run-time statistics on and export zcprof's own cost as
     /// zcprof_bpf_program_*: two clock reads more per program run, about 70 ns per syscall
     /// here (more than zcprof's own work), so it is off unless asked for

@@ -273,6 +273,8 @@ pub struct LoadOptions<'a> {
     /// Attach raw tracepoint program `.0` to tracepoint `.1` instead of its own (a hidden
     /// option that tests the error path of a kernel without a hook).
     pub tracepoint_override: Option<(&'a str, &'a str)>,
+    /// Threads tracked at once (default: `MAX_THREADS - 1`).
+    pub max_threads: Option<u32>,
 }
 
 /// Run statistics of one of zcprof's own kernel programs (kept by the kernel while some
@@ -323,6 +325,13 @@ impl Probes {
 
         let layout = KernelLayout::from_kernel()?;
         let mut loader = EbpfLoader::new();
+        if let Some(n) = options.max_threads {
+            // One more slot than threads: slot 0 means "none".
+            let slots = n.saturating_add(1);
+            for map in [MAP_THREADS, MAP_TID_SLOT, MAP_FREE_SLOTS] {
+                loader.map_max_entries(map, slots);
+            }
+        }
         for (name, value) in &layout.globals {
             loader.override_global(name, value, true);
         }

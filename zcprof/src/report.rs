@@ -267,6 +267,9 @@ pub fn to_text(snap: &Snapshot) -> String {
             "warning: {lost} events could not be recorded (kernel tables full): {:?}\n",
             snap.lost
         ));
+        if snap.lost.get("thread_table_full").is_some_and(|&n| n > 0) {
+            out.push_str("warning: more threads than --max-threads; raise it and run again\n");
+        }
     }
     out
 }

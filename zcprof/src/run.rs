@@ -34,6 +34,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     let mut probes = Probes::load(LoadOptions {
         tracepoint_override: override_tp,
         empty_bodies: args.empty_programs,
+        max_threads: Some(args.capacity.max_threads),
         ..Default::default()
     })?;
     if let Some(why) = &probes.btf_missing {

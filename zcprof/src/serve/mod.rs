@@ -29,9 +29,7 @@ use anyhow::Context as _;
 use prometheus::{Histogram, HistogramOpts, Registry};
 use regex::Regex;
 use tokio::{signal::unix::SignalKind, sync::watch};
-use zcprof_common::{
-    MAX_PROCESSES, MAX_THREADS, MAX_TRANSFERS, MAX_URING, THREAD_DEAD, TransferKey, UringKey,
-};
+use zcprof_common::{MAX_PROCESSES, MAX_TRANSFERS, MAX_URING, THREAD_DEAD, TransferKey, UringKey};
 
 use self::{
     cgroup::HostFs,
@@ -169,7 +167,7 @@ impl Collector {
                 let uring: usize = snap.processes.values().map(|p| p.uring.len()).sum();
                 let watched = self.probes.watched.keys().count();
                 maps = vec![
-                    fill("threads", threads, MAX_THREADS),
+                    fill("threads", threads, self.probes.threads.capacity() - 1),
                     fill("transfers", cells, MAX_TRANSFERS),
                     fill("uring", uring, MAX_URING),
                     fill("watched", watched, MAX_PROCESSES),
@@ -296,6 +294,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<i32> {
     let mut probes = Probes::load(LoadOptions {
         watch_all: args.pids.is_empty(),
         empty_bodies: args.empty_programs,
+        max_threads: Some(args.capacity.max_threads),
         ..Default::default()
     })?;
     if let Some(why) = &probes.btf_missing {
