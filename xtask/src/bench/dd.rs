@@ -39,18 +39,20 @@ pub enum Case {
     Run,
     AttachFloor,
     Attach,
+    Bystander,
     ServeFloor,
     Serve,
     Bpftrace,
     PerfStat,
 }
 
-pub const CASES: [Case; 9] = [
+pub const CASES: [Case; 10] = [
     Case::Bare,
     Case::RunFloor,
     Case::Run,
     Case::AttachFloor,
     Case::Attach,
+    Case::Bystander,
     Case::ServeFloor,
     Case::Serve,
     Case::Bpftrace,
@@ -65,6 +67,7 @@ impl Case {
             Case::Run => "zcprof run",
             Case::AttachFloor => "floor: zcprof attach --empty-programs",
             Case::Attach => "zcprof attach",
+            Case::Bystander => "unwatched dd, zcprof attach on another process",
             Case::ServeFloor => "floor: zcprof serve --empty-programs",
             Case::Serve => "zcprof serve (system-wide)",
             Case::Bpftrace => "bpftrace (per-pid syscalls, read/write bytes)",
@@ -76,7 +79,7 @@ impl Case {
     pub fn floor(self) -> Option<Case> {
         match self {
             Case::Run => Some(Case::RunFloor),
-            Case::Attach => Some(Case::AttachFloor),
+            Case::Attach | Case::Bystander => Some(Case::AttachFloor),
             Case::Serve => Some(Case::ServeFloor),
             _ => None,
         }
@@ -270,6 +273,37 @@ fn sample(zcprof: &Path, case: Case, count: u64) -> Result<Sample> {
             Ok(Sample {
                 seconds: dd_seconds(&dd.stderr(), count)?,
                 counted,
+            })
+        }
+        Case::Bystander => {
+            // What profiling one process costs the rest of the host: dd is not watched, so
+            // every syscall of it stops at the programs' early exit.
+            let mut sleeper = process::command("sleep");
+            sleeper.arg("600");
+            let sleeper = Child::spawn(sleeper, false)?;
+            let mut cmd = process::command(zcprof);
+            cmd.args(["attach", "--json", "--pid", &sleeper.pid().to_string()]);
+            let mut attach = Child::spawn(cmd, false)?;
+            attach.wait_for(
+                READY_TIMEOUT,
+                |l| l.stream == Stream::Stderr && l.text.starts_with("zcprof: attached"),
+                "`zcprof: attached …`",
+            )?;
+            let mut dd = process::command("dd");
+            dd.args(dd_args(count));
+            let out = child::run(dd, RUN_TIMEOUT);
+            sleeper.stop(libc::SIGKILL, Duration::from_secs(30))?;
+            let report = attach.finish(Duration::from_secs(30))?;
+            report.ensure_success()?;
+            let out = out?;
+            out.ensure_success()?;
+            ensure!(
+                zcprof_count(&report.stdout()).is_err(),
+                "zcprof attach counted the unwatched dd"
+            );
+            Ok(Sample {
+                seconds: dd_seconds(&out.stderr(), count)?,
+                counted: None,
             })
         }
         Case::Serve | Case::ServeFloor => {
