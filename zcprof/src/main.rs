@@ -70,9 +70,19 @@ fn main() {
     match result {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            // One line: what failed, on what, and (in the innermost cause) what to do.
-            let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-            eprintln!("zcprof: error: {}", msg.join(": "));
+            // One line: what failed, on what, and (in the innermost cause) what to do. A cause
+            // that its error's message already quotes is not repeated.
+            let mut line = String::new();
+            for cause in e.chain().map(|c| c.to_string()) {
+                if line.ends_with(&cause) {
+                    continue;
+                }
+                if !line.is_empty() {
+                    line.push_str(": ");
+                }
+                line.push_str(&cause);
+            }
+            eprintln!("zcprof: error: {line}");
             std::process::exit(1);
         }
     }

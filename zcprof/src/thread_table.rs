@@ -16,7 +16,7 @@ const BPF_NOEXIST: u64 = 1;
 #[derive(Debug, thiserror::Error)]
 pub enum ThreadTableError {
     /// Every slot is in use.
-    #[error("the thread table is full ({0} threads)")]
+    #[error("the thread table is full ({0} threads); raise --max-threads")]
     Full(u32),
     /// A map operation failed.
     #[error(transparent)]
@@ -112,7 +112,9 @@ impl ThreadTable {
         }
         let slot = match self.free.pop(0) {
             Ok(s) => s,
-            Err(MapError::ElementNotFound) => return Err(ThreadTableError::Full(self.capacity())),
+            Err(MapError::ElementNotFound) => {
+                return Err(ThreadTableError::Full(self.capacity() - 1));
+            }
             Err(e) => return Err(e.into()),
         };
         // Filled before it is claimed: until then no program can reach the slot.
