@@ -222,10 +222,12 @@ fn table_b(workloads: &[workload::StrategyResult], added_ns: Option<f64>) -> Tab
          and the profiled workload back to back (alternating which goes first); loss = the \
          median over rounds of (bare − profiled) / bare, so that the VM's slow swings, which \
          move single runs by tens of percent, hit both sides of a round alike; negative = \
-         noise. The MiB/s columns are medians of the runs. Expected loss = the transfer's \
-         syscalls × zcprof run's added time per syscall in (a) / the bare transfer time: what \
-         zcprof costs this workload, which the measured loss can only show when it is larger \
-         than the rounds' spread (n/a without (a))."
+         noise. The MiB/s columns are medians of the runs. Expected loss = the syscalls \
+         zcprof counted in the workload's processes (sender and receiver, start-up included) × \
+         zcprof run's added time per syscall in (a) / the bare transfer time: what zcprof's \
+         syscall hook costs this workload (its context switches cost a little more), which the \
+         measured loss can only show when it is larger than the rounds' spread (n/a without \
+         (a))."
             .to_owned(),
     ];
     for w in workloads {

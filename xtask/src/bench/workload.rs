@@ -22,7 +22,7 @@ pub struct StrategyResult {
     pub bare_mib_s: Vec<f64>,
     pub run_mib_s: Vec<f64>,
     pub bare_median_mib_s: Option<f64>,
-    /// Syscalls of one transfer (the workload's tally of its data syscalls).
+    /// Syscalls of one profiled run, all of the workload's processes (zcprof's count).
     pub syscalls_per_run: Option<u64>,
     /// Seconds of one bare transfer (median).
     pub bare_median_s: Option<f64>,
@@ -35,16 +35,22 @@ pub struct StrategyResult {
     pub error: Option<String>,
 }
 
-/// One run's throughput (MiB/s), elapsed seconds and data syscalls, from the workload's tally.
+/// One run's throughput (MiB/s) and elapsed seconds, from the workload's tally, and for a
+/// profiled run the syscalls zcprof counted in all of the workload's processes (sender and
+/// receiver, start-up included).
 fn throughput(
     zcprof: &Path,
     strategy: &str,
     size: &str,
     profiled: bool,
-) -> Result<(f64, f64, u64)> {
+) -> Result<(f64, f64, Option<u64>)> {
+    let report = std::env::temp_dir().join(format!("zcprof-bench-b-{}.json", std::process::id()));
     let mut cmd = process::command(zcprof);
     if profiled {
-        cmd.args(["run", "-o", "/dev/null", "--"]).arg(zcprof);
+        cmd.args(["run", "--json", "-o"])
+            .arg(&report)
+            .arg("--")
+            .arg(zcprof);
     }
     cmd.args(["workload", "--strategy", strategy, "--size", size]);
     let out = child::run(cmd, RUN_TIMEOUT)?;
@@ -62,10 +68,21 @@ fn throughput(
     let elapsed = tally["elapsed_s"]
         .as_f64()
         .context("the workload's tally has no elapsed_s")?;
-    let syscalls = tally["syscalls"]
-        .as_object()
-        .map(|m| m.values().filter_map(|c| c["calls"].as_u64()).sum())
-        .unwrap_or(0);
+    let syscalls = if profiled {
+        let text = std::fs::read_to_string(&report)
+            .with_context(|| format!("zcprof run wrote no report to {}", report.display()))?;
+        let _ = std::fs::remove_file(&report);
+        let doc: Value = serde_json::from_str(&text).context("zcprof run's JSON report")?;
+        let total = doc["processes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["syscalls"].as_u64())
+            .sum();
+        Some(total)
+    } else {
+        None
+    };
     Ok((mib_s, elapsed, syscalls))
 }
 
@@ -119,10 +136,10 @@ pub fn run(zcprof: &Path, config: &Config, say: &dyn Fn(String)) -> Vec<Strategy
                         ));
                         if profiled {
                             r.run_mib_s.push(t);
+                            r.syscalls_per_run = syscalls;
                         } else {
                             r.bare_mib_s.push(t);
                             bare_s.push(elapsed);
-                            r.syscalls_per_run = Some(syscalls);
                         }
                     }
                     Err(e) => {
