@@ -215,6 +215,17 @@ fn expected_loss_pct(w: &workload::StrategyResult, added_ns: Option<f64>) -> Opt
     (secs > 0.0).then(|| calls * added * 1e-9 / secs * 100.0)
 }
 
+/// The 25th and 75th percentiles of `v` (nearest rank).
+fn quartiles(v: &[f64]) -> Option<(f64, f64)> {
+    let mut v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    Some((at(0.25), at(0.75)))
+}
+
 fn table_b(workloads: &[workload::StrategyResult], added_ns: Option<f64>) -> Tab {
     let mut rows = Vec::new();
     let mut notes = vec![
@@ -222,7 +233,8 @@ fn table_b(workloads: &[workload::StrategyResult], added_ns: Option<f64>) -> Tab
          and the profiled workload back to back (alternating which goes first); loss = the \
          median over rounds of (bare − profiled) / bare, so that the VM's slow swings, which \
          move single runs by tens of percent, hit both sides of a round alike; negative = \
-         noise. The MiB/s columns are medians of the runs. Expected loss = the syscalls \
+         noise; the middle half of the rounds' losses (25th to 75th percentile) shows how \
+         far a single round strays. The MiB/s columns are medians of the runs. Expected loss = the syscalls \
          zcprof counted in the workload's processes (sender and receiver, start-up included) × \
          zcprof run's added time per syscall in (a) / the bare transfer time: what zcprof's \
          syscall hook costs this workload (its context switches cost a little more), which the \
@@ -234,12 +246,16 @@ fn table_b(workloads: &[workload::StrategyResult], added_ns: Option<f64>) -> Tab
         let mut row = vec![w.strategy.to_owned(), w.size.clone()];
         if let Some(e) = &w.error {
             row.push("NOT MEASURED".into());
-            row.extend(std::iter::repeat_n(String::new(), 4));
+            row.extend(std::iter::repeat_n(String::new(), 5));
             notes.push(format!("{}: {}", w.strategy, first_line(e)));
         } else {
             row.push(opt(w.bare_median_mib_s, 0));
             row.push(opt(w.run_median_mib_s, 0));
             row.push(opt(w.loss_pct, 1));
+            row.push(
+                quartiles(&w.round_loss_pct)
+                    .map_or("n/a".into(), |(a, b)| format!("{a:.1} … {b:.1}")),
+            );
             row.push(opt(expected_loss_pct(w, added_ns), 2));
             row.push(format!(
                 "bare {} / run {} / loss % {}",
@@ -258,6 +274,7 @@ fn table_b(workloads: &[workload::StrategyResult], added_ns: Option<f64>) -> Tab
             "bare MiB/s",
             "zcprof run MiB/s",
             "loss %",
+            "middle half of round losses %",
             "expected loss %",
             "rounds",
         ]
