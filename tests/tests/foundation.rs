@@ -514,3 +514,53 @@ fn reads_and_writes_match_proc_pid_io() {
         );
     }
 }
+
+/// A command that creates far more processes over its life than the thread table holds:
+/// `zcprof run` moves dead threads out of the kernel maps (every second) and reuses their
+/// slots, and nothing is lost or counted twice. 60 short-lived processes pass through a
+/// 30-slot table; each `true` and each `sleep` counts the same syscalls as in a run whose
+/// table never fills.
+#[test]
+fn dead_threads_free_their_slots() {
+    if !require_root_or_skip() {
+        return;
+    }
+    let script = "i=0; while [ $i -lt 30 ]; do /bin/true; sleep 0.1; i=$((i+1)); done";
+    let per_comm = |max_threads: &str| {
+        let out = zcprof(&[
+            "run",
+            "--json",
+            "--max-threads",
+            max_threads,
+            "--",
+            "/bin/sh",
+            "-c",
+            script,
+        ]);
+        assert!(out.status.success(), "{}", out.stderr);
+        let doc = parse_json(&out);
+        for (reason, n) in doc["lost"].as_object().expect("lost") {
+            assert_eq!(n, 0, "lost {reason} with --max-threads {max_threads}");
+        }
+        let mut counts: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+        for p in doc["processes"].as_array().expect("processes") {
+            let comm = p["comm"].as_str().unwrap_or("").to_string();
+            counts
+                .entry(comm)
+                .or_default()
+                .push(p["syscalls"].as_u64().unwrap());
+        }
+        counts
+    };
+    let small = per_comm("30");
+    let large = per_comm("16383");
+    assert_eq!(small["true"].len(), 30);
+    assert_eq!(small["sleep"].len(), 30);
+    for comm in ["true", "sleep"] {
+        let mut a = small[comm].clone();
+        let mut b = large[comm].clone();
+        a.sort_unstable();
+        b.sort_unstable();
+        assert_eq!(a, b, "{comm}: syscalls per process, 30 slots vs 16383");
+    }
+}

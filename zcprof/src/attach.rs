@@ -10,6 +10,7 @@ use serde_json::json;
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 
 use crate::{
+    archive::{ARCHIVE_EVERY, Archive},
     cli::AttachArgs,
     collector::{self, Snapshot},
     loader::{LoadOptions, Probes},
@@ -74,6 +75,9 @@ pub async fn attach(args: &AttachArgs) -> anyhow::Result<i32> {
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
     let mut previous = Snapshot::default();
     let mut last_tick = Instant::now();
+    let mut archive = Archive::default();
+    let mut archive_failed = false;
+    let mut last_archive = Instant::now();
     if !args.json {
         println!("{}", report::INTERVAL_HEADER);
     }
@@ -98,8 +102,16 @@ pub async fn attach(args: &AttachArgs) -> anyhow::Result<i32> {
                 if let Some(logger) = probes.logger.as_mut() {
                     logger.flush();
                 }
+                if last_archive.elapsed() >= ARCHIVE_EVERY {
+                    last_archive = Instant::now();
+                    if let Err(e) = archive.take_dead(&mut probes)
+                        && !std::mem::replace(&mut archive_failed, true)
+                    {
+                        eprintln!("zcprof: warning: cannot move dead threads out of the kernel maps: {e}");
+                    }
+                }
                 if !args.json {
-                    let now = collector::snapshot(&probes, None)?;
+                    let now = archive.restore(collector::snapshot(&probes, None)?);
                     let secs = last_tick.elapsed().as_secs_f64();
                     print!("{}", report::interval_lines(&now.since(&previous), secs));
                     previous = now;
@@ -116,7 +128,8 @@ pub async fn attach(args: &AttachArgs) -> anyhow::Result<i32> {
     if let Some(logger) = probes.logger.as_mut() {
         logger.flush();
     }
-    let snap = collector::snapshot(&probes, None).context("reading the final counts")?;
+    let snap =
+        archive.restore(collector::snapshot(&probes, None).context("reading the final counts")?);
     let elapsed = started.elapsed().as_secs_f64();
     if args.json {
         let doc = report::to_json(

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 
 use aya::maps::MapError;
-use zcprof_common::{Column, HIST_BUCKETS, InlineCell, Lost, Syscall, THREAD_EXITED, Transfer};
+use zcprof_common::{
+    Column, HIST_BUCKETS, InlineCell, Lost, Syscall, THREAD_DEAD, THREAD_EXITED, Transfer,
+};
 
 use crate::loader::Probes;
 
@@ -155,6 +157,8 @@ pub struct ThreadView {
     pub cgroup_id: u64,
     /// The thread has exited.
     pub exited: bool,
+    /// Its final context switch is done: its counters will not change any more.
+    pub dead: bool,
     /// Its counters.
     pub counters: Counters,
     /// Its ledger cells.
@@ -276,6 +280,7 @@ pub fn snapshot(probes: &Probes, only: Option<&[u32]>) -> Result<Snapshot, Colle
             comm: comm_str(&t.comm),
             cgroup_id: t.cgroup_id,
             exited: t.flags & THREAD_EXITED != 0,
+            dead: t.flags & THREAD_DEAD != 0,
             counters,
             transfers: BTreeMap::new(),
         };
@@ -363,6 +368,7 @@ impl Snapshot {
                     comm: t.comm.clone(),
                     cgroup_id: t.cgroup_id,
                     exited: t.exited,
+                    dead: t.dead,
                     counters: t.counters.sub(&et.counters),
                     transfers: BTreeMap::new(),
                 };

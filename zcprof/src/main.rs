@@ -7,6 +7,7 @@
 //! `workload` is the built-in data mover whose own tally checks the measurements. `serve` is
 //! the Prometheus exporter daemon.
 
+mod archive;
 mod attach;
 mod btf;
 mod cli;

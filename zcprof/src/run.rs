@@ -1,11 +1,15 @@
 //! `zcprof run -- CMD`: profile a command from its first instruction to its exit.
 
-use std::{io::Write as _, os::unix::process::ExitStatusExt as _, process::Command, time::Instant};
+use std::{
+    io::Write as _, os::unix::process::ExitStatusExt as _, process::Command,
+    sync::mpsc::RecvTimeoutError, time::Instant,
+};
 
 use anyhow::{Context as _, anyhow};
 use serde_json::json;
 
 use crate::{
+    archive::{ARCHIVE_EVERY, Archive},
     cli::RunArgs,
     collector,
     loader::{LoadOptions, Probes},
@@ -64,9 +68,31 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         libc::signal(libc::SIGINT, libc::SIG_IGN);
         libc::signal(libc::SIGQUIT, libc::SIG_IGN);
     }
-    let status = child
-        .wait()
-        .with_context(|| format!("waiting for `{program}`"))?;
+    // The command is waited for on a thread of its own, so that dead threads can be moved out
+    // of the kernel's thread table meanwhile (see `archive`).
+    let (exited, exit) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = exited.send(child.wait());
+    });
+    let mut archive = Archive::default();
+    let mut archive_failed = false;
+    let status = loop {
+        match exit.recv_timeout(ARCHIVE_EVERY) {
+            Ok(status) => break status.with_context(|| format!("waiting for `{program}`"))?,
+            Err(RecvTimeoutError::Timeout) => {
+                if let Err(e) = archive.take_dead(&mut probes)
+                    && !std::mem::replace(&mut archive_failed, true)
+                {
+                    eprintln!(
+                        "zcprof: warning: cannot move dead threads out of the kernel maps: {e}"
+                    );
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                anyhow::bail!("lost track of `{program}` (its waiting thread ended)")
+            }
+        }
+    };
     let elapsed = started.elapsed().as_secs_f64();
     let exit_code = match (status.code(), status.signal()) {
         (Some(c), _) => c,
@@ -77,7 +103,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     if let Some(logger) = probes.logger.as_mut() {
         logger.flush();
     }
-    let snap = collector::snapshot(&probes, None)?;
+    let snap = archive.restore(collector::snapshot(&probes, None)?);
     let text = if args.json {
         let doc = report::to_json(
             &snap,

@@ -537,6 +537,7 @@ mod tests {
             comm: comm.into(),
             cgroup_id: 7,
             exited,
+            dead: exited,
             counters: Counters {
                 syscalls,
                 ..Default::default()
