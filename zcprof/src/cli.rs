@@ -68,10 +68,10 @@ pub struct PrivilegeArgs {
 /// Sizes of zcprof's kernel tables (run, attach, serve).
 #[derive(Args, Debug, Clone)]
 pub struct CapacityArgs {
-    /// Threads tracked at once (alive, or exited and not yet collected). The kernel
-    /// allocates their counters up front, about 1.4 KiB each
+    /// Threads tracked at once (alive, or dead for less than a second). The kernel allocates
+    /// their counters up front, about 1.4 KiB each (at most 262144: 350 MiB)
     #[arg(long, default_value_t = zcprof_common::MAX_THREADS - 1,
-          value_parser = clap::value_parser!(u32).range(1..=4_000_000), value_name = "N")]
+          value_parser = clap::value_parser!(u32).range(1..=262_144), value_name = "N")]
     pub max_threads: u32,
 }
 
