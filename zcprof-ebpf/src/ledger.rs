@@ -9,20 +9,23 @@ use zcprof_common::{
 
 use crate::{
     DI, DX, FD_EPOCH, MAP_ANONYMOUS, MSG_ZEROCOPY, PAGE_SIZE, R8, R9, R10, SI, TRANSFERS, files,
-    lost,
+    lost, reg,
 };
 
-/// Syscall argument `n` (0..=5) out of the saved registers read by sys_exit.
+/// Syscall argument `n` (0..=5), read from the task's saved registers at `regs`.
 #[inline(always)]
-fn arg(regs: &[u64; 9], n: usize) -> u64 {
-    match n {
-        0 => regs[DI],
-        1 => regs[SI],
-        2 => regs[DX],
-        3 => regs[R10],
-        4 => regs[R8],
-        _ => regs[R9],
-    }
+fn arg(regs: *const u64, n: usize) -> u64 {
+    reg(
+        regs,
+        match n {
+            0 => DI,
+            1 => SI,
+            2 => DX,
+            3 => R10,
+            4 => R8,
+            _ => R9,
+        },
+    )
 }
 
 /// What descriptor `fd` of the current thread is: from the thread's fd cache when the
@@ -51,7 +54,7 @@ fn fd_info(t: &mut ThreadStats, fd: u64) -> FdInfo {
 
 /// Records one returned data-moving syscall of thread `tid`.
 #[inline(always)]
-pub fn record_syscall(t: &mut ThreadStats, tid: u32, syscall: Syscall, regs: &[u64; 9], ret: i64) {
+pub fn record_syscall(t: &mut ThreadStats, tid: u32, syscall: Syscall, regs: *const u64, ret: i64) {
     use Syscall::*;
     // recvmmsg and sendmmsg return a message count: turn it into bytes here, at one place,
     // because the verifier walks every inlined copy of that loop (each costs ~60 ms at load).

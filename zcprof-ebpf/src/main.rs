@@ -304,15 +304,14 @@ fn enter_thread(
     Some((t, slot))
 }
 
-// x86-64 `struct pt_regs`, read as u64 words from r10 (byte 56) up to orig_ax (byte 120).
-const REGS_FIRST_BYTE: u64 = 56;
-pub(crate) const R10: usize = 0;
-pub(crate) const R9: usize = 1;
-pub(crate) const R8: usize = 2;
-pub(crate) const DX: usize = 5;
-pub(crate) const SI: usize = 6;
-pub(crate) const DI: usize = 7;
-const ORIG_AX: usize = 8;
+// x86-64 `struct pt_regs`, as u64 words: where the syscall's number and arguments are.
+pub(crate) const R10: usize = 7;
+pub(crate) const R9: usize = 8;
+pub(crate) const R8: usize = 9;
+pub(crate) const DX: usize = 12;
+pub(crate) const SI: usize = 13;
+pub(crate) const DI: usize = 14;
+const ORIG_AX_WORD: usize = 15;
 
 // x86-64 syscall numbers (arch/x86/entry/syscalls/syscall_64.tbl).
 const NR_READ: u64 = 0;
@@ -373,7 +372,7 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
 
 /// Word `i` of `struct pt_regs` at `regs`.
 #[inline(always)]
-fn reg(regs: *const u64, i: usize) -> u64 {
+pub(crate) fn reg(regs: *const u64, i: usize) -> u64 {
     // SAFETY: `regs` is the tracepoint's `struct pt_regs *` and `i` a constant below its 21
     // words; the verifier checks the load against the kernel's BTF.
     unsafe { core::ptr::read_volatile(regs.add(i)) }
@@ -386,20 +385,8 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<u32, u32> {
         return Ok(0);
     };
     thread.syscalls += 1;
-    // pt_regs words: r10 is the 8th (offset 56), orig_ax the 16th (offset 120).
-    const FIRST: usize = (REGS_FIRST_BYTE / 8) as usize;
-    let args: [u64; 9] = [
-        reg(regs, FIRST),
-        reg(regs, FIRST + 1),
-        reg(regs, FIRST + 2),
-        reg(regs, FIRST + 3),
-        reg(regs, FIRST + 4),
-        reg(regs, FIRST + 5),
-        reg(regs, FIRST + 6),
-        reg(regs, FIRST + 7),
-        reg(regs, FIRST + 8),
-    ];
-    let nr = args[ORIG_AX];
+    // Only the syscall number now; arguments are read where a syscall needs them.
+    let nr = reg(regs, ORIG_AX_WORD);
     let syscall = match nr {
         NR_READ => Syscall::Read,
         NR_WRITE => Syscall::Write,
@@ -435,7 +422,7 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<u32, u32> {
     if syscall == Syscall::Munmap {
         thread.fault_mapping = 0;
     }
-    ledger::record_syscall(thread, tid, syscall, &args, ret);
+    ledger::record_syscall(thread, tid, syscall, regs, ret);
     Ok(0)
 }
 
