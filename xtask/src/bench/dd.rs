@@ -220,6 +220,23 @@ pub fn bpftrace_program(pid: u32) -> String {
     )
 }
 
+/// `zcprof attach --json --pid PID` (with empty programs for a floor), once it says it is
+/// attached.
+fn attached(zcprof: &Path, pid: u32, empty_programs: bool) -> Result<Child> {
+    let mut cmd = process::command(zcprof);
+    cmd.args(["attach", "--json", "--pid", &pid.to_string()]);
+    if empty_programs {
+        cmd.arg("--empty-programs");
+    }
+    let mut attach = Child::spawn(cmd, false)?;
+    attach.wait_for(
+        READY_TIMEOUT,
+        |l| l.stream == Stream::Stderr && l.text.starts_with("zcprof: attached"),
+        "`zcprof: attached …`",
+    )?;
+    Ok(attach)
+}
+
 fn sample(zcprof: &Path, case: Case, count: u64) -> Result<Sample> {
     match case {
         Case::Bare => {
@@ -251,17 +268,7 @@ fn sample(zcprof: &Path, case: Case, count: u64) -> Result<Sample> {
         }
         Case::Attach | Case::AttachFloor => {
             let mut gate = gated_dd(count)?;
-            let mut cmd = process::command(zcprof);
-            cmd.args(["attach", "--json", "--pid", &gate.pid().to_string()]);
-            if case == Case::AttachFloor {
-                cmd.arg("--empty-programs");
-            }
-            let mut attach = Child::spawn(cmd, false)?;
-            attach.wait_for(
-                READY_TIMEOUT,
-                |l| l.stream == Stream::Stderr && l.text.starts_with("zcprof: attached"),
-                "`zcprof: attached …`",
-            )?;
+            let attach = attached(zcprof, gate.pid(), case == Case::AttachFloor)?;
             release(&mut gate)?;
             let dd = gate.finish(RUN_TIMEOUT)?;
             dd.ensure_success()?;
@@ -281,14 +288,7 @@ fn sample(zcprof: &Path, case: Case, count: u64) -> Result<Sample> {
             let mut sleeper = process::command("sleep");
             sleeper.arg("600");
             let sleeper = Child::spawn(sleeper, false)?;
-            let mut cmd = process::command(zcprof);
-            cmd.args(["attach", "--json", "--pid", &sleeper.pid().to_string()]);
-            let mut attach = Child::spawn(cmd, false)?;
-            attach.wait_for(
-                READY_TIMEOUT,
-                |l| l.stream == Stream::Stderr && l.text.starts_with("zcprof: attached"),
-                "`zcprof: attached …`",
-            )?;
+            let attach = attached(zcprof, sleeper.pid(), false)?;
             let mut dd = process::command("dd");
             dd.args(dd_args(count));
             let out = child::run(dd, RUN_TIMEOUT);
