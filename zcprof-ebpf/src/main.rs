@@ -161,25 +161,24 @@ fn running_slot() -> u32 {
     slot
 }
 
-/// As [`running_slot`], for sys_exit, which knows the current task's `struct pt_regs`
+/// As [`running_entry`], for sys_exit, which knows the current task's `struct pt_regs`
 /// address: that address names the task as well as its tid does (it sits at the top of the
 /// task's own kernel stack) and costs no helper call. A kernel stack is reused only after its
 /// task died, and every other change that could make a (regs, slot) word wrong moves the
 /// generation on (a thread entered, a slot freed); a word that names an exited thread's slot
 /// is one whose stack a new task has taken, so it is looked up again.
 #[inline(always)]
-fn slot_by_regs(regs: u64) -> u32 {
+fn entry_by_regs(regs: u64) -> Option<&'static mut ThreadStats> {
     let gen_now = watch_generation();
     let Some(cpu) = CPU_THREAD.get_ptr_mut(BY_REGS) else {
-        return slot_of(bpf_get_current_pid_tgid() as u32);
+        return entry(slot_of(bpf_get_current_pid_tgid() as u32));
     };
     // SAFETY: this CPU's slot; programs on one CPU do not nest for these hooks.
     let cpu = unsafe { &mut *cpu };
     if cpu.key == regs && cpu.generation == gen_now {
-        let slot = cpu.slot;
-        match entry(slot) {
+        match entry(cpu.slot) {
             Some(t) if t.flags & THREAD_EXITED != 0 => {}
-            _ => return slot,
+            found => return found,
         }
     }
     // As in `running_slot`: the generation was read before the lookup.
@@ -187,7 +186,7 @@ fn slot_by_regs(regs: u64) -> u32 {
     cpu.key = regs;
     cpu.slot = slot;
     cpu.generation = gen_now;
-    slot
+    entry(slot)
 }
 
 /// Moves the watch generation on (see [`WATCH_GEN`]).
@@ -228,12 +227,15 @@ fn current_thread() -> Option<(&'static mut ThreadStats, u32)> {
     Some((t, tid))
 }
 
-/// The current thread's entry; in watch-all mode (`zcprof serve`) a thread not seen before is
-/// entered here, on its first syscall or fault (a new task's first event is its return from
-/// fork, so nothing is missed). The verifier prunes the branch when the mode is off.
+/// The current thread's entry (`found`, if it has one); in watch-all mode (`zcprof serve`) a
+/// thread not seen before is entered here, on its first syscall or fault (a new task's first
+/// event is its return from fork, so nothing is missed). The verifier prunes the branch when
+/// the mode is off.
 #[inline(always)]
-fn current_or_new_thread(slot: u32) -> Option<(&'static mut ThreadStats, u32)> {
-    let t = match entry(slot) {
+fn current_or_new_thread(
+    found: Option<&'static mut ThreadStats>,
+) -> Option<(&'static mut ThreadStats, u32)> {
+    let t = match found {
         Some(t) => t,
         None if off::watch_all() => {
             let pid_tgid = bpf_get_current_pid_tgid();
@@ -381,7 +383,7 @@ pub(crate) fn reg(regs: *const u64, i: usize) -> u64 {
 #[inline(always)]
 fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<u32, u32> {
     let regs: *const u64 = ctx.arg(0);
-    let Some((thread, tid)) = current_or_new_thread(slot_by_regs(regs as u64)) else {
+    let Some((thread, tid)) = current_or_new_thread(entry_by_regs(regs as u64)) else {
         return Ok(0);
     };
     thread.syscalls += 1;
@@ -651,7 +653,7 @@ pub fn fault_major(ctx: PerfEventContext) -> u32 {
 
 #[inline(always)]
 fn try_fault(ctx: &PerfEventContext, major: bool) -> Result<u32, u32> {
-    let Some((t, _)) = current_or_new_thread(running_slot()) else {
+    let Some((t, _)) = current_or_new_thread(running_entry()) else {
         return Ok(0);
     };
     if major {
