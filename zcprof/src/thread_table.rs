@@ -23,15 +23,6 @@ pub enum ThreadTableError {
     Map(#[from] MapError),
 }
 
-/// What [`ThreadTable::enter`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Entered {
-    /// The thread was entered now.
-    New,
-    /// The thread had a slot already (the fork hook was first).
-    Already,
-}
-
 /// The watched threads and their counters.
 pub struct ThreadTable {
     slots: Array<MapData, ThreadStats>,
@@ -105,10 +96,11 @@ impl ThreadTable {
         self.slots.get(&slot, 0).ok().filter(|t| t.tid == tid)
     }
 
-    /// Enters `entry` (for thread `entry.tid`) unless the thread has a slot already.
-    pub fn enter(&mut self, entry: ThreadStats) -> Result<Entered, ThreadTableError> {
+    /// Enters `entry` (for thread `entry.tid`) unless the thread has a slot already (the
+    /// fork hook may have been first).
+    pub fn enter(&mut self, entry: ThreadStats) -> Result<(), ThreadTableError> {
         if self.tid_slot.get(&entry.tid, 0).is_ok() {
-            return Ok(Entered::Already);
+            return Ok(());
         }
         let slot = match self.free.pop(0) {
             Ok(s) => s,
@@ -120,14 +112,14 @@ impl ThreadTable {
         // Filled before it is claimed: until then no program can reach the slot.
         self.slots.set(slot, entry, 0)?;
         match self.tid_slot.insert(entry.tid, slot, BPF_NOEXIST) {
-            Ok(()) => Ok(Entered::New),
+            Ok(()) => Ok(()),
             Err(e) => {
                 self.release(slot)?;
                 match e {
                     MapError::SyscallError(ref s)
                         if s.io_error.raw_os_error() == Some(libc::EEXIST) =>
                     {
-                        Ok(Entered::Already)
+                        Ok(())
                     }
                     e => Err(e.into()),
                 }
