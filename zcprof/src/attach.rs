@@ -13,7 +13,7 @@ use crate::{
     archive::{ARCHIVE_EVERY, Archive},
     cli::AttachArgs,
     collector::{self, Snapshot},
-    loader::{LoadOptions, Probes},
+    loader::Probes,
     privileges, report,
     watch::{self, WatchError},
 };
@@ -41,14 +41,8 @@ pub async fn attach(args: &AttachArgs) -> anyhow::Result<i32> {
         let fd = unsafe { AsyncFd::register(fd) }.map_err(|e| anyhow::anyhow!("{e}"))?;
         exits.push((pid, fd));
     }
-    let mut probes = Probes::load(LoadOptions {
-        empty_bodies: args.empty_programs,
-        max_threads: Some(args.capacity.max_threads),
-        ..Default::default()
-    })?;
-    if let Some(why) = &probes.btf_missing {
-        eprintln!("zcprof: warning: {why}; transfers are classified by syscall only");
-    }
+    let mut probes = Probes::load(args.probes.load_options())?;
+    probes.warn_degraded();
     let mut watched = Vec::new();
     for &pid in &args.pids {
         watched.extend(watch::attach(&mut probes, pid, args.children)?);

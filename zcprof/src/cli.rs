@@ -41,13 +41,10 @@ pub struct RunArgs {
     /// Replace raw tracepoint FROM with TO when attaching (testing aid)
     #[arg(long, hide = true, value_name = "FROM=TO")]
     pub tracepoint_override: Option<String>,
-    /// Load the programs with empty bodies: the hooks' own cost (benchmark aid)
-    #[arg(long, hide = true)]
-    pub empty_programs: bool,
     #[command(flatten)]
     pub privileges: PrivilegeArgs,
     #[command(flatten)]
-    pub capacity: CapacityArgs,
+    pub probes: ProbeArgs,
     /// The command and its arguments
     #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -65,14 +62,28 @@ pub struct PrivilegeArgs {
     pub no_drop_privileges: bool,
 }
 
-/// Sizes of zcprof's kernel tables (run, attach, serve).
+/// How the kernel programs are loaded (run, attach, serve).
 #[derive(Args, Debug, Clone)]
-pub struct CapacityArgs {
+pub struct ProbeArgs {
+    /// Load the programs with empty bodies: the hooks' own cost (benchmark aid)
+    #[arg(long, hide = true)]
+    pub empty_programs: bool,
     /// Threads tracked at once (alive, or dead for less than a second). The kernel allocates
     /// their counters up front, about 1.4 KiB each (at most 262144: 350 MiB)
     #[arg(long, default_value_t = zcprof_common::MAX_THREADS - 1,
           value_parser = clap::value_parser!(u32).range(1..=262_144), value_name = "N")]
     pub max_threads: u32,
+}
+
+impl ProbeArgs {
+    /// The loader's options for these arguments (watch-all and test aids left at default).
+    pub fn load_options(&self) -> crate::loader::LoadOptions<'static> {
+        crate::loader::LoadOptions {
+            empty_bodies: self.empty_programs,
+            max_threads: Some(self.max_threads),
+            ..Default::default()
+        }
+    }
 }
 
 /// Options of `zcprof attach`.
@@ -93,13 +104,10 @@ pub struct AttachArgs {
     /// Print one JSON document at the end instead of tables
     #[arg(long)]
     pub json: bool,
-    /// Load the programs with empty bodies: the hooks' own cost (benchmark aid)
-    #[arg(long, hide = true)]
-    pub empty_programs: bool,
     #[command(flatten)]
     pub privileges: PrivilegeArgs,
     #[command(flatten)]
-    pub capacity: CapacityArgs,
+    pub probes: ProbeArgs,
 }
 
 /// How `zcprof serve` labels (groups) its series.
@@ -116,9 +124,6 @@ pub enum GroupBy {
 /// Options of `zcprof serve`.
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// Load the programs with empty bodies: the hooks' own cost (benchmark aid)
-    #[arg(long, hide = true)]
-    pub empty_programs: bool,
     /// Address to serve /metrics on (port 0: any free port, printed on stderr)
     #[arg(long, default_value = crate::serve::DEFAULT_LISTEN, value_name = "ADDR")]
     pub listen: std::net::SocketAddr,
@@ -150,7 +155,7 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub privileges: PrivilegeArgs,
     #[command(flatten)]
-    pub capacity: CapacityArgs,
+    pub probes: ProbeArgs,
     /// Keep the kernel's BPF run-time statistics on and export zcprof's own cost as
     /// zcprof_bpf_program_*: two clock reads more per program run, about 70 ns per syscall
     /// here (more than zcprof's own work), so it is off unless asked for

@@ -290,6 +290,13 @@ pub struct ProgramStats {
 }
 
 impl Probes {
+    /// Says on stderr what zcprof cannot do on this kernel (call once, after loading).
+    pub fn warn_degraded(&self) {
+        if let Some(why) = &self.btf_missing {
+            eprintln!("zcprof: warning: {why}; transfers are classified by syscall only");
+        }
+    }
+
     /// Tells the kernel programs that threads were entered from user space, so that no CPU
     /// keeps its old word on which thread it runs (`CPU_THREAD`).
     pub fn watched_set_changed(&mut self) -> Result<(), aya::maps::MapError> {

@@ -37,13 +37,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     };
     let mut probes = Probes::load(LoadOptions {
         tracepoint_override: override_tp,
-        empty_bodies: args.empty_programs,
-        max_threads: Some(args.capacity.max_threads),
-        ..Default::default()
+        ..args.probes.load_options()
     })?;
-    if let Some(why) = &probes.btf_missing {
-        eprintln!("zcprof: warning: {why}; transfers are classified by syscall only");
-    }
+    probes.warn_degraded();
 
     // The command is counted from fork on: the fork hook enters every child of zcprof while
     // this entry exists, and zcprof itself is not counted.

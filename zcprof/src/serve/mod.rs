@@ -293,13 +293,9 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<i32> {
 
     let mut probes = Probes::load(LoadOptions {
         watch_all: args.pids.is_empty(),
-        empty_bodies: args.empty_programs,
-        max_threads: Some(args.capacity.max_threads),
-        ..Default::default()
+        ..args.probes.load_options()
     })?;
-    if let Some(why) = &probes.btf_missing {
-        eprintln!("zcprof: warning: {why}; transfers are classified by syscall only");
-    }
+    probes.warn_degraded();
     for &pid in &args.pids {
         watching::attach(&mut probes, pid, true)?;
     }
