@@ -5,6 +5,7 @@
 
 mod bench;
 mod cargo;
+mod kernel_matrix;
 mod process;
 mod setup;
 mod test;
@@ -48,6 +49,27 @@ enum Command {
         #[command(flatten)]
         args: bench::Args,
     },
+    /// Run setup, build zcprof in release mode, boot each kernel (5.10, 6.1, 6.12, 7.2: Debian's
+    /// packages, in a qemu VM; `host`: this machine's, directly) and run zcprof's checks on it:
+    /// exact counts (dd, cp, sendfile, a fork/thread churn), serve, every workload strategy.
+    /// Prints one table; fails unless every kernel passes or degrades as zcprof declares
+    /// (needs root).
+    KernelMatrix {
+        #[command(flatten)]
+        args: kernel_matrix::Args,
+    },
+    /// Inside a kernel-matrix VM: run the checks, write results into --out.
+    #[command(hide = true)]
+    KernelMatrixGuest {
+        #[command(flatten)]
+        args: kernel_matrix::guest::Args,
+    },
+    /// The fork/exit churn that kernel-matrix's churn check profiles.
+    #[command(hide = true)]
+    KernelMatrixChurn {
+        #[command(flatten)]
+        args: kernel_matrix::churn::Args,
+    },
 }
 
 fn main() -> ExitCode {
@@ -63,7 +85,7 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> Result<()> {
     match command {
-        Command::Setup => setup::run(),
+        Command::Setup => setup::run_with_vm_tools(false),
         Command::Test { args } => test::run(&args),
         Command::RunWorkloads { args } => {
             process::require_root("cargo xtask run-workloads")?;
@@ -79,5 +101,8 @@ fn run(command: Command) -> Result<()> {
             let zcprof = cargo::built_binary("release", "zcprof")?;
             bench::run(&zcprof, &args)
         }
+        Command::KernelMatrix { args } => kernel_matrix::run(&args),
+        Command::KernelMatrixGuest { args } => kernel_matrix::guest::run(&args),
+        Command::KernelMatrixChurn { args } => kernel_matrix::churn::run(&args),
     }
 }

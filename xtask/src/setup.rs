@@ -8,6 +8,8 @@ use anyhow::{Result, bail};
 
 use crate::{cargo, process};
 
+mod vm_tools;
+
 /// Debian packages the tests and benchmarks use (prometheus provides promtool).
 const TEST_PACKAGES: &[&str] = &["bpftool", "strace", "linux-perf", "bpftrace", "prometheus"];
 
@@ -17,7 +19,22 @@ const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 /// Lines of a failed command's output shown under its `FAILED` line.
 const FAILURE_TAIL_LINES: usize = 30;
 
+/// The steps every command needs (build, test, profile).
 pub fn run() -> Result<()> {
+    run_steps(None)
+}
+
+/// [`run`] plus the VM tools of `cargo xtask kernel-matrix`: a required step for it, an
+/// optional one for `cargo xtask setup` (nothing else boots VMs).
+pub fn run_with_vm_tools(required: bool) -> Result<()> {
+    run_steps(Some(if required {
+        Need::Required
+    } else {
+        Need::Optional
+    }))
+}
+
+fn run_steps(vm: Option<Need>) -> Result<()> {
     let started = Instant::now();
     let mut report = Report::default();
 
@@ -110,6 +127,15 @@ pub fn run() -> Result<()> {
             ))
         }
     });
+
+    // i. qemu, virtme-ng and what they need to boot a kernel (kernel-matrix only).
+    if let Some(need) = vm {
+        report.step(
+            "VM tools (qemu-system-x86, busybox-static, kmod, virtme-ng)",
+            need,
+            vm_tools::install,
+        );
+    }
 
     println!("setup: done in {:.1}s", started.elapsed().as_secs_f64());
     if !report.required_failed.is_empty() {

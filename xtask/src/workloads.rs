@@ -25,7 +25,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
 use check::{Evaluation, MIB};
-use model::STRATEGIES;
+pub use model::STRATEGIES;
 
 /// Arguments of `cargo xtask run-workloads`.
 #[derive(clap::Args, Debug, Clone)]
@@ -167,6 +167,16 @@ pub fn run_workloads(zcprof: &Path, args: &Args) -> Result<()> {
     }
     println!("run-workloads: every check passed");
     Ok(())
+}
+
+/// One strategy, measured and compared, without progress display or table: for
+/// `cargo xtask kernel-matrix`, which judges the outcome itself.
+pub fn run_one(zcprof: &Path, strategy: &'static str, args: &Args) -> Outcome {
+    let timeout = Duration::from_secs(args.timeout.max(1));
+    match measure(zcprof, strategy, args, timeout, &ProgressBar::hidden()) {
+        Ok(m) => Outcome::Measured(Box::new(m)),
+        Err(e) => Outcome::Failed(format!("{e:#}")),
+    }
 }
 
 /// One strategy: run it, parse both documents, compare.

@@ -1,0 +1,246 @@
+//! What one check found, as the guest writes it and the host reads it, and how a mismatch
+//! becomes a verdict: a difference that lies only in what a capability zcprof declared
+//! degraded or unavailable feeds is "degraded (that capability)", not a failure.
+//!
+//! The capability list is zcprof's (`"capabilities": [{"name", "state", "why"}]` in its JSON
+//! documents); a zcprof without it declares nothing, and every mismatch is then a failure.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The capability that classifies descriptors (and so feeds every column's split).
+pub const FD_TYPES: &str = "fd_types";
+pub const MMAP_FAULT_IN: &str = "mmap_fault_in";
+pub const IO_URING: &str = "io_uring";
+
+/// Longest error line kept in a result (the full text is in the check's data).
+const LINE_MAX: usize = 240;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Pass,
+    /// Differs only where a capability zcprof declared not exact feeds.
+    Degraded,
+    /// The kernel cannot do what the check needs (the workload's own error says so).
+    Unsupported,
+    Fail,
+    /// Not run (zcprof could not start in an earlier check, or the guest never got to it).
+    Skipped,
+}
+
+impl Status {
+    /// Whether the kernel's row is acceptable with this result.
+    pub fn acceptable(self) -> bool {
+        matches!(self, Status::Pass | Status::Degraded | Status::Unsupported)
+    }
+}
+
+/// One capability as zcprof declares it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capability {
+    pub name: String,
+    /// `exact`, `degraded` or `unavailable`.
+    pub state: String,
+    #[serde(default)]
+    pub why: String,
+}
+
+impl Capability {
+    pub fn exact(&self) -> bool {
+        self.state == "exact"
+    }
+}
+
+/// The capabilities in a zcprof JSON document (none if it has no such list).
+pub fn capabilities(doc: &Value) -> Vec<Capability> {
+    doc.get("capabilities")
+        .and_then(|c| serde_json::from_value(c.clone()).ok())
+        .unwrap_or_default()
+}
+
+/// One check's result: one file in the guest's result directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckResult {
+    /// `dd`, `cp`, `sendfile`, `churn`, `serve`, `workload:<strategy>`.
+    pub check: String,
+    pub status: Status,
+    /// For `degraded`: the capabilities the differences are confined to.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// One line: what passed, what differed, or zcprof's (or the workload's) error line.
+    pub detail: String,
+    /// Every difference found (`what: expected E, measured M`).
+    #[serde(default)]
+    pub mismatches: Vec<String>,
+    /// What zcprof declared in this check's document.
+    #[serde(default)]
+    pub declared: Vec<Capability>,
+    pub elapsed_s: f64,
+    /// zcprof exited with its error before it counted anything (it could not load or attach
+    /// its programs): every further check would fail the same way, slowly.
+    #[serde(default)]
+    pub not_started: bool,
+    /// zcprof's document(s), stderr and anything else worth keeping.
+    #[serde(default)]
+    pub data: Value,
+}
+
+impl CheckResult {
+    pub fn new(check: &str, status: Status, detail: impl Into<String>) -> Self {
+        Self {
+            check: check.to_owned(),
+            status,
+            capabilities: Vec::new(),
+            detail: one_line(&detail.into()),
+            mismatches: Vec::new(),
+            declared: Vec::new(),
+            elapsed_s: 0.0,
+            not_started: false,
+            data: Value::Null,
+        }
+    }
+}
+
+/// One difference between what a check expected and what zcprof measured, with the
+/// capability that feeds the measured number (None: exact counting, no capability).
+pub struct Mismatch {
+    pub what: String,
+    pub feeds: Option<&'static str>,
+}
+
+impl Mismatch {
+    pub fn new(what: impl Into<String>, feeds: Option<&'static str>) -> Self {
+        Self {
+            what: what.into(),
+            feeds,
+        }
+    }
+}
+
+/// A check's result from its mismatches and zcprof's declared capabilities: pass if none,
+/// degraded if every one lies in what a non-exact capability feeds, else fail (naming the
+/// first mismatch no capability explains).
+pub fn judge(
+    check: &str,
+    mismatches: Vec<Mismatch>,
+    declared: Vec<Capability>,
+    pass_detail: &str,
+) -> CheckResult {
+    let not_exact: BTreeSet<&str> = declared
+        .iter()
+        .filter(|c| !c.exact())
+        .map(|c| c.name.as_str())
+        .collect();
+    let explained = |m: &Mismatch| m.feeds.is_some_and(|c| not_exact.contains(c));
+    let mut result = if mismatches.is_empty() {
+        CheckResult::new(check, Status::Pass, pass_detail)
+    } else if let Some(first) = mismatches.iter().find(|m| !explained(m)) {
+        let n = mismatches.len();
+        let more = if n > 1 {
+            format!(" (and {} more)", n - 1)
+        } else {
+            String::new()
+        };
+        CheckResult::new(check, Status::Fail, format!("{}{more}", first.what))
+    } else {
+        let caps: BTreeSet<&str> = mismatches.iter().filter_map(|m| m.feeds).collect();
+        let mut r = CheckResult::new(
+            check,
+            Status::Degraded,
+            mismatches
+                .iter()
+                .map(|m| m.what.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+        );
+        r.capabilities = caps.into_iter().map(str::to_owned).collect();
+        r
+    };
+    result.mismatches = mismatches.into_iter().map(|m| m.what).collect();
+    result.declared = declared;
+    result
+}
+
+/// zcprof's error line from its stderr: the first `zcprof: error:` line, else the first
+/// non-empty line; trimmed, and cut at a readable length.
+pub fn error_line(stderr: &str) -> String {
+    let lines = || {
+        stderr
+            .lines()
+            .map(|l| l.trim().trim_start_matches("| ").trim())
+    };
+    let line = lines()
+        .find(|l| l.starts_with("zcprof: error:"))
+        .or_else(|| lines().find(|l| !l.is_empty()))
+        .unwrap_or("(no output on stderr)");
+    one_line(line)
+}
+
+/// The first line of `text`, trimmed, at most [`LINE_MAX`] characters.
+pub fn one_line(text: &str) -> String {
+    let line = text.lines().next().unwrap_or("").trim();
+    if line.chars().count() <= LINE_MAX {
+        return line.to_owned();
+    }
+    let cut: String = line.chars().take(LINE_MAX).collect();
+    format!("{cut}…")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cap(name: &str, state: &str) -> Capability {
+        Capability {
+            name: name.into(),
+            state: state.into(),
+            why: String::new(),
+        }
+    }
+
+    #[test]
+    fn verdicts() {
+        let r = judge("x", vec![], vec![], "ok");
+        assert_eq!(r.status, Status::Pass);
+
+        let m = || vec![Mismatch::new("zero_copy bytes", Some(FD_TYPES))];
+        assert_eq!(judge("x", m(), vec![], "").status, Status::Fail);
+        assert_eq!(
+            judge("x", m(), vec![cap(FD_TYPES, "exact")], "").status,
+            Status::Fail
+        );
+        let r = judge("x", m(), vec![cap(FD_TYPES, "unavailable")], "");
+        assert_eq!(r.status, Status::Degraded);
+        assert_eq!(r.capabilities, [FD_TYPES]);
+
+        let mut both = m();
+        both.push(Mismatch::new("write calls", None));
+        let r = judge("x", both, vec![cap(FD_TYPES, "degraded")], "");
+        assert_eq!(r.status, Status::Fail);
+        assert_eq!(r.detail, "write calls (and 1 more)");
+    }
+
+    #[test]
+    fn error_lines() {
+        let err = "warning: x\nzcprof: error: the kernel refused: too large\nVerifier output";
+        assert_eq!(
+            error_line(err),
+            "zcprof: error: the kernel refused: too large"
+        );
+        assert_eq!(error_line("\n  boom  \n"), "boom");
+        assert_eq!(one_line(&"x".repeat(500)).chars().count(), LINE_MAX + 1);
+        let doc: Value = serde_json::json!({"capabilities": [
+            {"name": "io_uring", "state": "unavailable", "why": "old kernel"}]});
+        assert_eq!(
+            capabilities(&doc),
+            [cap(IO_URING, "unavailable")].map(|mut c| {
+                c.why = "old kernel".into();
+                c
+            })
+        );
+        assert!(capabilities(&serde_json::json!({})).is_empty());
+    }
+}
