@@ -668,7 +668,7 @@ pub mod offsets {
     /// Start of the 64-byte window of `struct fdtable` read at once (holds max_fds and fd).
     pub const FDT_WINDOW: &str = "OFF_FDT_WINDOW";
     /// Start of the 64-byte window of `struct file` read at once (holds f_inode, f_flags,
-    /// f_mode and private_data).
+    /// f_mode, and private_data where it fits; older kernels keep that one farther away).
     pub const FILE_WINDOW: &str = "OFF_FILE_WINDOW";
     /// Bytes in each window.
     pub const WINDOW_BYTES: u64 = 64;
@@ -717,6 +717,32 @@ pub mod offsets {
     /// Set to 1 when every offset above came from BTF; 0 makes the programs fall back to
     /// syscall-only classes (no fd types).
     pub const HAVE_BTF: &str = "HAVE_BTF";
+    /// `task_struct.__state` (`state` before 5.14): read for a switch's `prev_state` where
+    /// `sched_switch` does not pass it (before 5.18).
+    pub const TASK_STATE: &str = "OFF_TASK_STATE";
+    /// `task_struct.signal`
+    pub const TASK_SIGNAL: &str = "OFF_TASK_SIGNAL";
+    /// `signal_struct.live`: the threads of the process not yet exiting; 0 at the exit of its
+    /// last thread, which is how `group_dead` is known where `sched_process_exit` does not
+    /// pass it (6.12 and older).
+    pub const SIGNAL_LIVE: &str = "OFF_SIGNAL_LIVE";
+}
+
+/// Names of the globals that tell the programs which arguments a tracepoint passes on this
+/// kernel (read from its BTF prototype, never guessed from the version: distributions
+/// backport). Each is a `u64` global in `zcprof-ebpf`, 1 or 0.
+pub mod prototypes {
+    /// `sched_switch(bool preempt, prev, next, unsigned int prev_state)`: 1 when the 4th
+    /// argument is there (5.18+); else the programs read `prev`'s state.
+    pub const SWITCH_PREV_STATE: &str = "PROTO_SWITCH_PREV_STATE";
+    /// `sched_process_exit(p, bool group_dead)`: 1 when the 2nd argument is there; else the
+    /// programs read `p->signal->live`.
+    pub const EXIT_GROUP_DEAD: &str = "PROTO_EXIT_GROUP_DEAD";
+    /// `io_uring_complete(ctx, req, struct io_uring_cqe *cqe)`: 1 when the 3rd argument is the
+    /// completion (6.18 has it); 0 when the completion comes as arguments
+    /// `(ctx, req, u64 user_data, int res, unsigned cflags, ...)` (6.0 to 6.12 at least).
+    /// Older kernels pass no request, so the opcode is unknown: not attached there.
+    pub const URING_CQE: &str = "PROTO_URING_CQE";
 }
 
 /// A byte count as users write it: digits with an optional binary `K`, `M` or `G` suffix,

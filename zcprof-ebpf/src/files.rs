@@ -18,7 +18,7 @@ const AF_INET6: u16 = 10;
 
 /// Bytes read at once from a `struct fdtable` or a `struct file`: one helper call for all the
 /// fields instead of one per field (the loader checks that they fit).
-const WINDOW: usize = 64;
+pub(crate) const WINDOW: usize = 64;
 
 /// A `u64`/`u32`/`u16` field at byte `off` of a window.
 #[inline(always)]
@@ -81,7 +81,15 @@ pub fn file_info(file: u64) -> FdInfo {
         _ => FdKind::Other,
     };
     let (so_zerocopy, local_peer) = if kind == FdKind::Socket {
-        socket_zerocopy(field(&win, off::file_private() - start))
+        // `private_data` is in the window on recent kernels; older ones keep it ~170 bytes
+        // after `f_inode` (the loader decides; the verifier drops the other branch).
+        let private = off::file_private();
+        let socket = if off::file_private_in_window() {
+            field(&win, private - start)
+        } else {
+            read::<u64>(file, private).unwrap_or(0)
+        };
+        socket_zerocopy(socket)
     } else {
         (false, false)
     };

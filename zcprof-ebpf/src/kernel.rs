@@ -46,6 +46,12 @@ kernel_globals!(
     HAVE_BTF,
     WATCH_ALL,
     EMPTY_BODIES,
+    OFF_TASK_STATE,
+    OFF_TASK_SIGNAL,
+    OFF_SIGNAL_LIVE,
+    PROTO_SWITCH_PREV_STATE,
+    PROTO_EXIT_GROUP_DEAD,
+    PROTO_URING_CQE,
 );
 
 /// Reads a loader-set global. The volatile read keeps the compiler from folding the
@@ -119,6 +125,12 @@ pub mod off {
     pub fn file_private() -> u64 {
         global(&OFF_FILE_PRIVATE)
     }
+    /// Whether `file.private_data` lies inside the window read at `OFF_FILE_WINDOW`.
+    #[inline(always)]
+    pub fn file_private_in_window() -> bool {
+        let (start, private) = (file_window(), file_private());
+        private >= start && private + 8 <= start + crate::files::WINDOW as u64
+    }
     #[inline(always)]
     pub fn inode_mode() -> u64 {
         global(&OFF_INODE_MODE)
@@ -179,6 +191,35 @@ pub mod off {
     #[inline(always)]
     pub fn have_btf() -> bool {
         global(&HAVE_BTF) != 0
+    }
+    #[inline(always)]
+    pub fn task_state() -> u64 {
+        global(&OFF_TASK_STATE)
+    }
+    #[inline(always)]
+    pub fn task_signal() -> u64 {
+        global(&OFF_TASK_SIGNAL)
+    }
+    #[inline(always)]
+    pub fn signal_live() -> u64 {
+        global(&OFF_SIGNAL_LIVE)
+    }
+}
+
+/// Which arguments each tracepoint passes on this kernel (see `zcprof_common::prototypes`).
+pub mod proto {
+    use super::*;
+    #[inline(always)]
+    pub fn switch_prev_state() -> bool {
+        global(&PROTO_SWITCH_PREV_STATE) != 0
+    }
+    #[inline(always)]
+    pub fn exit_group_dead() -> bool {
+        global(&PROTO_EXIT_GROUP_DEAD) != 0
+    }
+    #[inline(always)]
+    pub fn uring_cqe() -> bool {
+        global(&PROTO_URING_CQE) != 0
     }
 }
 

@@ -36,7 +36,7 @@ use zcprof_common::{
 
 use crate::{
     files::file_info,
-    kernel::{off, read},
+    kernel::{off, proto, read},
 };
 
 /// BPF_F_NO_PREALLOC: the transfer and io_uring ledgers are sparse, so entries are allocated
@@ -429,7 +429,8 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<u32, u32> {
 }
 
 /// `sched:sched_switch`, TP_PROTO(bool preempt, struct task_struct *prev,
-/// struct task_struct *next, unsigned int prev_state).
+/// struct task_struct *next, unsigned int prev_state); before 5.18 without `prev_state`
+/// (`proto::switch_prev_state`), which is then read from `prev` itself.
 /// Format: field:char prev_comm[16]; offset:8; size:16 / field:pid_t prev_pid; offset:24;
 ///   size:4 / field:int prev_prio; offset:28; size:4 / field:long prev_state; offset:32;
 ///   size:8 / field:char next_comm[16]; offset:40; size:16 / field:pid_t next_pid; offset:56;
@@ -465,7 +466,14 @@ fn try_sched_switch(ctx: &RawTracePointContext) -> Result<u32, u32> {
 /// Counts the switch of watched thread `t` out of the CPU.
 #[inline(always)]
 fn count_switch(ctx: &RawTracePointContext, t: &mut ThreadStats) {
-    let prev_state: u64 = ctx.arg(3);
+    let prev: u64 = ctx.arg(1);
+    let prev_state: u64 = if proto::switch_prev_state() {
+        ctx.arg(3)
+    } else {
+        // `__state` is an unsigned int, `state` (before 5.14) a long whose low word holds the
+        // same bits on little-endian x86-64.
+        read::<u32>(prev, off::task_state()).unwrap_or(0) as u64
+    };
     // A thread that has exited can still be preempted on its way out, and its final switch
     // (state TASK_DEAD) is the last one: all are in its rusage. Any switch after that under
     // this tid belongs to an unrelated task that reused it.
@@ -475,7 +483,6 @@ fn count_switch(ctx: &RawTracePointContext, t: &mut ThreadStats) {
     if prev_state & TASK_DEAD != 0 {
         t.flags |= THREAD_DEAD;
     }
-    let prev: u64 = ctx.arg(1);
     let voluntary = match read::<u64>(prev, off::task_nvcsw()) {
         Ok(nvcsw) if off::have_btf() && t.last_nvcsw != NVCSW_UNKNOWN => {
             let v = nvcsw != t.last_nvcsw;
@@ -583,7 +590,9 @@ pub fn sched_process_exec(_ctx: RawTracePointContext) -> u32 {
     0
 }
 
-/// `sched:sched_process_exit`, TP_PROTO(struct task_struct *p, bool group_dead).
+/// `sched:sched_process_exit`, TP_PROTO(struct task_struct *p, bool group_dead); 6.12 and
+/// older without `group_dead` (`proto::exit_group_dead`), which is then read from
+/// `p->signal->live` (do_exit() has already counted this thread out of it).
 /// Format: field:char comm[16]; offset:8; size:16 / field:pid_t pid; offset:24; size:4 /
 ///   field:int prio; offset:28; size:4 / field:bool group_dead; offset:32; size:1
 ///
@@ -617,8 +626,15 @@ fn try_exit(ctx: &RawTracePointContext) -> Result<u32, u32> {
             t.syscalls += 1;
         }
     }
-    let group_dead: u64 = ctx.arg(1);
-    if group_dead & 0xff != 0 {
+    let group_dead = if proto::exit_group_dead() {
+        ctx.arg::<u64>(1) & 0xff != 0
+    } else {
+        let p: u64 = ctx.arg(0);
+        read::<u64>(p, off::task_signal())
+            .and_then(|signal| read::<i32>(signal, off::signal_live()))
+            .is_ok_and(|live| live == 0)
+    };
+    if group_dead {
         let _ = WATCHED.remove(t.tgid);
     }
     Ok(0)
@@ -746,7 +762,8 @@ pub fn mm_filemap_map_pages(ctx: RawTracePointContext) -> u32 {
 }
 
 /// `io_uring:io_uring_complete`, TP_PROTO(struct io_ring_ctx *ctx, void *req,
-/// struct io_uring_cqe *cqe). Format: field:void * ctx; offset:8; size:8 /
+/// struct io_uring_cqe *cqe); on older kernels TP_PROTO(void *ctx, void *req, u64 user_data,
+/// int res, unsigned cflags, u64 extra1, u64 extra2) (`proto::uring_cqe`). Format: field:void * ctx; offset:8; size:8 /
 ///   field:void * req; offset:16; size:8 / field:u64 user_data; offset:24; size:8 /
 ///   field:int res; offset:32; size:4 / field:unsigned cflags; offset:36; size:4 /
 ///   field:u64 extra1; offset:40; size:8 / field:u64 extra2; offset:48; size:8
@@ -785,13 +802,20 @@ fn try_uring(ctx: &RawTracePointContext) -> Result<u32, u32> {
         }
     }
     let req: u64 = ctx.arg(1);
-    let cqe: u64 = ctx.arg(2);
-    if req == 0 || cqe == 0 {
+    if req == 0 {
         return Ok(0);
     }
+    let (res, cflags) = if proto::uring_cqe() {
+        let cqe: u64 = ctx.arg(2);
+        if cqe == 0 {
+            return Ok(0);
+        }
+        let res: i32 = read(cqe, off::cqe_res()).map_err(|_| 0u32)?;
+        (res, read::<u32>(cqe, off::cqe_flags()).unwrap_or(0))
+    } else {
+        (ctx.arg::<u64>(3) as i32, ctx.arg::<u64>(4) as u32)
+    };
     let opcode: u8 = read(req, off::kiocb_opcode()).map_err(|_| 0u32)?;
-    let res: i32 = read(cqe, off::cqe_res()).map_err(|_| 0u32)?;
-    let cflags: u32 = read(cqe, off::cqe_flags()).unwrap_or(0);
     let file: u64 = read(req, off::kiocb_file()).unwrap_or(0);
     if opcode == IORING_OP_CLOSE {
         fd_table_changed(tgid);

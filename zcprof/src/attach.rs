@@ -128,7 +128,7 @@ pub async fn attach(args: &AttachArgs) -> anyhow::Result<i32> {
     if args.json {
         let doc = report::to_json(
             &snap,
-            probes.btf_missing.is_none(),
+            &probes.capabilities,
             json!({"pids": args.pids, "watched": watched, "elapsed_s": elapsed}),
         );
         println!("{}", serde_json::to_string_pretty(&doc)?);

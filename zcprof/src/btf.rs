@@ -34,6 +34,7 @@ pub enum BtfError {
 }
 
 const KIND_INT: u32 = 1;
+const KIND_PTR: u32 = 2;
 const KIND_ARRAY: u32 = 3;
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
@@ -65,6 +66,8 @@ struct Type {
     members: Vec<Member>,
     /// For enums: (name, value).
     enumerators: Vec<(u32, i64)>,
+    /// For function prototypes: the parameters' types.
+    params: Vec<u32>,
 }
 
 /// A parsed BTF blob, enough to answer "offset of member M in struct S".
@@ -124,6 +127,7 @@ impl Btf {
             ty: 0,
             members: Vec::new(),
             enumerators: Vec::new(),
+            params: Vec::new(),
         }];
         let mut at = 0usize;
         let rd = |at: usize| u32_at(types_data, at).ok_or("truncated type");
@@ -141,6 +145,7 @@ impl Btf {
                 ty: size_or_type,
                 members: Vec::new(),
                 enumerators: Vec::new(),
+                params: Vec::new(),
             };
             match kind {
                 KIND_INT | KIND_VAR | KIND_DECL_TAG => at += 4,
@@ -173,7 +178,12 @@ impl Btf {
                         at += 12;
                     }
                 }
-                KIND_FUNC_PROTO => at += 8 * vlen,
+                KIND_FUNC_PROTO => {
+                    for _ in 0..vlen {
+                        t.params.push(rd(at + 4)?);
+                        at += 8;
+                    }
+                }
                 KIND_DATASEC => at += 12 * vlen,
                 0..=KIND_TYPE_TAG => {}
                 _ => return Err("unknown type kind"),
@@ -269,6 +279,55 @@ impl Btf {
         None
     }
 
+    /// The argument types of tracepoint `name` as the kernel passes them to a raw or BTF
+    /// tracepoint program (the tracer's own `void *__data` left out), written as C types
+    /// (`struct task_struct *`, `bool`, `u64`); `None` if this kernel has no such tracepoint.
+    /// Read from the `btf_trace_<name>` typedef every tracepoint declares, which is what the
+    /// kernel checks a program's argument reads against.
+    pub fn tracepoint_args(&self, name: &str) -> Option<Vec<String>> {
+        let typedef = format!("btf_trace_{name}");
+        let t = self
+            .types
+            .iter()
+            .find(|t| t.kind == KIND_TYPEDEF && self.name(t.name) == typedef)?;
+        let ptr = self.types.get(t.ty as usize)?;
+        let proto = self.resolve(if ptr.kind == KIND_PTR { ptr.ty } else { t.ty })?;
+        if proto.kind != KIND_FUNC_PROTO {
+            return None;
+        }
+        Some(
+            proto
+                .params
+                .iter()
+                .skip(1)
+                .map(|&ty| self.type_name(ty, 0))
+                .collect(),
+        )
+    }
+
+    /// Type `id` written as C (enough to tell tracepoint prototypes apart).
+    fn type_name(&self, id: u32, depth: u32) -> String {
+        let Some(t) = self.types.get(id as usize) else {
+            return "?".into();
+        };
+        if id == 0 {
+            return "void".into();
+        }
+        if depth > 16 {
+            return "?".into();
+        }
+        match t.kind {
+            KIND_PTR => format!("{} *", self.type_name(t.ty, depth + 1)),
+            KIND_STRUCT => format!("struct {}", self.name(t.name)),
+            KIND_UNION => format!("union {}", self.name(t.name)),
+            KIND_ENUM | KIND_ENUM64 => format!("enum {}", self.name(t.name)),
+            KIND_CONST | KIND_VOLATILE | KIND_RESTRICT | KIND_TYPE_TAG => {
+                self.type_name(t.ty, depth + 1)
+            }
+            _ => self.name(t.name).to_string(),
+        }
+    }
+
     /// The value of enumerator `name` in any enum.
     pub fn enumerator(&self, name: &str) -> Result<i64, BtfError> {
         self.types
@@ -313,5 +372,24 @@ mod tests {
             Err(BtfError::NoStruct(_))
         ));
         assert_eq!(btf.enumerator("SOCK_ZEROCOPY").unwrap(), 18);
+    }
+
+    // The prototypes are the kernel's (include/trace/events/sched.h): stable since 4.x.
+    #[test]
+    fn tracepoint_prototypes_come_from_btf() {
+        let Ok(btf) = Btf::from_kernel() else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "no kernel BTF in CI: {VMLINUX_BTF}"
+            );
+            return;
+        };
+        assert_eq!(
+            btf.tracepoint_args("sched_process_fork").unwrap(),
+            ["struct task_struct *", "struct task_struct *"]
+        );
+        let exit = btf.tracepoint_args("sys_exit").unwrap();
+        assert_eq!(exit, ["struct pt_regs *", "long int"]);
+        assert!(btf.tracepoint_args("no_such_tracepoint").is_none());
     }
 }

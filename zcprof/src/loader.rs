@@ -19,6 +19,7 @@ use zcprof_common::{
 
 use crate::{
     btf::{Btf, BtfError},
+    capability::{self, Capabilities, State},
     thread_table::ThreadTable,
 };
 
@@ -51,13 +52,19 @@ pub enum LoadError {
     Map(&'static str),
 }
 
-/// How the programs read the kernel's structs.
+/// How the programs read the kernel's structs and tracepoint arguments, and what they can
+/// count with them.
 #[derive(Debug, Clone)]
 pub struct KernelLayout {
     /// (global name, value) pairs for `EbpfLoader::override_global`.
     pub globals: Vec<(&'static str, u64)>,
     /// Why BTF could not be used, if it could not; the programs then classify by syscall only.
     pub btf_missing: Option<String>,
+    /// The optional raw tracepoints this kernel lacks (or passes other arguments to than the
+    /// programs can read): not attached.
+    pub skipped: Vec<&'static str>,
+    /// What zcprof can count on this kernel.
+    pub capabilities: Capabilities,
 }
 
 impl KernelLayout {
@@ -76,22 +83,137 @@ impl KernelLayout {
         ] {
             globals.push((global, btf.offset(st, path).map_err(LoadError::Btf)?));
         }
+        let mut layout = KernelLayout {
+            globals,
+            btf_missing: None,
+            skipped: Vec::new(),
+            capabilities: Capabilities::default(),
+        };
         match Self::classification(&btf) {
             Ok(more) => {
-                globals.extend(more);
-                globals.push((HAVE_BTF, 1));
-                Ok(KernelLayout {
-                    globals,
-                    btf_missing: None,
-                })
+                layout.globals.extend(more);
+                layout.globals.push((HAVE_BTF, 1));
             }
             Err(e) => {
-                globals.push((HAVE_BTF, 0));
-                Ok(KernelLayout {
-                    globals,
-                    btf_missing: Some(e.to_string()),
-                })
+                layout.globals.push((HAVE_BTF, 0));
+                let why = e.to_string();
+                let caps = &mut layout.capabilities;
+                caps.set(
+                    capability::FD_TYPES,
+                    State::Degraded,
+                    format!("{why}; transfers are classified by syscall only"),
+                );
+                caps.set(capability::IO_URING, State::Unavailable, why.clone());
+                caps.set(capability::EXIT_SYSCALLS, State::Unavailable, why.clone());
+                caps.set(
+                    capability::CONTEXT_SWITCHES,
+                    State::Degraded,
+                    format!("{why}; voluntary or not is told by the task's state"),
+                );
+                layout.btf_missing = Some(why);
             }
+        }
+        if layout.btf_missing.is_none()
+            && layout
+                .globals
+                .iter()
+                .any(|&(name, value)| name == STACK_ORIG_AX && value == 0)
+        {
+            layout.capabilities.set(
+                capability::EXIT_SYSCALLS,
+                State::Unavailable,
+                "no /proc/config.gz to place the saved registers on the kernel stack",
+            );
+        }
+        layout.prototypes(&btf);
+        Ok(layout)
+    }
+
+    /// Chooses, from each tracepoint's prototype in BTF, which arguments the programs read,
+    /// and which optional tracepoints are left out.
+    fn prototypes(&mut self, btf: &Btf) {
+        use zcprof_common::prototypes::*;
+        let args = |tp: &str| btf.tracepoint_args(tp);
+        // Best effort: without them only the rare cases they serve are approximate.
+        let state = btf
+            .offset("task_struct", "__state")
+            .or_else(|_| btf.offset("task_struct", "state"));
+        let signal = btf.offset("task_struct", "signal");
+        let live = btf.offset("signal_struct", "live");
+        for (global, value) in [
+            (offsets::TASK_STATE, &state),
+            (offsets::TASK_SIGNAL, &signal),
+            (offsets::SIGNAL_LIVE, &live),
+        ] {
+            self.globals.push((global, *value.as_ref().unwrap_or(&0)));
+        }
+
+        let switch_args = args("sched_switch").unwrap_or_default();
+        let has_prev_state = switch_args.len() >= 4;
+        self.globals
+            .push((SWITCH_PREV_STATE, u64::from(has_prev_state)));
+        if !has_prev_state && state.is_err() {
+            self.capabilities.set(
+                capability::CONTEXT_SWITCHES,
+                State::Degraded,
+                "sched_switch passes no prev_state and BTF has no task_struct state: \
+                 a task's switches after its exit may be counted",
+            );
+        }
+
+        let exit_args = args("sched_process_exit").unwrap_or_default();
+        self.globals
+            .push((EXIT_GROUP_DEAD, u64::from(exit_args.len() >= 2)));
+
+        // (ctx, req, cqe) or (ctx, req, user_data, res, cflags, ...); before 5.19 there is no
+        // request to read the opcode from.
+        match args("io_uring_complete") {
+            None => {
+                self.skip("io_uring_complete");
+                self.capabilities.set(
+                    capability::IO_URING,
+                    State::Unavailable,
+                    "this kernel has no io_uring:io_uring_complete tracepoint",
+                );
+            }
+            Some(a) if a.get(2).is_some_and(|t| t == "struct io_uring_cqe *") => {
+                self.globals.push((URING_CQE, 1));
+            }
+            Some(a) if a.len() >= 5 && a[1].ends_with('*') && !a[2].ends_with('*') => {
+                self.globals.push((URING_CQE, 0));
+            }
+            Some(a) => {
+                self.skip("io_uring_complete");
+                self.capabilities.set(
+                    capability::IO_URING,
+                    State::Unavailable,
+                    format!(
+                        "io_uring_complete passes ({}) on this kernel, without the request \
+                         that names the operation",
+                        a.join(", ")
+                    ),
+                );
+            }
+        }
+        if !self.globals.iter().any(|(n, _)| *n == URING_CQE) {
+            self.globals.push((URING_CQE, 0));
+        }
+
+        for tp in ["mm_filemap_fault", "mm_filemap_map_pages"] {
+            if args(tp).is_none() {
+                self.skip(tp);
+                self.capabilities.set(
+                    capability::MMAP_FAULT_IN,
+                    State::Unavailable,
+                    format!("this kernel has no filemap:{tp} tracepoint (Linux 6.10+)"),
+                );
+            }
+        }
+    }
+
+    fn skip(&mut self, tracepoint: &'static str) {
+        if !self.skipped.contains(&tracepoint) {
+            self.skipped.push(tracepoint);
         }
     }
 
@@ -144,12 +266,13 @@ impl KernelLayout {
         }
         let get = |name: &str| globals.iter().find(|(n, _)| *n == name).map(|g| g.1);
         let fdt = window(&[(get(FDT_MAX_FDS), 4), (get(FDT_FD), 8)], "fdtable")?;
+        // `private_data` is read from the window only where it fits (recent kernels); older
+        // layouts put it far from the others and the programs read it on its own.
         let file = window(
             &[
                 (get(FILE_INODE), 8),
                 (get(FILE_FLAGS), 4),
                 (get(FILE_MODE), 4),
-                (get(FILE_PRIVATE), 8),
             ],
             "file",
         )?;
@@ -220,6 +343,8 @@ pub struct Probes {
     pub lost: PerCpuArray<MapData, u64>,
     /// Why fd types are not known, when they are not.
     pub btf_missing: Option<String>,
+    /// What zcprof can count on this kernel.
+    pub capabilities: Capabilities,
     /// Kernel log records (aya-log), flushed by the collector.
     pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     /// Keeps the programs and their links alive.
@@ -292,9 +417,7 @@ pub struct ProgramStats {
 impl Probes {
     /// Says on stderr what zcprof cannot do on this kernel (call once, after loading).
     pub fn warn_degraded(&self) {
-        if let Some(why) = &self.btf_missing {
-            eprintln!("zcprof: warning: {why}; transfers are classified by syscall only");
-        }
+        self.capabilities.warn();
     }
 
     /// Tells the kernel programs that threads were entered from user space, so that no CPU
@@ -406,6 +529,9 @@ impl Probes {
         }
         drop(btf);
         for (prog, tp) in RAW_TRACEPOINTS {
+            if layout.skipped.contains(&tp) {
+                continue;
+            }
             let tp = match tracepoint_override {
                 Some((from, to)) if from == tp => to,
                 _ => tp,
@@ -485,6 +611,7 @@ impl Probes {
             uring,
             lost,
             btf_missing: layout.btf_missing,
+            capabilities: layout.capabilities,
             logger,
             _ebpf: ebpf,
         })

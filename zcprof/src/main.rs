@@ -10,6 +10,7 @@
 mod archive;
 mod attach;
 mod btf;
+mod capability;
 mod cli;
 mod collector;
 mod loader;

@@ -4,7 +4,10 @@ use comfy_table::{Cell as TCell, CellAlignment, Table, presets::UTF8_BORDERS_ONL
 use serde_json::{Value, json};
 use zcprof_common::Column;
 
-use crate::collector::{Cell, Counters, ProcessView, Snapshot};
+use crate::{
+    capability::{self, Capabilities, State},
+    collector::{Cell, Counters, ProcessView, Snapshot},
+};
 
 /// Name of an IORING_OP_* opcode.
 pub fn uring_op_name(op: u16) -> &'static str {
@@ -160,7 +163,8 @@ fn process_json(pid: u32, p: &ProcessView) -> Value {
 }
 
 /// The JSON document for a snapshot; `extra` fields (command, exit code…) come first.
-pub fn to_json(snap: &Snapshot, btf: bool, extra: Value) -> Value {
+pub fn to_json(snap: &Snapshot, capabilities: &Capabilities, extra: Value) -> Value {
+    let btf = capabilities.state(capability::FD_TYPES) == State::Exact;
     let processes: Vec<Value> = snap
         .processes
         .iter()
@@ -168,7 +172,8 @@ pub fn to_json(snap: &Snapshot, btf: bool, extra: Value) -> Value {
         .collect();
     merge(
         extra,
-        json!({"btf": btf, "lost": snap.lost, "processes": processes}),
+        json!({"btf": btf, "capabilities": capabilities, "lost": snap.lost,
+               "processes": processes}),
     )
 }
 

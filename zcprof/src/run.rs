@@ -103,7 +103,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     let text = if args.json {
         let doc = report::to_json(
             &snap,
-            probes.btf_missing.is_none(),
+            &probes.capabilities,
             json!({"command": args.command, "exit_code": exit_code, "pid": pid,
                    "elapsed_s": elapsed}),
         );

@@ -14,7 +14,9 @@ use tokio::sync::watch;
 use zcprof_common::{Column, HIST_BUCKETS, Syscall};
 
 use super::engine::Totals;
-use crate::{collector::Cell, loader::ProgramStats, report::uring_op_name};
+use crate::{
+    capability::Capabilities, collector::Cell, loader::ProgramStats, report::uring_op_name,
+};
 
 /// Fill of one kernel map.
 #[derive(Debug, Clone)]
@@ -58,6 +60,8 @@ pub struct Published {
     pub collection_seconds: f64,
     /// Whether fd types are known (kernel BTF).
     pub btf: bool,
+    /// What zcprof can count on this kernel.
+    pub capabilities: Capabilities,
     /// zcprof's resident memory, bytes.
     pub rss_bytes: u64,
     /// zcprof's CPU time (user + system), seconds.
@@ -82,6 +86,7 @@ impl Published {
             collection_errors: 0,
             collection_seconds: 0.0,
             btf: false,
+            capabilities: Capabilities::default(),
             rss_bytes: 0,
             cpu_seconds: 0.0,
         }
@@ -308,6 +313,19 @@ pub fn families(p: &Published) -> Vec<MetricFamily> {
         ],
         1.0,
     );
+    let mut capability = family(
+        "zcprof_capability",
+        "1 when zcprof can count what the capability feeds on this kernel (exactly, or \
+         degraded as state says), 0 when it cannot and those counters stay 0.",
+        GAUGE,
+    );
+    for c in p.capabilities.iter() {
+        push_gauge(
+            &mut capability,
+            &[("name", c.name), ("state", c.state.as_str())],
+            if c.state.available() { 1.0 } else { 0.0 },
+        );
+    }
     let mut lost = family(
         "zcprof_events_lost_total",
         "Events the kernel programs could not record, by reason. Must stay 0; if not, the \
@@ -423,6 +441,7 @@ pub fn families(p: &Published) -> Vec<MetricFamily> {
         uring,
         sizes,
         build,
+        capability,
         lost,
         entries,
         capacity,

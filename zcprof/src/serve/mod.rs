@@ -203,6 +203,7 @@ impl Collector {
             collection_errors: self.errors,
             collection_seconds: started.elapsed().as_secs_f64(),
             btf: self.probes.btf_missing.is_none(),
+            capabilities: self.probes.capabilities.clone(),
             rss_bytes,
             cpu_seconds,
         };
