@@ -702,10 +702,9 @@ pub mod offsets {
     pub const CQE_FLAGS: &str = "OFF_CQE_FLAGS";
     /// `task_struct.stack`
     pub const TASK_STACK: &str = "OFF_TASK_STACK";
-    /// Byte offset from `task_struct.stack` to the saved `pt_regs.orig_ax` of the task's
-    /// user-mode entry (THREAD_SIZE - padding - sizeof(pt_regs) + 120); 0 when unknown, and
-    /// then exit/exit_group are not counted.
-    pub const STACK_ORIG_AX: &str = "STACK_ORIG_AX";
+    /// `pt_regs.orig_ax`: the syscall number in a task's saved user registers (where on its
+    /// kernel stack those are, the programs learn from the first syscall they see).
+    pub const PT_REGS_ORIG_AX: &str = "OFF_PT_REGS_ORIG_AX";
     /// Value of `enum sock_flags` member `SOCK_ZEROCOPY` (a bit number, not an offset).
     pub const SOCK_ZEROCOPY_BIT: &str = "SOCK_ZEROCOPY_BIT";
     /// Set to 1 to count every process on the host (`zcprof serve`): threads are entered by

@@ -42,7 +42,7 @@ kernel_globals!(
     OFF_CQE_RES,
     OFF_CQE_FLAGS,
     SOCK_ZEROCOPY_BIT,
-    STACK_ORIG_AX,
+    OFF_PT_REGS_ORIG_AX,
     HAVE_BTF,
     WATCH_ALL,
     EMPTY_BODIES,
@@ -176,8 +176,8 @@ pub mod off {
         global(&SOCK_ZEROCOPY_BIT)
     }
     #[inline(always)]
-    pub fn stack_orig_ax() -> u64 {
-        global(&STACK_ORIG_AX)
+    pub fn pt_regs_orig_ax() -> u64 {
+        global(&OFF_PT_REGS_ORIG_AX)
     }
     /// Benchmarks only: every program returns at once (the cost floor of the hooks).
     #[inline(always)]

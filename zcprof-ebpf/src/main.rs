@@ -184,9 +184,44 @@ fn entry_by_regs(regs: u64) -> Option<&'static mut ThreadStats> {
     // As in `running_slot`: the generation was read before the lookup.
     let slot = slot_of(bpf_get_current_pid_tgid() as u32);
     cpu.key = regs;
+    // Read back from map memory: the verifier then sees a number, not a pointer it forbids
+    // arithmetic on.
+    // SAFETY: reading a field through a valid reference.
+    learn_stack_regs(unsafe { core::ptr::read_volatile(&cpu.key) });
     cpu.slot = slot;
     cpu.generation = gen_now;
     entry(slot)
+}
+
+/// Where a task's saved user registers sit from the base of its kernel stack, learned from
+/// the first syscall seen (`regs - task->stack`): the same for every task of a kernel, and
+/// what `sched_process_exit` needs to read the number of the exit syscall that never returns.
+/// Learned rather than computed from THREAD_SIZE and the stack padding, which depend on the
+/// kernel's configuration (KASAN, FRED) that is not always readable.
+#[map(name = "STACK_REGS")]
+static STACK_REGS: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Fills [`STACK_REGS`] once (on a CPU-cache miss of sys_exit, never on the hot path).
+#[inline(always)]
+fn learn_stack_regs(regs: u64) {
+    if !off::have_btf() {
+        return;
+    }
+    let Some(learned) = STACK_REGS.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: a valid aligned u64 in map memory; racing writers write the same value.
+    unsafe {
+        if core::ptr::read_volatile(learned) != 0 {
+            return;
+        }
+        let task = bpf_get_current_task();
+        if let Ok(stack) = read::<u64>(task, off::task_stack())
+            && regs > stack
+        {
+            core::ptr::write_volatile(learned, regs - stack);
+        }
+    }
 }
 
 /// Moves the watch generation on (see [`WATCH_GEN`]).
@@ -615,8 +650,12 @@ fn try_exit(ctx: &RawTracePointContext) -> Result<u32, u32> {
         return Ok(0);
     };
     t.flags |= THREAD_EXITED;
-    let orig_ax_at = off::stack_orig_ax();
-    if orig_ax_at != 0 {
+    let regs_at = match STACK_REGS.get(0) {
+        Some(r) => *r,
+        None => 0,
+    };
+    if regs_at != 0 {
+        let orig_ax_at = regs_at + off::pt_regs_orig_ax();
         // SAFETY: the helper only returns the current task pointer.
         let task = unsafe { bpf_get_current_task() };
         if let Ok(stack) = read::<u64>(task, off::task_stack())

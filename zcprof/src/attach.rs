@@ -49,7 +49,7 @@ pub async fn attach(args: &AttachArgs) -> anyhow::Result<i32> {
     }
     // Everything that needs privileges is done: the maps and pidfds work without them.
     if let Some(t) = &target {
-        privileges::drop_to(t)?;
+        privileges::drop_to(t, probes.a_map())?;
     }
     let started = Instant::now();
     eprintln!(

@@ -2,8 +2,6 @@
 //! attaches them. Dropping [`Probes`] detaches everything (links are file descriptors, so the
 //! kernel also detaches them if zcprof dies).
 
-use std::io::Read as _;
-
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, Stack},
@@ -44,6 +42,18 @@ pub enum LoadError {
          (zcprof needs raw tracepoints, CONFIG_FTRACE_SYSCALLS and perf software events)"
     )]
     Attach { name: String, reason: String },
+    /// The tracepoint exists, but the kernel refused zcprof's program on it (it reads an
+    /// argument this kernel's prototype lacks, say).
+    #[error(
+        "the kernel refused zcprof's program on tracepoint {name}({args}): {reason}; zcprof \
+         does not handle this kernel's version of it: please report this line with the \
+         output of `zcprof doctor`"
+    )]
+    Refused {
+        name: String,
+        args: String,
+        reason: String,
+    },
     /// The kernel's BTF is missing or lacks a struct member zcprof cannot do without.
     #[error("{0}; zcprof needs a kernel built with CONFIG_DEBUG_INFO_BTF")]
     Btf(BtfError),
@@ -65,6 +75,8 @@ pub struct KernelLayout {
     pub skipped: Vec<&'static str>,
     /// What zcprof can count on this kernel.
     pub capabilities: Capabilities,
+    /// Each hook's arguments on this kernel (`None`: no such tracepoint), from BTF.
+    pub prototypes: Vec<(&'static str, Option<Vec<String>>)>,
 }
 
 impl KernelLayout {
@@ -88,6 +100,11 @@ impl KernelLayout {
             btf_missing: None,
             skipped: Vec::new(),
             capabilities: Capabilities::default(),
+            prototypes: BTF_TRACEPOINTS
+                .iter()
+                .chain(RAW_TRACEPOINTS.iter())
+                .map(|&(_, tp)| (tp, btf.tracepoint_args(tp)))
+                .collect(),
         };
         match Self::classification(&btf) {
             Ok(more) => {
@@ -112,18 +129,6 @@ impl KernelLayout {
                 );
                 layout.btf_missing = Some(why);
             }
-        }
-        if layout.btf_missing.is_none()
-            && layout
-                .globals
-                .iter()
-                .any(|&(name, value)| name == STACK_ORIG_AX && value == 0)
-        {
-            layout.capabilities.set(
-                capability::EXIT_SYSCALLS,
-                State::Unavailable,
-                "no /proc/config.gz to place the saved registers on the kernel stack",
-            );
         }
         layout.prototypes(&btf);
         Ok(layout)
@@ -240,7 +245,7 @@ impl KernelLayout {
             (KIOCB_FILE, "io_kiocb", &["file"]),
             (CQE_RES, "io_uring_cqe", &["res"]),
             (CQE_FLAGS, "io_uring_cqe", &["flags"]),
-            (STACK_ORIG_AX, "pt_regs", &["orig_ax"]),
+            (PT_REGS_ORIG_AX, "pt_regs", &["orig_ax"]),
         ];
         let mut globals = Vec::with_capacity(members.len() + 1);
         for (global, st, paths) in members {
@@ -260,9 +265,6 @@ impl KernelLayout {
                 (None, Some(e)) => return Err(e),
                 (None, None) => unreachable!("every member has at least one path"),
             }
-        }
-        if let Some(g) = globals.iter_mut().find(|(n, _)| *n == STACK_ORIG_AX) {
-            g.1 = stack_orig_ax(g.1);
         }
         let get = |name: &str| globals.iter().find(|(n, _)| *n == name).map(|g| g.1);
         let fdt = window(&[(get(FDT_MAX_FDS), 4), (get(FDT_FD), 8)], "fdtable")?;
@@ -299,34 +301,6 @@ fn window(fields: &[(Option<u64>, u64)], st: &str) -> Result<u64, BtfError> {
         }
     }
     Ok(start)
-}
-
-/// Where `pt_regs.orig_ax` of a task's user entry sits from the base of its kernel stack:
-/// `task_pt_regs()` is at THREAD_SIZE - TOP_OF_KERNEL_STACK_PADDING - sizeof(pt_regs). Both
-/// constants depend on the kernel's configuration (KASAN doubles the stack, FRED pads it);
-/// without /proc/config.gz the answer is 0 and exit/exit_group go uncounted.
-fn stack_orig_ax(orig_ax: u64) -> u64 {
-    const PT_REGS_SIZE: u64 = 168;
-    let Some(config) = kernel_config() else {
-        return 0;
-    };
-    let set = |opt: &str| config.lines().any(|l| l == format!("{opt}=y"));
-    let thread_size = if set("CONFIG_KASAN") {
-        32 << 10
-    } else {
-        16 << 10
-    };
-    let padding = if set("CONFIG_X86_FRED") { 16 } else { 0 };
-    thread_size - padding - PT_REGS_SIZE + orig_ax
-}
-
-fn kernel_config() -> Option<String> {
-    let file = std::fs::File::open("/proc/config.gz").ok()?;
-    let mut text = String::new();
-    flate2::read::GzDecoder::new(file)
-        .read_to_string(&mut text)
-        .ok()?;
-    Some(text)
 }
 
 /// The loaded and attached programs, and handles on their maps.
@@ -418,6 +392,14 @@ impl Probes {
     /// Says on stderr what zcprof cannot do on this kernel (call once, after loading).
     pub fn warn_degraded(&self) {
         self.capabilities.warn();
+    }
+
+    /// One of the programs' maps, to find out whether the kernel lets zcprof use them once it
+    /// has given up its privileges.
+    pub fn a_map(&self) -> std::os::fd::BorrowedFd<'_> {
+        use aya::maps::IterableMap as _;
+        use std::os::fd::AsFd as _;
+        self.lost.map().fd().as_fd()
     }
 
     /// Tells the kernel programs that threads were entered from user space, so that no CPU
@@ -548,9 +530,18 @@ impl Probes {
                     LoadError::Load(format!("{prog}: {}", chain(&e)))
                 }
             })?;
-            program.attach(tp).map_err(|e| LoadError::Attach {
-                name: tp.to_string(),
-                reason: chain(&e),
+            program.attach(tp).map_err(|e| {
+                match layout.prototypes.iter().find(|(name, _)| *name == tp) {
+                    Some((_, Some(args))) => LoadError::Refused {
+                        name: tp.to_string(),
+                        args: args.join(", "),
+                        reason: chain(&e),
+                    },
+                    _ => LoadError::Attach {
+                        name: tp.to_string(),
+                        reason: chain(&e),
+                    },
+                }
             })?;
         }
 

@@ -2,7 +2,10 @@
 //! opened (programs, links, maps, pidfds, the daemon's stats fd and listening socket), which go
 //! on working without privileges, and becomes an unprivileged user with no capabilities.
 
-use std::ffi::{CStr, CString};
+use std::{
+    ffi::{CStr, CString},
+    os::fd::{AsRawFd as _, BorrowedFd},
+};
 
 /// Errors dropping privileges.
 #[derive(Debug, thiserror::Error)]
@@ -175,10 +178,79 @@ pub fn planned(
     lookup(&args.user).map(Some)
 }
 
+/// CAP_BPF (linux/capability.h): what an older kernel asks of every bpf() call.
+const CAP_BPF: u32 = 39;
+
+/// Whether a process that became `target` could still use the BPF map `map` it holds. Linux
+/// 6.5 and later let it; older kernels refuse every bpf() call of a process without CAP_BPF
+/// while `kernel.unprivileged_bpf_disabled` is set. Found out by trying, in a child that drops
+/// to `target` and reads the map, because the kernel version is no guide (distributions
+/// backport).
+fn bpf_fds_work_unprivileged(target: &Target, map: BorrowedFd<'_>) -> bool {
+    // bpf(BPF_MAP_GET_NEXT_KEY, { map_fd, key = NULL, next_key }).
+    const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
+    #[repr(C)]
+    struct NextKeyAttr {
+        map_fd: u32,
+        _pad: u32,
+        key: u64,
+        next_key: u64,
+        _flags: u64,
+    }
+    let mut next = [0u8; 64];
+    let attr = NextKeyAttr {
+        map_fd: map.as_raw_fd() as u32,
+        _pad: 0,
+        key: 0,
+        next_key: next.as_mut_ptr() as u64,
+        _flags: 0,
+    };
+    // SAFETY: the child makes raw syscalls only (async-signal-safe after fork in a process
+    // that may have threads) and leaves with _exit; the parent only waits for it.
+    unsafe {
+        let pid = libc::fork();
+        if pid == 0 {
+            let ok = libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) == 0
+                && libc::syscall(libc::SYS_setresgid, target.gid, target.gid, target.gid) == 0
+                && libc::syscall(libc::SYS_setresuid, target.uid, target.uid, target.uid) == 0
+                && libc::syscall(
+                    libc::SYS_bpf,
+                    BPF_MAP_GET_NEXT_KEY,
+                    &attr,
+                    std::mem::size_of::<NextKeyAttr>(),
+                ) == 0;
+            libc::_exit(if ok { 0 } else { 1 });
+        }
+        if pid < 0 {
+            return false;
+        }
+        let mut status = 0;
+        libc::waitpid(pid, &mut status, 0) == pid
+            && libc::WIFEXITED(status)
+            && libc::WEXITSTATUS(status) == 0
+    }
+}
+
 /// Becomes `target` with no capabilities and no way to regain any, then checks with the
-/// kernel that it is so.
-pub fn drop_to(target: &Target) -> Result<Creds, PrivError> {
+/// kernel that it is so. Where the kernel would refuse the BPF objects (`map` stands for them
+/// all) to a process without CAP_BPF, it keeps CAP_BPF alone and says so.
+pub fn drop_to(target: &Target, map: BorrowedFd<'_>) -> Result<Creds, PrivError> {
+    let keep_bpf = !bpf_fds_work_unprivileged(target, map);
+    if keep_bpf {
+        eprintln!(
+            "zcprof: note: this kernel refuses BPF objects to processes without CAP_BPF \
+             (kernel.unprivileged_bpf_disabled is set, Linux before 6.5): zcprof becomes {} \
+             keeping CAP_BPF alone",
+            target.name
+        );
+    }
+    drop_keeping(target, if keep_bpf { Some(CAP_BPF) } else { None })
+}
+
+/// Becomes `target` with no capability but `keep`, and checks with the kernel that it is so.
+fn drop_keeping(target: &Target, keep: Option<u32>) -> Result<Creds, PrivError> {
     let user = &target.name;
+    let kept: u64 = keep.map_or(0, |c| 1u64 << c);
     // SAFETY: plain credential syscalls with valid arguments. glibc applies set*id to every
     // thread of the process (there is only one at this point anyway).
     unsafe {
@@ -188,6 +260,14 @@ pub fn drop_to(target: &Target) -> Result<Creds, PrivError> {
             "setresgid",
             libc::setresgid(target.gid, target.gid, target.gid),
         )?;
+        if keep.is_some() {
+            // Keep the permitted set across the uid change; it is cut down to `keep` below.
+            os(
+                user,
+                "prctl(PR_SET_KEEPCAPS)",
+                libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0),
+            )?;
+        }
         // Changing every uid away from 0 clears the permitted, effective and ambient
         // capability sets (capabilities(7), "Effect of user ID changes").
         os(
@@ -200,7 +280,12 @@ pub fn drop_to(target: &Target) -> Result<Creds, PrivError> {
             version: LINUX_CAPABILITY_VERSION_3,
             pid: 0,
         };
-        let data = [CapData::default(); 2];
+        let half = |shift: u32| CapData {
+            effective: (kept >> shift) as u32,
+            permitted: (kept >> shift) as u32,
+            inheritable: 0,
+        };
+        let data = [half(0), half(32)];
         os(
             user,
             "capset",
@@ -236,7 +321,12 @@ pub fn drop_to(target: &Target) -> Result<Creds, PrivError> {
         left.push(format!("groups {:?}", creds.groups));
     }
     for (name, v) in &creds.caps {
-        if *v != 0 {
+        let allowed = if name == "CapPrm" || name == "CapEff" {
+            kept
+        } else {
+            0
+        };
+        if *v != allowed {
             left.push(format!("{name} {v:#x}"));
         }
     }

@@ -51,7 +51,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     let pid = child.id();
     // The command runs as zcprof was started; zcprof itself needs no privilege any more.
     if let Some(t) = &target
-        && let Err(e) = privileges::drop_to(t)
+        && let Err(e) = privileges::drop_to(t, probes.a_map())
     {
         // The command is running: report it, and keep profiling it rather than abandon it.
         eprintln!("zcprof: warning: {e}");

@@ -310,7 +310,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<i32> {
 
     match &target {
         Some(t) => {
-            privileges::drop_to(t)?;
+            privileges::drop_to(t, probes.a_map())?;
             // The maps must still be readable: find out now, not at the first scrape.
             if let Err(err) = collector::snapshot(&probes, None) {
                 let sysctl = std::fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled")
