@@ -188,7 +188,7 @@ pub fn run(args: &Args) -> Result<()> {
         }
         fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
         let guest_line = format!(
-            "{} kernel-matrix-guest --zcprof {} --out {}",
+            "{} kernel-matrix-guest --vm --zcprof {} --out {}",
             vm::shell_quote(&xtask.to_string_lossy()),
             vm::shell_quote(&zcprof.to_string_lossy()),
             vm::shell_quote(&out.to_string_lossy()),

@@ -31,6 +31,9 @@ pub struct Args {
     /// Where to write the results (read-write in the VM)
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+    /// Running in a kernel-matrix VM: the guest may change its (throwaway) mounts
+    #[arg(long)]
+    pub vm: bool,
 }
 
 /// The checks in the order they run; `workload:*` expands to every strategy.
@@ -66,7 +69,7 @@ pub fn run(args: &Args) -> Result<()> {
     let out = &args.out;
     fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     fs::write(out.join(STARTED), "").context("writing the started file")?;
-    let env = prepare().context("preparing the guest")?;
+    let env = prepare(args.vm).context("preparing the guest")?;
     write_json(&out.join("env.json"), &env)?;
 
     let scratch = std::env::temp_dir().join(format!("zcprof-kernel-matrix-{}", std::process::id()));
@@ -99,7 +102,8 @@ pub fn run(args: &Args) -> Result<()> {
             "kernel-matrix-guest: {name}: {:?} ({:.1}s) {}",
             result.status, result.elapsed_s, result.detail
         );
-        if result.not_started && not_started.is_none() {
+        // Only dd can tell (by its output file) that zcprof failed before the command ran.
+        if name == "dd" && result.not_started {
             not_started = Some(name.clone());
         }
         write_json(&result_file(out, &name), &result)?;
@@ -145,7 +149,12 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
 /// lookups), bpffs, a writable temporary directory (the checks' files, the workloads'
 /// source files), and the loopback interface (sendfile, serve and the workloads use TCP on
 /// 127.0.0.1).
-fn prepare() -> Result<GuestEnv> {
+///
+/// In a VM, /tmp is always a fresh tmpfs: virtme-ng's /tmp is an overlay whose lower layer is
+/// the host's /tmp over 9p, so a workload's source file left there by a host run would be
+/// reused from 9p (copy_file_range into the overlay then fails with EXDEV, and the page cache
+/// is not the guest's). Before Linux 6.6 tmpfs has no O_DIRECT: direct-io is then unsupported.
+fn prepare(vm: bool) -> Result<GuestEnv> {
     let mut env = GuestEnv {
         release: fs::read_to_string("/proc/sys/kernel/osrelease")
             .unwrap_or_default()
@@ -167,6 +176,13 @@ fn prepare() -> Result<GuestEnv> {
         }
     }
     let tmp = std::env::temp_dir();
+    if vm {
+        env.actions
+            .push(match mount("tmpfs", &tmp.to_string_lossy()) {
+                Ok(()) => format!("mounted a fresh tmpfs on {}", tmp.display()),
+                Err(e) => format!("could not mount tmpfs on {}: {e}", tmp.display()),
+            });
+    }
     if !writable(&tmp) {
         env.actions
             .push(match mount("tmpfs", &tmp.to_string_lossy()) {

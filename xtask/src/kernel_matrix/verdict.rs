@@ -79,8 +79,9 @@ pub struct CheckResult {
     #[serde(default)]
     pub declared: Vec<Capability>,
     pub elapsed_s: f64,
-    /// zcprof exited with its error before it counted anything (it could not load or attach
-    /// its programs): every further check would fail the same way, slowly.
+    /// zcprof exited with its error and no document (for dd: before the command ran, i.e. it
+    /// could not load or attach its programs; every further check would then fail the same
+    /// way, slowly, and is skipped).
     #[serde(default)]
     pub not_started: bool,
     /// zcprof's document(s), stderr and anything else worth keeping.
