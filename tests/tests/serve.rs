@@ -1038,3 +1038,49 @@ fn signals_detach_and_exit_zero() {
         eprintln!("signal {signal}: exit 0, programs {ours:?} unloaded");
     }
 }
+
+/// `zcprof_capability`: one series per capability, each exact (1) on this host, and nothing
+/// else under that name.
+#[test]
+fn capabilities_are_exported() {
+    if !require_root_or_skip() {
+        return;
+    }
+    let d = start_daemon(&[]);
+    let samples = parse(&d.scrape());
+    let caps: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.name == "zcprof_capability")
+        .collect();
+    let names = [
+        "fd_types",
+        "mmap_fault_in",
+        "io_uring",
+        "exit_syscalls",
+        "context_switches",
+        "page_faults",
+    ];
+    assert_eq!(
+        caps.len(),
+        names.len(),
+        "one series per capability: {caps:?}"
+    );
+    for name in names {
+        let want = [("name", name), ("state", "exact")];
+        let found: Vec<_> = caps
+            .iter()
+            .filter(|s| {
+                want.iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+            })
+            .collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "zcprof_capability{{name=\"{name}\",state=\"exact\"}}: {caps:?}"
+        );
+        assert_eq!(found[0].value, 1.0, "{name}");
+    }
+    let (status, stderr) = d.stop();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+}

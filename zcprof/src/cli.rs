@@ -27,6 +27,19 @@ pub enum Command {
     Workload(crate::workload::WorkloadArgs),
     /// Run as a daemon that serves Prometheus metrics for every process (or a chosen few)
     Serve(ServeArgs),
+    /// Check whether zcprof can run on this host, and how well: kernel, BTF, privileges,
+    /// RLIMIT_MEMLOCK, every hook and BPF feature it uses, a brief load of its programs (root
+    /// only), each capability, and what to do about every problem. Exits 1 when zcprof cannot
+    /// run here
+    Doctor(DoctorArgs),
+}
+
+/// Options of `zcprof doctor`.
+#[derive(Args, Debug)]
+pub struct DoctorArgs {
+    /// Print one JSON document instead of a table
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Options of `zcprof run`.

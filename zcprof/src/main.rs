@@ -5,7 +5,7 @@
 //! `btf`), choose what to count (`watch`), read the kernel maps (`collector`) and print them
 //! (`report`). The kernel side is `zcprof-ebpf`; both sides share `zcprof-common`.
 //! `workload` is the built-in data mover whose own tally checks the measurements. `serve` is
-//! the Prometheus exporter daemon.
+//! the Prometheus exporter daemon; `doctor` says whether and how well zcprof can run here.
 
 mod archive;
 mod attach;
@@ -13,6 +13,7 @@ mod btf;
 mod capability;
 mod cli;
 mod collector;
+mod doctor;
 mod loader;
 mod privileges;
 mod report;
@@ -61,6 +62,7 @@ fn main() {
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(attach::attach(args))),
         Command::Serve(args) => serve::serve(args),
+        Command::Doctor(args) => doctor::doctor(args),
         Command::Workload(args) => workload::run(args)
             .map_err(anyhow::Error::from)
             .and_then(|tally| Ok(serde_json::to_string_pretty(&tally)?))
