@@ -183,6 +183,7 @@ fn doctor_reports_this_host() {
     assert_eq!(doc["privileges"]["verdict"], "ok");
     // Linux 6.5+: the BPF fds stay usable after the drop.
     assert_eq!(doc["privileges"]["can_drop"], true);
+    assert_eq!(doc["privileges"]["drop_tried"], true, "found out by trying");
 
     // Every capability, exact.
     let caps = doc["capabilities"].as_array().expect("capabilities");

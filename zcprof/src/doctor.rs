@@ -77,9 +77,13 @@ pub struct Privileges {
     pub cap_eff: String,
     /// Which of CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE the effective set lacks.
     pub missing: Vec<&'static str>,
-    /// Whether zcprof can become `--user` after loading and keep using its BPF fds (`None`:
-    /// not root, so it does not change user at all).
+    /// Whether zcprof gives up every capability after loading (false: it keeps CAP_BPF,
+    /// because the kernel refuses BPF fds to processes without it; `None`: not root, so it
+    /// does not change user at all).
     pub can_drop: Option<bool>,
+    /// `can_drop` was found out by trying (as zcprof does at the drop), not from the kernel
+    /// version.
+    pub drop_tried: bool,
     /// `kernel.unprivileged_bpf_disabled`, if readable.
     pub unprivileged_bpf_disabled: Option<u32>,
     pub detail: String,
@@ -174,6 +178,9 @@ pub fn doctor(args: &DoctorArgs) -> anyhow::Result<i32> {
     Ok(if report.can_run { 0 } else { 1 })
 }
 
+/// The user run, attach and serve become by default (`--user`).
+const DEFAULT_USER: &str = "nobody";
+
 /// Capability bits (linux/capability.h).
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_SYS_RESOURCE: u32 = 24;
@@ -252,7 +259,7 @@ pub fn examine() -> Report {
 
     // Read before the load probe below raises it.
     let memlock = memlock(&mut f, at_least(5, 11));
-    let privileges = privileges(&mut f, at_least(6, 5), at_least(5, 11));
+    let mut privileges = privileges(&mut f, at_least(5, 11));
 
     let (btf_item, btf) = btf(&mut f);
     let hooks = hooks(&mut f, btf.as_ref());
@@ -297,15 +304,17 @@ pub fn examine() -> Report {
         );
     }
 
-    let load = if probe_priv {
+    let (load, drop_tried) = if probe_priv {
         load(&mut f)
     } else {
-        Load {
+        let load = Load {
             verdict: Verdict::Unknown,
             detail: "not probed: needs root to probe loading".into(),
             error: None,
-        }
+        };
+        (load, None)
     };
+    drop_after_load(&mut f, &mut privileges, drop_tried, at_least(6, 5));
     let tracefs = tracefs();
     Report {
         kernel,
@@ -374,7 +383,7 @@ fn btf(f: &mut Findings) -> (Item, Option<Btf>) {
     }
 }
 
-fn privileges(f: &mut Findings, since_6_5: bool, since_5_11: bool) -> Privileges {
+fn privileges(f: &mut Findings, since_5_11: bool) -> Privileges {
     let creds = privileges::current();
     let uid = creds.uids.get(1).copied().unwrap_or(u32::MAX);
     let eff = creds
@@ -448,50 +457,67 @@ fn privileges(f: &mut Findings, since_6_5: bool, since_5_11: bool) -> Privileges
     let sysctl = std::fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled")
         .ok()
         .and_then(|s| s.trim().parse::<u32>().ok());
-    let sysctl_s = sysctl.map_or("unreadable".to_string(), |v| v.to_string());
-    let can_drop = if !root {
+    if !root {
         detail.push_str(
             "; keeps its capabilities after loading (only root changes user; serve needs \
              --no-drop-privileges)",
         );
-        None
-    } else if since_6_5 {
-        detail.push_str("; can drop to --user after loading (Linux 6.5+)");
-        Some(true)
-    } else if sysctl == Some(0) {
-        detail.push_str("; can drop to --user after loading (unprivileged_bpf_disabled = 0)");
-        Some(true)
-    } else {
-        if verdict == Verdict::Ok {
-            verdict = Verdict::Degraded;
-        }
-        detail.push_str(&format!(
-            "; cannot drop to --user after loading (unprivileged_bpf_disabled = {sysctl_s}, \
-             Linux < 6.5)"
-        ));
-        f.problem(
-            false,
-            format!(
-                "privileges cannot be dropped after loading: before Linux 6.5, \
-                 kernel.unprivileged_bpf_disabled = {sysctl_s} refuses every bpf() call, even on \
-                 fds zcprof holds, to an unprivileged process"
-            ),
-            "run zcprof with --no-drop-privileges (serve refuses to start otherwise), or set \
-             kernel.unprivileged_bpf_disabled = 0 if it is 2 (1 lasts until reboot), or use \
-             Linux 6.5+",
-        );
-        Some(false)
-    };
+    }
     Privileges {
         verdict,
         uid,
         root,
         cap_eff: format!("{eff:016x}"),
         missing,
-        can_drop,
+        can_drop: None,
+        drop_tried: false,
         unprivileged_bpf_disabled: sysctl,
         detail,
     }
+}
+
+/// Whether root zcprof can give up every capability once loaded, as `privileges::drop_to`
+/// decides it: `tried` is the answer of its own test (a child that became the default --user
+/// read one of the loaded maps), when the programs could be loaded; otherwise the kernel
+/// version and `kernel.unprivileged_bpf_disabled` tell.
+fn drop_after_load(f: &mut Findings, p: &mut Privileges, tried: Option<bool>, since_6_5: bool) {
+    if !p.root {
+        return;
+    }
+    let sysctl = p
+        .unprivileged_bpf_disabled
+        .map_or("unreadable".to_string(), |v| v.to_string());
+    let can = tried.unwrap_or(since_6_5 || p.unprivileged_bpf_disabled == Some(0));
+    p.can_drop = Some(can);
+    p.drop_tried = tried.is_some();
+    let how = match (tried, since_6_5) {
+        (Some(_), _) => "tried: nobody read a loaded map".to_string(),
+        (None, true) => "Linux 6.5+".to_string(),
+        (None, false) => format!("kernel.unprivileged_bpf_disabled = {sysctl}"),
+    };
+    if can {
+        p.detail.push_str(&format!(
+            "; gives up every capability after loading ({how})"
+        ));
+        return;
+    }
+    if p.verdict == Verdict::Ok {
+        p.verdict = Verdict::Degraded;
+    }
+    p.detail.push_str(&format!(
+        "; keeps CAP_BPF after loading: the kernel refuses BPF fds to processes without it \
+         ({how})"
+    ));
+    f.problem(
+        false,
+        format!(
+            "zcprof keeps CAP_BPF after loading: this kernel refuses the BPF fds zcprof holds \
+             to a process without it (kernel.unprivileged_bpf_disabled = {sysctl}, which \
+             Linux before 6.5 applies to every bpf() call)"
+        ),
+        "to give up every capability, set kernel.unprivileged_bpf_disabled = 0 where it is 2 \
+         (1 lasts until reboot), or use Linux 6.5+",
+    );
 }
 
 fn memlock(f: &mut Findings, since_5_11: bool) -> Memlock {
@@ -755,7 +781,7 @@ fn program_types(f: &mut Findings) -> Vec<Support> {
 /// Loads and attaches the real programs (nothing watched: they return at once for every
 /// process), then detaches them. The full bodies, not `--empty-programs`: the verifier skips
 /// code a read-only global rules out, so only these prove that the kernel accepts them.
-fn load(f: &mut Findings) -> Load {
+fn load(f: &mut Findings) -> (Load, Option<bool>) {
     let start = Instant::now();
     let probes = Probes::load(LoadOptions {
         // The smallest thread table: the programs are the same, the maps tiny.
@@ -764,15 +790,21 @@ fn load(f: &mut Findings) -> Load {
     });
     match probes {
         Ok(p) => {
+            let ms = start.elapsed().as_millis();
+            // The drop's own test, on the default --user (when it exists).
+            let tried = privileges::lookup(DEFAULT_USER)
+                .ok()
+                .map(|t| privileges::bpf_fds_work_unprivileged(&t, p.a_map()));
             drop(p);
-            Load {
+            let load = Load {
                 verdict: Verdict::Ok,
                 detail: format!(
-                    "loaded, attached and detached every program in {} ms (nothing watched)",
-                    start.elapsed().as_millis()
+                    "loaded and attached every program in {ms} ms, then detached them \
+                     (nothing watched)"
                 ),
                 error: None,
-            }
+            };
+            (load, tried)
         }
         Err(e) => {
             let full = e.to_string();
@@ -787,11 +819,12 @@ fn load(f: &mut Findings) -> Load {
                 format!("loading zcprof's programs failed: {line}"),
                 fix,
             );
-            Load {
+            let load = Load {
                 verdict: Verdict::Missing,
                 detail: line,
                 error: Some(full),
-            }
+            };
+            (load, None)
         }
     }
 }
@@ -991,6 +1024,7 @@ mod tests {
                 cap_eff: String::new(),
                 missing: vec![],
                 can_drop: Some(true),
+                drop_tried: true,
                 unprivileged_bpf_disabled: Some(2),
                 detail: String::new(),
             },

@@ -186,7 +186,7 @@ const CAP_BPF: u32 = 39;
 /// while `kernel.unprivileged_bpf_disabled` is set. Found out by trying, in a child that drops
 /// to `target` and reads the map, because the kernel version is no guide (distributions
 /// backport).
-fn bpf_fds_work_unprivileged(target: &Target, map: BorrowedFd<'_>) -> bool {
+pub fn bpf_fds_work_unprivileged(target: &Target, map: BorrowedFd<'_>) -> bool {
     // bpf(BPF_MAP_GET_NEXT_KEY, { map_fd, key = NULL, next_key }).
     const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
     #[repr(C)]
