@@ -170,7 +170,7 @@ impl KernelLayout {
         self.globals
             .push((EXIT_GROUP_DEAD, u64::from(exit_args.len() >= 2)));
 
-        // (ctx, req, cqe) or (ctx, req, user_data, res, cflags, ...); before 5.19 there is no
+        // (ctx, req, cqe) or (ctx, req, user_data, res, cflags, ...); older kernels (5.10) pass no
         // request to read the opcode from.
         match args("io_uring_complete") {
             None => {
