@@ -27,10 +27,12 @@ pub enum Command {
     Workload(crate::workload::WorkloadArgs),
     /// Run as a daemon that serves Prometheus metrics for every process (or a chosen few)
     Serve(ServeArgs),
-    /// Check whether zcprof can run on this host, and how well: kernel, BTF, privileges,
-    /// RLIMIT_MEMLOCK, every hook and BPF feature it uses, a brief load of its programs (root
-    /// only), each capability, and what to do about every problem. Exits 1 when zcprof cannot
-    /// run here
+    /// Check whether zcprof can run on this host, and how well
+    ///
+    /// Checks the kernel, its BTF, zcprof's privileges, RLIMIT_MEMLOCK, every hook and BPF
+    /// feature zcprof uses, loads and attaches its programs for a moment (root only; nothing is
+    /// watched) and reports each capability, with what to do about every problem. Exits 0 when
+    /// zcprof can run here (even degraded), 1 when it cannot.
     Doctor(DoctorArgs),
 }
 
