@@ -22,7 +22,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use serde_json::{Value, json};
 
 use super::verdict::{
-    self, CheckResult, FD_TYPES, IO_URING, MMAP_FAULT_IN, Mismatch, Status, capabilities,
+    self, CheckResult, FD_TYPES, IO_URING, KERNEL, MMAP_FAULT_IN, Mismatch, Status, capabilities,
     error_line, judge,
 };
 use crate::{process, workloads};
@@ -188,14 +188,14 @@ fn basics(doc: &Value, out: &mut Vec<Mismatch>) {
     if let Some(lost) = doc["lost"].as_object() {
         for (reason, n) in lost {
             if n.as_u64() != Some(0) {
-                out.push(Mismatch::new(format!("lost events ({reason}): {n}"), None));
+                out.push(Mismatch::new(format!("lost events ({reason}): {n}"), &[]));
             }
         }
     }
     if doc["exit_code"].as_i64().is_some_and(|c| c != 0) {
         out.push(Mismatch::new(
             format!("the command exited with {}", doc["exit_code"]),
-            None,
+            &[],
         ));
     }
 }
@@ -205,7 +205,7 @@ fn eq(
     what: &str,
     expected: u64,
     measured: u64,
-    feeds: Option<&'static str>,
+    feeds: &'static [&'static str],
 ) {
     if expected != measured {
         let diff = measured as i128 - expected as i128;
@@ -259,7 +259,7 @@ pub fn dd(env: &Env) -> CheckResult {
             &format!("one-byte {syscall} calls"),
             DD_RECORDS,
             one_byte,
-            None,
+            &[],
         );
     }
     // The columns of those calls: /dev/zero and /dev/null are character devices.
@@ -278,7 +278,7 @@ pub fn dd(env: &Env) -> CheckResult {
             &format!("one-byte {syscall} calls in {column}"),
             DD_RECORDS,
             in_column,
-            Some(FD_TYPES),
+            &[FD_TYPES],
         );
     }
     finish(
@@ -327,14 +327,14 @@ pub fn cp(env: &Env) -> CheckResult {
         "copy size",
         FILE_SIZE,
         fs::metadata(&dst).map_or(0, |m| m.len()),
-        None,
+        &[],
     );
     eq(
         &mut m,
         "cpu_in_kernel bytes",
         FILE_SIZE,
         column_total(&doc, "cpu_in_kernel"),
-        Some(FD_TYPES),
+        &[FD_TYPES],
     );
     let _ = fs::remove_file(&dst);
     finish("cp", &ran, doc, m, "cpu_in_kernel = file size")
@@ -398,13 +398,13 @@ pub fn sendfile(env: &Env) -> CheckResult {
     let mut m = Vec::new();
     basics(&doc, &mut m);
     let (_, sent, _) = syscall_total(&doc, "sendfile", 0);
-    eq(&mut m, "sendfile bytes", FILE_SIZE, sent, None);
+    eq(&mut m, "sendfile bytes", FILE_SIZE, sent, &[]);
     eq(
         &mut m,
         "zero_copy bytes",
         FILE_SIZE,
         column_total(&doc, "zero_copy"),
-        Some(FD_TYPES),
+        &[FD_TYPES],
     );
     finish("sendfile", &ran, doc, m, "zero_copy = file size")
 }
@@ -433,12 +433,12 @@ pub fn churn(env: &Env) -> CheckResult {
     let mut m = Vec::new();
     basics(&doc, &mut m);
     let (calls, bytes, _) = syscall_total(&doc, "write", 0);
-    eq(&mut m, "write calls", p * t * w, calls, None);
-    eq(&mut m, "write bytes", p * t * w, bytes, None);
+    eq(&mut m, "write calls", p * t * w, calls, &[]);
+    eq(&mut m, "write bytes", p * t * w, bytes, &[]);
     let procs = processes(&doc);
-    eq(&mut m, "processes", p + 1, procs.len() as u64, None);
+    eq(&mut m, "processes", p + 1, procs.len() as u64, &[]);
     let exited = procs.iter().filter(|p| p["exited"] == true).count() as u64;
-    eq(&mut m, "processes seen exiting", p + 1, exited, None);
+    eq(&mut m, "processes seen exiting", p + 1, exited, &[]);
     finish(
         "churn",
         &ran,
@@ -565,23 +565,23 @@ fn serve_inner(env: &Env) -> ServeOutcome {
     let samples = parse_metrics(&body);
     let mut m = Vec::new();
     match samples.get("zcprof_syscalls_total") {
-        None => m.push(Mismatch::new("no zcprof_syscalls_total series", None)),
+        None => m.push(Mismatch::new("no zcprof_syscalls_total series", &[])),
         Some(v) if v.iter().sum::<f64>() <= 0.0 => {
             m.push(Mismatch::new(
                 "zcprof_syscalls_total is 0 in every series",
-                None,
+                &[],
             ));
         }
         Some(_) => {}
     }
     match samples.get("zcprof_events_lost_total") {
-        None => m.push(Mismatch::new("no zcprof_events_lost_total series", None)),
+        None => m.push(Mismatch::new("no zcprof_events_lost_total series", &[])),
         Some(v) => {
             let lost: f64 = v.iter().sum();
             if lost != 0.0 {
                 m.push(Mismatch::new(
                     format!("zcprof_events_lost_total: {lost} events lost"),
-                    None,
+                    &[],
                 ));
             }
         }
@@ -648,7 +648,7 @@ pub fn workload(env: &Env, strategy: &'static str) -> CheckResult {
             let mismatches = m
                 .evaluation
                 .mismatches()
-                .map(|c| Mismatch::new(c.describe(), feeding(&c.what)))
+                .map(|c| Mismatch::new(c.describe(), feeding(strategy, &c.what, &c.measured)))
                 .collect();
             let mut r = judge(
                 &check,
@@ -665,12 +665,19 @@ pub fn workload(env: &Env, strategy: &'static str) -> CheckResult {
     r
 }
 
-/// The capability that feeds one of run-workloads' checks (by its description).
-fn feeding(what: &str) -> Option<&'static str> {
-    if what.starts_with("io_uring") {
-        Some(IO_URING)
+/// The capabilities that feed one of run-workloads' checks (by its description and
+/// measured value) for `strategy`.
+fn feeding(strategy: &str, what: &str, measured: &str) -> &'static [&'static str] {
+    const COLUMNS: &[&str] = &[FD_TYPES];
+    // io_uring's bytes reach the columns through its completions, not through syscalls.
+    const URING_COLUMNS: &[&str] = &[IO_URING, FD_TYPES];
+    if what.starts_with("kernel reported zero-copy") && measured == "no zero-copy sends" {
+        // The workload found no SEND_ZC (Linux 6.0+) and sent with plain sends.
+        &[KERNEL]
+    } else if what.starts_with("io_uring") {
+        &[IO_URING]
     } else if what.contains(MMAP_FAULT_IN) {
-        Some(MMAP_FAULT_IN)
+        &[MMAP_FAULT_IN]
     } else if what.contains("(transfer)")
         || what.starts_with("CPU-copied")
         || what.starts_with("seed:")
@@ -679,9 +686,13 @@ fn feeding(what: &str) -> Option<&'static str> {
         || what.contains("descriptor types")
     {
         // Column checks: which column a call lands in depends on the descriptor's type.
-        Some(FD_TYPES)
+        if strategy == "io-uring" {
+            URING_COLUMNS
+        } else {
+            COLUMNS
+        }
     } else {
-        None
+        &[]
     }
 }
 
@@ -750,8 +761,20 @@ mod tests {
         );
         assert_eq!(r.status, Status::Fail);
         assert!(r.not_started);
-        assert_eq!(feeding("io_uring read completions"), Some(IO_URING));
-        assert_eq!(feeding("zero_copy bytes (transfer)"), Some(FD_TYPES));
-        assert_eq!(feeding("write calls"), None);
+        assert_eq!(
+            feeding("splice", "io_uring read completions", "0"),
+            [IO_URING]
+        );
+        assert_eq!(
+            feeding("splice", "zero_copy bytes (transfer)", "0"),
+            [FD_TYPES]
+        );
+        assert_eq!(
+            feeding("io-uring", "zero_copy bytes (transfer)", "0"),
+            [IO_URING, FD_TYPES]
+        );
+        assert_eq!(feeding("splice", "write calls", "1"), [""; 0]);
+        let zc = "kernel reported zero-copy sends copied (loopback)";
+        assert_eq!(feeding("io-uring", zc, "no zero-copy sends"), [KERNEL]);
     }
 }

@@ -105,15 +105,20 @@ impl CheckResult {
     }
 }
 
+/// Stands in a mismatch's `feeds` for "the kernel itself lacks the feature" (the workload
+/// says so in its own account): unsupported, not a zcprof failure.
+pub const KERNEL: &str = "kernel";
+
 /// One difference between what a check expected and what zcprof measured, with the
-/// capability that feeds the measured number (None: exact counting, no capability).
+/// capabilities that feed the measured number (none: exact counting, no capability; or
+/// [`KERNEL`]).
 pub struct Mismatch {
     pub what: String,
-    pub feeds: Option<&'static str>,
+    pub feeds: &'static [&'static str],
 }
 
 impl Mismatch {
-    pub fn new(what: impl Into<String>, feeds: Option<&'static str>) -> Self {
+    pub fn new(what: impl Into<String>, feeds: &'static [&'static str]) -> Self {
         Self {
             what: what.into(),
             feeds,
@@ -121,9 +126,10 @@ impl Mismatch {
     }
 }
 
-/// A check's result from its mismatches and zcprof's declared capabilities: pass if none,
-/// degraded if every one lies in what a non-exact capability feeds, else fail (naming the
-/// first mismatch no capability explains).
+/// A check's result from its mismatches and zcprof's declared capabilities: pass if none;
+/// fail if one lies outside what a non-exact capability feeds and the kernel does not lack
+/// (naming the first such); else degraded (naming the capabilities) or, if only the kernel
+/// lacks something, unsupported.
 pub fn judge(
     check: &str,
     mismatches: Vec<Mismatch>,
@@ -135,30 +141,47 @@ pub fn judge(
         .filter(|c| !c.exact())
         .map(|c| c.name.as_str())
         .collect();
-    let explained = |m: &Mismatch| m.feeds.is_some_and(|c| not_exact.contains(c));
-    let mut result = if mismatches.is_empty() {
-        CheckResult::new(check, Status::Pass, pass_detail)
-    } else if let Some(first) = mismatches.iter().find(|m| !explained(m)) {
+    let mut degraded_by = BTreeSet::new();
+    let mut kernel_lacks = Vec::new();
+    let mut unexplained = Vec::new();
+    for m in &mismatches {
+        let caps: Vec<&str> = m
+            .feeds
+            .iter()
+            .copied()
+            .filter(|c| not_exact.contains(c))
+            .collect();
+        if !caps.is_empty() {
+            degraded_by.extend(caps);
+        } else if m.feeds.contains(&KERNEL) {
+            kernel_lacks.push(m.what.as_str());
+        } else {
+            unexplained.push(m.what.as_str());
+        }
+    }
+    let all = || {
+        mismatches
+            .iter()
+            .map(|m| m.what.as_str())
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let mut result = if let Some(first) = unexplained.first() {
         let n = mismatches.len();
         let more = if n > 1 {
             format!(" (and {} more)", n - 1)
         } else {
             String::new()
         };
-        CheckResult::new(check, Status::Fail, format!("{}{more}", first.what))
-    } else {
-        let caps: BTreeSet<&str> = mismatches.iter().filter_map(|m| m.feeds).collect();
-        let mut r = CheckResult::new(
-            check,
-            Status::Degraded,
-            mismatches
-                .iter()
-                .map(|m| m.what.as_str())
-                .collect::<Vec<_>>()
-                .join("; "),
-        );
-        r.capabilities = caps.into_iter().map(str::to_owned).collect();
+        CheckResult::new(check, Status::Fail, format!("{first}{more}"))
+    } else if !degraded_by.is_empty() {
+        let mut r = CheckResult::new(check, Status::Degraded, all());
+        r.capabilities = degraded_by.into_iter().map(str::to_owned).collect();
         r
+    } else if !kernel_lacks.is_empty() {
+        CheckResult::new(check, Status::Unsupported, kernel_lacks.join("; "))
+    } else {
+        CheckResult::new(check, Status::Pass, pass_detail)
     };
     result.mismatches = mismatches.into_iter().map(|m| m.what).collect();
     result.declared = declared;
@@ -207,7 +230,7 @@ mod tests {
         let r = judge("x", vec![], vec![], "ok");
         assert_eq!(r.status, Status::Pass);
 
-        let m = || vec![Mismatch::new("zero_copy bytes", Some(FD_TYPES))];
+        let m = || vec![Mismatch::new("zero_copy bytes", &[FD_TYPES])];
         assert_eq!(judge("x", m(), vec![], "").status, Status::Fail);
         assert_eq!(
             judge("x", m(), vec![cap(FD_TYPES, "exact")], "").status,
@@ -218,10 +241,18 @@ mod tests {
         assert_eq!(r.capabilities, [FD_TYPES]);
 
         let mut both = m();
-        both.push(Mismatch::new("write calls", None));
+        both.push(Mismatch::new("write calls", &[]));
         let r = judge("x", both, vec![cap(FD_TYPES, "degraded")], "");
         assert_eq!(r.status, Status::Fail);
         assert_eq!(r.detail, "write calls (and 1 more)");
+
+        let lacks = || vec![Mismatch::new("no zero-copy sends", &[KERNEL])];
+        assert_eq!(judge("x", lacks(), vec![], "").status, Status::Unsupported);
+        let mut mixed = lacks();
+        mixed.push(Mismatch::new("io_uring read bytes", &[IO_URING]));
+        let r = judge("x", mixed, vec![cap(IO_URING, "unavailable")], "");
+        assert_eq!(r.status, Status::Degraded);
+        assert_eq!(r.capabilities, [IO_URING]);
     }
 
     #[test]
