@@ -62,14 +62,14 @@ pub const MMAP_FAULT_IN: Kind = Kind {
 pub const IO_URING: Kind = Kind {
     name: "io_uring",
     feeds: "the io_uring ledger (io_uring[] in JSON, syscall=\"io_uring\" in metrics)",
-    needs: "tracepoint io_uring:io_uring_complete with its request argument (Linux 5.19+) \
+    needs: "tracepoint io_uring:io_uring_complete with its request argument (6.1 has it, 5.10 not) \
             and BTF of struct io_kiocb",
 };
 /// exit and exit_group, which never return, counted at process exit.
 pub const EXIT_SYSCALLS: Kind = Kind {
     name: "exit_syscalls",
     feeds: "syscalls and mode switches: the final exit/exit_group of each thread",
-    needs: "/proc/config.gz (the kernel stack layout) and BTF of task_struct.stack",
+    needs: "BTF of task_struct.stack and pt_regs.orig_ax",
 };
 /// Voluntary and involuntary context switches, by the kernel's own rule.
 pub const CONTEXT_SWITCHES: Kind = Kind {

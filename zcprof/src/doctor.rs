@@ -8,7 +8,7 @@ use std::{io, time::Instant};
 
 use aya::{
     maps::MapType,
-    programs::{ProgramError, ProgramType},
+    programs::{ProgramError, ProgramType, perf_event::SoftwareEvent},
     sys::{SyscallError, is_map_supported, is_program_supported},
     util::KernelVersion,
 };
@@ -19,7 +19,7 @@ use crate::{
     btf::{Btf, VMLINUX_BTF},
     capability::{Capabilities, KINDS, State},
     cli::DoctorArgs,
-    loader::{KernelLayout, LoadOptions, Probes},
+    loader::{HOOKS, HookKind, KernelLayout, LoadOptions, Probes},
     privileges,
     report::bytes,
 };
@@ -186,45 +186,6 @@ const CAP_SYS_ADMIN: u32 = 21;
 const CAP_SYS_RESOURCE: u32 = 24;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
-
-/// The hooks zcprof attaches to (loader.rs): (name, kind, required, what it feeds).
-const HOOKS: [(&str, &str, bool, &str); 10] = [
-    (
-        "sys_exit",
-        "btf_tracepoint",
-        true,
-        "syscalls and every transfer",
-    ),
-    ("sched_switch", "raw_tracepoint", true, "context_switches"),
-    (
-        "sched_process_fork",
-        "raw_tracepoint",
-        true,
-        "following children",
-    ),
-    (
-        "sched_process_exec",
-        "raw_tracepoint",
-        true,
-        "command names at exec",
-    ),
-    (
-        "sched_process_exit",
-        "raw_tracepoint",
-        true,
-        "process exit, exit_syscalls",
-    ),
-    ("mm_filemap_fault", "raw_tracepoint", false, "mmap_fault_in"),
-    (
-        "mm_filemap_map_pages",
-        "raw_tracepoint",
-        false,
-        "mmap_fault_in",
-    ),
-    ("io_uring_complete", "raw_tracepoint", false, "io_uring"),
-    ("page-faults-min", "perf_event", true, "page_faults"),
-    ("page-faults-maj", "perf_event", true, "page_faults"),
-];
 
 /// Collects the findings; `fatal` once something keeps zcprof from running.
 #[derive(Default)]
@@ -569,12 +530,13 @@ fn memlock(f: &mut Findings, since_5_11: bool) -> Memlock {
 fn hooks(f: &mut Findings, btf: Option<&Btf>) -> Vec<Hook> {
     HOOKS
         .iter()
-        .map(|&(name, kind, required, feeds)| {
-            let (present, prototype, how) = if kind == "perf_event" {
-                let config = if name.ends_with("min") {
-                    PERF_COUNT_SW_PAGE_FAULTS_MIN
-                } else {
-                    PERF_COUNT_SW_PAGE_FAULTS_MAJ
+        .map(|hook| {
+            let (name, kind, required, feeds) =
+                (hook.target, hook.kind.as_str(), hook.required, hook.feeds);
+            let (present, prototype, how) = if let HookKind::PerfEvent(event) = hook.kind {
+                let config = match event {
+                    SoftwareEvent::PageFaultsMaj => PERF_COUNT_SW_PAGE_FAULTS_MAJ,
+                    _ => PERF_COUNT_SW_PAGE_FAULTS_MIN,
                 };
                 let (present, how) = perf_software_event(config);
                 (present, None, how)

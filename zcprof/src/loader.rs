@@ -100,10 +100,10 @@ impl KernelLayout {
             btf_missing: None,
             skipped: Vec::new(),
             capabilities: Capabilities::default(),
-            prototypes: BTF_TRACEPOINTS
+            prototypes: HOOKS
                 .iter()
-                .chain(RAW_TRACEPOINTS.iter())
-                .map(|&(_, tp)| (tp, btf.tracepoint_args(tp)))
+                .filter(|h| !matches!(h.kind, HookKind::PerfEvent(_)))
+                .map(|h| (h.target, btf.tracepoint_args(h.target)))
                 .collect(),
         };
         match Self::classification(&btf) {
@@ -325,19 +325,127 @@ pub struct Probes {
     _ebpf: Ebpf,
 }
 
-/// BTF tracepoints: (program, tracepoint). The hottest hook reads its arguments with plain
-/// loads instead of helper calls.
-const BTF_TRACEPOINTS: [(&str, &str); 1] = [("sys_exit", "sys_exit")];
+/// How a hook is attached.
+#[derive(Debug, Clone, Copy)]
+pub enum HookKind {
+    /// A BTF tracepoint: the program reads its arguments with plain loads instead of helper
+    /// calls (the hottest hook).
+    BtfTracepoint,
+    /// A raw tracepoint.
+    RawTracepoint,
+    /// A perf software event, one per CPU, period 1.
+    PerfEvent(SoftwareEvent),
+}
 
-const RAW_TRACEPOINTS: [(&str, &str); 7] = [
-    ("sched_switch", "sched_switch"),
-    ("sched_process_fork", "sched_process_fork"),
-    ("sched_process_exec", "sched_process_exec"),
-    ("sched_process_exit", "sched_process_exit"),
-    ("mm_filemap_fault", "mm_filemap_fault"),
-    ("mm_filemap_map_pages", "mm_filemap_map_pages"),
-    ("io_uring_complete", "io_uring_complete"),
+impl HookKind {
+    /// The word used in messages and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookKind::BtfTracepoint => "btf_tracepoint",
+            HookKind::RawTracepoint => "raw_tracepoint",
+            HookKind::PerfEvent(_) => "perf_event",
+        }
+    }
+}
+
+/// One hook zcprof attaches a program to.
+#[derive(Debug, Clone, Copy)]
+pub struct Hook {
+    /// The program in zcprof-ebpf.
+    pub program: &'static str,
+    /// The tracepoint, or the perf event's name.
+    pub target: &'static str,
+    /// How it is attached.
+    pub kind: HookKind,
+    /// zcprof cannot run without it; an optional hook the kernel lacks is left out and the
+    /// capability it feeds marked unavailable.
+    pub required: bool,
+    /// What it counts.
+    pub feeds: &'static str,
+}
+
+/// Every hook, in attach order: the single list the loader attaches and `zcprof doctor`
+/// probes.
+pub const HOOKS: [Hook; 10] = [
+    Hook {
+        program: "sys_exit",
+        target: "sys_exit",
+        kind: HookKind::BtfTracepoint,
+        required: true,
+        feeds: "syscalls and every transfer",
+    },
+    Hook {
+        program: "sched_switch",
+        target: "sched_switch",
+        kind: HookKind::RawTracepoint,
+        required: true,
+        feeds: "context_switches",
+    },
+    Hook {
+        program: "sched_process_fork",
+        target: "sched_process_fork",
+        kind: HookKind::RawTracepoint,
+        required: true,
+        feeds: "following children and new threads",
+    },
+    Hook {
+        program: "sched_process_exec",
+        target: "sched_process_exec",
+        kind: HookKind::RawTracepoint,
+        required: true,
+        feeds: "command names at exec",
+    },
+    Hook {
+        program: "sched_process_exit",
+        target: "sched_process_exit",
+        kind: HookKind::RawTracepoint,
+        required: true,
+        feeds: "process exit, exit_syscalls",
+    },
+    Hook {
+        program: "mm_filemap_fault",
+        target: "mm_filemap_fault",
+        kind: HookKind::RawTracepoint,
+        required: false,
+        feeds: "mmap_fault_in",
+    },
+    Hook {
+        program: "mm_filemap_map_pages",
+        target: "mm_filemap_map_pages",
+        kind: HookKind::RawTracepoint,
+        required: false,
+        feeds: "mmap_fault_in",
+    },
+    Hook {
+        program: "io_uring_complete",
+        target: "io_uring_complete",
+        kind: HookKind::RawTracepoint,
+        required: false,
+        feeds: "io_uring",
+    },
+    Hook {
+        program: "fault_minor",
+        target: "page-faults-min",
+        kind: HookKind::PerfEvent(SoftwareEvent::PageFaultsMin),
+        required: true,
+        feeds: "page_faults",
+    },
+    Hook {
+        program: "fault_major",
+        target: "page-faults-maj",
+        kind: HookKind::PerfEvent(SoftwareEvent::PageFaultsMaj),
+        required: true,
+        feeds: "page_faults",
+    },
 ];
+
+/// The hooks of one kind, as (program, target).
+fn hooks_of(kind: fn(HookKind) -> bool) -> impl Iterator<Item = (&'static str, &'static str)> {
+    HOOKS
+        .iter()
+        .filter(move |h| kind(h.kind))
+        .map(|h| (h.program, h.target))
+}
 
 fn permission(e: &dyn std::error::Error) -> bool {
     let mut cur: Option<&dyn std::error::Error> = Some(e);
@@ -478,7 +586,7 @@ impl Probes {
         };
 
         let btf = aya::Btf::from_sys_fs().map_err(|e| LoadError::Load(chain(&e)))?;
-        for (prog, tp) in BTF_TRACEPOINTS {
+        for (prog, tp) in hooks_of(|k| matches!(k, HookKind::BtfTracepoint)) {
             let tp = match tracepoint_override {
                 Some((from, to)) if from == tp => to,
                 _ => tp,
@@ -510,7 +618,7 @@ impl Probes {
             })?;
         }
         drop(btf);
-        for (prog, tp) in RAW_TRACEPOINTS {
+        for (prog, tp) in hooks_of(|k| matches!(k, HookKind::RawTracepoint)) {
             if layout.skipped.contains(&tp) {
                 continue;
             }
@@ -547,10 +655,10 @@ impl Probes {
 
         let cpus = aya::util::online_cpus()
             .map_err(|(what, e)| LoadError::Load(format!("{what}: {e}")))?;
-        for (prog, event) in [
-            ("fault_minor", SoftwareEvent::PageFaultsMin),
-            ("fault_major", SoftwareEvent::PageFaultsMaj),
-        ] {
+        for (prog, event) in HOOKS.iter().filter_map(|h| match h.kind {
+            HookKind::PerfEvent(event) => Some((h.program, event)),
+            _ => None,
+        }) {
             let program: &mut PerfEvent = ebpf
                 .program_mut(prog)
                 .ok_or_else(|| LoadError::Load(format!("program {prog} missing")))?
