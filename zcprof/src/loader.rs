@@ -84,6 +84,13 @@ impl KernelLayout {
     /// fork hook needs them); the file, socket and io_uring ones only refine the ledger, and
     /// without them the programs classify by syscall alone.
     pub fn from_kernel() -> Result<Self, LoadError> {
+        Self::from_kernel_with(None)
+    }
+
+    /// As [`Self::from_kernel`], with tracepoint `.0` looked up as `.1` (the hidden
+    /// `--tracepoint-override`: an optional hook renamed to one that does not exist shows how
+    /// zcprof degrades on a kernel without it).
+    pub fn from_kernel_with(rename: Option<(&str, &str)>) -> Result<Self, LoadError> {
         let btf = Btf::from_kernel().map_err(LoadError::Btf)?;
         let mut globals = Vec::new();
         use offsets::*;
@@ -130,15 +137,18 @@ impl KernelLayout {
                 layout.btf_missing = Some(why);
             }
         }
-        layout.prototypes(&btf);
+        layout.prototypes(&btf, rename);
         Ok(layout)
     }
 
     /// Chooses, from each tracepoint's prototype in BTF, which arguments the programs read,
     /// and which optional tracepoints are left out.
-    fn prototypes(&mut self, btf: &Btf) {
+    fn prototypes(&mut self, btf: &Btf, rename: Option<(&str, &str)>) {
         use zcprof_common::prototypes::*;
-        let args = |tp: &str| btf.tracepoint_args(tp);
+        let args = |tp: &str| match rename {
+            Some((from, to)) if from == tp => btf.tracepoint_args(to),
+            _ => btf.tracepoint_args(tp),
+        };
         // Best effort: without them only the rare cases they serve are approximate.
         let state = btf
             .offset("task_struct", "__state")
@@ -204,14 +214,16 @@ impl KernelLayout {
             self.globals.push((URING_CQE, 0));
         }
 
-        for tp in ["mm_filemap_fault", "mm_filemap_map_pages"] {
-            if args(tp).is_none() {
+        // Both or neither: either alone would count part of the pages.
+        const FILEMAP: [&str; 2] = ["mm_filemap_fault", "mm_filemap_map_pages"];
+        if let Some(tp) = FILEMAP.iter().find(|tp| args(tp).is_none()) {
+            self.capabilities.set(
+                capability::MMAP_FAULT_IN,
+                State::Unavailable,
+                format!("this kernel has no filemap:{tp} tracepoint (Linux 6.10+)"),
+            );
+            for tp in FILEMAP {
                 self.skip(tp);
-                self.capabilities.set(
-                    capability::MMAP_FAULT_IN,
-                    State::Unavailable,
-                    format!("this kernel has no filemap:{tp} tracepoint (Linux 6.10+)"),
-                );
             }
         }
     }
@@ -543,7 +555,7 @@ impl Probes {
         // SAFETY: setrlimit reads a valid, initialised struct.
         unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
 
-        let layout = KernelLayout::from_kernel()?;
+        let layout = KernelLayout::from_kernel_with(tracepoint_override)?;
         let mut loader = EbpfLoader::new();
         if let Some(n) = options.max_threads {
             // One more slot than threads: slot 0 means "none".
