@@ -144,7 +144,7 @@ pub fn run(args: &Args) -> Result<()> {
     // The guest is this binary (`cargo xtask` just built it).
     let xtask = std::env::current_exe().context("this binary's path")?;
     let cache = cache_dir()?;
-    let timeout = Duration::from_secs(args.timeout.max(60));
+    let timeout = Duration::from_secs(args.timeout.max(10));
 
     let mut runs: Vec<KernelRun> = kernels.iter().map(|k| KernelRun::new(k)).collect();
 

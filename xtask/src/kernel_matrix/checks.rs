@@ -720,7 +720,16 @@ fn failed_workload(check: &str, strategy: &str, error: &str) -> CheckResult {
         .lines()
         .map(|l| l.trim().trim_start_matches("| ").trim())
         .find(|l| l.contains("error:"))
-        .map_or_else(|| verdict::one_line(error), verdict::one_line);
+        .map_or_else(
+            // No error line (e.g. killed by a signal): the runner's first line, without the
+            // announcement of a stderr that is not there.
+            || {
+                verdict::one_line(error)
+                    .trim_end_matches("; its stderr:")
+                    .to_owned()
+            },
+            verdict::one_line,
+        );
     let mut r = CheckResult::new(check, status, line);
     r.not_started =
         error.starts_with("zcprof attach") && error.contains("exited before it could attach");
