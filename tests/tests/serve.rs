@@ -253,7 +253,19 @@ fn assert_nothing_lost(samples: &[Sample]) {
         .iter()
         .filter(|s| s.name == "zcprof_events_lost_total")
         .collect();
-    assert_eq!(lost.len(), 5, "one lost counter per reason: {lost:?}");
+    // One per kernel-table reason, and the kernel's own skips (`kernel_skipped`).
+    assert_eq!(
+        lost.len(),
+        zcprof_common::LOST_REASONS as usize + 1,
+        "one lost counter per reason: {lost:?}"
+    );
+    assert!(
+        lost.iter().any(|s| s
+            .labels
+            .get("reason")
+            .is_some_and(|r| r == "kernel_skipped")),
+        "{lost:?}"
+    );
     for s in lost {
         assert_eq!(s.value, 0.0, "events lost: {s:?}");
     }

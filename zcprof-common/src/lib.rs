@@ -66,16 +66,25 @@ pub const MAP_WATCH_GEN: &str = "WATCH_GEN";
 /// Not a "running thread" word kept by the context-switch hook: on this platform a thread can
 /// be back on a CPU without a `sched_switch` event naming it (measured), so the cache is
 /// checked against the current thread (its tid or its registers' address) on every event.
+///
+/// sys_exit's entry (keyed by registers) is written by programs that the kernel may preempt
+/// in the middle (syscall tracepoints may fault since 6.13, and run preemptible under
+/// `preempt=lazy` or `full`, the default of 7.x), so two threads can interleave their writes
+/// on one CPU. It therefore keeps no (key, slot) pair that could tear: `slot` is trusted only
+/// when the entry it names carries the same registers' address ([`ThreadStats::regs`],
+/// written by that thread alone), and "not watched" is one word (`key`) holding the
+/// registers' page and the watch generation, written with one store.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CpuThread {
-    /// The thread: its tid, or the address of its saved registers (0: none yet).
+    /// Entry 0: the thread's tid (0: none yet). Entry 1: the registers' page (bits 12-43)
+    /// over the low 32 bits of the watch generation of a thread found unwatched.
     pub key: u64,
-    /// Its slot; 0 if it is not watched.
+    /// Entry 0: the thread's slot, 0 if it is not watched. Entry 1: the slot last found.
     pub slot: u32,
     /// Padding, always 0.
     pub _pad: u32,
-    /// The watch generation when `slot` was found.
+    /// Entry 0: the watch generation when `slot` was found. Entry 1: unused.
     pub generation: u64,
 }
 
@@ -144,6 +153,10 @@ pub struct ThreadStats {
     /// cgroup v2 id (the cgroup directory's inode number) when the thread was entered; 0 if
     /// entered by user space.
     pub cgroup_id: u64,
+    /// State, not a statistic: the address of the thread's saved user registers, written by
+    /// the thread's own sys_exit after a lookup. A CPU's cached slot is used only if the
+    /// entry it names says it belongs to the registers at hand (see [`CpuThread`]).
+    pub regs: u64,
     /// Syscalls that returned to user space, plus exit/exit_group (which never return).
     pub syscalls: u64,
     /// `syscalls` when the thread last called execve: what the process did before it became
@@ -199,6 +212,7 @@ impl ThreadStats {
             _pad: 0,
             comm,
             cgroup_id: 0,
+            regs: 0,
             syscalls: 0,
             syscalls_before_exec: 0,
             ctx_voluntary: 0,

@@ -163,34 +163,78 @@ fn running_slot() -> u32 {
 
 /// As [`running_entry`], for sys_exit, which knows the current task's `struct pt_regs`
 /// address: that address names the task as well as its tid does (it sits at the top of the
-/// task's own kernel stack) and costs no helper call. A kernel stack is reused only after its
-/// task died, and every other change that could make a (regs, slot) word wrong moves the
-/// generation on (a thread entered, a slot freed); a word that names an exited thread's slot
-/// is one whose stack a new task has taken, so it is looked up again.
+/// task's own kernel stack) and costs no helper call. sys_exit may be preempted mid-way, so
+/// this CPU's entry is never trusted as a pair (see [`CpuThread`]): a cached slot counts only
+/// if its thread's own entry holds these registers and has not exited (a kernel stack is
+/// reused only after its task died, and an exited thread's entry is flagged first); "not
+/// watched" only if the one-word tag matches these registers and the current generation.
 #[inline(always)]
 fn entry_by_regs(regs: u64) -> Option<&'static mut ThreadStats> {
     let gen_now = watch_generation();
     let Some(cpu) = CPU_THREAD.get_ptr_mut(BY_REGS) else {
         return entry(slot_of(bpf_get_current_pid_tgid() as u32));
     };
-    // SAFETY: this CPU's slot; programs on one CPU do not nest for these hooks.
-    let cpu = unsafe { &mut *cpu };
-    if cpu.key == regs && cpu.generation == gen_now {
-        match entry(cpu.slot) {
-            Some(t) if t.flags & THREAD_EXITED != 0 => {}
-            found => return found,
-        }
+    let cpu = cpu as *mut CpuThread;
+    let regs = regs_number(cpu, regs);
+    // SAFETY: this CPU's entry; every access is one aligned load or store of one field, so
+    // a preempted writer can leave a stale field but never a torn one.
+    let (cached, unwatched) = unsafe {
+        (
+            core::ptr::read_volatile(&raw const (*cpu).slot),
+            core::ptr::read_volatile(&raw const (*cpu).key),
+        )
+    };
+    if let Some(t) = entry(cached)
+        && t.regs == regs
+        && t.flags & THREAD_EXITED == 0
+    {
+        return Some(t);
     }
+    let tag = unwatched_tag(regs, gen_now);
+    if unwatched == tag {
+        return None;
+    }
+    learn_stack_regs(regs);
     // As in `running_slot`: the generation was read before the lookup.
     let slot = slot_of(bpf_get_current_pid_tgid() as u32);
-    cpu.key = regs;
-    // Read back from map memory: the verifier then sees a number, not a pointer it forbids
-    // arithmetic on.
-    // SAFETY: reading a field through a valid reference.
-    learn_stack_regs(unsafe { core::ptr::read_volatile(&cpu.key) });
-    cpu.slot = slot;
-    cpu.generation = gen_now;
-    entry(slot)
+    let found = entry(slot);
+    // SAFETY: as above.
+    unsafe {
+        match found {
+            Some(ref t) if t.flags & THREAD_EXITED == 0 => {
+                core::ptr::write_volatile(&raw mut (*cpu).slot, slot)
+            }
+            Some(_) => {}
+            None => core::ptr::write_volatile(&raw mut (*cpu).key, tag),
+        }
+    }
+    match found {
+        Some(t) => {
+            t.regs = regs;
+            Some(t)
+        }
+        None => None,
+    }
+}
+
+/// The one word that says "the task with these registers is not watched in this watch
+/// generation": the registers' page (bits 12-43: kernel stacks are at least 16 KiB apart)
+/// over the generation's low 32 bits. A stale word matches a later generation only if the two
+/// clock readings differ by a multiple of 2^32 ns exactly.
+#[inline(always)]
+fn unwatched_tag(regs: u64, generation: u64) -> u64 {
+    ((regs >> 12) << 32) | (generation & 0xffff_ffff)
+}
+
+/// `regs` as a number the verifier lets the program compute with (it forbids arithmetic on
+/// the tracepoint's pointer): stored through this CPU's spare field and read back.
+#[inline(always)]
+fn regs_number(cpu: *mut CpuThread, regs: u64) -> u64 {
+    // SAFETY: this CPU's entry; `generation` is unused in the registers' entry.
+    unsafe {
+        core::ptr::write_volatile(&raw mut (*cpu).generation, regs);
+        core::ptr::read_volatile(&raw const (*cpu).generation)
+    }
 }
 
 /// Where a task's saved user registers sit from the base of its kernel stack, learned from

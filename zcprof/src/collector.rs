@@ -205,6 +205,10 @@ pub struct Snapshot {
     pub lost: BTreeMap<&'static str, u64>,
 }
 
+/// The lost-event reason the kernel itself reports: events it did not run zcprof's programs
+/// for ([`Probes::kernel_skipped`]).
+pub const KERNEL_SKIPPED: &str = "kernel_skipped";
+
 /// Name of a [`Lost`] reason in reports.
 pub fn lost_name(l: Lost) -> &'static str {
     match l {
@@ -327,6 +331,7 @@ pub fn snapshot(probes: &Probes, only: Option<&[u32]>) -> Result<Snapshot, Colle
         let per_cpu = probes.lost.get(&(l as u32), 0).map_err(map_err("LOST"))?;
         snap.lost.insert(lost_name(l), per_cpu.iter().sum());
     }
+    snap.lost.insert(KERNEL_SKIPPED, probes.kernel_skipped());
     Ok(snap)
 }
 

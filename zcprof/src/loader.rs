@@ -544,6 +544,22 @@ impl Probes {
             .collect()
     }
 
+    /// How many times the kernel did not run one of zcprof's programs for an event, because
+    /// the same program was already running on that CPU (the kernel's recursion guard; its
+    /// `recursion_misses`). It happens where the kernel may preempt a BPF program mid-run
+    /// (tracepoints are preemptible on Linux 7.x): while one task sits preempted inside a
+    /// program, every other task's event on that CPU is skipped. Host-wide: some of those
+    /// events may belong to processes zcprof does not watch. 0 on kernels before 5.12, which
+    /// do not report it (nor preempt these programs).
+    pub fn kernel_skipped(&self) -> u64 {
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        self._ebpf
+            .programs()
+            .filter_map(|(_, p)| p.fd().ok())
+            .map(|fd| recursion_misses(fd.as_fd().as_raw_fd()))
+            .sum()
+    }
+
     /// Loads and attaches every program.
     pub fn load(options: LoadOptions<'_>) -> Result<Self, LoadError> {
         let tracepoint_override = options.tracepoint_override;
@@ -727,4 +743,40 @@ impl Probes {
             _ebpf: ebpf,
         })
     }
+}
+
+/// `recursion_misses` of the program behind `fd`, from `BPF_OBJ_GET_INFO_BY_FD` (aya does not
+/// expose the field). 0 if the kernel's `struct bpf_prog_info` is too old to have it.
+fn recursion_misses(fd: std::os::fd::RawFd) -> u64 {
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    // Offset of `recursion_misses` in `struct bpf_prog_info` (include/uapi/linux/bpf.h, 5.12+).
+    const RECURSION_MISSES: usize = 208;
+    #[repr(C)]
+    struct InfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    let mut info = [0u8; 256];
+    let mut attr = InfoAttr {
+        bpf_fd: fd as u32,
+        info_len: info.len() as u32,
+        info: info.as_mut_ptr() as u64,
+    };
+    // SAFETY: the kernel writes at most `info_len` bytes into `info`, which outlives the call,
+    // and updates `info_len` in `attr`, which is valid and writable.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            &mut attr as *mut InfoAttr,
+            std::mem::size_of::<InfoAttr>(),
+        )
+    };
+    if rc != 0 || (attr.info_len as usize) < RECURSION_MISSES + 8 {
+        return 0;
+    }
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&info[RECURSION_MISSES..RECURSION_MISSES + 8]);
+    u64::from_ne_bytes(word)
 }

@@ -6,7 +6,7 @@ use zcprof_common::Column;
 
 use crate::{
     capability::{self, Capabilities, State},
-    collector::{Cell, Counters, ProcessView, Snapshot},
+    collector::{Cell, Counters, KERNEL_SKIPPED, ProcessView, Snapshot},
 };
 
 /// Name of an IORING_OP_* opcode.
@@ -266,7 +266,21 @@ pub fn to_text(snap: &Snapshot) -> String {
             out.push('\n');
         }
     }
-    let lost: u64 = snap.lost.values().sum();
+    let skipped = snap.lost.get(KERNEL_SKIPPED).copied().unwrap_or(0);
+    if skipped > 0 {
+        out.push_str(&format!(
+            "warning: the kernel skipped zcprof's programs {skipped} times (a program preempted \
+             mid-run holds it on its CPU, and the kernel skips it there for every other task \
+             meanwhile: Linux 7.x preempts tracepoint programs); counts can be short by up to \
+             that much\n"
+        ));
+    }
+    let lost: u64 = snap
+        .lost
+        .iter()
+        .filter(|(k, _)| **k != KERNEL_SKIPPED)
+        .map(|(_, v)| v)
+        .sum();
     if lost > 0 {
         out.push_str(&format!(
             "warning: {lost} events could not be recorded (kernel tables full): {:?}\n",

@@ -56,9 +56,18 @@ impl Capability {
 
 /// The capabilities in a zcprof JSON document (none if it has no such list).
 pub fn capabilities(doc: &Value) -> Vec<Capability> {
-    doc.get("capabilities")
+    let mut caps: Vec<Capability> = doc
+        .get("capabilities")
         .and_then(|c| serde_json::from_value(c.clone()).ok())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    if let Some(n) = doc["lost"][KERNEL_SKIPPED].as_u64().filter(|&n| n > 0) {
+        caps.push(Capability {
+            name: KERNEL_SKIPPED.to_owned(),
+            state: "degraded".to_owned(),
+            why: format!("the kernel skipped zcprof's programs {n} times"),
+        });
+    }
+    caps
 }
 
 /// One check's result: one file in the guest's result directory.
@@ -115,6 +124,8 @@ pub const KERNEL: &str = "kernel";
 pub struct Mismatch {
     pub what: String,
     pub feeds: &'static [&'static str],
+    /// zcprof measured less than expected: what events the kernel skipped would cause.
+    pub short: bool,
 }
 
 impl Mismatch {
@@ -122,9 +133,24 @@ impl Mismatch {
         Self {
             what: what.into(),
             feeds,
+            short: false,
+        }
+    }
+
+    /// A count that came out below the expected one.
+    pub fn short(what: impl Into<String>, feeds: &'static [&'static str]) -> Self {
+        Self {
+            short: true,
+            ..Self::new(what, feeds)
         }
     }
 }
+
+/// Not a capability of zcprof's but a declaration of the kernel's: it skipped zcprof's
+/// programs this many times (`lost.kernel_skipped`: a program preempted mid-run blocks it on
+/// its CPU). A count that came out short then degrades instead of failing; one that came out
+/// high, or any other difference, still fails.
+pub const KERNEL_SKIPPED: &str = "kernel_skipped";
 
 /// A check's result from its mismatches and zcprof's declared capabilities: pass if none;
 /// fail if one lies outside what a non-exact capability feeds and the kernel does not lack
@@ -153,6 +179,8 @@ pub fn judge(
             .collect();
         if !caps.is_empty() {
             degraded_by.extend(caps);
+        } else if m.short && not_exact.contains(KERNEL_SKIPPED) {
+            degraded_by.insert(KERNEL_SKIPPED);
         } else if m.feeds.contains(&KERNEL) {
             kernel_lacks.push(m.what.as_str());
         } else {
