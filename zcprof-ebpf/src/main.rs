@@ -170,31 +170,27 @@ fn running_slot() -> u32 {
 /// watched" only if the one-word tag matches these registers and the current generation.
 #[inline(always)]
 fn entry_by_regs(regs: u64) -> Option<&'static mut ThreadStats> {
-    let gen_now = watch_generation();
     let Some(cpu) = CPU_THREAD.get_ptr_mut(BY_REGS) else {
         return entry(slot_of(bpf_get_current_pid_tgid() as u32));
     };
     let cpu = cpu as *mut CpuThread;
-    let regs = regs_number(cpu, regs);
     // SAFETY: this CPU's entry; every access is one aligned load or store of one field, so
     // a preempted writer can leave a stale field but never a torn one.
-    let (cached, unwatched) = unsafe {
-        (
-            core::ptr::read_volatile(&raw const (*cpu).slot),
-            core::ptr::read_volatile(&raw const (*cpu).key),
-        )
-    };
+    let cached = unsafe { core::ptr::read_volatile(&raw const (*cpu).slot) };
     if let Some(t) = entry(cached)
         && t.regs == regs
         && t.flags & THREAD_EXITED == 0
     {
         return Some(t);
     }
-    let tag = unwatched_tag(regs, gen_now);
-    if unwatched == tag {
+    let gen_now = watch_generation();
+    let number = regs_number(cpu, regs);
+    let tag = unwatched_tag(number, gen_now);
+    // SAFETY: as above.
+    if unsafe { core::ptr::read_volatile(&raw const (*cpu).key) } == tag {
         return None;
     }
-    learn_stack_regs(regs);
+    learn_stack_regs(number);
     // As in `running_slot`: the generation was read before the lookup.
     let slot = slot_of(bpf_get_current_pid_tgid() as u32);
     let found = entry(slot);
