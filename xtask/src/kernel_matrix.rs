@@ -57,6 +57,32 @@ pub struct Args {
     /// Seconds one kernel may take, boot and every check included; the VM is killed then
     #[arg(long, default_value_t = 900, value_name = "SECS")]
     pub timeout: u64,
+    /// Write the table into README.md's support table (between its kernel-matrix markers)
+    #[arg(long)]
+    pub readme: bool,
+}
+
+/// README.md's support table lies between these lines.
+const README_BEGIN: &str = "<!-- kernel-matrix: begin (cargo xtask kernel-matrix --readme) -->";
+const README_END: &str = "<!-- kernel-matrix: end -->";
+
+/// Replaces README.md's support table with `table`.
+fn write_readme(table: &str) -> Result<()> {
+    let path = cargo::workspace_root()?.join("README.md");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let (Some(begin), Some(end)) = (text.find(README_BEGIN), text.find(README_END)) else {
+        bail!(
+            "{} has no support table markers ({README_BEGIN} … {README_END})",
+            path.display()
+        );
+    };
+    let updated = format!(
+        "{}{README_BEGIN}\n{table}\n{}",
+        &text[..begin],
+        &text[end..]
+    );
+    std::fs::write(&path, updated).with_context(|| format!("writing {}", path.display()))
 }
 
 /// The cache directory: `$ZCPROF_KERNEL_CACHE`, else `<target>/kernel-matrix`.
@@ -235,6 +261,10 @@ pub fn run(args: &Args) -> Result<()> {
     }
 
     println!("{}", table::render(&runs));
+    if args.readme {
+        write_readme(&table::markdown(&runs))?;
+        println!("kernel-matrix: README.md's support table written");
+    }
     let total_s = started.elapsed().as_secs_f64();
     println!("kernel-matrix: total {total_s:.0}s");
     if let Some(path) = &args.json {

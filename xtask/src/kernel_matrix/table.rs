@@ -16,6 +16,15 @@ const SINGLE: [&str; 5] = ["dd", "cp", "sendfile", "churn", "serve"];
 
 /// The table and its notes, ready to print.
 pub fn render(runs: &[KernelRun]) -> String {
+    render_as(runs, presets::UTF8_FULL_CONDENSED, "\n")
+}
+
+/// The same table as Markdown (README's support table), notes as a list.
+pub fn markdown(runs: &[KernelRun]) -> String {
+    render_as(runs, presets::ASCII_MARKDOWN, "\n- ")
+}
+
+fn render_as(runs: &[KernelRun], preset: &str, note_prefix: &str) -> String {
     let mut notes: Vec<String> = Vec::new();
     let mut note = |text: String| {
         notes.push(text);
@@ -27,7 +36,7 @@ pub fn render(runs: &[KernelRun]) -> String {
     header.extend(SINGLE);
     header.extend(["workloads", "not exact (zcprof says)"]);
     table
-        .load_preset(presets::UTF8_FULL_CONDENSED)
+        .load_preset(preset)
         .set_content_arrangement(ContentArrangement::Disabled)
         .set_header(header);
 
@@ -82,7 +91,7 @@ pub fn render(runs: &[KernelRun]) -> String {
     if !notes.is_empty() {
         text.push('\n');
         for (i, n) in notes.iter().enumerate() {
-            text.push_str(&format!("\n[{}] {n}", i + 1));
+            text.push_str(&format!("{note_prefix}[{}] {n}", i + 1));
         }
     }
     text
