@@ -150,10 +150,13 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
 /// source files), and the loopback interface (sendfile, serve and the workloads use TCP on
 /// 127.0.0.1).
 ///
-/// In a VM, /tmp is always a fresh tmpfs: virtme-ng's /tmp is an overlay whose lower layer is
+/// In a VM, TMPDIR is always a fresh tmpfs: virtme-ng's /tmp is an overlay whose lower layer is
 /// the host's /tmp over 9p, so a workload's source file left there by a host run would be
 /// reused from 9p (copy_file_range into the overlay then fails with EXDEV, and the page cache
 /// is not the guest's). Before Linux 6.6 tmpfs has no O_DIRECT: direct-io is then unsupported.
+/// The guest's scratch directory in a VM (its TMPDIR): /run is the guest's own tmpfs.
+const VM_TMPDIR: &str = "/run/zcprof-kernel-matrix";
+
 fn prepare(vm: bool) -> Result<GuestEnv> {
     let mut env = GuestEnv {
         release: fs::read_to_string("/proc/sys/kernel/osrelease")
@@ -175,14 +178,21 @@ fn prepare(vm: bool) -> Result<GuestEnv> {
             });
         }
     }
-    let tmp = std::env::temp_dir();
     if vm {
-        env.actions
-            .push(match mount("tmpfs", &tmp.to_string_lossy()) {
-                Ok(()) => format!("mounted a fresh tmpfs on {}", tmp.display()),
-                Err(e) => format!("could not mount tmpfs on {}: {e}", tmp.display()),
-            });
+        // Not on /tmp itself: the workspace (zcprof, this binary, the results) may live under
+        // the host's /tmp, and a tmpfs there would hide it.
+        let dir = Path::new(VM_TMPDIR);
+        let mounted = fs::create_dir_all(dir).and_then(|()| mount("tmpfs", VM_TMPDIR));
+        env.actions.push(match mounted {
+            Ok(()) => {
+                // SAFETY: the guest is single-threaded here; everything it starts inherits it.
+                unsafe { std::env::set_var("TMPDIR", dir) };
+                format!("mounted a fresh tmpfs on {VM_TMPDIR} (TMPDIR)")
+            }
+            Err(e) => format!("could not mount tmpfs on {VM_TMPDIR}: {e}"),
+        });
     }
+    let tmp = std::env::temp_dir();
     if !writable(&tmp) {
         env.actions
             .push(match mount("tmpfs", &tmp.to_string_lossy()) {
