@@ -477,3 +477,39 @@ pub fn new_zcprof_programs_after(
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+/// Every capability zcprof reports (`capabilities[]`, `zcprof_capability`), in its order.
+pub const CAPABILITIES: [&str; 6] = [
+    "fd_types",
+    "mmap_fault_in",
+    "io_uring",
+    "exit_syscalls",
+    "context_switches",
+    "page_faults",
+];
+
+/// Runs a copy of zcprof that anyone can execute as nobody (`setpriv`), from `/`, with
+/// `args`; `tag` names its scratch directory.
+pub fn zcprof_as_nobody(tag: &str, args: &[&str]) -> std::process::Output {
+    use std::os::unix::fs::PermissionsExt;
+    // A copy nobody can execute regardless of the checkout's permissions.
+    let dir = scratch_dir(tag);
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        "/var/tmp/zcprof-tests",
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let bin = dir.join("zcprof");
+    std::fs::copy(zcprof_bin(), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&bin)
+        .args(args)
+        .current_dir("/")
+        .output()
+        .expect("run setpriv");
+    let _ = std::fs::remove_dir_all(&dir);
+    out
+}

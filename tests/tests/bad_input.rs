@@ -1,8 +1,6 @@
 //! Bad input and hostile environments: one clear error line, a non-zero exit, and no BPF
 //! program left behind.
 
-use std::{os::unix::fs::PermissionsExt, process::Command};
-
 use zcprof_tests::*;
 
 fn assert_one_error_line(stderr: &str) {
@@ -47,24 +45,7 @@ fn not_root() {
         return;
     }
     let before = zcprof_program_ids();
-    // A copy nobody can execute regardless of the checkout's permissions.
-    let dir = scratch_dir("nonroot");
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(
-        "/var/tmp/zcprof-tests",
-        std::fs::Permissions::from_mode(0o755),
-    )
-    .unwrap();
-    let bin = dir.join("zcprof");
-    std::fs::copy(zcprof_bin(), &bin).unwrap();
-    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(&bin)
-        .args(["run", "--", "true"])
-        .current_dir("/")
-        .output()
-        .expect("run setpriv");
+    let out = zcprof_as_nobody("nonroot", &["run", "--", "true"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "unprivileged run succeeded");
     assert_one_error_line(&stderr);

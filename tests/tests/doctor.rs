@@ -2,25 +2,10 @@
 //! says through other tools (uname, tracefs, bpftool's own BTF parser and feature probes,
 //! /proc/self/status), as root and as nobody, and that nothing stays loaded.
 
-use std::{
-    collections::BTreeMap,
-    os::unix::fs::PermissionsExt,
-    path::Path,
-    process::{Command, Output as ProcOutput},
-};
+use std::{collections::BTreeMap, path::Path, process::Command};
 
 use serde_json::Value;
 use zcprof_tests::*;
-
-/// Every capability, as zcprof names them.
-const CAPABILITIES: [&str; 6] = [
-    "fd_types",
-    "mmap_fault_in",
-    "io_uring",
-    "exit_syscalls",
-    "context_switches",
-    "page_faults",
-];
 
 /// zcprof's tracepoints and their tracefs event group.
 const TRACEPOINTS: [(&str, &str); 8] = [
@@ -254,29 +239,6 @@ fn doctor_reports_this_host() {
     assert!(text.stdout.contains(&release), "names the kernel");
 }
 
-/// A copy of zcprof that nobody can execute, and `setpriv` to run it as nobody.
-fn as_nobody(args: &[&str]) -> ProcOutput {
-    let dir = scratch_dir("doctor-nobody");
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(
-        "/var/tmp/zcprof-tests",
-        std::fs::Permissions::from_mode(0o755),
-    )
-    .unwrap();
-    let bin = dir.join("zcprof");
-    std::fs::copy(zcprof_bin(), &bin).unwrap();
-    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(&bin)
-        .args(args)
-        .current_dir("/")
-        .output()
-        .expect("run setpriv");
-    let _ = std::fs::remove_dir_all(&dir);
-    out
-}
-
 /// As nobody: doctor still reports (no error line), exits 1, names the missing capabilities
 /// and says that it could not probe loading.
 #[test]
@@ -285,7 +247,7 @@ fn doctor_as_nobody_names_what_is_missing() {
         return;
     }
     let before = zcprof_program_ids();
-    let out = as_nobody(&["doctor", "--json"]);
+    let out = zcprof_as_nobody("doctor-nobody", &["doctor", "--json"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "exit code; stderr:\n{stderr}");
     assert!(!stderr.contains("zcprof: error"), "not an error:\n{stderr}");
@@ -325,7 +287,7 @@ fn doctor_as_nobody_names_what_is_missing() {
     assert_eq!(hook(&doc, "sched_switch")["present"], true);
     assert_eq!(doc["capabilities"].as_array().unwrap().len(), 6);
 
-    let text = as_nobody(&["doctor"]);
+    let text = zcprof_as_nobody("doctor-nobody", &["doctor"]);
     let stdout = String::from_utf8_lossy(&text.stdout);
     assert_eq!(text.status.code(), Some(1));
     assert!(stdout.contains("zcprof cannot run here:"), "{stdout}");

@@ -1064,14 +1064,7 @@ fn capabilities_are_exported() {
         .iter()
         .filter(|s| s.name == "zcprof_capability")
         .collect();
-    let names = [
-        "fd_types",
-        "mmap_fault_in",
-        "io_uring",
-        "exit_syscalls",
-        "context_switches",
-        "page_faults",
-    ];
+    let names = CAPABILITIES;
     assert_eq!(
         caps.len(),
         names.len(),

@@ -6,6 +6,7 @@
 mod bench;
 mod cargo;
 mod kernel_matrix;
+mod private_apt;
 mod process;
 mod setup;
 mod test;

@@ -18,10 +18,10 @@ use std::{
 use anyhow::{Context as _, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 
-use crate::process;
-
-/// The archive's signing keys (Debian's `debian-archive-keyring`, on every Debian host).
-const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
+use crate::{
+    private_apt::{self, KEYRING},
+    process,
+};
 
 /// Suites the images come from. The configuration is used for downloads only (`apt-get
 /// download`, `dpkg -x`), never to install, so newer suites than the host's are harmless.
@@ -190,28 +190,8 @@ impl Apt {
             Path::new(KEYRING).is_file(),
             "{KEYRING} is missing: install debian-archive-keyring"
         );
-        for sub in ["lists/partial", "cache/archives/partial"] {
-            fs::create_dir_all(dir.join(sub))
-                .with_context(|| format!("creating {}", dir.join(sub).display()))?;
-        }
-        let sources: String = SUITES
-            .iter()
-            .map(|(url, suite)| format!("deb [signed-by={KEYRING}] {url} {suite} main\n"))
-            .collect();
-        fs::write(dir.join("sources.list"), sources)?;
-        let config = dir.join("apt.conf");
-        fs::write(
-            &config,
-            format!(
-                "Dir::Etc::SourceList \"{0}/sources.list\";\n\
-                 Dir::Etc::SourceParts \"/nonexistent\";\n\
-                 Dir::State::Lists \"{0}/lists\";\n\
-                 Dir::Cache \"{0}/cache\";\n\
-                 Dir::State::status \"/var/lib/dpkg/status\";\n\
-                 APT::Architecture \"amd64\";\n",
-                dir.display()
-            ),
-        )?;
+        let config = private_apt::configure(dir, SUITES, true)
+            .with_context(|| format!("writing an apt configuration in {}", dir.display()))?;
         let apt = Self { config };
         println!(
             "kernel-matrix: apt-get update (kernel image lists, {})",

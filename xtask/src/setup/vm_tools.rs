@@ -10,7 +10,7 @@
 use std::{fs, path::Path};
 
 use super::{Done, Failure, apt_get, install_packages, is_installed, run_quietly};
-use crate::{kernel_matrix, process};
+use crate::{kernel_matrix, private_apt, process};
 
 /// Debian packages virtme-ng needs besides qemu (python3-venv: for the venv).
 const PACKAGES: &[&str] = &["busybox-static", "kmod", "python3-venv"];
@@ -19,7 +19,6 @@ const QEMU: &str = "qemu-system-x86";
 const VIRTME_NG: &str = "virtme-ng==1.42";
 /// The venv's record of what it holds.
 const VENV_STAMP: &str = "zcprof-virtme-ng";
-const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 /// The suites qemu may come from on bookworm (never a newer release's).
 const BOOKWORM_SOURCES: &[(&str, &str)] = &[
     ("http://deb.debian.org/debian", "bookworm"),
@@ -86,26 +85,8 @@ fn install_qemu(apt_dir: &Path) -> Result<(), Failure> {
             "make the kernel-matrix cache writable",
         )
     };
-    for sub in ["lists/partial", "cache/archives/partial"] {
-        fs::create_dir_all(apt_dir.join(sub)).map_err(|e| io("creating the apt directory", e))?;
-    }
-    let sources: String = BOOKWORM_SOURCES
-        .iter()
-        .map(|(url, suite)| format!("deb [signed-by={KEYRING}] {url} {suite} main\n"))
-        .collect();
-    fs::write(apt_dir.join("sources.list"), sources).map_err(|e| io("writing sources.list", e))?;
-    let config = apt_dir.join("apt.conf");
-    fs::write(
-        &config,
-        format!(
-            "Dir::Etc::SourceList \"{0}/sources.list\";\n\
-             Dir::Etc::SourceParts \"/nonexistent\";\n\
-             Dir::State::Lists \"{0}/lists\";\n\
-             Dir::Cache \"{0}/cache\";\n",
-            apt_dir.display()
-        ),
-    )
-    .map_err(|e| io("writing apt.conf", e))?;
+    let config = private_apt::configure(apt_dir, BOOKWORM_SOURCES, false)
+        .map_err(|e| io("writing the apt configuration", e))?;
     run_quietly(
         apt_get().env("APT_CONFIG", &config).args(["-qq", "update"]),
         &remedy,
