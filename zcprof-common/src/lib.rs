@@ -816,8 +816,8 @@ mod tests {
         }
     }
 
-    // The expectations are the seed's model (../shared/seed/README.md) and the kernel's
-    // documented behaviour, cell by cell, not a copy of `classify`.
+    // The expectations are the seed's model (README, "The workloads: the seed's model,
+    // measured") and the kernel's documented behaviour, cell by cell, not a copy of `classify`.
     #[test]
     fn traditional_io_is_two_cpu_copies() {
         let file = fd(FdKind::Regular);

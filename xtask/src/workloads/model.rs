@@ -1,9 +1,10 @@
 //! What each strategy should show: the seed's model (where the seed has one) and the ledger
 //! columns the transfer must fill, in multiples of the bytes sent.
 //!
-//! The seed (`shared/seed/README.md`) counts per chunk: read-write "2 CPU copies, 4 mode
-//! switches"; heap-buffer "3 copies (1 in user space)"; mmap + write "1 CPU copy, 4 mode
-//! switches, plus the page faults"; gather sendfile "0 CPU copies, 2 mode switches per call".
+//! The seed (the copy model README states under "The workloads") counts per chunk: read-write
+//! "2 CPU copies, 4 mode switches"; heap-buffer "3 copies (1 in user space)"; mmap + write
+//! "1 CPU copy, 4 mode switches, plus the page faults"; gather sendfile "0 CPU copies, 2 mode
+//! switches per call".
 //! It says nothing about the other strategies. The column expectations follow the ledger's rules
 //! (`docs/ledger.md`) for what the sender's system calls do over loopback TCP.
 
