@@ -170,9 +170,9 @@ fn zerocopy_notification(t: &mut ThreadStats, msghdr: u64) {
     }
     let (lo, hi) = (c[6], c[7]);
     let sends = hi.wrapping_sub(lo) as u64 + 1;
-    t.zerocopy_sends_completed += sends;
+    t.counts.zerocopy_sends_completed += sends;
     if code & SO_EE_CODE_ZEROCOPY_COPIED != 0 {
-        t.zerocopy_sends_copied += sends;
+        t.counts.zerocopy_sends_copied += sends;
     }
 }
 

@@ -461,7 +461,7 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<u32, u32> {
     let Some((thread, tid)) = current_or_new_thread(entry_by_regs(regs as u64)) else {
         return Ok(0);
     };
-    thread.syscalls += 1;
+    thread.counts.syscalls += 1;
     // Only the syscall number now; arguments are read where a syscall needs them.
     let nr = reg(regs, ORIG_AX_WORD);
     let syscall = match nr {
@@ -575,9 +575,9 @@ fn count_switch(ctx: &RawTracePointContext, t: &mut ThreadStats) {
         }
     };
     if voluntary {
-        t.ctx_voluntary += 1;
+        t.counts.ctx_voluntary += 1;
     } else {
-        t.ctx_involuntary += 1;
+        t.counts.ctx_involuntary += 1;
     }
 }
 
@@ -657,7 +657,7 @@ pub fn sched_process_exec(_ctx: RawTracePointContext) -> u32 {
     if let Some((t, _)) = current_thread() {
         // Close-on-exec descriptors are gone.
         fd_table_changed(t.tgid);
-        t.syscalls_before_exec = t.syscalls;
+        t.counts.syscalls_before_exec = t.counts.syscalls;
         if let Ok(comm) = bpf_get_current_comm() {
             t.comm = comm;
         }
@@ -702,7 +702,7 @@ fn try_exit(ctx: &RawTracePointContext) -> Result<u32, u32> {
             && let Ok(nr) = read::<u64>(stack, orig_ax_at)
             && (nr == NR_EXIT || nr == NR_EXIT_GROUP)
         {
-            t.syscalls += 1;
+            t.counts.syscalls += 1;
         }
     }
     let group_dead = if proto::exit_group_dead() {
@@ -752,16 +752,16 @@ fn try_fault(ctx: &PerfEventContext, major: bool) -> Result<u32, u32> {
         return Ok(0);
     };
     if major {
-        t.faults_major += 1;
+        t.counts.faults_major += 1;
     } else {
-        t.faults_minor += 1;
+        t.counts.faults_minor += 1;
     }
     // SAFETY: ctx points at the kernel's bpf_perf_event_data for this event.
     let cs = unsafe { (*ctx.ctx).regs.cs };
     if cs & 3 == 3 {
-        t.faults_user += 1;
+        t.counts.faults_user += 1;
     } else {
-        t.faults_kernel += 1;
+        t.counts.faults_kernel += 1;
     }
     Ok(0)
 }

@@ -12,9 +12,9 @@ use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 use crate::{
     archive::{ARCHIVE_EVERY, Archive},
     cli::AttachArgs,
-    collector::{self, Snapshot},
     loader::Probes,
     privileges, report,
+    snapshot::Snapshot,
     watch::{self, WatchError},
 };
 
@@ -105,7 +105,7 @@ pub async fn attach(args: &AttachArgs) -> anyhow::Result<i32> {
                     }
                 }
                 if !args.json {
-                    let now = archive.restore(collector::snapshot(&probes, None)?);
+                    let now = archive.restore(probes.snapshot(None)?);
                     let secs = last_tick.elapsed().as_secs_f64();
                     print!("{}", report::interval_lines(&now.since(&previous), secs));
                     previous = now;
@@ -122,8 +122,7 @@ pub async fn attach(args: &AttachArgs) -> anyhow::Result<i32> {
     if let Some(logger) = probes.logger.as_mut() {
         logger.flush();
     }
-    let snap =
-        archive.restore(collector::snapshot(&probes, None).context("reading the final counts")?);
+    let snap = archive.restore(probes.snapshot(None).context("reading the final counts")?);
     let elapsed = started.elapsed().as_secs_f64();
     if args.json {
         let doc = report::to_json(

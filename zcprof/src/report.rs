@@ -2,104 +2,45 @@
 
 use comfy_table::{Cell as TCell, CellAlignment, Table, presets::UTF8_BORDERS_ONLY};
 use serde_json::{Value, json};
-use zcprof_common::Column;
+use zcprof_common::{
+    CELL_FIELDS, COUNTERS, Column, CounterSpec, KERNEL_SKIPPED, Lost, ThreadCounts, Transfer, uring,
+};
 
 use crate::{
     capability::{self, Capabilities, State},
-    collector::{Cell, Counters, KERNEL_SKIPPED, ProcessView, Snapshot},
+    snapshot::{ProcessView, Snapshot},
 };
 
-/// Name of an IORING_OP_* opcode.
-pub fn uring_op_name(op: u16) -> &'static str {
-    const NAMES: [&str; 63] = [
-        "nop",
-        "readv",
-        "writev",
-        "fsync",
-        "read_fixed",
-        "write_fixed",
-        "poll_add",
-        "poll_remove",
-        "sync_file_range",
-        "sendmsg",
-        "recvmsg",
-        "timeout",
-        "timeout_remove",
-        "accept",
-        "async_cancel",
-        "link_timeout",
-        "connect",
-        "fallocate",
-        "openat",
-        "close",
-        "files_update",
-        "statx",
-        "read",
-        "write",
-        "fadvise",
-        "madvise",
-        "send",
-        "recv",
-        "openat2",
-        "epoll_ctl",
-        "splice",
-        "provide_buffers",
-        "remove_buffers",
-        "tee",
-        "shutdown",
-        "renameat",
-        "unlinkat",
-        "mkdirat",
-        "symlinkat",
-        "linkat",
-        "msg_ring",
-        "fsetxattr",
-        "setxattr",
-        "fgetxattr",
-        "getxattr",
-        "socket",
-        "uring_cmd",
-        "send_zc",
-        "sendmsg_zc",
-        "read_multishot",
-        "waitid",
-        "futex_wait",
-        "futex_wake",
-        "futex_waitv",
-        "fixed_fd_install",
-        "ftruncate",
-        "bind",
-        "listen",
-        "recv_zc",
-        "epoll_wait",
-        "readv_fixed",
-        "writev_fixed",
-        "pipe",
-    ];
-    NAMES.get(op as usize).copied().unwrap_or("unknown")
+/// The counters as JSON fields: each under its name, or in its group's object under its
+/// member name, as zcprof-common declares them; plus `mode_switches`, two per syscall.
+fn counts_json(c: &ThreadCounts) -> Value {
+    let mut out = serde_json::Map::new();
+    for (spec, v) in COUNTERS.iter().zip(c.values()) {
+        match spec.group {
+            None => {
+                out.insert(spec.name.into(), json!(v));
+            }
+            Some(g) => {
+                let group = out.entry(g.json).or_insert_with(|| json!({}));
+                if let Some(group) = group.as_object_mut() {
+                    group.insert(spec.member.into(), json!(v));
+                }
+            }
+        }
+    }
+    out.insert("mode_switches".into(), json!(2 * c.syscalls));
+    Value::Object(out)
 }
 
-fn counters_json(c: &Counters) -> Value {
-    json!({
-        "syscalls": c.syscalls,
-        "syscalls_before_exec": c.syscalls_before_exec,
-        "mode_switches": 2 * c.syscalls,
-        "context_switches": {"voluntary": c.ctx_voluntary, "involuntary": c.ctx_involuntary},
-        "page_faults": {
-            "minor": c.faults_minor, "major": c.faults_major,
-            "user": c.faults_user, "kernel": c.faults_kernel,
-        },
-        "zerocopy_completions": {
-            "sends": c.zerocopy_sends_completed, "copied": c.zerocopy_sends_copied,
-        },
-    })
-}
-
-fn cell_json(c: &Cell) -> Value {
-    json!({
-        "calls": c.calls, "bytes": c.bytes, "errors": c.errors,
-        "zerocopy_requested": c.zerocopy_requested, "size_log2": c.size_log2.to_vec(),
-    })
+/// A ledger cell as JSON: its fields as zcprof-common declares them, and its size histogram.
+fn cell_json(c: &Transfer) -> Value {
+    let mut out: serde_json::Map<String, Value> = CELL_FIELDS
+        .iter()
+        .zip(c.values())
+        .map(|(f, v)| (f.name.to_string(), json!(v)))
+        .collect();
+    out.insert("size_log2".into(), json!(c.size_log2.to_vec()));
+    Value::Object(out)
 }
 
 fn merge(mut a: Value, b: Value) -> Value {
@@ -111,11 +52,13 @@ fn merge(mut a: Value, b: Value) -> Value {
 
 fn process_json(pid: u32, p: &ProcessView) -> Value {
     let ledger: serde_json::Map<String, Value> = p
+        .activity
         .ledger()
         .into_iter()
         .map(|(c, b)| (c.name().to_string(), json!(b)))
         .collect();
     let transfers: Vec<Value> = p
+        .activity
         .transfers
         .iter()
         .map(|((s, c), cell)| {
@@ -126,39 +69,36 @@ fn process_json(pid: u32, p: &ProcessView) -> Value {
         })
         .collect();
     let uring: Vec<Value> = p
+        .activity
         .uring
         .iter()
         .map(|((op, c), cell)| {
-            json!({"opcode": op, "op": uring_op_name(*op), "column": c.name(),
-                   "calls": cell.calls, "bytes": cell.bytes, "errors": cell.errors})
+            merge(
+                json!({"opcode": op, "op": uring::op_name(*op), "column": c.name()}),
+                cell_json(cell),
+            )
         })
         .collect();
     let threads: Vec<Value> = p
         .threads
         .iter()
         .map(|(tid, t)| {
-            let ledger: serde_json::Map<String, Value> = Column::ALL
-                .iter()
-                .map(|col| {
-                    let b: u64 = t
-                        .transfers
-                        .iter()
-                        .filter(|((_, c), _)| c == col)
-                        .map(|(_, cell)| cell.bytes)
-                        .sum();
-                    (col.name().to_string(), json!(b))
-                })
+            let ledger: serde_json::Map<String, Value> = t
+                .activity
+                .ledger()
+                .into_iter()
+                .map(|(c, b)| (c.name().to_string(), json!(b)))
                 .collect();
             merge(
                 json!({"tid": tid, "comm": t.comm, "exited": t.exited, "ledger": ledger}),
-                counters_json(&t.counters),
+                counts_json(&t.activity.counts),
             )
         })
         .collect();
     merge(
         json!({"pid": pid, "comm": p.comm, "exited": p.exited, "ledger": ledger,
                "transfers": transfers, "io_uring": uring, "threads": threads}),
-        counters_json(&p.counters),
+        counts_json(&p.activity.counts),
     )
 }
 
@@ -196,6 +136,47 @@ fn right(s: impl ToString) -> TCell {
     TCell::new(s.to_string()).set_alignment(CellAlignment::Right)
 }
 
+/// The counters in one line, as zcprof-common declares them: the syscalls (and the mode
+/// switches they make) always, then every other counter or group that is not all zero,
+/// e.g. `12 syscalls = 24 mode switches; context switches: 3 voluntary, 1 involuntary`.
+fn counts_text(c: &ThreadCounts) -> String {
+    let mut parts: Vec<String> = vec![format!(
+        "{} syscalls = {} mode switches",
+        c.syscalls,
+        2 * c.syscalls
+    )];
+    let values = c.values();
+    let mut shown: Vec<&str> = vec!["syscalls"];
+    for (i, spec) in COUNTERS.iter().enumerate() {
+        if shown.contains(&spec.name) {
+            continue;
+        }
+        match spec.group {
+            None if values[i] > 0 => parts.push(format!("{} {}", values[i], spec.column)),
+            None => {}
+            Some(g) => {
+                // Every member of the group (and of groups shown under the same JSON object).
+                let members: Vec<(usize, &CounterSpec)> = COUNTERS
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, d)| d.group.is_some_and(|h| h.json == g.json))
+                    .collect();
+                shown.extend(members.iter().map(|(_, d)| d.name));
+                if members.iter().all(|(k, _)| values[*k] == 0) {
+                    continue;
+                }
+                let list: Vec<String> = members
+                    .iter()
+                    .map(|(k, d)| format!("{} {}", values[*k], d.member))
+                    .collect();
+                parts.push(format!("{}: {}", g.json.replace('_', " "), list.join(", ")));
+            }
+        }
+        shown.push(spec.name);
+    }
+    parts.join("; ")
+}
+
 /// The per-process summary tables.
 pub fn to_text(snap: &Snapshot) -> String {
     let mut out = String::new();
@@ -203,22 +184,14 @@ pub fn to_text(snap: &Snapshot) -> String {
         out.push_str("no activity recorded\n");
     }
     for (pid, p) in &snap.processes {
-        let c = &p.counters;
+        let a = &p.activity;
         out.push_str(&format!(
-            "\npid {pid} ({}){}: {} syscalls = {} mode switches; context switches {} voluntary, \
-             {} involuntary; page faults {} minor, {} major ({} in user mode, {} in kernel)\n",
+            "\npid {pid} ({}){}: {}\n",
             p.comm,
             if p.exited { ", exited" } else { "" },
-            c.syscalls,
-            2 * c.syscalls,
-            c.ctx_voluntary,
-            c.ctx_involuntary,
-            c.faults_minor,
-            c.faults_major,
-            c.faults_user,
-            c.faults_kernel,
+            counts_text(&a.counts),
         ));
-        let ledger = p.ledger();
+        let ledger = a.ledger();
         let mut t = Table::new();
         t.load_preset(UTF8_BORDERS_ONLY);
         t.set_header(vec!["ledger column", "bytes", ""]);
@@ -230,39 +203,27 @@ pub fn to_text(snap: &Snapshot) -> String {
         }
         out.push_str(&t.to_string());
         out.push('\n');
-        if !p.transfers.is_empty() || !p.uring.is_empty() {
+        if !a.transfers.is_empty() || !a.uring.is_empty() {
             let mut t = Table::new();
             t.load_preset(UTF8_BORDERS_ONLY);
             t.set_header(vec![
                 "syscall", "column", "calls", "errors", "bytes", "avg size",
             ]);
-            for ((s, col), cell) in &p.transfers {
+            for ((s, col), cell) in &a.transfers {
                 t.add_row(row(s.name(), *col, cell));
             }
-            for ((op, col), cell) in &p.uring {
-                t.add_row(row(&format!("io_uring {}", uring_op_name(*op)), *col, cell));
+            for ((op, col), cell) in &a.uring {
+                t.add_row(row(
+                    &format!("io_uring {}", uring::op_name(*op)),
+                    *col,
+                    cell,
+                ));
             }
             out.push_str(&t.to_string());
             out.push('\n');
         }
         if p.threads.len() > 1 {
-            let mut t = Table::new();
-            t.load_preset(UTF8_BORDERS_ONLY);
-            t.set_header(vec![
-                "tid", "comm", "syscalls", "vol cs", "invol cs", "faults",
-            ]);
-            for (tid, th) in &p.threads {
-                let c = &th.counters;
-                t.add_row(vec![
-                    right(tid),
-                    TCell::new(&th.comm),
-                    right(c.syscalls),
-                    right(c.ctx_voluntary),
-                    right(c.ctx_involuntary),
-                    right(c.faults_minor + c.faults_major),
-                ]);
-            }
-            out.push_str(&t.to_string());
+            out.push_str(&threads_table(p));
             out.push('\n');
         }
     }
@@ -286,14 +247,41 @@ pub fn to_text(snap: &Snapshot) -> String {
             "warning: {lost} events could not be recorded (kernel tables full): {:?}\n",
             snap.lost
         ));
-        if snap.lost.get("thread_table_full").is_some_and(|&n| n > 0) {
+        if snap
+            .lost
+            .get(Lost::ThreadTableFull.name())
+            .is_some_and(|&n| n > 0)
+        {
             out.push_str("warning: more threads than --max-threads; raise it and run again\n");
         }
     }
     out
 }
 
-fn row(name: &str, col: Column, cell: &Cell) -> Vec<TCell> {
+/// One row per thread, with a column for each counter that is not 0 in every thread.
+fn threads_table(p: &ProcessView) -> String {
+    let shown: Vec<usize> = (0..COUNTERS.len())
+        .filter(|&i| {
+            p.threads
+                .values()
+                .any(|t| t.activity.counts.values()[i] > 0)
+        })
+        .collect();
+    let mut t = Table::new();
+    t.load_preset(UTF8_BORDERS_ONLY);
+    let mut header = vec!["tid", "comm"];
+    header.extend(shown.iter().map(|&i| COUNTERS[i].column));
+    t.set_header(header);
+    for (tid, th) in &p.threads {
+        let values = th.activity.counts.values();
+        let mut cells = vec![right(tid), TCell::new(&th.comm)];
+        cells.extend(shown.iter().map(|&i| right(values[i])));
+        t.add_row(cells);
+    }
+    t.to_string()
+}
+
+fn row(name: &str, col: Column, cell: &Transfer) -> Vec<TCell> {
     let ok = cell.calls - cell.errors;
     let avg = cell.bytes.checked_div(ok).unwrap_or(0);
     let col_name = if col == Column::NotMoved && (name.starts_with("mmap") || name == "munmap") {
@@ -317,16 +305,9 @@ pub fn interval_lines(snap: &Snapshot, elapsed_s: f64) -> String {
     let mut out = String::new();
     let per_s = |b: u64| format!("{}/s", bytes((b as f64 / elapsed_s) as u64));
     for (pid, p) in &snap.processes {
-        let l = p.ledger();
-        let cpu: u64 = [
-            Column::CpuUserToKernel,
-            Column::CpuKernelToUser,
-            Column::CpuInKernel,
-        ]
-        .iter()
-        .map(|c| l[c])
-        .sum();
-        let c = &p.counters;
+        let l = p.activity.ledger();
+        let cpu = p.activity.cpu_copied();
+        let c = &p.activity.counts;
         out.push_str(&format!(
             "{:>8} {:<15} {:>10.0} {:>14} {:>14} {:>14} {:>8} {:>8} {:>8}\n",
             pid,

@@ -11,7 +11,6 @@ use serde_json::json;
 use crate::{
     archive::{ARCHIVE_EVERY, Archive},
     cli::RunArgs,
-    collector,
     loader::{LoadOptions, Probes},
     privileges, report, watch,
 };
@@ -99,7 +98,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     if let Some(logger) = probes.logger.as_mut() {
         logger.flush();
     }
-    let snap = archive.restore(collector::snapshot(&probes, None)?);
+    let snap = archive.restore(probes.snapshot(None)?);
     let text = if args.json {
         let doc = report::to_json(
             &snap,

@@ -16,44 +16,21 @@
 //! it was seen exited.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{HashMap, HashSet},
     time::{Duration, Instant},
 };
 
 use regex::Regex;
-use zcprof_common::{Column, Syscall};
+use zcprof_common::{Column, Syscall, ThreadCounts};
 
 use crate::{
     cli::GroupBy,
-    collector::{Cell, Counters, Snapshot},
+    snapshot::{Activity, Snapshot, UringCells},
 };
 
 /// Longest an exited thread's entries stay in the kernel maps if its final switch is never
 /// seen.
 pub const RETIRE_MAX: Duration = Duration::from_secs(10);
-
-/// Monotonic totals of one group.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Totals {
-    /// Syscalls, context switches, page faults.
-    pub counters: Counters,
-    /// Ledger cells by (syscall, column).
-    pub cells: BTreeMap<(Syscall, Column), Cell>,
-    /// io_uring completions by (opcode, column).
-    pub uring: BTreeMap<(u16, Column), Cell>,
-}
-
-impl Totals {
-    fn add(&mut self, o: &Totals) {
-        self.counters.add(&o.counters);
-        for (k, c) in &o.cells {
-            self.cells.entry(*k).or_default().add(c);
-        }
-        for (k, c) in &o.uring {
-            self.uring.entry(*k).or_default().add(c);
-        }
-    }
-}
 
 /// A group of series: what one set of group labels stands for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -119,8 +96,8 @@ pub struct Retire {
 #[derive(Debug)]
 struct ThreadRec {
     tgid: u32,
-    last: Counters,
-    cells: BTreeMap<(Syscall, Column), Cell>,
+    /// What its entries held at the last collection (already credited).
+    last: Activity,
     /// When (and in which collection) the thread was first seen exited.
     exited: Option<(Instant, u64)>,
     /// Its entry was seen dead (final switch done) at the end of an earlier collection.
@@ -132,8 +109,7 @@ impl ThreadRec {
     fn new(tgid: u32) -> Self {
         ThreadRec {
             tgid,
-            last: Counters::default(),
-            cells: BTreeMap::new(),
+            last: Activity::default(),
             exited: None,
             dead: false,
             seen: 0,
@@ -145,14 +121,14 @@ impl ThreadRec {
 struct ProcRec {
     comm: String,
     cgroup_id: u64,
-    uring_last: BTreeMap<(u16, Column), Cell>,
+    uring_last: UringCells,
 }
 
 /// The accounting state.
 #[derive(Debug)]
 pub struct Engine {
     scope: Scope,
-    groups: HashMap<GroupKey, Totals>,
+    groups: HashMap<GroupKey, Activity>,
     threads: HashMap<u32, ThreadRec>,
     procs: HashMap<u32, ProcRec>,
     /// Threads seen with cells but no entry: (first seen, last collection seen in).
@@ -171,37 +147,6 @@ pub struct Engine {
 /// Most refused groups remembered for counting each once; past it a refused group may be
 /// counted again (memory stays bounded under unbounded churn of command names).
 const REFUSED_MEMORY: usize = 65_536;
-
-/// `now - last`, or `None` if any counter went down (the entry is not the one remembered).
-fn counters_delta(now: &Counters, last: &Counters) -> Option<Counters> {
-    (last.sub(now) == Counters::default()).then(|| now.sub(last))
-}
-
-fn cell_delta(now: &Cell, last: &Cell) -> Option<Cell> {
-    (last.sub(now) == Cell::default()).then(|| now.sub(last))
-}
-
-/// Differences of every cell in `now` against `last`; `None` if any went down.
-fn cells_delta<K: Ord + Copy>(
-    now: &BTreeMap<K, Cell>,
-    last: &BTreeMap<K, Cell>,
-) -> Option<BTreeMap<K, Cell>> {
-    let mut out = BTreeMap::new();
-    for (k, c) in now {
-        let d = match last.get(k) {
-            Some(l) => cell_delta(c, l)?,
-            None => *c,
-        };
-        if d.calls != 0 {
-            out.insert(*k, d);
-        }
-    }
-    // A cell that vanished means the entries are not the ones remembered.
-    if last.keys().any(|k| !now.contains_key(k)) {
-        return None;
-    }
-    Some(out)
-}
 
 impl Engine {
     /// A fresh engine.
@@ -281,7 +226,7 @@ impl Engine {
             .filter(|k| !matches!(k, GroupKey::Other | GroupKey::Exited))
             .count();
         if admitted < self.scope.max_groups {
-            self.groups.insert(key.clone(), Totals::default());
+            self.groups.insert(key.clone(), Activity::default());
             return key;
         }
         if self.refused.len() >= REFUSED_MEMORY {
@@ -325,13 +270,15 @@ impl Engine {
                 // thread map and of the cell map (its entry is read next time; crediting now
                 // would put its cells under an empty command name), or, in theory, cells
                 // left behind. Nothing to credit; leftovers are deleted after a while.
-                if t.comm.is_empty() && t.counters == Counters::default() {
+                if t.comm.is_empty() && t.activity.counts == ThreadCounts::ZERO {
                     let (first, seen) = self.entryless.entry(tid).or_insert((now, generation));
                     *seen = generation;
                     if now.duration_since(*first) >= RETIRE_MAX {
-                        retire
-                            .threads
-                            .push((tgid, tid, t.transfers.keys().copied().collect()));
+                        retire.threads.push((
+                            tgid,
+                            tid,
+                            t.activity.transfers.keys().copied().collect(),
+                        ));
                         self.entryless.remove(&tid);
                     }
                     continue;
@@ -347,36 +294,36 @@ impl Engine {
                     *rec = ThreadRec::new(tgid);
                 }
                 rec.seen = generation;
-                let (dc, dcells) = match (
-                    counters_delta(&t.counters, &rec.last),
-                    cells_delta(&t.transfers, &rec.cells),
-                ) {
-                    (Some(c), Some(cells)) => (c, cells),
-                    // Counters went down: the entry was replaced behind our back; what it
-                    // holds now is all new.
-                    _ => (t.counters, t.transfers.clone()),
-                };
-                rec.last = t.counters;
-                rec.cells.clone_from(&t.transfers);
+                // Counts that went down: the entry was replaced behind our back; what it
+                // holds now is all new.
+                let delta = t
+                    .activity
+                    .delta(&rec.last)
+                    .unwrap_or_else(|| t.activity.clone());
+                rec.last.clone_from(&t.activity);
                 if exited && rec.exited.is_none() {
                     rec.exited = Some((now, generation));
                 }
-                let has_news = dc != Counters::default() || !dcells.is_empty();
-                if has_news && let Some(group) = self.group_of(host, tgid, &t.comm, t.cgroup_id) {
-                    let totals = self.groups.entry(group).or_default();
-                    totals.counters.add(&dc);
-                    for (k, c) in &dcells {
-                        totals.cells.entry(*k).or_default().add(c);
-                    }
+                if !delta.is_empty()
+                    && let Some(group) = self.group_of(host, tgid, &t.comm, t.cgroup_id)
+                {
+                    self.groups.entry(group).or_default().add(&delta);
                 }
             }
-            if !p.uring.is_empty() {
-                let last = self
-                    .procs
-                    .get(&tgid)
-                    .map(|r| r.uring_last.clone())
-                    .unwrap_or_default();
-                let delta = cells_delta(&p.uring, &last).unwrap_or_else(|| p.uring.clone());
+            if !p.activity.uring.is_empty() {
+                let last = Activity {
+                    uring: self
+                        .procs
+                        .get(&tgid)
+                        .map(|r| r.uring_last.clone())
+                        .unwrap_or_default(),
+                    ..Activity::default()
+                };
+                let now = Activity {
+                    uring: p.activity.uring.clone(),
+                    ..Activity::default()
+                };
+                let delta = now.delta(&last).unwrap_or(now);
                 if !delta.is_empty() {
                     let (comm, cgroup_id) = self
                         .procs
@@ -384,14 +331,11 @@ impl Engine {
                         .map(|r| (r.comm.clone(), r.cgroup_id))
                         .unwrap_or_default();
                     if let Some(group) = self.group_of(host, tgid, &comm, cgroup_id) {
-                        let totals = self.groups.entry(group).or_default();
-                        for (k, c) in &delta {
-                            totals.uring.entry(*k).or_default().add(c);
-                        }
+                        self.groups.entry(group).or_default().add(&delta);
                     }
                 }
                 if let Some(rec) = self.procs.get_mut(&tgid) {
-                    rec.uring_last.clone_from(&p.uring);
+                    rec.uring_last.clone_from(&p.activity.uring);
                 }
             }
         }
@@ -410,7 +354,7 @@ impl Engine {
             {
                 retire
                     .threads
-                    .push((rec.tgid, tid, rec.cells.keys().copied().collect()));
+                    .push((rec.tgid, tid, rec.last.transfers.keys().copied().collect()));
                 return false;
             }
             *live_per_process.entry(rec.tgid).or_default() += 1;
@@ -456,8 +400,8 @@ impl Engine {
     }
 
     /// Every group's label values, in the order of [`Engine::label_names`], with its totals.
-    pub fn groups(&self) -> Vec<(Vec<String>, Totals)> {
-        let mut out: Vec<(Vec<String>, Totals)> = self
+    pub fn groups(&self) -> Vec<(Vec<String>, Activity)> {
+        let mut out: Vec<(Vec<String>, Activity)> = self
             .groups
             .iter()
             .map(|(k, t)| (self.labels(k), t.clone()))
@@ -503,7 +447,9 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collector::{ProcessView, ThreadView};
+    use zcprof_common::Transfer;
+
+    use crate::snapshot::{ProcessView, ThreadView};
 
     #[derive(Default)]
     struct FakeHost {
@@ -538,19 +484,16 @@ mod tests {
             cgroup_id: 7,
             exited,
             dead: exited,
-            counters: Counters {
-                syscalls,
-                ..Default::default()
-            },
-            transfers: BTreeMap::new(),
+            ..Default::default()
         };
+        t.activity.counts.syscalls = syscalls;
         if write_bytes > 0 {
-            t.transfers.insert(
+            t.activity.transfers.insert(
                 (Syscall::Write, Column::CpuUserToKernel),
-                Cell {
+                Transfer {
                     calls: 1,
                     bytes: write_bytes,
-                    ..Default::default()
+                    ..Transfer::ZERO
                 },
             );
         }
@@ -579,7 +522,7 @@ mod tests {
         }
     }
 
-    fn total(e: &Engine, label: &str) -> Totals {
+    fn total(e: &Engine, label: &str) -> Activity {
         e.groups()
             .into_iter()
             .find(|(l, _)| l[0] == label)
@@ -598,11 +541,11 @@ mod tests {
             t0,
         );
         assert!(r.threads.is_empty());
-        assert_eq!(total(&e, "a").counters.syscalls, 5);
+        assert_eq!(total(&e, "a").counts.syscalls, 5);
         // Exits with 2 more syscalls: credited, not yet retired.
         let r = e.ingest_all(&snap(&[(10, 10, thread("a", 7, 100, true))]), &mut host, t0);
         assert!(r.threads.is_empty());
-        assert_eq!(total(&e, "a").counters.syscalls, 7);
+        assert_eq!(total(&e, "a").counts.syscalls, 7);
         // Seen dead at the end of the previous collection: retired now, nothing credited
         // twice.
         let later = t0;
@@ -615,15 +558,19 @@ mod tests {
             r.threads,
             vec![(10, 10, vec![(Syscall::Write, Column::CpuUserToKernel)])]
         );
-        assert_eq!(total(&e, "a").counters.syscalls, 8);
+        assert_eq!(total(&e, "a").counts.syscalls, 8);
         assert_eq!(
-            total(&e, "a").cells.values().map(|c| c.bytes).sum::<u64>(),
+            total(&e, "a")
+                .transfers
+                .values()
+                .map(|c| c.bytes)
+                .sum::<u64>(),
             100
         );
         // Entries deleted; the totals stay.
         let r = e.ingest_all(&snap(&[]), &mut host, later);
         assert!(r.threads.is_empty());
-        assert_eq!(total(&e, "a").counters.syscalls, 8);
+        assert_eq!(total(&e, "a").counts.syscalls, 8);
         assert_eq!(e.tracked_threads(), 0);
         // The tid comes back as a new thread: counted from zero on top.
         e.ingest_all(
@@ -631,7 +578,7 @@ mod tests {
             &mut host,
             later,
         );
-        assert_eq!(total(&e, "a").counters.syscalls, 11);
+        assert_eq!(total(&e, "a").counts.syscalls, 11);
     }
 
     #[test]
@@ -650,8 +597,8 @@ mod tests {
             t0,
         );
         let a = total(&e, "a");
-        assert_eq!(a.counters.syscalls, 5);
-        assert_eq!(a.cells.values().map(|c| c.bytes).sum::<u64>(), 100);
+        assert_eq!(a.counts.syscalls, 5);
+        assert_eq!(a.transfers.values().map(|c| c.bytes).sum::<u64>(), 100);
         assert_eq!(e.groups().len(), 1);
     }
 
@@ -666,8 +613,8 @@ mod tests {
             &mut host,
             t0,
         );
-        assert_eq!(total(&e, "sh").counters.syscalls, 5);
-        assert_eq!(total(&e, "true").counters.syscalls, 4);
+        assert_eq!(total(&e, "sh").counts.syscalls, 5);
+        assert_eq!(total(&e, "true").counts.syscalls, 4);
     }
 
     #[test]
@@ -687,8 +634,8 @@ mod tests {
             (3, 3, thread("c", 8, 0, false)),
         ]);
         e.ingest_all(&s, &mut host, t0);
-        assert_eq!(total(&e, "a").counters.syscalls, 2);
-        assert_eq!(total(&e, OTHER).counters.syscalls, 12);
+        assert_eq!(total(&e, "a").counts.syscalls, 2);
+        assert_eq!(total(&e, OTHER).counts.syscalls, 12);
         assert_eq!(e.series_dropped, 2);
     }
 
@@ -725,7 +672,7 @@ mod tests {
                 &vec![EXITED.to_string(), EXITED.to_string()]
             ]
         );
-        let sum: u64 = groups.iter().map(|(_, t)| t.counters.syscalls).sum();
+        let sum: u64 = groups.iter().map(|(_, t)| t.counts.syscalls).sum();
         assert_eq!(sum, 8);
     }
 
@@ -751,8 +698,8 @@ mod tests {
         );
         let g = e.groups();
         assert_eq!(g.len(), 2);
-        assert_eq!(total(&e, "/a").counters.syscalls, 1);
-        assert_eq!(total(&e, "/a/b").counters.syscalls, 2);
+        assert_eq!(total(&e, "/a").counts.syscalls, 1);
+        assert_eq!(total(&e, "/a/b").counts.syscalls, 2);
     }
 
     #[test]
@@ -770,6 +717,6 @@ mod tests {
             Instant::now(),
         );
         assert_eq!(e.groups().len(), 1);
-        assert_eq!(total(&e, "nginx").counters.syscalls, 1);
+        assert_eq!(total(&e, "nginx").counts.syscalls, 1);
     }
 }

@@ -4,19 +4,22 @@
 //! custom [`Collector`] rather than kept in the `prometheus` crate's counters (which only go
 //! up by increments).
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, LazyLock},
+    time::Instant,
+};
 
 use prometheus::{
     core::{Collector, Desc},
     proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType},
 };
 use tokio::sync::watch;
-use zcprof_common::{Column, HIST_BUCKETS, Syscall};
-
-use super::engine::Totals;
-use crate::{
-    capability::Capabilities, collector::Cell, loader::ProgramStats, report::uring_op_name,
+use zcprof_common::{
+    CELL_FIELDS, COUNTERS, Column, CounterSpec, HIST_BUCKETS, Syscall, Transfer, uring::op_name,
 };
+
+use crate::{capability::Capabilities, loader::ProgramStats, snapshot::Activity};
 
 /// Fill of one kernel map.
 #[derive(Debug, Clone)]
@@ -37,7 +40,7 @@ pub struct Published {
     /// Names of the group labels.
     pub label_names: &'static [&'static str],
     /// Label values and totals of every group.
-    pub groups: Vec<(Vec<String>, Totals)>,
+    pub groups: Vec<(Vec<String>, Activity)>,
     /// Events the kernel side could not record, by reason.
     pub lost: Vec<(&'static str, u64)>,
     /// Map fill.
@@ -93,51 +96,13 @@ impl Published {
     }
 }
 
-fn family(name: &str, help: &str, t: MetricType) -> MetricFamily {
-    let mut f = MetricFamily::default();
-    f.set_name(name.to_string());
-    f.set_help(help.to_string());
-    f.set_field_type(t);
-    f
-}
-
-fn label_pairs(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
-    pairs
-        .iter()
-        .map(|(n, v)| {
-            let mut l = LabelPair::default();
-            l.set_name(n.to_string());
-            l.set_value(v.to_string());
-            l
-        })
-        .collect()
-}
-
-fn push_counter(f: &mut MetricFamily, labels: &[(&str, &str)], v: f64) {
-    let mut c = Counter::default();
-    c.set_value(v);
-    let mut m = Metric::default();
-    m.set_label(label_pairs(labels));
-    m.set_counter(c);
-    f.mut_metric().push(m);
-}
-
-fn push_gauge(f: &mut MetricFamily, labels: &[(&str, &str)], v: f64) {
-    let mut g = Gauge::default();
-    g.set_value(v);
-    let mut m = Metric::default();
-    m.set_label(label_pairs(labels));
-    m.set_gauge(g);
-    f.mut_metric().push(m);
-}
-
 /// The kernel's log2 buckets as a Prometheus histogram. Kernel bucket 0 holds 0-byte calls and
 /// bucket k holds sizes in [2^(k-1), 2^k), so its largest member is 2^k - 1: that is its
 /// upper bound (`le`), exactly (an `le` of 2^k would wrongly leave out the very common
 /// sizes that are powers of two, which are in the next bucket). The last kernel bucket is
 /// open-ended and becomes +Inf. Buckets are cumulative; `_count` is the successful calls,
 /// `_sum` their bytes.
-pub fn size_histogram(cell: &Cell) -> Histogram {
+pub fn size_histogram(cell: &Transfer) -> Histogram {
     let mut buckets = Vec::with_capacity(HIST_BUCKETS - 1);
     let mut cumulative = 0u64;
     for (k, n) in cell.size_log2.iter().enumerate().take(HIST_BUCKETS - 1) {
@@ -155,324 +120,409 @@ pub fn size_histogram(cell: &Cell) -> Histogram {
     h
 }
 
-/// Every metric family of one collection.
-pub fn families(p: &Published) -> Vec<MetricFamily> {
+/// A sample's labels: names are fixed, values come from the data.
+type Labels = Vec<(&'static str, String)>;
+
+/// Receives a family's samples.
+type Emit<'a> = &'a mut dyn FnMut(Labels, Sample);
+
+/// Computes a family's samples in one group.
+type GroupSamples = Box<dyn Fn(&Activity, Emit<'_>) + Send + Sync>;
+
+/// Where a family's samples come from.
+enum Source {
+    /// Samples of each group, from the group's totals; their labels follow the group's own.
+    Group(GroupSamples),
+    /// Samples of the daemon itself.
+    Daemon(fn(&Published, Emit<'_>)),
+    /// One unlabelled sample of the daemon itself.
+    Scalar(fn(&Published) -> f64),
+}
+
+/// One sample's value.
+enum Sample {
+    Value(f64),
+    Histogram(Histogram),
+}
+
+/// A metric family, declared once: name, help, type, and how its samples are computed.
+struct Family {
+    name: String,
+    help: String,
+    kind: MetricType,
+    source: Source,
+}
+
+impl Family {
+    fn new(name: impl Into<String>, help: &str, kind: MetricType, source: Source) -> Self {
+        Family {
+            name: name.into(),
+            help: help.to_string(),
+            kind,
+            source,
+        }
+    }
+}
+
+/// A daemon metric without labels: one entry of [`DAEMON`].
+type Scalar = (
+    &'static str,
+    &'static str,
+    MetricType,
+    fn(&Published) -> f64,
+);
+
+/// The daemon's own metrics without labels (its health and cost).
+const DAEMON: [Scalar; 10] = [
+    (
+        "zcprof_series_dropped_total",
+        "Groups refused by --max-series; their activity is counted in the [other] group.",
+        MetricType::COUNTER,
+        |p| p.series_dropped as f64,
+    ),
+    (
+        "zcprof_groups",
+        "Groups (label sets) exported, [other] and [exited] included.",
+        MetricType::GAUGE,
+        |p| p.groups.len() as f64,
+    ),
+    (
+        "zcprof_threads_retired_total",
+        "Exited threads whose final counts were credited and whose map entries were deleted.",
+        MetricType::COUNTER,
+        |p| p.threads_retired as f64,
+    ),
+    (
+        "zcprof_threads_tracked",
+        "Threads whose counts zcprof remembers (alive, or exited and not yet retired).",
+        MetricType::GAUGE,
+        |p| p.threads_tracked as f64,
+    ),
+    (
+        "zcprof_processes_retired_total",
+        "Exited processes whose records were dropped.",
+        MetricType::COUNTER,
+        |p| p.processes_retired as f64,
+    ),
+    (
+        "zcprof_collections_total",
+        "Reads of the kernel maps (every --collect-interval and at each scrape).",
+        MetricType::COUNTER,
+        |p| p.collections as f64,
+    ),
+    (
+        "zcprof_collection_errors_total",
+        "Reads of the kernel maps that failed (the previous counts were served).",
+        MetricType::COUNTER,
+        |p| p.collection_errors as f64,
+    ),
+    (
+        "zcprof_collection_duration_seconds",
+        "Time the last read of the kernel maps took.",
+        MetricType::GAUGE,
+        |p| p.collection_seconds,
+    ),
+    (
+        "process_resident_memory_bytes",
+        "Resident memory size of zcprof, in bytes.",
+        MetricType::GAUGE,
+        |p| p.rss_bytes as f64,
+    ),
+    (
+        "process_cpu_seconds_total",
+        "User and system CPU time zcprof spent, in seconds.",
+        MetricType::COUNTER,
+        |p| p.cpu_seconds,
+    ),
+];
+
+/// Every family, in exposition order: the per-thread counters and the ledger cell fields as
+/// zcprof-common declares them, then what is computed from them, then the daemon's own.
+fn catalogue() -> Vec<Family> {
     use MetricType::{COUNTER, GAUGE, HISTOGRAM};
-    let mut syscalls = family(
-        "zcprof_syscalls_total",
-        "Syscalls made (each is two mode switches), including exit and exit_group.",
-        COUNTER,
-    );
-    let mut mode = family(
+    let mut out: Vec<Family> = Vec::new();
+    // One family per counter group (or ungrouped counter), in declaration order.
+    for spec in COUNTERS {
+        let stem = counter_stem(spec);
+        let name = format!("zcprof_{stem}_total");
+        if out.iter().all(|f| f.name != name) {
+            let help = spec.group.map_or(spec.help, |g| g.help);
+            out.push(Family::new(name, help, COUNTER, counter_samples(stem)));
+        }
+    }
+    out.push(Family::new(
         "zcprof_mode_switches_total",
         "Switches between user and kernel mode caused by syscalls (two per syscall).",
         COUNTER,
-    );
-    let mut ctx = family(
-        "zcprof_context_switches_total",
-        "Context switches by kind: voluntary (blocked or slept) or involuntary (preempted), \
-         as ru_nvcsw/ru_nivcsw count them.",
-        COUNTER,
-    );
-    let mut faults = family(
-        "zcprof_page_faults_total",
-        "Page faults by kind (minor or major), as ru_minflt/ru_majflt count them.",
-        COUNTER,
-    );
-    let mut faults_mode = family(
-        "zcprof_page_faults_by_mode_total",
-        "The same page faults by the mode they were taken in (user or kernel code); sums to \
-         zcprof_page_faults_total.",
-        COUNTER,
-    );
-    let mut ledger = family(
-        "zcprof_ledger_bytes_total",
-        "Bytes by ledger column (how they crossed the user/kernel boundary) and syscall; \
-         io_uring operations are syscall=\"io_uring\". See docs/ledger.md.",
-        COUNTER,
-    );
-    let mut calls = family(
-        "zcprof_transfer_calls_total",
-        "Calls of data-moving syscalls by syscall and ledger column, failed ones included.",
-        COUNTER,
-    );
-    let mut errors = family(
-        "zcprof_transfer_errors_total",
-        "Failed calls of data-moving syscalls by syscall and ledger column.",
-        COUNTER,
-    );
-    let mut zc = family(
-        "zcprof_zerocopy_requested_total",
-        "Sends that asked for MSG_ZEROCOPY, by syscall and the column they landed in.",
-        COUNTER,
-    );
-    let mut uring = family(
+        Source::Group(Box::new(|t, emit| {
+            emit(Vec::new(), Sample::Value((2 * t.counts.syscalls) as f64))
+        })),
+    ));
+    for (i, field) in CELL_FIELDS.iter().enumerate() {
+        out.push(Family::new(
+            format!("zcprof_{}_total", field.metric),
+            field.help,
+            COUNTER,
+            cell_samples(i),
+        ));
+    }
+    out.push(Family::new(
         "zcprof_io_uring_operations_total",
         "Completed io_uring operations by opcode and ledger column.",
         COUNTER,
-    );
-    let mut sizes = family(
+        Source::Group(Box::new(|t, emit| {
+            for ((op, col), cell) in &t.uring {
+                let l = vec![
+                    ("opcode", op_name(*op).into()),
+                    ("column", col.name().into()),
+                ];
+                emit(l, Sample::Value(cell.calls as f64));
+            }
+        })),
+    ));
+    out.push(Family::new(
         "zcprof_io_size_bytes",
         "Sizes of successful data-moving calls, by syscall. Bucket bounds are 2^k-1 bytes: \
          a call of exactly 2^k bytes is in the next bucket.",
         HISTOGRAM,
-    );
-
-    for (values, t) in &p.groups {
-        let g: Vec<(&str, &str)> = p
-            .label_names
-            .iter()
-            .zip(values.iter())
-            .map(|(n, v)| (*n, v.as_str()))
-            .collect();
-        let with = |extra: &[(&'static str, &'static str)]| -> Vec<(&str, &str)> {
-            let mut l = g.clone();
-            l.extend_from_slice(extra);
-            l
-        };
-        let c = &t.counters;
-        push_counter(&mut syscalls, &g, c.syscalls as f64);
-        push_counter(&mut mode, &g, (2 * c.syscalls) as f64);
-        push_counter(
-            &mut ctx,
-            &with(&[("kind", "voluntary")]),
-            c.ctx_voluntary as f64,
-        );
-        push_counter(
-            &mut ctx,
-            &with(&[("kind", "involuntary")]),
-            c.ctx_involuntary as f64,
-        );
-        push_counter(
-            &mut faults,
-            &with(&[("kind", "minor")]),
-            c.faults_minor as f64,
-        );
-        push_counter(
-            &mut faults,
-            &with(&[("kind", "major")]),
-            c.faults_major as f64,
-        );
-        push_counter(
-            &mut faults_mode,
-            &with(&[("mode", "user")]),
-            c.faults_user as f64,
-        );
-        push_counter(
-            &mut faults_mode,
-            &with(&[("mode", "kernel")]),
-            c.faults_kernel as f64,
-        );
-        let mut per_syscall: Vec<(Syscall, Cell)> = Vec::new();
-        for ((sc, col), cell) in &t.cells {
-            let l = with(&[("syscall", sc.name()), ("column", col.name())]);
-            push_counter(&mut ledger, &l, cell.bytes as f64);
-            push_counter(&mut calls, &l, cell.calls as f64);
-            push_counter(&mut errors, &l, cell.errors as f64);
-            if cell.zerocopy_requested > 0 {
-                push_counter(&mut zc, &l, cell.zerocopy_requested as f64);
+        Source::Group(Box::new(|t, emit| {
+            let mut per_syscall: Vec<(Syscall, Transfer)> = Vec::new();
+            for ((sc, _), cell) in &t.transfers {
+                match per_syscall.last_mut() {
+                    Some((s, acc)) if s == sc => acc.add(cell),
+                    _ => per_syscall.push((*sc, *cell)),
+                }
             }
-            match per_syscall.last_mut() {
-                Some((s, acc)) if s == sc => acc.add(cell),
-                _ => per_syscall.push((*sc, *cell)),
+            for (sc, cell) in per_syscall {
+                let h = size_histogram(&cell);
+                emit(vec![("syscall", sc.name().into())], Sample::Histogram(h));
             }
-        }
-        let mut uring_bytes: Vec<(Column, u64)> = Vec::new();
-        for ((op, col), cell) in &t.uring {
-            let l = with(&[("opcode", uring_op_name(*op)), ("column", col.name())]);
-            push_counter(&mut uring, &l, cell.calls as f64);
-            match uring_bytes.iter_mut().find(|(c, _)| c == col) {
-                Some((_, b)) => *b += cell.bytes,
-                None => uring_bytes.push((*col, cell.bytes)),
-            }
-        }
-        uring_bytes.sort();
-        for (col, b) in uring_bytes {
-            let l = with(&[("syscall", "io_uring"), ("column", col.name())]);
-            push_counter(&mut ledger, &l, b as f64);
-        }
-        for (sc, cell) in per_syscall {
-            let mut m = Metric::default();
-            m.set_label(label_pairs(&with(&[("syscall", sc.name())])));
-            m.set_histogram(size_histogram(&cell));
-            sizes.mut_metric().push(m);
-        }
-    }
-
-    let mut build = family(
+        })),
+    ));
+    out.push(Family::new(
         "zcprof_build_info",
         "zcprof's version, and whether the kernel's BTF let it tell fd types apart \
          (otherwise transfers are classified by syscall only). Always 1.",
         GAUGE,
-    );
-    push_gauge(
-        &mut build,
-        &[
-            ("version", env!("CARGO_PKG_VERSION")),
-            ("btf", if p.btf { "true" } else { "false" }),
-        ],
-        1.0,
-    );
-    let mut capability = family(
+        Source::Daemon(|p, emit| {
+            let l = vec![
+                ("version", env!("CARGO_PKG_VERSION").into()),
+                ("btf", p.btf.to_string()),
+            ];
+            emit(l, Sample::Value(1.0));
+        }),
+    ));
+    out.push(Family::new(
         "zcprof_capability",
         "1 when zcprof can count what the capability feeds on this kernel (exactly, or \
          degraded as state says), 0 when it cannot and those counters stay 0.",
         GAUGE,
-    );
-    for c in p.capabilities.iter() {
-        push_gauge(
-            &mut capability,
-            &[("name", c.name), ("state", c.state.as_str())],
-            if c.state.available() { 1.0 } else { 0.0 },
-        );
-    }
-    let mut lost = family(
+        Source::Daemon(|p, emit| {
+            for c in p.capabilities.iter() {
+                let l = vec![("name", c.name.into()), ("state", c.state.as_str().into())];
+                emit(l, Sample::Value(f64::from(u8::from(c.state.available()))));
+            }
+        }),
+    ));
+    out.push(Family::new(
         "zcprof_events_lost_total",
         "Events the kernel programs could not record, by reason. Must stay 0; if not, the \
          counts above are short by that much.",
         COUNTER,
-    );
-    for (reason, n) in &p.lost {
-        push_counter(&mut lost, &[("reason", reason)], *n as f64);
-    }
-    let mut entries = family(
+        Source::Daemon(|p, emit| {
+            for (reason, n) in &p.lost {
+                emit(
+                    vec![("reason", reason.to_string())],
+                    Sample::Value(*n as f64),
+                );
+            }
+        }),
+    ));
+    out.push(Family::new(
         "zcprof_map_entries",
         "Entries in each of zcprof's kernel maps.",
         GAUGE,
-    );
-    let mut capacity = family(
+        Source::Daemon(|p, emit| {
+            for m in &p.maps {
+                emit(
+                    vec![("map", m.name.into())],
+                    Sample::Value(m.entries as f64),
+                );
+            }
+        }),
+    ));
+    out.push(Family::new(
         "zcprof_map_capacity",
         "Most entries each of zcprof's kernel maps can hold.",
         GAUGE,
-    );
-    for m in &p.maps {
-        push_gauge(&mut entries, &[("map", m.name)], m.entries as f64);
-        push_gauge(&mut capacity, &[("map", m.name)], m.capacity as f64);
-    }
-    let mut runs = family(
+        Source::Daemon(|p, emit| {
+            for m in &p.maps {
+                emit(
+                    vec![("map", m.name.into())],
+                    Sample::Value(m.capacity as f64),
+                );
+            }
+        }),
+    ));
+    out.push(Family::new(
         "zcprof_bpf_program_runs_total",
         "Times each of zcprof's BPF programs ran (zcprof's own cost).",
         COUNTER,
-    );
-    let mut run_time = family(
+        Source::Daemon(|p, emit| {
+            for s in &p.programs {
+                emit(
+                    vec![("program", s.name.clone())],
+                    Sample::Value(s.run_count as f64),
+                );
+            }
+        }),
+    ));
+    out.push(Family::new(
         "zcprof_bpf_program_run_seconds_total",
         "Time each of zcprof's BPF programs ran (zcprof's own cost).",
         COUNTER,
-    );
-    for s in &p.programs {
-        push_counter(&mut runs, &[("program", &s.name)], s.run_count as f64);
-        push_counter(
-            &mut run_time,
-            &[("program", &s.name)],
-            s.run_time_ns as f64 / 1e9,
-        );
+        Source::Daemon(|p, emit| {
+            for s in &p.programs {
+                let seconds = s.run_time_ns as f64 / 1e9;
+                emit(vec![("program", s.name.clone())], Sample::Value(seconds));
+            }
+        }),
+    ));
+    for (name, help, kind, value) in DAEMON {
+        out.push(Family::new(name, help, kind, Source::Scalar(value)));
     }
-    let mut dropped = family(
-        "zcprof_series_dropped_total",
-        "Groups refused by --max-series; their activity is counted in the [other] group.",
-        COUNTER,
-    );
-    push_counter(&mut dropped, &[], p.series_dropped as f64);
-    let mut groups = family(
-        "zcprof_groups",
-        "Groups (label sets) exported, [other] and [exited] included.",
-        GAUGE,
-    );
-    push_gauge(&mut groups, &[], p.groups.len() as f64);
-    let mut threads_retired = family(
-        "zcprof_threads_retired_total",
-        "Exited threads whose final counts were credited and whose map entries were deleted.",
-        COUNTER,
-    );
-    push_counter(&mut threads_retired, &[], p.threads_retired as f64);
-    let mut tracked = family(
-        "zcprof_threads_tracked",
-        "Threads whose counts zcprof remembers (alive, or exited and not yet retired).",
-        GAUGE,
-    );
-    push_gauge(&mut tracked, &[], p.threads_tracked as f64);
-    let mut procs_retired = family(
-        "zcprof_processes_retired_total",
-        "Exited processes whose records were dropped.",
-        COUNTER,
-    );
-    push_counter(&mut procs_retired, &[], p.processes_retired as f64);
-    let mut collections = family(
-        "zcprof_collections_total",
-        "Reads of the kernel maps (every --collect-interval and at each scrape).",
-        COUNTER,
-    );
-    push_counter(&mut collections, &[], p.collections as f64);
-    let mut collection_errors = family(
-        "zcprof_collection_errors_total",
-        "Reads of the kernel maps that failed (the previous counts were served).",
-        COUNTER,
-    );
-    push_counter(&mut collection_errors, &[], p.collection_errors as f64);
-    let mut collection_seconds = family(
-        "zcprof_collection_duration_seconds",
-        "Time the last read of the kernel maps took.",
-        GAUGE,
-    );
-    push_gauge(&mut collection_seconds, &[], p.collection_seconds);
-    let mut rss = family(
-        "process_resident_memory_bytes",
-        "Resident memory size of zcprof, in bytes.",
-        GAUGE,
-    );
-    push_gauge(&mut rss, &[], p.rss_bytes as f64);
-    let mut cpu = family(
-        "process_cpu_seconds_total",
-        "User and system CPU time zcprof spent, in seconds.",
-        COUNTER,
-    );
-    push_counter(&mut cpu, &[], p.cpu_seconds);
-
-    vec![
-        syscalls,
-        mode,
-        ctx,
-        faults,
-        faults_mode,
-        ledger,
-        calls,
-        errors,
-        zc,
-        uring,
-        sizes,
-        build,
-        capability,
-        lost,
-        entries,
-        capacity,
-        runs,
-        run_time,
-        dropped,
-        groups,
-        threads_retired,
-        tracked,
-        procs_retired,
-        collections,
-        collection_errors,
-        collection_seconds,
-        rss,
-        cpu,
-    ]
+    out
 }
 
+fn label_pairs(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
+    pairs
+        .iter()
+        .map(|(n, v)| {
+            let mut l = LabelPair::default();
+            l.set_name(n.to_string());
+            l.set_value(v.to_string());
+            l
+        })
+        .collect()
+}
+
+/// The family stem of counter `spec`: its group's, or its own name.
+fn counter_stem(spec: &CounterSpec) -> &'static str {
+    spec.group.map_or(spec.name, |g| g.metric)
+}
+
+/// The samples of the counter family `stem` in one group: one per counter declared in it.
+fn counter_samples(stem: &'static str) -> Source {
+    Source::Group(Box::new(move |t, emit| {
+        for (spec, value) in COUNTERS.iter().zip(t.counts.values()) {
+            if counter_stem(spec) == stem {
+                let labels = match spec.group {
+                    Some(g) => vec![(g.label, spec.member.to_string())],
+                    None => Vec::new(),
+                };
+                emit(labels, Sample::Value(value as f64));
+            }
+        }
+    }))
+}
+
+/// The samples of ledger cell field `i` of [`CELL_FIELDS`] in one group: one per (syscall,
+/// column), and io_uring's summed per column where the field says so.
+fn cell_samples(i: usize) -> Source {
+    Source::Group(Box::new(move |t, emit| {
+        let field = &CELL_FIELDS[i];
+        for ((sc, col), cell) in &t.transfers {
+            let v = cell.values()[i];
+            if !field.sparse || v > 0 {
+                let l = vec![("syscall", sc.name().into()), ("column", col.name().into())];
+                emit(l, Sample::Value(v as f64));
+            }
+        }
+        if field.with_uring {
+            let mut per_column: BTreeMap<Column, u64> = BTreeMap::new();
+            for ((_, col), cell) in &t.uring {
+                *per_column.entry(*col).or_default() += cell.values()[i];
+            }
+            for (col, v) in per_column {
+                let l = vec![
+                    ("syscall", "io_uring".into()),
+                    ("column", col.name().into()),
+                ];
+                emit(l, Sample::Value(v as f64));
+            }
+        }
+    }))
+}
+
+/// The catalogue, built once.
+static CATALOGUE: LazyLock<Vec<Family>> = LazyLock::new(catalogue);
+
+/// Every metric family of one collection.
+pub fn families(p: &Published) -> Vec<MetricFamily> {
+    CATALOGUE
+        .iter()
+        .map(|f| {
+            let mut out = MetricFamily::default();
+            out.set_name(f.name.clone());
+            out.set_help(f.help.clone());
+            out.set_field_type(f.kind);
+            let kind = f.kind;
+            let mut push = |labels: Vec<(&str, &str)>, sample: Sample| {
+                let mut m = Metric::default();
+                m.set_label(label_pairs(&labels));
+                match sample {
+                    Sample::Histogram(h) => m.set_histogram(h),
+                    Sample::Value(v) if kind == MetricType::GAUGE => {
+                        let mut g = Gauge::default();
+                        g.set_value(v);
+                        m.set_gauge(g);
+                    }
+                    Sample::Value(v) => {
+                        let mut c = Counter::default();
+                        c.set_value(v);
+                        m.set_counter(c);
+                    }
+                }
+                out.mut_metric().push(m);
+            };
+            match &f.source {
+                Source::Group(of_group) => {
+                    for (values, totals) in &p.groups {
+                        let group: Vec<(&str, &str)> = p
+                            .label_names
+                            .iter()
+                            .zip(values.iter())
+                            .map(|(n, v)| (*n, v.as_str()))
+                            .collect();
+                        of_group(totals, &mut |extra, sample| {
+                            let mut l = group.clone();
+                            l.extend(extra.iter().map(|(n, v)| (*n, v.as_str())));
+                            push(l, sample);
+                        });
+                    }
+                }
+                Source::Daemon(of_daemon) => of_daemon(p, &mut |l, sample| {
+                    push(l.iter().map(|(n, v)| (*n, v.as_str())).collect(), sample)
+                }),
+                Source::Scalar(value) => push(Vec::new(), Sample::Value(value(p))),
+            }
+            out
+        })
+        .collect()
+}
 /// The registry's view of the latest collection.
-pub struct LatestCollector {
+pub struct LatestFamilies {
     latest: watch::Receiver<Arc<Published>>,
 }
 
-impl LatestCollector {
+impl LatestFamilies {
     /// Reads from `latest`.
     pub fn new(latest: watch::Receiver<Arc<Published>>) -> Self {
-        LatestCollector { latest }
+        LatestFamilies { latest }
     }
 }
 
-impl Collector for LatestCollector {
+impl Collector for LatestFamilies {
     fn desc(&self) -> Vec<&Desc> {
         // An unchecked collector: which label names the families have depends on the
         // grouping chosen at start, and nothing else is registered under these names.
@@ -518,7 +568,7 @@ mod tests {
 
     #[test]
     fn histogram_bounds_are_exact_and_cumulative() {
-        let mut cell = Cell::default();
+        let mut cell = Transfer::ZERO;
         // 3 calls of 0 bytes, 2 of 1 byte, 1 of 4096 bytes, 1 of 4 GiB.
         cell.size_log2[0] = 3;
         cell.size_log2[1] = 2;

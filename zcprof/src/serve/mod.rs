@@ -29,7 +29,7 @@ use anyhow::Context as _;
 use prometheus::{Histogram, HistogramOpts, Registry};
 use regex::Regex;
 use tokio::{signal::unix::SignalKind, sync::watch};
-use zcprof_common::{MAX_PROCESSES, MAX_TRANSFERS, MAX_URING, THREAD_DEAD, TransferKey, UringKey};
+use zcprof_common::{MAX_PROCESSES, MAX_TRANSFERS, MAX_URING, THREAD_DEAD};
 
 use self::{
     cgroup::HostFs,
@@ -38,9 +38,9 @@ use self::{
 };
 use crate::{
     cli::{GroupBy, ServeArgs},
-    collector::{self, CollectError},
     loader::{LoadOptions, Probes},
     privileges,
+    probes::MapReadError,
     watch::{self as watching, WatchError},
 };
 
@@ -74,7 +74,7 @@ pub enum ServeError {
     ReadAfterDrop {
         user: String,
         sysctl: String,
-        err: Box<CollectError>,
+        err: Box<MapReadError>,
     },
 }
 
@@ -112,29 +112,14 @@ struct Collector {
 
 impl Collector {
     fn delete(&mut self, retire: &Retire) {
-        // Cells first: while the thread entry exists its tid cannot be reused by a new
-        // thread, whose cells could otherwise be deleted with the old ones.
         for (tgid, tid, cells) in &retire.threads {
-            for (sc, col) in cells {
-                let key = TransferKey {
-                    tgid: *tgid,
-                    tid: *tid,
-                    syscall: *sc as u16,
-                    column: *col as u16,
-                };
-                let _ = self.probes.transfers.remove(&key);
-            }
-            let _ = self.probes.threads.remove(*tid);
+            // Gone already is fine: its counts were credited.
+            let _ = self
+                .probes
+                .forget_thread(*tgid, *tid, cells.iter().copied());
         }
         for (tgid, cells) in &retire.uring {
-            for (op, col) in cells {
-                let key = UringKey {
-                    tgid: *tgid,
-                    opcode: *op,
-                    column: *col as u16,
-                };
-                let _ = self.probes.uring.remove(&key);
-            }
+            self.probes.forget_uring(*tgid, cells.iter().copied());
         }
     }
 
@@ -147,7 +132,7 @@ impl Collector {
         let previous = self.publish.borrow().clone();
         let mut maps = previous.maps.clone();
         let mut lost = previous.lost.clone();
-        match collector::snapshot(&self.probes, None) {
+        match self.probes.snapshot(None) {
             Ok(snap) => {
                 let threads_map = &self.probes.threads;
                 let is_dead = |tid: u32| {
@@ -162,9 +147,13 @@ impl Collector {
                     .processes
                     .values()
                     .flat_map(|p| p.threads.values())
-                    .map(|t| t.transfers.len())
+                    .map(|t| t.activity.transfers.len())
                     .sum();
-                let uring: usize = snap.processes.values().map(|p| p.uring.len()).sum();
+                let uring: usize = snap
+                    .processes
+                    .values()
+                    .map(|p| p.activity.uring.len())
+                    .sum();
                 let watched = self.probes.watched.keys().count();
                 maps = vec![
                     fill("threads", threads, self.probes.threads.capacity() - 1),
@@ -312,7 +301,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<i32> {
         Some(t) => {
             privileges::drop_to(t, probes.a_map())?;
             // The maps must still be readable: find out now, not at the first scrape.
-            if let Err(err) = collector::snapshot(&probes, None) {
+            if let Err(err) = probes.snapshot(None) {
                 let sysctl = std::fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled")
                     .map(|s| s.trim().to_string())
                     .unwrap_or_else(|_| "unknown".into());
@@ -368,7 +357,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<i32> {
 
     let registry = Registry::new();
     registry
-        .register(Box::new(metrics::LatestCollector::new(latest.clone())))
+        .register(Box::new(metrics::LatestFamilies::new(latest.clone())))
         .context("registering zcprof's collector")?;
     let scrape_seconds = Histogram::with_opts(
         HistogramOpts::new(

@@ -1,0 +1,50 @@
+//! Byte counts as users write them.
+
+/// A byte count as users write it: digits with an optional binary `K`, `M` or `G` suffix,
+/// optionally followed by `B` or `iB`, in any case (`4096`, `64K`, `256M`, `1GiB`, `512B`).
+/// `None` if malformed or too large. Shared by `zcprof workload` and `cargo xtask`.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let b = s.trim().as_bytes();
+    let digits = b.iter().take_while(|c| c.is_ascii_digit()).count();
+    if digits == 0 {
+        return None;
+    }
+    let n: u64 = core::str::from_utf8(&b[..digits]).ok()?.parse().ok()?;
+    let suffix = &b[digits..];
+    let (shift, used) = match suffix.first().map(u8::to_ascii_lowercase) {
+        Some(b'k') => (10, 1),
+        Some(b'm') => (20, 1),
+        Some(b'g') => (30, 1),
+        _ => (0, 0),
+    };
+    let tail = &suffix[used..];
+    let tail_ok = match tail {
+        [] => true,
+        [b] => b.eq_ignore_ascii_case(&b'b'),
+        [i, b] => used == 1 && i.eq_ignore_ascii_case(&b'i') && b.eq_ignore_ascii_case(&b'b'),
+        _ => false,
+    };
+    if !tail_ok {
+        return None;
+    }
+    n.checked_mul(1u64 << shift)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("256M"), Some(256 << 20));
+        assert_eq!(parse_size("64k"), Some(64 << 10));
+        assert_eq!(parse_size("2GiB"), Some(2 << 30));
+        assert_eq!(parse_size("3MB"), Some(3 << 20));
+        assert_eq!(parse_size("512B"), Some(512));
+        assert_eq!(parse_size(" 4096 "), Some(4096));
+        assert_eq!(parse_size("0"), Some(0));
+        for bad in ["", "lots", "-1M", "1.5M", "4iB", "4KiBs", "99999999999G"] {
+            assert_eq!(parse_size(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! One thread's entry in the thread table: its counters and the state the programs keep.
+
+use crate::{FD_CACHE, FdCacheEntry, INLINE_CELLS, InlineCell, ThreadCounts};
+
+/// [`ThreadStats::flags`]: the thread has exited (it may still be switched out on its way).
+pub const THREAD_EXITED: u32 = 1;
+/// [`ThreadStats::flags`]: the thread's final context switch has happened; its counters are
+/// final.
+pub const THREAD_DEAD: u32 = 2;
+/// [`ThreadStats::last_nvcsw`] before the first context switch of a thread whose
+/// voluntary-switch count was unknown when it was entered.
+pub const NVCSW_UNKNOWN: u64 = u64::MAX;
+
+/// Value of [`crate::MAP_THREADS`]: everything zcprof counts for one thread, apart from transfers.
+///
+/// The map is a plain array, not a per-CPU map: a slot is only ever written by the thread it
+/// describes (its syscalls, its faults, its own context switch) or, once, by whoever enters
+/// it (the parent before the child first runs, or user space) before the thread can find it.
+/// So no two CPUs write one entry at the same time, no atomics are needed, and memory does
+/// not grow with the number of CPUs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ThreadStats {
+    /// The thread (0: a free slot).
+    pub tid: u32,
+    /// Process (thread group) the thread belongs to.
+    pub tgid: u32,
+    /// Bit set of `THREAD_*`.
+    pub flags: u32,
+    /// Padding, always 0.
+    pub _pad: u32,
+    /// Command name (`comm`), NUL-padded; updated on exec.
+    pub comm: [u8; 16],
+    /// cgroup v2 id (the cgroup directory's inode number) when the thread was entered; 0 if
+    /// entered by user space.
+    pub cgroup_id: u64,
+    /// State, not a statistic: the address of the thread's saved user registers, written by
+    /// the thread's own sys_exit after a lookup. A CPU's cached slot is used only if the
+    /// entry it names says it belongs to the registers at hand (see [`crate::CpuThread`]).
+    pub regs: u64,
+    /// The thread's counters (see [`crate::COUNTERS`]).
+    pub counts: ThreadCounts,
+    /// The kernel's `task_struct.nvcsw` at the thread's last context switch; a switch that
+    /// raised it was voluntary. Not a statistic: state for the next switch.
+    pub last_nvcsw: u64,
+    /// State, not a statistic: the `struct address_space *` of the file whose pages the
+    /// thread's last fault mapped, and the page range already counted for it (so overlapping
+    /// fault-around windows are not counted twice). Cleared by munmap.
+    pub fault_mapping: u64,
+    /// First page index of that range.
+    pub fault_first: u64,
+    /// Last page index of that range.
+    pub fault_last: u64,
+    /// The thread's first few ledger cells that move bytes, kept in its entry so that its
+    /// usual transfers need no hash lookup; cells that do not fit, and mmap/munmap cells
+    /// (column `NotMoved`), go to [`crate::MAP_TRANSFERS`]. A cell never moves once placed, so a
+    /// reader sees each (syscall, column) in exactly one place.
+    pub cells: [InlineCell; INLINE_CELLS],
+    /// State: the thread's last few descriptors and what they are, so that a data syscall on a
+    /// known descriptor does not walk the file table again. Valid while the process's
+    /// fd-table epoch ([`crate::MAP_FD_EPOCH`]) is unchanged; every syscall that can change what a
+    /// descriptor number refers to, or its flags or peer, moves the epoch on.
+    pub fd_cache: [FdCacheEntry; FD_CACHE],
+}
+
+impl ThreadStats {
+    /// A fresh entry for thread `tid` of `tgid`.
+    pub const fn new(tid: u32, tgid: u32, comm: [u8; 16], last_nvcsw: u64) -> Self {
+        Self {
+            tid,
+            tgid,
+            flags: 0,
+            _pad: 0,
+            comm,
+            cgroup_id: 0,
+            regs: 0,
+            counts: ThreadCounts::ZERO,
+            last_nvcsw,
+            fault_mapping: 0,
+            fault_first: 0,
+            fault_last: 0,
+            cells: [InlineCell::EMPTY; INLINE_CELLS],
+            fd_cache: [FdCacheEntry::EMPTY; FD_CACHE],
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Reading and pruning the kernel maps of loaded [`Probes`]: a [`Snapshot`] of everything
+//! counted, and forgetting threads (and io_uring cells) whose counts are final and credited.
+
+use aya::maps::MapError;
+use zcprof_common::{
+    Column, InlineCell, KERNEL_SKIPPED, Lost, Syscall, THREAD_DEAD, THREAD_EXITED, Transfer,
+    TransferKey, UringKey,
+};
+
+use crate::{
+    loader::Probes,
+    snapshot::{ProcessView, Snapshot, ThreadView},
+};
+
+/// Errors reading or pruning the kernel maps.
+#[derive(Debug, thiserror::Error)]
+#[error("reading BPF map {map}: {source}")]
+pub struct MapReadError {
+    /// The map.
+    pub map: &'static str,
+    /// What failed.
+    pub source: MapError,
+}
+
+fn map_err(map: &'static str) -> impl Fn(MapError) -> MapReadError {
+    move |source| MapReadError { map, source }
+}
+
+fn comm_str(comm: &[u8; 16]) -> String {
+    let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+    String::from_utf8_lossy(&comm[..end]).into_owned()
+}
+
+impl Probes {
+    /// Reads every map. Only processes in `only` are kept when it is given.
+    pub fn snapshot(&self, only: Option<&[u32]>) -> Result<Snapshot, MapReadError> {
+        let keep = |tgid: u32| only.is_none_or(|p| p.contains(&tgid));
+
+        // The cell maps first, the thread map after: every cell's thread entry is then read
+        // after the cell (threads are entered before their first cell, and only zcprof
+        // deletes entries), so no cell is seen without its entry, nor under the command name
+        // its thread had before an exec that preceded the cell (`zcprof serve` credits cells
+        // by name).
+        let mut cells = Vec::new();
+        for entry in self.transfers.iter() {
+            let (k, v) = entry.map_err(map_err("TRANSFERS"))?;
+            if keep(k.tgid) {
+                cells.push((k, v));
+            }
+        }
+        let mut uring = Vec::new();
+        for entry in self.uring.iter() {
+            let (k, per_cpu) = entry.map_err(map_err("URING"))?;
+            if keep(k.tgid) {
+                let mut cell = Transfer::ZERO;
+                for v in per_cpu.iter() {
+                    cell.add(v);
+                }
+                uring.push((k, cell));
+            }
+        }
+        let mut threads: std::collections::BTreeMap<(u32, u32), ThreadView> = Default::default();
+        for entry in self.threads.iter() {
+            let (tid, t) = entry.map_err(map_err("THREADS"))?;
+            if !keep(t.tgid) {
+                continue;
+            }
+            let mut view = ThreadView {
+                comm: comm_str(&t.comm),
+                cgroup_id: t.cgroup_id,
+                exited: t.flags & THREAD_EXITED != 0,
+                dead: t.flags & THREAD_DEAD != 0,
+                ..Default::default()
+            };
+            view.activity.counts = t.counts;
+            for c in t.cells.iter() {
+                if let Some(k) = InlineCell::decode(c.key) {
+                    view.activity.transfers.entry(k).or_default().add(&c.cell);
+                }
+            }
+            threads.insert((t.tgid, tid), view);
+        }
+        for (k, v) in cells {
+            let (Some(sc), Some(col)) = (Syscall::from_u16(k.syscall), Column::from_u16(k.column))
+            else {
+                continue;
+            };
+            let t = threads.entry((k.tgid, k.tid)).or_default();
+            t.activity.transfers.entry((sc, col)).or_default().add(&v);
+        }
+
+        let mut snap = Snapshot::default();
+        for ((tgid, tid), view) in threads {
+            let p = snap.processes.entry(tgid).or_default();
+            p.add_thread(tgid, tid, view);
+        }
+        for (k, v) in uring {
+            let Some(col) = Column::from_u16(k.column) else {
+                continue;
+            };
+            let p: &mut ProcessView = snap.processes.entry(k.tgid).or_default();
+            p.activity.uring.entry((k.opcode, col)).or_default().add(&v);
+        }
+        for l in Lost::ALL {
+            let per_cpu = self.lost.get(&(l as u32), 0).map_err(map_err("LOST"))?;
+            snap.lost.insert(l.name(), per_cpu.iter().sum());
+        }
+        snap.lost.insert(KERNEL_SKIPPED, self.kernel_skipped());
+        Ok(snap)
+    }
+
+    /// Deletes thread `tid`'s ledger cells, then its slot. Only for a thread whose counts are
+    /// final and read: cells first, because while its slot is held its tid cannot be entered
+    /// again, so no new thread's cell can be deleted with the old ones.
+    pub fn forget_thread(
+        &mut self,
+        tgid: u32,
+        tid: u32,
+        cells: impl IntoIterator<Item = (Syscall, Column)>,
+    ) -> Result<(), MapReadError> {
+        for (sc, col) in cells {
+            let key = TransferKey {
+                tgid,
+                tid,
+                syscall: sc as u16,
+                column: col as u16,
+            };
+            // Inline cells have no TRANSFERS entry: nothing to delete.
+            let _ = self.transfers.remove(&key);
+        }
+        self.threads.remove(tid).map_err(map_err("THREADS"))
+    }
+
+    /// Deletes process `tgid`'s io_uring cells (the process is gone and they are credited).
+    pub fn forget_uring(&mut self, tgid: u32, cells: impl IntoIterator<Item = (u16, Column)>) {
+        for (opcode, col) in cells {
+            let key = UringKey {
+                tgid,
+                opcode,
+                column: col as u16,
+            };
+            // Already gone is fine: nothing is lost.
+            let _ = self.uring.remove(&key);
+        }
+    }
+}

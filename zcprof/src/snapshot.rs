@@ -1,0 +1,283 @@
+//! What the kernel counted, as user space holds it: per thread, per process, per group, and
+//! the one fold that sums them.
+//!
+//! Every count is an [`Activity`]: the thread counters ([`ThreadCounts`], declared in
+//! zcprof-common), the ledger cells by (syscall, column) and the io_uring cells by (opcode,
+//! column). Threads fold into their process, and processes (or threads) into a daemon group,
+//! with the same [`Activity::add`]; intervals and daemon deltas are [`Activity::since`] and
+//! [`Activity::delta`]. `run`, `attach`, the archive of dead threads and `serve` all go
+//! through these, so a new counter or cell field is summed, subtracted and reported everywhere
+//! without another edit.
+
+use std::collections::BTreeMap;
+
+use zcprof_common::{Column, Syscall, ThreadCounts, Transfer};
+
+/// Ledger cells keyed by (syscall, column).
+pub type Transfers = BTreeMap<(Syscall, Column), Transfer>;
+/// io_uring cells keyed by (opcode, column).
+pub type UringCells = BTreeMap<(u16, Column), Transfer>;
+
+/// What a thread, a process or a group did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Activity {
+    /// Syscalls, context switches, page faults, zero-copy completions.
+    pub counts: ThreadCounts,
+    /// Ledger cells of syscalls and file faults.
+    pub transfers: Transfers,
+    /// io_uring completions (kept per process by the kernel: threads have none).
+    pub uring: UringCells,
+}
+
+impl Activity {
+    /// The fold: adds `other` to `self`, counter by counter and cell by cell.
+    pub fn add(&mut self, other: &Activity) {
+        self.counts.add(&other.counts);
+        add_cells(&mut self.transfers, &other.transfers);
+        add_cells(&mut self.uring, &other.uring);
+    }
+
+    /// What happened between `earlier` and `self` (counts that went down count 0; cells with
+    /// no new call are left out).
+    pub fn since(&self, earlier: &Activity) -> Activity {
+        Activity {
+            counts: self.counts.saturating_sub(&earlier.counts),
+            transfers: cells_since(&self.transfers, &earlier.transfers),
+            uring: cells_since(&self.uring, &earlier.uring),
+        }
+    }
+
+    /// `self - last`, or `None` if anything went down or a cell vanished: then these are not
+    /// the entries `last` was read from (a tid reused, an entry replaced).
+    pub fn delta(&self, last: &Activity) -> Option<Activity> {
+        (last.counts.saturating_sub(&self.counts) == ThreadCounts::ZERO).then_some(())?;
+        Some(Activity {
+            counts: self.counts.saturating_sub(&last.counts),
+            transfers: cells_delta(&self.transfers, &last.transfers)?,
+            uring: cells_delta(&self.uring, &last.uring)?,
+        })
+    }
+
+    /// Nothing counted.
+    pub fn is_empty(&self) -> bool {
+        self.counts == ThreadCounts::ZERO && self.transfers.is_empty() && self.uring.is_empty()
+    }
+
+    /// Bytes per ledger column, syscalls and io_uring together, every column present.
+    pub fn ledger(&self) -> BTreeMap<Column, u64> {
+        let mut out: BTreeMap<Column, u64> = Column::ALL.iter().map(|c| (*c, 0)).collect();
+        let cells = self.transfers.iter().map(|((_, c), t)| (c, t));
+        for (col, cell) in cells.chain(self.uring.iter().map(|((_, c), t)| (c, t))) {
+            *out.entry(*col).or_default() += cell.bytes;
+        }
+        out
+    }
+
+    /// Bytes the CPU copied (the three CPU columns).
+    pub fn cpu_copied(&self) -> u64 {
+        let ledger = self.ledger();
+        Column::CPU_COPIES.iter().map(|c| ledger[c]).sum()
+    }
+}
+
+fn add_cells<K: Ord + Copy>(into: &mut BTreeMap<K, Transfer>, from: &BTreeMap<K, Transfer>) {
+    for (k, c) in from {
+        into.entry(*k).or_default().add(c);
+    }
+}
+
+fn cells_since<K: Ord + Copy>(
+    now: &BTreeMap<K, Transfer>,
+    earlier: &BTreeMap<K, Transfer>,
+) -> BTreeMap<K, Transfer> {
+    now.iter()
+        .map(|(k, c)| {
+            (
+                *k,
+                c.saturating_sub(earlier.get(k).unwrap_or(&Transfer::ZERO)),
+            )
+        })
+        .filter(|(_, c)| c.calls != 0)
+        .collect()
+}
+
+/// `now - last` cell by cell; `None` if a cell went down or vanished.
+fn cells_delta<K: Ord + Copy>(
+    now: &BTreeMap<K, Transfer>,
+    last: &BTreeMap<K, Transfer>,
+) -> Option<BTreeMap<K, Transfer>> {
+    if last.keys().any(|k| !now.contains_key(k)) {
+        return None;
+    }
+    let mut out = BTreeMap::new();
+    for (k, c) in now {
+        let d = match last.get(k) {
+            Some(l) if l.saturating_sub(c) != Transfer::ZERO => return None,
+            Some(l) => c.saturating_sub(l),
+            None => *c,
+        };
+        if d.calls != 0 {
+            out.insert(*k, d);
+        }
+    }
+    Some(out)
+}
+
+/// One thread's view.
+#[derive(Debug, Clone, Default)]
+pub struct ThreadView {
+    /// Command name.
+    pub comm: String,
+    /// cgroup v2 id when the kernel entered the thread (0 if unknown).
+    pub cgroup_id: u64,
+    /// The thread has exited.
+    pub exited: bool,
+    /// Its final context switch is done: its counters will not change any more.
+    pub dead: bool,
+    /// What it did (no io_uring cells: those are the process's).
+    pub activity: Activity,
+}
+
+/// One process's view: its threads, and their sum plus its io_uring operations.
+#[derive(Debug, Clone, Default)]
+pub struct ProcessView {
+    /// Command name (of the main thread when known).
+    pub comm: String,
+    /// Every thread seen has exited.
+    pub exited: bool,
+    /// The sum of its threads, plus its io_uring cells.
+    pub activity: Activity,
+    /// Threads by tid.
+    pub threads: BTreeMap<u32, ThreadView>,
+}
+
+impl ProcessView {
+    /// Folds thread `tid` into the process. A tid seen twice (the kernel reused it for another
+    /// thread of the process) stays one thread with both threads' counts and the newer
+    /// thread's state; the process's sums are right either way.
+    pub fn add_thread(&mut self, tgid: u32, tid: u32, thread: ThreadView) {
+        self.activity.add(&thread.activity);
+        if (tid == tgid || self.comm.is_empty()) && !thread.comm.is_empty() {
+            self.comm.clone_from(&thread.comm);
+        }
+        match self.threads.entry(tid) {
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(thread);
+            }
+            std::collections::btree_map::Entry::Occupied(mut o) => {
+                o.get_mut().activity.add(&thread.activity);
+            }
+        }
+        self.exited = self.threads.values().all(|t| t.exited);
+    }
+}
+
+/// Everything the kernel side counted, at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Processes by pid (tgid).
+    pub processes: BTreeMap<u32, ProcessView>,
+    /// Events not recorded, by reason (the [`zcprof_common::Lost`] names and
+    /// [`zcprof_common::KERNEL_SKIPPED`]).
+    pub lost: BTreeMap<&'static str, u64>,
+}
+
+impl Snapshot {
+    /// What happened between `earlier` and `self`.
+    pub fn since(&self, earlier: &Snapshot) -> Snapshot {
+        let lost = self
+            .lost
+            .iter()
+            .map(|(k, v)| (*k, v.saturating_sub(*earlier.lost.get(k).unwrap_or(&0))))
+            .collect();
+        let empty = ProcessView::default();
+        let processes = self
+            .processes
+            .iter()
+            .map(|(pid, p)| {
+                let e = earlier.processes.get(pid).unwrap_or(&empty);
+                let threads = p
+                    .threads
+                    .iter()
+                    .map(|(tid, t)| {
+                        let before = e.threads.get(tid).map(|t| &t.activity);
+                        let activity = t.activity.since(before.unwrap_or(&Activity::default()));
+                        (
+                            *tid,
+                            ThreadView {
+                                activity,
+                                ..t.clone()
+                            },
+                        )
+                    })
+                    .collect();
+                let view = ProcessView {
+                    comm: p.comm.clone(),
+                    exited: p.exited,
+                    activity: p.activity.since(&e.activity),
+                    threads,
+                };
+                (*pid, view)
+            })
+            .collect();
+        Snapshot { processes, lost }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cell(calls: u64, bytes: u64) -> Transfer {
+        Transfer {
+            calls,
+            bytes,
+            ..Transfer::ZERO
+        }
+    }
+
+    fn thread(syscalls: u64, read_bytes: u64) -> ThreadView {
+        let mut a = Activity::default();
+        a.counts.syscalls = syscalls;
+        a.transfers.insert(
+            (Syscall::Read, Column::CpuKernelToUser),
+            cell(1, read_bytes),
+        );
+        ThreadView {
+            comm: "t".into(),
+            activity: a,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn threads_fold_into_their_process() {
+        let mut p = ProcessView::default();
+        p.add_thread(10, 10, thread(3, 100));
+        p.add_thread(10, 11, thread(4, 50));
+        // A reused tid adds its counts to the same row.
+        p.add_thread(10, 11, thread(1, 5));
+        assert_eq!(p.activity.counts.syscalls, 8);
+        assert_eq!(p.activity.ledger()[&Column::CpuKernelToUser], 155);
+        assert_eq!(p.threads[&11].activity.counts.syscalls, 5);
+        assert_eq!(p.activity.cpu_copied(), 155);
+    }
+
+    #[test]
+    fn delta_refuses_counts_that_went_down() {
+        let a = thread(5, 100).activity;
+        let mut b = thread(7, 300).activity;
+        let read = (Syscall::Read, Column::CpuKernelToUser);
+        b.transfers.get_mut(&read).expect("a read cell").calls = 2;
+        let d = b.delta(&a).expect("grew");
+        assert_eq!(d.counts.syscalls, 2);
+        assert_eq!(
+            (d.transfers[&read].calls, d.transfers[&read].bytes),
+            (1, 200)
+        );
+        assert_eq!(a.delta(&b), None);
+        assert_eq!(b.since(&a), d);
+        // A cell that vanished: not the same entries.
+        assert_eq!(Activity::default().delta(&a), None);
+    }
+}
