@@ -14,6 +14,7 @@ mod capability;
 mod cli;
 mod collector;
 mod doctor;
+mod duration;
 mod loader;
 mod privileges;
 mod report;

@@ -23,10 +23,8 @@ use std::{
 use regex::Regex;
 use zcprof_common::{Column, Syscall};
 
-use crate::{
-    cli::GroupBy,
-    collector::{Cell, Counters, Snapshot},
-};
+use super::args::GroupBy;
+use crate::collector::{Cell, Counters, Snapshot};
 
 /// Longest an exited thread's entries stay in the kernel maps if its final switch is never
 /// seen.
