@@ -2,11 +2,14 @@
 //! attaches them. Dropping [`Probes`] detaches everything (links are file descriptors, so the
 //! kernel also detaches them if zcprof dies).
 
+pub mod hooks;
+pub mod layout;
+
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, Stack},
     programs::{
-        BtfTracePoint, PerfEvent, RawTracePoint,
+        BtfTracePoint, PerfEvent, Program, ProgramError, RawTracePoint,
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
     },
 };
@@ -15,11 +18,11 @@ use zcprof_common::{
     MAP_WATCH_GEN, MAP_WATCHED, Transfer, TransferKey, UringKey, Watch, offsets,
 };
 
-use crate::{
-    btf::{Btf, BtfError},
-    capability::{self, Capabilities, State},
-    thread_table::ThreadTable,
+use self::{
+    hooks::{HOOKS, HookKind},
+    layout::KernelLayout,
 };
+use crate::{btf::BtfError, capability::Capabilities, thread_table::ThreadTable};
 
 /// The compiled kernel programs, built by build.rs.
 static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/zcprof"));
@@ -62,259 +65,6 @@ pub enum LoadError {
     Map(&'static str),
 }
 
-/// How the programs read the kernel's structs and tracepoint arguments, and what they can
-/// count with them.
-#[derive(Debug, Clone)]
-pub struct KernelLayout {
-    /// (global name, value) pairs for `EbpfLoader::override_global`.
-    pub globals: Vec<(&'static str, u64)>,
-    /// Why BTF could not be used, if it could not; the programs then classify by syscall only.
-    pub btf_missing: Option<String>,
-    /// The optional raw tracepoints this kernel lacks (or passes other arguments to than the
-    /// programs can read): not attached.
-    pub skipped: Vec<&'static str>,
-    /// What zcprof can count on this kernel.
-    pub capabilities: Capabilities,
-    /// Each hook's arguments on this kernel (`None`: no such tracepoint), from BTF.
-    pub prototypes: Vec<(&'static str, Option<Vec<String>>)>,
-}
-
-impl KernelLayout {
-    /// Reads the offsets from the running kernel's BTF. The task offsets are essential (the
-    /// fork hook needs them); the file, socket and io_uring ones only refine the ledger, and
-    /// without them the programs classify by syscall alone.
-    pub fn from_kernel() -> Result<Self, LoadError> {
-        Self::from_kernel_with(None)
-    }
-
-    /// As [`Self::from_kernel`], with tracepoint `.0` looked up as `.1` (the hidden
-    /// `--tracepoint-override`: an optional hook renamed to one that does not exist shows how
-    /// zcprof degrades on a kernel without it).
-    pub fn from_kernel_with(rename: Option<(&str, &str)>) -> Result<Self, LoadError> {
-        let btf = Btf::from_kernel().map_err(LoadError::Btf)?;
-        let mut globals = Vec::new();
-        use offsets::*;
-        for (global, st, path) in [
-            (TASK_PID, "task_struct", "pid"),
-            (TASK_TGID, "task_struct", "tgid"),
-            (TASK_COMM, "task_struct", "comm"),
-            (TASK_NVCSW, "task_struct", "nvcsw"),
-        ] {
-            globals.push((global, btf.offset(st, path).map_err(LoadError::Btf)?));
-        }
-        let mut layout = KernelLayout {
-            globals,
-            btf_missing: None,
-            skipped: Vec::new(),
-            capabilities: Capabilities::default(),
-            prototypes: HOOKS
-                .iter()
-                .filter(|h| !matches!(h.kind, HookKind::PerfEvent(_)))
-                .map(|h| (h.target, btf.tracepoint_args(h.target)))
-                .collect(),
-        };
-        match Self::classification(&btf) {
-            Ok(more) => {
-                layout.globals.extend(more);
-                layout.globals.push((HAVE_BTF, 1));
-            }
-            Err(e) => {
-                layout.globals.push((HAVE_BTF, 0));
-                let why = e.to_string();
-                let caps = &mut layout.capabilities;
-                caps.set(
-                    capability::FD_TYPES,
-                    State::Degraded,
-                    format!("{why}; transfers are classified by syscall only"),
-                );
-                caps.set(capability::IO_URING, State::Unavailable, why.clone());
-                caps.set(capability::EXIT_SYSCALLS, State::Unavailable, why.clone());
-                caps.set(
-                    capability::CONTEXT_SWITCHES,
-                    State::Degraded,
-                    format!("{why}; voluntary or not is told by the task's state"),
-                );
-                layout.btf_missing = Some(why);
-            }
-        }
-        layout.prototypes(&btf, rename);
-        Ok(layout)
-    }
-
-    /// Chooses, from each tracepoint's prototype in BTF, which arguments the programs read,
-    /// and which optional tracepoints are left out.
-    fn prototypes(&mut self, btf: &Btf, rename: Option<(&str, &str)>) {
-        use zcprof_common::prototypes::*;
-        let args = |tp: &str| match rename {
-            Some((from, to)) if from == tp => btf.tracepoint_args(to),
-            _ => btf.tracepoint_args(tp),
-        };
-        // Best effort: without them only the rare cases they serve are approximate.
-        let state = btf
-            .offset("task_struct", "__state")
-            .or_else(|_| btf.offset("task_struct", "state"));
-        let signal = btf.offset("task_struct", "signal");
-        let live = btf.offset("signal_struct", "live");
-        for (global, value) in [
-            (offsets::TASK_STATE, &state),
-            (offsets::TASK_SIGNAL, &signal),
-            (offsets::SIGNAL_LIVE, &live),
-        ] {
-            self.globals.push((global, *value.as_ref().unwrap_or(&0)));
-        }
-
-        let switch_args = args("sched_switch").unwrap_or_default();
-        let has_prev_state = switch_args.len() >= 4;
-        self.globals
-            .push((SWITCH_PREV_STATE, u64::from(has_prev_state)));
-        if !has_prev_state && state.is_err() {
-            self.capabilities.set(
-                capability::CONTEXT_SWITCHES,
-                State::Degraded,
-                "sched_switch passes no prev_state and BTF has no task_struct state: \
-                 a task's switches after its exit may be counted",
-            );
-        }
-
-        let exit_args = args("sched_process_exit").unwrap_or_default();
-        self.globals
-            .push((EXIT_GROUP_DEAD, u64::from(exit_args.len() >= 2)));
-
-        // (ctx, req, cqe) or (ctx, req, user_data, res, cflags, ...); older kernels (5.10) pass no
-        // request to read the opcode from.
-        match args("io_uring_complete") {
-            None => {
-                self.skip("io_uring_complete");
-                self.capabilities.set(
-                    capability::IO_URING,
-                    State::Unavailable,
-                    "this kernel has no io_uring:io_uring_complete tracepoint",
-                );
-            }
-            Some(a) if a.get(2).is_some_and(|t| t == "struct io_uring_cqe *") => {
-                self.globals.push((URING_CQE, 1));
-            }
-            Some(a) if a.len() >= 5 && a[1].ends_with('*') && !a[2].ends_with('*') => {
-                self.globals.push((URING_CQE, 0));
-            }
-            Some(a) => {
-                self.skip("io_uring_complete");
-                self.capabilities.set(
-                    capability::IO_URING,
-                    State::Unavailable,
-                    format!(
-                        "io_uring_complete passes ({}) on this kernel, without the request \
-                         that names the operation",
-                        a.join(", ")
-                    ),
-                );
-            }
-        }
-        if !self.globals.iter().any(|(n, _)| *n == URING_CQE) {
-            self.globals.push((URING_CQE, 0));
-        }
-
-        // Both or neither: either alone would count part of the pages.
-        const FILEMAP: [&str; 2] = ["mm_filemap_fault", "mm_filemap_map_pages"];
-        if let Some(tp) = FILEMAP.iter().find(|tp| args(tp).is_none()) {
-            self.capabilities.set(
-                capability::MMAP_FAULT_IN,
-                State::Unavailable,
-                format!("this kernel has no filemap:{tp} tracepoint (Linux 6.10+)"),
-            );
-            for tp in FILEMAP {
-                self.skip(tp);
-            }
-        }
-    }
-
-    fn skip(&mut self, tracepoint: &'static str) {
-        if !self.skipped.contains(&tracepoint) {
-            self.skipped.push(tracepoint);
-        }
-    }
-
-    fn classification(btf: &Btf) -> Result<Vec<(&'static str, u64)>, BtfError> {
-        use offsets::*;
-        let members: [(&'static str, &str, &[&str]); 20] = [
-            (TASK_FILES, "task_struct", &["files"]),
-            (TASK_STACK, "task_struct", &["stack"]),
-            (FILES_FDT, "files_struct", &["fdt"]),
-            (FDT_MAX_FDS, "fdtable", &["max_fds"]),
-            (FDT_FD, "fdtable", &["fd"]),
-            (FILE_INODE, "file", &["f_inode"]),
-            (FILE_FLAGS, "file", &["f_flags"]),
-            (FILE_MODE, "file", &["f_mode"]),
-            (FILE_PRIVATE, "file", &["private_data"]),
-            (INODE_MODE, "inode", &["i_mode"]),
-            (SOCKET_SK, "socket", &["sk"]),
-            // `sk_flags` became a #define for `__sk_common.skc_flags` in 6.x.
-            (SOCK_FLAGS, "sock", &["sk_flags", "__sk_common.skc_flags"]),
-            (SOCK_FAMILY, "sock", &["__sk_common.skc_family"]),
-            (SOCK_DADDR, "sock", &["__sk_common.skc_daddr"]),
-            (SOCK_V6_DADDR, "sock", &["__sk_common.skc_v6_daddr"]),
-            (KIOCB_OPCODE, "io_kiocb", &["opcode"]),
-            (KIOCB_FILE, "io_kiocb", &["file"]),
-            (CQE_RES, "io_uring_cqe", &["res"]),
-            (CQE_FLAGS, "io_uring_cqe", &["flags"]),
-            (PT_REGS_ORIG_AX, "pt_regs", &["orig_ax"]),
-        ];
-        let mut globals = Vec::with_capacity(members.len() + 1);
-        for (global, st, paths) in members {
-            let mut found = None;
-            let mut last_err = None;
-            for path in paths {
-                match btf.offset(st, path) {
-                    Ok(off) => {
-                        found = Some(off);
-                        break;
-                    }
-                    Err(e) => last_err = Some(e),
-                }
-            }
-            match (found, last_err) {
-                (Some(off), _) => globals.push((global, off)),
-                (None, Some(e)) => return Err(e),
-                (None, None) => unreachable!("every member has at least one path"),
-            }
-        }
-        let get = |name: &str| globals.iter().find(|(n, _)| *n == name).map(|g| g.1);
-        let fdt = window(&[(get(FDT_MAX_FDS), 4), (get(FDT_FD), 8)], "fdtable")?;
-        // `private_data` is read from the window only where it fits (recent kernels); older
-        // layouts put it far from the others and the programs read it on its own.
-        let file = window(
-            &[
-                (get(FILE_INODE), 8),
-                (get(FILE_FLAGS), 4),
-                (get(FILE_MODE), 4),
-            ],
-            "file",
-        )?;
-        globals.push((FDT_WINDOW, fdt));
-        globals.push((FILE_WINDOW, file));
-        globals.push((SOCK_ZEROCOPY_BIT, btf.enumerator("SOCK_ZEROCOPY")? as u64));
-        Ok(globals)
-    }
-}
-
-/// The start of a window of [`offsets::WINDOW_BYTES`] that holds every (offset, size) field,
-/// so that the kernel program reads them with one helper call.
-fn window(fields: &[(Option<u64>, u64)], st: &str) -> Result<u64, BtfError> {
-    let unsupported = || BtfError::NoMember(st.to_string(), "fields within 64 bytes".into());
-    let start = fields
-        .iter()
-        .filter_map(|f| f.0)
-        .min()
-        .ok_or_else(unsupported)?;
-    for (off, size) in fields {
-        let off = off.ok_or_else(unsupported)?;
-        if off - start + size > offsets::WINDOW_BYTES {
-            return Err(unsupported());
-        }
-    }
-    Ok(start)
-}
-
 /// The loaded and attached programs, and handles on their maps.
 pub struct Probes {
     /// Processes watched (tgid -> flags).
@@ -337,151 +87,6 @@ pub struct Probes {
     _ebpf: Ebpf,
 }
 
-/// How a hook is attached.
-#[derive(Debug, Clone, Copy)]
-pub enum HookKind {
-    /// A BTF tracepoint: the program reads its arguments with plain loads instead of helper
-    /// calls (the hottest hook).
-    BtfTracepoint,
-    /// A raw tracepoint.
-    RawTracepoint,
-    /// A perf software event, one per CPU, period 1.
-    PerfEvent(SoftwareEvent),
-}
-
-impl HookKind {
-    /// The word used in messages and JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HookKind::BtfTracepoint => "btf_tracepoint",
-            HookKind::RawTracepoint => "raw_tracepoint",
-            HookKind::PerfEvent(_) => "perf_event",
-        }
-    }
-}
-
-/// One hook zcprof attaches a program to.
-#[derive(Debug, Clone, Copy)]
-pub struct Hook {
-    /// The program in zcprof-ebpf.
-    pub program: &'static str,
-    /// The tracepoint, or the perf event's name.
-    pub target: &'static str,
-    /// How it is attached.
-    pub kind: HookKind,
-    /// zcprof cannot run without it; an optional hook the kernel lacks is left out and the
-    /// capability it feeds marked unavailable.
-    pub required: bool,
-    /// What it counts.
-    pub feeds: &'static str,
-}
-
-/// Every hook, in attach order: the single list the loader attaches and `zcprof doctor`
-/// probes.
-pub const HOOKS: [Hook; 10] = [
-    Hook {
-        program: "sys_exit",
-        target: "sys_exit",
-        kind: HookKind::BtfTracepoint,
-        required: true,
-        feeds: "syscalls and every transfer",
-    },
-    Hook {
-        program: "sched_switch",
-        target: "sched_switch",
-        kind: HookKind::RawTracepoint,
-        required: true,
-        feeds: "context_switches",
-    },
-    Hook {
-        program: "sched_process_fork",
-        target: "sched_process_fork",
-        kind: HookKind::RawTracepoint,
-        required: true,
-        feeds: "following children and new threads",
-    },
-    Hook {
-        program: "sched_process_exec",
-        target: "sched_process_exec",
-        kind: HookKind::RawTracepoint,
-        required: true,
-        feeds: "command names at exec",
-    },
-    Hook {
-        program: "sched_process_exit",
-        target: "sched_process_exit",
-        kind: HookKind::RawTracepoint,
-        required: true,
-        feeds: "process exit, exit_syscalls",
-    },
-    Hook {
-        program: "mm_filemap_fault",
-        target: "mm_filemap_fault",
-        kind: HookKind::RawTracepoint,
-        required: false,
-        feeds: "mmap_fault_in",
-    },
-    Hook {
-        program: "mm_filemap_map_pages",
-        target: "mm_filemap_map_pages",
-        kind: HookKind::RawTracepoint,
-        required: false,
-        feeds: "mmap_fault_in",
-    },
-    Hook {
-        program: "io_uring_complete",
-        target: "io_uring_complete",
-        kind: HookKind::RawTracepoint,
-        required: false,
-        feeds: "io_uring",
-    },
-    Hook {
-        program: "fault_minor",
-        target: "page-faults-min",
-        kind: HookKind::PerfEvent(SoftwareEvent::PageFaultsMin),
-        required: true,
-        feeds: "page_faults",
-    },
-    Hook {
-        program: "fault_major",
-        target: "page-faults-maj",
-        kind: HookKind::PerfEvent(SoftwareEvent::PageFaultsMaj),
-        required: true,
-        feeds: "page_faults",
-    },
-];
-
-/// The hooks of one kind, as (program, target).
-fn hooks_of(kind: fn(HookKind) -> bool) -> impl Iterator<Item = (&'static str, &'static str)> {
-    HOOKS
-        .iter()
-        .filter(move |h| kind(h.kind))
-        .map(|h| (h.program, h.target))
-}
-
-fn permission(e: &dyn std::error::Error) -> bool {
-    let mut cur: Option<&dyn std::error::Error> = Some(e);
-    while let Some(err) = cur {
-        let s = err.to_string();
-        if s.contains("Operation not permitted") || s.contains("Permission denied") {
-            return true;
-        }
-        cur = err.source();
-    }
-    false
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(err) = cur {
-        out.push_str(": ");
-        out.push_str(&err.to_string());
-        cur = err.source();
-    }
-    out
-}
-
 /// What to load the programs for.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LoadOptions<'a> {
@@ -494,6 +99,30 @@ pub struct LoadOptions<'a> {
     pub tracepoint_override: Option<(&'a str, &'a str)>,
     /// Threads tracked at once (default: `MAX_THREADS - 1`).
     pub max_threads: Option<u32>,
+}
+
+/// How the kernel programs are loaded (run, attach, serve).
+#[derive(clap::Args, Debug, Clone)]
+pub struct ProbeArgs {
+    /// Load the programs with empty bodies: the hooks' own cost (benchmark aid)
+    #[arg(long, hide = true)]
+    pub empty_programs: bool,
+    /// Threads tracked at once (alive, or dead for less than a second). The kernel allocates
+    /// their counters up front, about 1.4 KiB each (at most 262144: 350 MiB)
+    #[arg(long, default_value_t = zcprof_common::MAX_THREADS - 1,
+          value_parser = clap::value_parser!(u32).range(1..=262_144), value_name = "N")]
+    pub max_threads: u32,
+}
+
+impl ProbeArgs {
+    /// The loader's options for these arguments (watch-all and test aids left at default).
+    pub fn load_options(&self) -> LoadOptions<'static> {
+        LoadOptions {
+            empty_bodies: self.empty_programs,
+            max_threads: Some(self.max_threads),
+            ..Default::default()
+        }
+    }
 }
 
 /// Run statistics of one of zcprof's own kernel programs (kept by the kernel while some
@@ -613,102 +242,32 @@ impl Probes {
                 .map_err(|e| LoadError::Load(chain(&e)))?
         };
 
+        // aya's own parse of the kernel's BTF, which loading a BTF tracepoint program needs:
+        // parsed once for every hook and freed as soon as they are attached.
         let btf = aya::Btf::from_sys_fs().map_err(|e| LoadError::Load(chain(&e)))?;
-        for (prog, tp) in hooks_of(|k| matches!(k, HookKind::BtfTracepoint)) {
-            let tp = match tracepoint_override {
-                Some((from, to)) if from == tp => to,
-                _ => tp,
-            };
-            let program: &mut BtfTracePoint = ebpf
-                .program_mut(prog)
-                .ok_or_else(|| LoadError::Load(format!("program {prog} missing")))?
-                .try_into()
-                .map_err(|e: aya::programs::ProgramError| LoadError::Load(chain(&e)))?;
-            // Loading names the hook: a kernel without it fails here.
-            program.load(tp, &btf).map_err(|e| {
-                let reason = chain(&e);
-                if permission(&e) {
-                    LoadError::NotPermitted
-                } else if reason.to_lowercase().contains("unknown btf type")
-                    || reason.contains("not found")
-                {
-                    LoadError::Attach {
-                        name: tp.to_string(),
-                        reason,
-                    }
-                } else {
-                    LoadError::Load(format!("{prog}: {reason}"))
-                }
-            })?;
-            program.attach().map_err(|e| LoadError::Attach {
-                name: tp.to_string(),
-                reason: chain(&e),
-            })?;
-        }
-        drop(btf);
-        for (prog, tp) in hooks_of(|k| matches!(k, HookKind::RawTracepoint)) {
-            if layout.skipped.contains(&tp) {
+        let cpus = aya::util::online_cpus()
+            .map_err(|(what, e)| LoadError::Load(format!("{what}: {e}")))?;
+        for hook in &HOOKS {
+            if layout.skipped.contains(&hook.target) {
                 continue;
             }
             let tp = match tracepoint_override {
-                Some((from, to)) if from == tp => to,
-                _ => tp,
+                Some((from, to)) if from == hook.target => to,
+                _ => hook.target,
             };
-            let program: &mut RawTracePoint = ebpf
-                .program_mut(prog)
-                .ok_or_else(|| LoadError::Load(format!("program {prog} missing")))?
-                .try_into()
-                .map_err(|e: aya::programs::ProgramError| LoadError::Load(chain(&e)))?;
-            program.load().map_err(|e| {
-                if permission(&e) {
-                    LoadError::NotPermitted
-                } else {
-                    LoadError::Load(format!("{prog}: {}", chain(&e)))
+            match hook.kind {
+                HookKind::BtfTracepoint => {
+                    attach_btf_tracepoint(&mut ebpf, hook.program, tp, &btf)?
                 }
-            })?;
-            program.attach(tp).map_err(|e| {
-                match layout.prototypes.iter().find(|(name, _)| *name == tp) {
-                    Some((_, Some(args))) => LoadError::Refused {
-                        name: tp.to_string(),
-                        args: args.join(", "),
-                        reason: chain(&e),
-                    },
-                    _ => LoadError::Attach {
-                        name: tp.to_string(),
-                        reason: chain(&e),
-                    },
+                HookKind::RawTracepoint => {
+                    attach_raw_tracepoint(&mut ebpf, hook.program, tp, &layout.prototypes)?
                 }
-            })?;
-        }
-
-        let cpus = aya::util::online_cpus()
-            .map_err(|(what, e)| LoadError::Load(format!("{what}: {e}")))?;
-        for (prog, event) in HOOKS.iter().filter_map(|h| match h.kind {
-            HookKind::PerfEvent(event) => Some((h.program, event)),
-            _ => None,
-        }) {
-            let program: &mut PerfEvent = ebpf
-                .program_mut(prog)
-                .ok_or_else(|| LoadError::Load(format!("program {prog} missing")))?
-                .try_into()
-                .map_err(|e: aya::programs::ProgramError| LoadError::Load(chain(&e)))?;
-            program
-                .load()
-                .map_err(|e| LoadError::Load(format!("{prog}: {}", chain(&e))))?;
-            for &cpu in &cpus {
-                program
-                    .attach(
-                        PerfEventConfig::Software(event),
-                        PerfEventScope::AllProcessesOneCpu { cpu },
-                        SamplePolicy::Period(1),
-                        false,
-                    )
-                    .map_err(|e| LoadError::Attach {
-                        name: format!("perf software event {event:?} on cpu {cpu}"),
-                        reason: chain(&e),
-                    })?;
+                HookKind::PerfEvent(event) => {
+                    attach_perf_event(&mut ebpf, hook.program, event, &cpus)?
+                }
             }
         }
+        drop(btf);
 
         let watched = HashMap::try_from(
             ebpf.take_map(MAP_WATCHED)
@@ -743,6 +302,129 @@ impl Probes {
             _ebpf: ebpf,
         })
     }
+}
+
+/// Program `name` of the loaded object, as the program type its hook needs.
+fn program<'a, P>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut P, LoadError>
+where
+    &'a mut P: TryFrom<&'a mut Program, Error = ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or_else(|| LoadError::Load(format!("program {name} missing")))?
+        .try_into()
+        .map_err(|e: ProgramError| LoadError::Load(chain(&e)))
+}
+
+/// Loads BTF tracepoint program `prog` for tracepoint `tp` and attaches it.
+fn attach_btf_tracepoint(
+    ebpf: &mut Ebpf,
+    prog: &str,
+    tp: &str,
+    btf: &aya::Btf,
+) -> Result<(), LoadError> {
+    let program: &mut BtfTracePoint = program(ebpf, prog)?;
+    // Loading names the hook: a kernel without it fails here.
+    program.load(tp, btf).map_err(|e| {
+        let reason = chain(&e);
+        if permission(&e) {
+            LoadError::NotPermitted
+        } else if reason.to_lowercase().contains("unknown btf type") || reason.contains("not found")
+        {
+            LoadError::Attach {
+                name: tp.to_string(),
+                reason,
+            }
+        } else {
+            LoadError::Load(format!("{prog}: {reason}"))
+        }
+    })?;
+    program.attach().map_err(|e| LoadError::Attach {
+        name: tp.to_string(),
+        reason: chain(&e),
+    })?;
+    Ok(())
+}
+
+/// Loads raw tracepoint program `prog` and attaches it to `tp`; `prototypes` (from BTF) tell a
+/// tracepoint the kernel lacks from one whose arguments the kernel refused.
+fn attach_raw_tracepoint(
+    ebpf: &mut Ebpf,
+    prog: &str,
+    tp: &str,
+    prototypes: &[(&'static str, Option<Vec<String>>)],
+) -> Result<(), LoadError> {
+    let program: &mut RawTracePoint = program(ebpf, prog)?;
+    program.load().map_err(|e| {
+        if permission(&e) {
+            LoadError::NotPermitted
+        } else {
+            LoadError::Load(format!("{prog}: {}", chain(&e)))
+        }
+    })?;
+    program
+        .attach(tp)
+        .map_err(|e| match prototypes.iter().find(|(name, _)| *name == tp) {
+            Some((_, Some(args))) => LoadError::Refused {
+                name: tp.to_string(),
+                args: args.join(", "),
+                reason: chain(&e),
+            },
+            _ => LoadError::Attach {
+                name: tp.to_string(),
+                reason: chain(&e),
+            },
+        })?;
+    Ok(())
+}
+
+/// Loads perf event program `prog` and attaches it to software event `event` on every CPU.
+fn attach_perf_event(
+    ebpf: &mut Ebpf,
+    prog: &str,
+    event: SoftwareEvent,
+    cpus: &[u32],
+) -> Result<(), LoadError> {
+    let program: &mut PerfEvent = program(ebpf, prog)?;
+    program
+        .load()
+        .map_err(|e| LoadError::Load(format!("{prog}: {}", chain(&e))))?;
+    for &cpu in cpus {
+        program
+            .attach(
+                PerfEventConfig::Software(event),
+                PerfEventScope::AllProcessesOneCpu { cpu },
+                SamplePolicy::Period(1),
+                false,
+            )
+            .map_err(|e| LoadError::Attach {
+                name: format!("perf software event {event:?} on cpu {cpu}"),
+                reason: chain(&e),
+            })?;
+    }
+    Ok(())
+}
+
+fn permission(e: &dyn std::error::Error) -> bool {
+    let mut cur: Option<&dyn std::error::Error> = Some(e);
+    while let Some(err) = cur {
+        let s = err.to_string();
+        if s.contains("Operation not permitted") || s.contains("Permission denied") {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(err) = cur {
+        out.push_str(": ");
+        out.push_str(&err.to_string());
+        cur = err.source();
+    }
+    out
 }
 
 /// `recursion_misses` of the program behind `fd`, from `BPF_OBJ_GET_INFO_BY_FD` (aya does not

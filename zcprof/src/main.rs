@@ -13,6 +13,7 @@ mod btf;
 mod capability;
 mod cli;
 mod doctor;
+mod duration;
 mod loader;
 mod privileges;
 mod probes;

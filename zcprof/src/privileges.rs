@@ -7,6 +7,21 @@ use std::{
     os::fd::{AsRawFd as _, BorrowedFd},
 };
 
+/// The user run, attach and serve become by default (`--user`).
+pub const DEFAULT_USER: &str = "nobody";
+
+/// Who zcprof becomes once it needs no privilege any more (run, attach, serve).
+#[derive(clap::Args, Debug, Clone)]
+pub struct PrivilegeArgs {
+    /// Unprivileged user zcprof becomes once its probes are attached (for run: once the
+    /// command is started; the command keeps zcprof's starting identity)
+    #[arg(long, default_value = DEFAULT_USER, value_name = "USER")]
+    pub user: String,
+    /// Keep zcprof's own privileges and capabilities (debugging only)
+    #[arg(long)]
+    pub no_drop_privileges: bool,
+}
+
 /// Errors dropping privileges.
 #[derive(Debug, thiserror::Error)]
 pub enum PrivError {
@@ -167,10 +182,7 @@ pub fn current() -> Creds {
 /// The identity zcprof will drop to, or `None` when asked to keep its privileges. Only root
 /// can change user: unless `strict`, a zcprof started without root (with capabilities alone)
 /// keeps them; `strict` (the daemon) makes that an error at the drop instead.
-pub fn planned(
-    args: &crate::cli::PrivilegeArgs,
-    strict: bool,
-) -> Result<Option<Target>, PrivError> {
+pub fn planned(args: &PrivilegeArgs, strict: bool) -> Result<Option<Target>, PrivError> {
     // SAFETY: geteuid has no preconditions.
     if args.no_drop_privileges || (!strict && unsafe { libc::geteuid() } != 0) {
         return Ok(None);

@@ -23,10 +23,8 @@ use std::{
 use regex::Regex;
 use zcprof_common::{Column, Syscall, ThreadCounts};
 
-use crate::{
-    cli::GroupBy,
-    snapshot::{Activity, Snapshot, UringCells},
-};
+use super::args::GroupBy;
+use crate::snapshot::{Activity, Snapshot, UringCells};
 
 /// Longest an exited thread's entries stay in the kernel maps if its final switch is never
 /// seen.

@@ -9,6 +9,7 @@
 //! the maps) and a small tokio HTTP server (`http`) that asks it for fresh counts at each
 //! scrape. SIGTERM or SIGINT stops both, detaches the programs and exits 0.
 
+mod args;
 mod cgroup;
 mod engine;
 mod http;
@@ -31,23 +32,19 @@ use regex::Regex;
 use tokio::{signal::unix::SignalKind, sync::watch};
 use zcprof_common::{MAX_PROCESSES, MAX_TRANSFERS, MAX_URING, THREAD_DEAD};
 
+pub use self::args::ServeArgs;
 use self::{
+    args::GroupBy,
     cgroup::HostFs,
     engine::{Engine, Retire, Scope},
     metrics::{MapFill, Published},
 };
 use crate::{
-    cli::{GroupBy, ServeArgs},
     loader::{LoadOptions, Probes},
     privileges,
     probes::MapReadError,
     watch::{self as watching, WatchError},
 };
-
-/// Where `zcprof serve` listens by default: loopback only (exposing it is a deliberate
-/// choice), on a port outside 9100-9999, Prometheus's exporter port range, which is fully
-/// allocated, so that zcprof collides with no registered exporter.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:19977";
 
 /// Errors starting the daemon.
 #[derive(Debug, thiserror::Error)]

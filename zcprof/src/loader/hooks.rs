@@ -1,0 +1,118 @@
+//! The hooks zcprof attaches its programs to: the single table the loader attaches and
+//! `zcprof doctor` probes.
+
+use aya::programs::perf_event::SoftwareEvent;
+
+/// How a hook is attached.
+#[derive(Debug, Clone, Copy)]
+pub enum HookKind {
+    /// A BTF tracepoint: the program reads its arguments with plain loads instead of helper
+    /// calls (the hottest hook).
+    BtfTracepoint,
+    /// A raw tracepoint.
+    RawTracepoint,
+    /// A perf software event, one per CPU, period 1.
+    PerfEvent(SoftwareEvent),
+}
+
+impl HookKind {
+    /// The word used in messages and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookKind::BtfTracepoint => "btf_tracepoint",
+            HookKind::RawTracepoint => "raw_tracepoint",
+            HookKind::PerfEvent(_) => "perf_event",
+        }
+    }
+}
+
+/// One hook zcprof attaches a program to.
+#[derive(Debug, Clone, Copy)]
+pub struct Hook {
+    /// The program in zcprof-ebpf.
+    pub program: &'static str,
+    /// The tracepoint, or the perf event's name.
+    pub target: &'static str,
+    /// How it is attached.
+    pub kind: HookKind,
+    /// zcprof cannot run without it; an optional hook the kernel lacks is left out and the
+    /// capability it feeds marked unavailable.
+    pub required: bool,
+    /// What it counts.
+    pub feeds: &'static str,
+}
+
+/// Every hook, in attach order: the single list the loader attaches and `zcprof doctor`
+/// probes.
+pub const HOOKS: [Hook; 10] = [
+    Hook {
+        program: "sys_exit",
+        target: "sys_exit",
+        kind: HookKind::BtfTracepoint,
+        required: true,
+        feeds: "syscalls and every transfer",
+    },
+    Hook {
+        program: "sched_switch",
+        target: "sched_switch",
+        kind: HookKind::RawTracepoint,
+        required: true,
+        feeds: "context_switches",
+    },
+    Hook {
+        program: "sched_process_fork",
+        target: "sched_process_fork",
+        kind: HookKind::RawTracepoint,
+        required: true,
+        feeds: "following children and new threads",
+    },
+    Hook {
+        program: "sched_process_exec",
+        target: "sched_process_exec",
+        kind: HookKind::RawTracepoint,
+        required: true,
+        feeds: "command names at exec",
+    },
+    Hook {
+        program: "sched_process_exit",
+        target: "sched_process_exit",
+        kind: HookKind::RawTracepoint,
+        required: true,
+        feeds: "process exit, exit_syscalls",
+    },
+    Hook {
+        program: "mm_filemap_fault",
+        target: "mm_filemap_fault",
+        kind: HookKind::RawTracepoint,
+        required: false,
+        feeds: "mmap_fault_in",
+    },
+    Hook {
+        program: "mm_filemap_map_pages",
+        target: "mm_filemap_map_pages",
+        kind: HookKind::RawTracepoint,
+        required: false,
+        feeds: "mmap_fault_in",
+    },
+    Hook {
+        program: "io_uring_complete",
+        target: "io_uring_complete",
+        kind: HookKind::RawTracepoint,
+        required: false,
+        feeds: "io_uring",
+    },
+    Hook {
+        program: "fault_minor",
+        target: "page-faults-min",
+        kind: HookKind::PerfEvent(SoftwareEvent::PageFaultsMin),
+        required: true,
+        feeds: "page_faults",
+    },
+    Hook {
+        program: "fault_major",
+        target: "page-faults-maj",
+        kind: HookKind::PerfEvent(SoftwareEvent::PageFaultsMaj),
+        required: true,
+        feeds: "page_faults",
+    },
+];
