@@ -36,7 +36,7 @@ enum Command {
         args: Vec<String>,
     },
     /// Run setup, build zcprof in release mode, profile every workload strategy with
-    /// `zcprof attach` and compare the seed's model, the workload's tally and zcprof's
+    /// `zcprof attach` and compare the copy model, the workload's tally and zcprof's
     /// measurements (needs root; fails on any mismatch).
     RunWorkloads {
         #[command(flatten)]

@@ -1,11 +1,11 @@
 //! `cargo xtask run-workloads`: every strategy of `zcprof workload`, profiled by `zcprof attach`
-//! exactly as a user would, and three accounts of each side by side: what the seed's model
-//! predicts, what the workload knows it did (its tally), and what zcprof measured. Every
-//! disagreement is listed, and makes the command fail.
+//! exactly as a user would, and three accounts of each side by side: what the copy model
+//! (`docs/model.md`) predicts, what the workload knows it did (its tally), and what zcprof
+//! measured. Every disagreement is listed, and makes the command fail.
 //!
 //! Files: `runner.rs` (one run: the workload behind its start gate, zcprof attach, the go),
-//! `data.rs` (the two JSON documents), `model.rs` (the seed and the expected ledger columns),
-//! `check.rs` (the comparison), `table.rs`, `chart.rs` (`--chart`).
+//! `data.rs` (the two JSON documents), `model.rs` (the model's expected ledger columns and its
+//! classic counts), `check.rs` (the comparison), `table.rs`, `chart.rs` (`--chart`).
 
 mod chart;
 mod check;
@@ -286,7 +286,7 @@ fn write_json(path: &Path, args: &Args, runs: &[Run]) -> Result<()> {
                 "strategy": run.strategy,
                 "ok": m.evaluation.mismatches().next().is_none(),
                 "model": model::model(run.strategy).map(|m| json!({
-                    "seed": m.seed.map(|s| json!({
+                    "classic": m.classic.map(|s| json!({
                         "copies": s.copies,
                         "mode_switches": s.mode_switches,
                     })),

@@ -700,7 +700,7 @@ fn feeding(strategy: &str, what: &str, measured: &str) -> &'static [&'static str
         &[MMAP_FAULT_IN]
     } else if what.contains("(transfer)")
         || what.starts_with("CPU-copied")
-        || what.starts_with("seed:")
+        || what.starts_with("classic:")
         || what.starts_with("receiver cpu_")
         || what.contains("(not in the tally)")
         || what.contains("descriptor types")

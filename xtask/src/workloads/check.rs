@@ -12,8 +12,8 @@
 //! - zero-copy facts the kernel reported (copied over loopback; zerocopy_requested).
 //!
 //! Shown but not checked: `mmap_fault_in` (an upper bound by design), page faults, context
-//! switches. Mode switches against the seed are notes: the seed's unit (a chunk, a call) is not
-//! always the workload's.
+//! switches. Mode switches against the model's classic counts are notes: their unit (a chunk, a
+//! call) is not always the workload's (`docs/model.md`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -118,7 +118,7 @@ pub struct Evaluation {
     pub checks: Vec<Check>,
     /// System calls of the tally that zcprof counts but does not itemise.
     pub not_itemised: Vec<String>,
-    /// Differences from the seed that are not errors, with the reason.
+    /// Differences from the model's classic counts that are not errors, with the reason.
     pub notes: Vec<String>,
 }
 
@@ -406,27 +406,31 @@ pub fn evaluate(model: &Model, tally: &Tally, report: &Report, epilogue: Epilogu
         bytes
     });
 
-    // 5. The seed's model.
+    // 5. The copy model's classic counts.
     let mib = size as f64 / MIB;
     let chunks = tally.chunks();
     let data_syscalls = tally.data_syscalls();
     let mode_switches_per_chunk = 2.0 * data_syscalls as f64 / chunks as f64;
     let copies_per_byte = (kernel_copied + user_copied) as f64 / size.max(1) as f64;
-    if let Some(seed) = model.seed {
+    if let Some(classic) = model.classic {
         checks.push(Check::eq(
-            format!("seed: {} CPU copies per chunk (bytes copied)", seed.copies),
-            seed.copies_per_byte * size,
+            format!(
+                "classic: {} CPU copies per chunk (bytes copied)",
+                classic.copies
+            ),
+            classic.copies_per_byte * size,
             kernel_copied + user_copied,
         ));
-        if let Some(per_chunk) = seed.mode_switches_per_chunk {
+        if let Some(per_chunk) = classic.mode_switches_per_chunk {
             let measured = 2 * data_syscalls;
             if measured != per_chunk * chunks {
                 notes.push(format!(
-                    "mode switches: the seed says {} per chunk, the workload made {:.3} per chunk \
-                     ({measured} for {chunks} chunks){}",
-                    seed.mode_switches,
+                    "mode switches: the classic count is {} per chunk, the workload made {:.3} \
+                     per chunk ({measured} for {chunks} chunks){}",
+                    classic.mode_switches,
                     mode_switches_per_chunk,
-                    seed.mode_switch_note
+                    classic
+                        .mode_switch_note
                         .map_or_else(String::new, |n| format!(": {n}")),
                 ));
             }

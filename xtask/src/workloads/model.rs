@@ -1,15 +1,15 @@
-//! What each strategy should show: the seed's model (where the seed has one) and the ledger
-//! columns the transfer must fill, in multiples of the bytes sent.
+//! What each strategy should show under the copy model (`docs/model.md`): the ledger columns the
+//! transfer must fill, in multiples of the bytes sent, and the model's classic counts where it
+//! gives them.
 //!
-//! The seed (the copy model README states under "The workloads") counts per chunk: read-write
-//! "2 CPU copies, 4 mode switches"; heap-buffer "3 copies (1 in user space)"; mmap + write
-//! "1 CPU copy, 4 mode switches, plus the page faults"; gather sendfile "0 CPU copies, 2 mode
-//! switches per call".
-//! It says nothing about the other strategies. The column expectations follow the ledger's rules
+//! The classic counts are per chunk: read-write "2 CPU copies, 4 mode switches"; heap-buffer
+//! "3 copies (1 in user space)"; mmap + write "1 CPU copy, 4 mode switches, plus the page
+//! faults"; gather sendfile "0 CPU copies, 2 mode switches per call".
+//! They say nothing about the other strategies. The column expectations follow the ledger's rules
 //! (`docs/ledger.md`) for what the sender's system calls do over loopback TCP.
 
 /// The ledger columns that carry transfer bytes, in display order (`mmap_fault_in` is shown but
-/// not checked: it is an upper bound by design, see the README).
+/// not checked: it is an upper bound by design, see `docs/model.md`).
 pub const CPU_USER_TO_KERNEL: &str = "cpu_user_to_kernel";
 pub const CPU_KERNEL_TO_USER: &str = "cpu_kernel_to_user";
 pub const CPU_IN_KERNEL: &str = "cpu_in_kernel";
@@ -44,25 +44,26 @@ pub const STRATEGIES: [&str; 10] = [
     "copy-file-range",
 ];
 
-/// The seed's claim for one strategy, per chunk.
+/// The copy model's classic counts for one strategy, per chunk (`docs/model.md`).
 #[derive(Debug, Clone, Copy)]
-pub struct Seed {
-    /// CPU copies, as the seed says it.
+pub struct ClassicCounts {
+    /// CPU copies, as the classic count states it.
     pub copies: &'static str,
     /// CPU copies per byte, kernel and user space together.
     pub copies_per_byte: u64,
-    /// Mode switches, as the seed says it.
+    /// Mode switches, as the classic count states it.
     pub mode_switches: &'static str,
-    /// Mode switches per chunk, where the seed gives a number per chunk.
+    /// Mode switches per chunk, where the classic count gives a number per chunk.
     pub mode_switches_per_chunk: Option<u64>,
-    /// Why the workload's count can legitimately differ from the seed's (shown as a note).
+    /// Why the workload's count can legitimately differ from the classic one (shown as a note).
     pub mode_switch_note: Option<&'static str>,
 }
 
 /// What one strategy must show.
 #[derive(Debug, Clone, Copy)]
 pub struct Model {
-    pub seed: Option<Seed>,
+    /// The classic per-chunk counts, for the strategies they cover.
+    pub classic: Option<ClassicCounts>,
     /// Expected bytes of each of [`CHECKED_COLUMNS`] for the sender, in multiples of the bytes
     /// sent (splice and vmsplice count the pipe's way in and way out: 2).
     pub columns: [u64; 5],
@@ -92,9 +93,9 @@ impl Model {
 /// The model of `strategy` (one of [`STRATEGIES`]).
 pub fn model(strategy: &str) -> Option<Model> {
     // [cpu_user_to_kernel, cpu_kernel_to_user, cpu_in_kernel, zero_copy, dma_direct]
-    let (seed, columns, user_copies, zerocopy_copied, how) = match strategy {
+    let (classic, columns, user_copies, zerocopy_copied, how) = match strategy {
         "read-write" => (
-            Some(Seed {
+            Some(ClassicCounts {
                 copies: "2",
                 copies_per_byte: 2,
                 mode_switches: "4",
@@ -107,7 +108,7 @@ pub fn model(strategy: &str) -> Option<Model> {
             "read copies page cache -> buffer, write copies buffer -> socket",
         ),
         "heap-buffer" => (
-            Some(Seed {
+            Some(ClassicCounts {
                 copies: "3 (1 user)",
                 copies_per_byte: 3,
                 mode_switches: "4",
@@ -120,13 +121,13 @@ pub fn model(strategy: &str) -> Option<Model> {
             "read-write plus a memcpy between two user buffers, which the kernel cannot see",
         ),
         "mmap-write" => (
-            Some(Seed {
+            Some(ClassicCounts {
                 copies: "1",
                 copies_per_byte: 1,
                 mode_switches: "4 + faults",
                 mode_switches_per_chunk: Some(4),
                 mode_switch_note: Some(
-                    "the seed counts one mmap and one write per chunk (4 mode switches); the \
+                    "the classic count has one mmap and one write per chunk (4 mode switches); the \
                      workload maps the file once and writes it chunk by chunk: 2 per chunk, plus \
                      4 for the one mmap and munmap",
                 ),
@@ -137,7 +138,7 @@ pub fn model(strategy: &str) -> Option<Model> {
             "write copies the mapped page cache -> socket; pages arrive by (minor) faults",
         ),
         "sendfile" => (
-            Some(Seed {
+            Some(ClassicCounts {
                 copies: "0",
                 copies_per_byte: 0,
                 mode_switches: "2 per call",
@@ -194,7 +195,7 @@ pub fn model(strategy: &str) -> Option<Model> {
         _ => return None,
     };
     Some(Model {
-        seed,
+        classic,
         columns,
         user_copies,
         zerocopy_copied,
@@ -244,9 +245,9 @@ mod tests {
     fn every_strategy_has_a_model() {
         for s in STRATEGIES {
             let m = model(s).expect(s);
-            if let Some(seed) = m.seed {
+            if let Some(classic) = m.classic {
                 assert_eq!(
-                    seed.copies_per_byte,
+                    classic.copies_per_byte,
                     m.kernel_copies() + m.user_copies,
                     "{s}"
                 );

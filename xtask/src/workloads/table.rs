@@ -1,5 +1,5 @@
-//! The one table: a row per strategy, the seed's model beside the workload's tally beside
-//! zcprof's measurements, and a verdict.
+//! The one table: a row per strategy, the copy model's classic counts (`docs/model.md`) beside
+//! the workload's tally beside zcprof's measurements, and a verdict.
 
 use comfy_table::{CellAlignment, ContentArrangement, Table, presets};
 
@@ -15,8 +15,8 @@ const VERDICT_WIDTH: usize = 48;
 
 const HEADER: [&str; 21] = [
     "strategy",
-    "seed\ncopies\n/chunk",
-    "seed\nmode sw.\n/chunk",
+    "classic\ncopies\n/chunk",
+    "classic\nmode sw.\n/chunk",
     "tally\ndata\nsyscalls",
     "tally\nMiB",
     "tally\nuser copy\nMiB",
@@ -63,11 +63,11 @@ pub fn render(runs: &[Run]) -> String {
         .set_header(HEADER.to_vec());
     for run in runs {
         let model = model::model(run.strategy);
-        let seed = model.and_then(|m| m.seed);
+        let classic = model.and_then(|m| m.classic);
         let mut row = vec![
             run.strategy.to_owned(),
-            seed.map_or("—".into(), |s| s.copies.to_owned()),
-            seed.map_or("—".into(), |s| s.mode_switches.to_owned()),
+            classic.map_or("—".into(), |s| s.copies.to_owned()),
+            classic.map_or("—".into(), |s| s.mode_switches.to_owned()),
         ];
         match &run.outcome {
             Outcome::Measured(m) => {

@@ -43,7 +43,7 @@ pub const DIRECT_IO_ALIGN: u64 = 4096;
 /// a little under 2 GiB anyway, and io_uring lengths are 32-bit.
 pub const MAX_BUFFER: u64 = 1 << 30;
 
-/// Parsed options of `zcprof workload` (derive clap::Args so the lead can flatten it into the CLI).
+/// Parsed options of `zcprof workload` (derive clap::Args so that the CLI can flatten it).
 #[derive(clap::Args, Debug, Clone)]
 pub struct WorkloadArgs {
     /// Strategy to run

@@ -1,13 +1,13 @@
 //! heap-buffer: read-write with one more copy, in user space, between two buffers.
 //!
-//! This models Java's heap `ByteBuffer` (seed, section 3): the JVM cannot hand the address of a
+//! This models Java's heap `ByteBuffer` (`docs/model.md`): the JVM cannot hand the address of a
 //! heap array to a system call because the garbage collector may move it in the middle of the
 //! call, so `SocketChannel.write(heapBuffer)` first copies the bytes into a temporary off-heap
 //! (direct) buffer and writes from that. Buffer A plays the heap array, buffer B the JVM's
 //! temporary direct buffer. The kernel cannot see this copy, which is why it is tallied in
 //! `user_space_copies` (a profiler built on kernel events must show no difference from
-//! read-write except in CPU time). Only the write side is modelled, as the seed does: one extra
-//! copy per chunk.
+//! read-write except in CPU time). Only the write side is modelled, as in the copy model: one
+//! extra copy per chunk, 3 in all (1 in user space).
 
 use std::os::fd::{AsFd, BorrowedFd};
 

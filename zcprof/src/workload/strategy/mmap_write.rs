@@ -1,6 +1,6 @@
 //! mmap-write: map the whole file, `write(socket, map[off..off + buffer])` chunk by chunk.
 //!
-//! RocketMQ's choice (seed, section 4.2): no page cache -> user copy (the pages are mapped, and
+//! RocketMQ's choice (`docs/model.md`): no page cache -> user copy (the pages are mapped, and
 //! already resident since the cache is warm, so there are only minor faults to map them), 1 CPU
 //! copy per chunk (page cache -> socket buffer), plus one mmap and one munmap.
 

@@ -1,7 +1,7 @@
 //! read-write: `read(file, buf)` then `write(socket, buf)`, chunk by chunk.
 //!
-//! The baseline of the seed's section 1: per chunk, 2 CPU copies (page cache -> user buffer,
-//! user buffer -> socket buffer) and 2 system calls (4 mode switches).
+//! The copy model's baseline (`docs/model.md`): per chunk, 2 CPU copies (page cache -> user
+//! buffer, user buffer -> socket buffer) and 2 system calls (4 mode switches).
 
 use std::os::fd::{AsFd, BorrowedFd};
 

@@ -1,8 +1,9 @@
 //! sendfile: `sendfile(socket, file, NULL, remaining)` until done.
 //!
-//! The seed's section 4.3: no user buffer, 2 mode switches per call; with scatter-gather the
-//! page cache pages go to the device by reference. Over loopback TCP the pages are attached to
-//! the skbs, and the CPU copy happens when the receiver reads them out of its socket.
+//! The copy model's zero-copy send (`docs/model.md`): no user buffer, 2 mode switches per call;
+//! with scatter-gather the page cache pages go to the device by reference. Over loopback TCP the
+//! pages are attached to the skbs, and the CPU copy happens when the receiver reads them out of
+//! its socket.
 
 use std::os::fd::{AsFd, BorrowedFd};
 
