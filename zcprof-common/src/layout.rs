@@ -1,25 +1,95 @@
 //! The kernel's layout as the programs need it: struct offsets and tracepoint prototypes,
 //! set from the running kernel's BTF before the programs load.
 
-/// Names of the kernel-struct offsets zcprof reads, set from the running kernel's BTF before
-/// the programs load. Each is a `u64` global in `zcprof-ebpf` (byte offset of the member).
-pub mod offsets {
-    /// `task_struct.pid`
-    pub const TASK_PID: &str = "OFF_TASK_PID";
-    /// `task_struct.tgid`
-    pub const TASK_TGID: &str = "OFF_TASK_TGID";
-    /// `task_struct.comm`
-    pub const TASK_COMM: &str = "OFF_TASK_COMM";
-    /// `task_struct.nvcsw`
-    pub const TASK_NVCSW: &str = "OFF_TASK_NVCSW";
-    /// `task_struct.files`
-    pub const TASK_FILES: &str = "OFF_TASK_FILES";
-    /// `files_struct.fdt`
-    pub const FILES_FDT: &str = "OFF_FILES_FDT";
-    /// `fdtable.max_fds`
-    pub const FDT_MAX_FDS: &str = "OFF_FDT_MAX_FDS";
-    /// `fdtable.fd`
-    pub const FDT_FD: &str = "OFF_FDT_FD";
+/// What zcprof does when the running kernel's BTF lacks a [`KernelField`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// zcprof cannot run without it (the fork hook reads it).
+    Essential,
+    /// Without it the programs cannot tell fd types apart and classify transfers by syscall
+    /// alone (`HAVE_BTF` is 0).
+    Classify,
+    /// Without it a rare case is approximate; the global stays 0.
+    BestEffort,
+}
+
+/// A kernel struct member the programs read: where its offset goes, and how it is found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelField {
+    /// The `u64` global in zcprof-ebpf that carries the member's byte offset.
+    pub global: &'static str,
+    /// The struct, as BTF names it.
+    pub st: &'static str,
+    /// Member paths to try in order (dotted for nested members); the first found wins.
+    pub paths: &'static [&'static str],
+    /// What happens without it.
+    pub need: Need,
+}
+
+/// Calls `$then!` with every kernel struct member the programs read, one line each:
+/// `accessor = GLOBAL: "struct", ["member path", ...], Need;`. The single table the kernel
+/// crate declares its globals and accessors from, and the loader fills them from: adding a
+/// field is one line here plus its use.
+#[macro_export]
+macro_rules! kernel_fields {
+    ($then:ident) => {
+        $then! {
+            task_pid = OFF_TASK_PID: "task_struct", ["pid"], Essential;
+            task_tgid = OFF_TASK_TGID: "task_struct", ["tgid"], Essential;
+            task_comm = OFF_TASK_COMM: "task_struct", ["comm"], Essential;
+            task_nvcsw = OFF_TASK_NVCSW: "task_struct", ["nvcsw"], Essential;
+            task_files = OFF_TASK_FILES: "task_struct", ["files"], Classify;
+            task_stack = OFF_TASK_STACK: "task_struct", ["stack"], Classify;
+            files_fdt = OFF_FILES_FDT: "files_struct", ["fdt"], Classify;
+            fdt_max_fds = OFF_FDT_MAX_FDS: "fdtable", ["max_fds"], Classify;
+            fdt_fd = OFF_FDT_FD: "fdtable", ["fd"], Classify;
+            file_inode = OFF_FILE_INODE: "file", ["f_inode"], Classify;
+            file_flags = OFF_FILE_FLAGS: "file", ["f_flags"], Classify;
+            file_mode = OFF_FILE_MODE: "file", ["f_mode"], Classify;
+            file_private = OFF_FILE_PRIVATE: "file", ["private_data"], Classify;
+            inode_mode = OFF_INODE_MODE: "inode", ["i_mode"], Classify;
+            socket_sk = OFF_SOCKET_SK: "socket", ["sk"], Classify;
+            // `sk_flags` became a #define for `__sk_common.skc_flags` in 6.x.
+            sock_flags = OFF_SOCK_FLAGS: "sock", ["sk_flags", "__sk_common.skc_flags"], Classify;
+            sock_family = OFF_SOCK_FAMILY: "sock", ["__sk_common.skc_family"], Classify;
+            sock_daddr = OFF_SOCK_DADDR: "sock", ["__sk_common.skc_daddr"], Classify;
+            sock_v6_daddr = OFF_SOCK_V6_DADDR: "sock", ["__sk_common.skc_v6_daddr"], Classify;
+            kiocb_opcode = OFF_KIOCB_OPCODE: "io_kiocb", ["opcode"], Classify;
+            kiocb_file = OFF_KIOCB_FILE: "io_kiocb", ["file"], Classify;
+            cqe_res = OFF_CQE_RES: "io_uring_cqe", ["res"], Classify;
+            cqe_flags = OFF_CQE_FLAGS: "io_uring_cqe", ["flags"], Classify;
+            // The syscall number in a task's saved user registers (where on its kernel stack
+            // those are, the programs learn from the first syscall they see).
+            pt_regs_orig_ax = OFF_PT_REGS_ORIG_AX: "pt_regs", ["orig_ax"], Classify;
+            // `state` before 5.14: read for a switch's `prev_state` where `sched_switch` does
+            // not pass it (before 5.18).
+            task_state = OFF_TASK_STATE: "task_struct", ["__state", "state"], BestEffort;
+            task_signal = OFF_TASK_SIGNAL: "task_struct", ["signal"], BestEffort;
+            // The threads of the process not yet exiting: 0 at the exit of its last thread,
+            // which is how `group_dead` is known where `sched_process_exit` does not pass it.
+            signal_live = OFF_SIGNAL_LIVE: "signal_struct", ["live"], BestEffort;
+        }
+    };
+}
+
+macro_rules! field_table {
+    ($( $accessor:ident = $global:ident: $st:literal, [$($path:literal),+], $need:ident; )*) => {
+        /// Every kernel struct member the programs read (see [`kernel_fields!`]).
+        pub const KERNEL_FIELDS: &[KernelField] = &[
+            $( KernelField {
+                global: stringify!($global),
+                st: $st,
+                paths: &[$($path),+],
+                need: Need::$need,
+            }, )*
+        ];
+    };
+}
+kernel_fields!(field_table);
+
+/// Names of the globals the loader sets that are not struct members: values computed from
+/// them, flags and modes. Each is a `u64` global in `zcprof-ebpf`.
+pub mod globals {
     /// Start of the 64-byte window of `struct fdtable` read at once (holds max_fds and fd).
     pub const FDT_WINDOW: &str = "OFF_FDT_WINDOW";
     /// Start of the 64-byte window of `struct file` read at once (holds f_inode, f_flags,
@@ -27,39 +97,6 @@ pub mod offsets {
     pub const FILE_WINDOW: &str = "OFF_FILE_WINDOW";
     /// Bytes in each window.
     pub const WINDOW_BYTES: u64 = 64;
-    /// `file.f_inode`
-    pub const FILE_INODE: &str = "OFF_FILE_INODE";
-    /// `file.f_flags`
-    pub const FILE_FLAGS: &str = "OFF_FILE_FLAGS";
-    /// `file.f_mode`
-    pub const FILE_MODE: &str = "OFF_FILE_MODE";
-    /// `file.private_data`
-    pub const FILE_PRIVATE: &str = "OFF_FILE_PRIVATE";
-    /// `inode.i_mode`
-    pub const INODE_MODE: &str = "OFF_INODE_MODE";
-    /// `socket.sk`
-    pub const SOCKET_SK: &str = "OFF_SOCKET_SK";
-    /// `sock.sk_flags` (holds `SOCK_ZEROCOPY`)
-    pub const SOCK_FLAGS: &str = "OFF_SOCK_FLAGS";
-    /// `sock.__sk_common.skc_family`
-    pub const SOCK_FAMILY: &str = "OFF_SOCK_FAMILY";
-    /// `sock.__sk_common.skc_daddr`
-    pub const SOCK_DADDR: &str = "OFF_SOCK_DADDR";
-    /// `sock.__sk_common.skc_v6_daddr`
-    pub const SOCK_V6_DADDR: &str = "OFF_SOCK_V6_DADDR";
-    /// `io_kiocb.opcode`
-    pub const KIOCB_OPCODE: &str = "OFF_KIOCB_OPCODE";
-    /// `io_kiocb.file`
-    pub const KIOCB_FILE: &str = "OFF_KIOCB_FILE";
-    /// `io_uring_cqe.res`
-    pub const CQE_RES: &str = "OFF_CQE_RES";
-    /// `io_uring_cqe.flags`
-    pub const CQE_FLAGS: &str = "OFF_CQE_FLAGS";
-    /// `task_struct.stack`
-    pub const TASK_STACK: &str = "OFF_TASK_STACK";
-    /// `pt_regs.orig_ax`: the syscall number in a task's saved user registers (where on its
-    /// kernel stack those are, the programs learn from the first syscall they see).
-    pub const PT_REGS_ORIG_AX: &str = "OFF_PT_REGS_ORIG_AX";
     /// Value of `enum sock_flags` member `SOCK_ZEROCOPY` (a bit number, not an offset).
     pub const SOCK_ZEROCOPY_BIT: &str = "SOCK_ZEROCOPY_BIT";
     /// Set to 1 to count every process on the host (`zcprof serve`): threads are entered by
@@ -68,18 +105,9 @@ pub mod offsets {
     /// Benchmarks only: set to 1 and every program returns at once, which measures the cost
     /// of the hooks themselves (the floor zcprof's own work is compared with).
     pub const EMPTY_BODIES: &str = "EMPTY_BODIES";
-    /// Set to 1 when every offset above came from BTF; 0 makes the programs fall back to
-    /// syscall-only classes (no fd types).
+    /// Set to 1 when every [`super::Need::Classify`] member came from BTF; 0 makes the
+    /// programs fall back to syscall-only classes (no fd types).
     pub const HAVE_BTF: &str = "HAVE_BTF";
-    /// `task_struct.__state` (`state` before 5.14): read for a switch's `prev_state` where
-    /// `sched_switch` does not pass it (before 5.18).
-    pub const TASK_STATE: &str = "OFF_TASK_STATE";
-    /// `task_struct.signal`
-    pub const TASK_SIGNAL: &str = "OFF_TASK_SIGNAL";
-    /// `signal_struct.live`: the threads of the process not yet exiting; 0 at the exit of its
-    /// last thread, which is how `group_dead` is known where `sched_process_exit` does not
-    /// pass it (6.12 and older).
-    pub const SIGNAL_LIVE: &str = "OFF_SIGNAL_LIVE";
 }
 
 /// Names of the globals that tell the programs which arguments a tracepoint passes on this

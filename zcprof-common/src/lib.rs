@@ -19,7 +19,7 @@ mod thread;
 pub mod uring;
 
 pub use counters::*;
-pub use layout::{offsets, prototypes};
+pub use layout::{KERNEL_FIELDS, KernelField, Need, globals, prototypes};
 pub use ledger::*;
 pub use lost::*;
 pub use maps::*;

@@ -1,4 +1,4 @@
-//! Loads zcprof's kernel programs, hands them the running kernel's struct offsets, and
+//! Loads zcprof's kernel programs, hands them the running kernel's struct globals, and
 //! attaches them. Dropping [`Probes`] detaches everything (links are file descriptors, so the
 //! kernel also detaches them if zcprof dies).
 
@@ -15,7 +15,7 @@ use aya::{
 };
 use zcprof_common::{
     LOST_REASONS, MAP_FREE_SLOTS, MAP_LOST, MAP_THREADS, MAP_TID_SLOT, MAP_TRANSFERS, MAP_URING,
-    MAP_WATCH_GEN, MAP_WATCHED, Transfer, TransferKey, UringKey, Watch, offsets,
+    MAP_WATCH_GEN, MAP_WATCHED, Transfer, TransferKey, UringKey, Watch, globals,
 };
 
 use self::{
@@ -213,9 +213,9 @@ impl Probes {
             loader.override_global(name, value, true);
         }
         let watch_all = u64::from(options.watch_all);
-        loader.override_global(offsets::WATCH_ALL, &watch_all, true);
+        loader.override_global(globals::WATCH_ALL, &watch_all, true);
         let empty_bodies = u64::from(options.empty_bodies);
-        loader.override_global(offsets::EMPTY_BODIES, &empty_bodies, true);
+        loader.override_global(globals::EMPTY_BODIES, &empty_bodies, true);
         let mut ebpf = loader.load(PROGRAMS).map_err(|e| {
             if permission(&e) {
                 LoadError::NotPermitted

@@ -1,7 +1,7 @@
 //! How the programs read the running kernel's structs and tracepoint arguments: offsets and
 //! tracepoint prototypes from BTF, handed to the programs as read-only globals.
 
-use zcprof_common::offsets;
+use zcprof_common::{KERNEL_FIELDS, KernelField, Need, globals};
 
 use super::{
     LoadError,
@@ -43,14 +43,12 @@ impl KernelLayout {
     pub fn from_kernel_with(rename: Option<(&str, &str)>) -> Result<Self, LoadError> {
         let btf = Btf::from_kernel().map_err(LoadError::Btf)?;
         let mut globals = Vec::new();
-        use offsets::*;
-        for (global, st, path) in [
-            (TASK_PID, "task_struct", "pid"),
-            (TASK_TGID, "task_struct", "tgid"),
-            (TASK_COMM, "task_struct", "comm"),
-            (TASK_NVCSW, "task_struct", "nvcsw"),
-        ] {
-            globals.push((global, btf.offset(st, path).map_err(LoadError::Btf)?));
+        for f in fields(Need::Essential) {
+            globals.push((f.global, offset(&btf, f).map_err(LoadError::Btf)?));
+        }
+        // Best effort: without them only the rare cases they serve are approximate.
+        for f in fields(Need::BestEffort) {
+            globals.push((f.global, offset(&btf, f).unwrap_or(0)));
         }
         let mut layout = KernelLayout {
             globals,
@@ -66,10 +64,10 @@ impl KernelLayout {
         match Self::classification(&btf) {
             Ok(more) => {
                 layout.globals.extend(more);
-                layout.globals.push((HAVE_BTF, 1));
+                layout.globals.push((globals::HAVE_BTF, 1));
             }
             Err(e) => {
-                layout.globals.push((HAVE_BTF, 0));
+                layout.globals.push((globals::HAVE_BTF, 0));
                 let why = e.to_string();
                 let caps = &mut layout.capabilities;
                 caps.set(
@@ -99,25 +97,12 @@ impl KernelLayout {
             Some((from, to)) if from == tp => btf.tracepoint_args(to),
             _ => btf.tracepoint_args(tp),
         };
-        // Best effort: without them only the rare cases they serve are approximate.
-        let state = btf
-            .offset("task_struct", "__state")
-            .or_else(|_| btf.offset("task_struct", "state"));
-        let signal = btf.offset("task_struct", "signal");
-        let live = btf.offset("signal_struct", "live");
-        for (global, value) in [
-            (offsets::TASK_STATE, &state),
-            (offsets::TASK_SIGNAL, &signal),
-            (offsets::SIGNAL_LIVE, &live),
-        ] {
-            self.globals.push((global, *value.as_ref().unwrap_or(&0)));
-        }
-
+        let state_known = self.global("OFF_TASK_STATE").is_some_and(|off| off != 0);
         let switch_args = args("sched_switch").unwrap_or_default();
         let has_prev_state = switch_args.len() >= 4;
         self.globals
             .push((SWITCH_PREV_STATE, u64::from(has_prev_state)));
-        if !has_prev_state && state.is_err() {
+        if !has_prev_state && !state_known {
             self.capabilities.set(
                 capability::CONTEXT_SWITCHES,
                 State::Degraded,
@@ -184,70 +169,59 @@ impl KernelLayout {
         }
     }
 
+    /// The value of global `name`, if set.
+    fn global(&self, name: &str) -> Option<u64> {
+        self.globals.iter().find(|(n, _)| *n == name).map(|g| g.1)
+    }
+
+    /// The members that tell fd types apart, and the values computed from them; an error if
+    /// one is missing.
     fn classification(btf: &Btf) -> Result<Vec<(&'static str, u64)>, BtfError> {
-        use offsets::*;
-        let members: [(&'static str, &str, &[&str]); 20] = [
-            (TASK_FILES, "task_struct", &["files"]),
-            (TASK_STACK, "task_struct", &["stack"]),
-            (FILES_FDT, "files_struct", &["fdt"]),
-            (FDT_MAX_FDS, "fdtable", &["max_fds"]),
-            (FDT_FD, "fdtable", &["fd"]),
-            (FILE_INODE, "file", &["f_inode"]),
-            (FILE_FLAGS, "file", &["f_flags"]),
-            (FILE_MODE, "file", &["f_mode"]),
-            (FILE_PRIVATE, "file", &["private_data"]),
-            (INODE_MODE, "inode", &["i_mode"]),
-            (SOCKET_SK, "socket", &["sk"]),
-            // `sk_flags` became a #define for `__sk_common.skc_flags` in 6.x.
-            (SOCK_FLAGS, "sock", &["sk_flags", "__sk_common.skc_flags"]),
-            (SOCK_FAMILY, "sock", &["__sk_common.skc_family"]),
-            (SOCK_DADDR, "sock", &["__sk_common.skc_daddr"]),
-            (SOCK_V6_DADDR, "sock", &["__sk_common.skc_v6_daddr"]),
-            (KIOCB_OPCODE, "io_kiocb", &["opcode"]),
-            (KIOCB_FILE, "io_kiocb", &["file"]),
-            (CQE_RES, "io_uring_cqe", &["res"]),
-            (CQE_FLAGS, "io_uring_cqe", &["flags"]),
-            (PT_REGS_ORIG_AX, "pt_regs", &["orig_ax"]),
-        ];
-        let mut globals = Vec::with_capacity(members.len() + 1);
-        for (global, st, paths) in members {
-            let mut found = None;
-            let mut last_err = None;
-            for path in paths {
-                match btf.offset(st, path) {
-                    Ok(off) => {
-                        found = Some(off);
-                        break;
-                    }
-                    Err(e) => last_err = Some(e),
-                }
-            }
-            match (found, last_err) {
-                (Some(off), _) => globals.push((global, off)),
-                (None, Some(e)) => return Err(e),
-                (None, None) => unreachable!("every member has at least one path"),
-            }
+        let mut found = Vec::new();
+        for f in fields(Need::Classify) {
+            found.push((f.global, offset(btf, f)?));
         }
-        let get = |name: &str| globals.iter().find(|(n, _)| *n == name).map(|g| g.1);
-        let fdt = window(&[(get(FDT_MAX_FDS), 4), (get(FDT_FD), 8)], "fdtable")?;
+        let get = |name: &str| found.iter().find(|(n, _)| *n == name).map(|g| g.1);
+        let fdt = window(
+            &[(get("OFF_FDT_MAX_FDS"), 4), (get("OFF_FDT_FD"), 8)],
+            "fdtable",
+        )?;
         // `private_data` is read from the window only where it fits (recent kernels); older
         // layouts put it far from the others and the programs read it on its own.
         let file = window(
             &[
-                (get(FILE_INODE), 8),
-                (get(FILE_FLAGS), 4),
-                (get(FILE_MODE), 4),
+                (get("OFF_FILE_INODE"), 8),
+                (get("OFF_FILE_FLAGS"), 4),
+                (get("OFF_FILE_MODE"), 4),
             ],
             "file",
         )?;
-        globals.push((FDT_WINDOW, fdt));
-        globals.push((FILE_WINDOW, file));
-        globals.push((SOCK_ZEROCOPY_BIT, btf.enumerator("SOCK_ZEROCOPY")? as u64));
-        Ok(globals)
+        found.push((globals::FDT_WINDOW, fdt));
+        found.push((globals::FILE_WINDOW, file));
+        let zerocopy_bit = btf.enumerator("SOCK_ZEROCOPY")? as u64;
+        found.push((globals::SOCK_ZEROCOPY_BIT, zerocopy_bit));
+        Ok(found)
     }
 }
 
-/// The start of a window of [`offsets::WINDOW_BYTES`] that holds every (offset, size) field,
+/// The members of [`KERNEL_FIELDS`] with need `need`.
+fn fields(need: Need) -> impl Iterator<Item = &'static KernelField> {
+    KERNEL_FIELDS.iter().filter(move |f| f.need == need)
+}
+
+/// The offset of member `f`: its first path the kernel's BTF has.
+fn offset(btf: &Btf, f: &KernelField) -> Result<u64, BtfError> {
+    let mut last_err = None;
+    for path in f.paths {
+        match btf.offset(f.st, path) {
+            Ok(off) => return Ok(off),
+            Err(e) => last_err = Some(e),
+        }
+    }
+    Err(last_err.unwrap_or_else(|| BtfError::NoMember(f.st.to_string(), f.global.to_string())))
+}
+
+/// The start of a window of [`globals::WINDOW_BYTES`] that holds every (offset, size) field,
 /// so that the kernel program reads them with one helper call.
 fn window(fields: &[(Option<u64>, u64)], st: &str) -> Result<u64, BtfError> {
     let unsupported = || BtfError::NoMember(st.to_string(), "fields within 64 bytes".into());
@@ -258,7 +232,7 @@ fn window(fields: &[(Option<u64>, u64)], st: &str) -> Result<u64, BtfError> {
         .ok_or_else(unsupported)?;
     for (off, size) in fields {
         let off = off.ok_or_else(unsupported)?;
-        if off - start + size > offsets::WINDOW_BYTES {
+        if off - start + size > globals::WINDOW_BYTES {
             return Err(unsupported());
         }
     }
