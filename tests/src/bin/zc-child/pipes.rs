@@ -1,0 +1,105 @@
+//! Pipes: write() and read() back in the same thread, tee() from one pipe into another, and
+//! vmsplice() from and into user memory.
+
+use crate::{
+    Job,
+    args::{check_pipe_chunk, n_chunk},
+    endpoints::{pattern, pipe},
+    job,
+    transfer::{chunks, drain_read, wr},
+};
+
+/// `pipe-read`/`pipe-write N [CHUNK]`: write() into a pipe, read() it back in the same thread.
+pub fn write_read(rest: &[String]) -> Result<Job, String> {
+    let (n, chunk) = n_chunk(rest)?;
+    check_pipe_chunk(chunk)?;
+    let (r, w) = pipe()?;
+    let wbuf = pattern(chunk);
+    let mut rbuf = vec![0u8; chunk];
+    job(move |t| {
+        chunks(n, chunk, |_, len| {
+            wr(t, w, &wbuf, len)?;
+            drain_read(t, r, &mut rbuf, len)?;
+            Ok(len)
+        })
+    })
+}
+
+/// `tee N [CHUNK]`: write() into pipe 1, tee() pipe 1 -> pipe 2, read() both back.
+pub fn tee(rest: &[String]) -> Result<Job, String> {
+    let (n, chunk) = n_chunk(rest)?;
+    check_pipe_chunk(chunk)?;
+    let (r1, w1) = pipe()?;
+    let (r2, w2) = pipe()?;
+    let wbuf = pattern(chunk);
+    let mut rbuf = vec![0u8; chunk];
+    job(move |t| {
+        chunks(n, chunk, |_, len| {
+            wr(t, w1, &wbuf, len)?;
+            // SAFETY: plain descriptors.
+            let got = t.xfer("tee", unsafe { libc::tee(r1, w2, len, 0) })?;
+            if got != len {
+                return Err(format!("tee duplicated {got} of {len}"));
+            }
+            drain_read(t, r2, &mut rbuf, len)?;
+            drain_read(t, r1, &mut rbuf, len)?;
+            Ok(len)
+        })
+    })
+}
+
+/// `vmsplice N [CHUNK]`: vmsplice() user memory into a pipe, drained with read().
+pub fn vmsplice(rest: &[String]) -> Result<Job, String> {
+    let (n, chunk) = n_chunk(rest)?;
+    check_pipe_chunk(chunk)?;
+    let (r, w) = pipe()?;
+    let wbuf = pattern(chunk);
+    let mut rbuf = vec![0u8; chunk];
+    job(move |t| {
+        chunks(n, chunk, |_, len| {
+            let iov = libc::iovec {
+                iov_base: wbuf.as_ptr() as *mut libc::c_void,
+                iov_len: len,
+            };
+            // SAFETY: iov describes len bytes of wbuf.
+            let got = t.xfer("vmsplice", unsafe { libc::vmsplice(w, &iov, 1, 0) })?;
+            drain_read(t, r, &mut rbuf, got)?;
+            Ok(got)
+        })
+    })
+}
+
+/// `vmsplice-read N [CHUNK]`: write() into a pipe, then vmsplice() its read end into user
+/// memory.
+pub fn vmsplice_read(rest: &[String]) -> Result<Job, String> {
+    // vmsplice() on a pipe's READ end: the kernel copies the pipe's contents into the
+    // iovec's user memory.
+    let (n, chunk) = n_chunk(rest)?;
+    check_pipe_chunk(chunk)?;
+    let (r, w) = pipe()?;
+    let wbuf = pattern(chunk);
+    let mut rbuf = vec![0u8; chunk];
+    job(move |t| {
+        chunks(n, chunk, |_, len| {
+            wr(t, w, &wbuf, len)?;
+            let mut moved = 0;
+            while moved < len {
+                let iov = libc::iovec {
+                    // SAFETY: moved < len <= rbuf.len().
+                    iov_base: unsafe { rbuf.as_mut_ptr().add(moved) }.cast(),
+                    iov_len: len - moved,
+                };
+                // SAFETY: iov describes len - moved writable bytes of rbuf.
+                let got = t.xfer("vmsplice", unsafe { libc::vmsplice(r, &iov, 1, 0) })?;
+                if got == 0 {
+                    return Err("vmsplice moved 0 bytes".into());
+                }
+                moved += got;
+            }
+            if rbuf[..len] != wbuf[..len] {
+                return Err("vmsplice read back other bytes than were written".into());
+            }
+            Ok(len)
+        })
+    })
+}
