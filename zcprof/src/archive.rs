@@ -9,8 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::{
-    loader::Probes,
-    probes::MapReadError,
+    loader::{MapReadError, Probes},
     snapshot::{ProcessView, Snapshot},
 };
 

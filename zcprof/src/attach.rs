@@ -93,9 +93,7 @@ pub async fn attach(args: &AttachArgs) -> anyhow::Result<i32> {
         };
         tokio::select! {
             _ = tick.tick() => {
-                if let Some(logger) = probes.logger.as_mut() {
-                    logger.flush();
-                }
+                probes.flush_log();
                 if last_archive.elapsed() >= ARCHIVE_EVERY {
                     last_archive = Instant::now();
                     if let Err(e) = archive.take_dead(&mut probes)
@@ -119,15 +117,13 @@ pub async fn attach(args: &AttachArgs) -> anyhow::Result<i32> {
         }
     }
 
-    if let Some(logger) = probes.logger.as_mut() {
-        logger.flush();
-    }
+    probes.flush_log();
     let snap = archive.restore(probes.snapshot(None).context("reading the final counts")?);
     let elapsed = started.elapsed().as_secs_f64();
     if args.json {
         let doc = report::to_json(
             &snap,
-            &probes.capabilities,
+            probes.capabilities(),
             json!({"pids": args.pids, "watched": watched, "elapsed_s": elapsed}),
         );
         println!("{}", serde_json::to_string_pretty(&doc)?);

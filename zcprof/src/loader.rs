@@ -4,6 +4,9 @@
 
 pub mod hooks;
 pub mod layout;
+mod maps;
+
+pub use self::maps::MapReadError;
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -68,21 +71,21 @@ pub enum LoadError {
 /// The loaded and attached programs, and handles on their maps.
 pub struct Probes {
     /// Processes watched (tgid -> flags).
-    pub watched: HashMap<MapData, u32, Watch>,
+    watched: HashMap<MapData, u32, Watch>,
     /// Per-thread counters.
-    pub threads: ThreadTable,
+    threads: ThreadTable,
     /// Per-thread transfer ledger.
-    pub transfers: HashMap<MapData, TransferKey, Transfer>,
+    transfers: HashMap<MapData, TransferKey, Transfer>,
     /// Per-process io_uring ledger.
-    pub uring: PerCpuHashMap<MapData, UringKey, Transfer>,
+    uring: PerCpuHashMap<MapData, UringKey, Transfer>,
     /// Events the kernel side could not record.
-    pub lost: PerCpuArray<MapData, u64>,
+    lost: PerCpuArray<MapData, u64>,
     /// Why fd types are not known, when they are not.
-    pub btf_missing: Option<String>,
+    btf_missing: Option<String>,
     /// What zcprof can count on this kernel.
-    pub capabilities: Capabilities,
+    capabilities: Capabilities,
     /// Kernel log records (aya-log), flushed by the collector.
-    pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     /// Keeps the programs and their links alive.
     _ebpf: Ebpf,
 }

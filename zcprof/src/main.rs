@@ -2,7 +2,7 @@
 //!
 //! From here to the kernel and back: `cli` parses the command line; `run` and `attach` load
 //! the kernel programs (`loader`, which reads struct offsets from the kernel's BTF through
-//! `btf`), choose what to count (`watch`), read the kernel maps (`probes`, into a `snapshot`) and print them
+//! `btf`), choose what to count (`watch`), read the kernel maps (`loader`'s `Probes`, into a `snapshot`) and print them
 //! (`report`). The kernel side is `zcprof-ebpf`; both sides share `zcprof-common`.
 //! `workload` is the built-in data mover whose own tally checks the measurements. `serve` is
 //! the Prometheus exporter daemon; `doctor` says whether and how well zcprof can run here.
@@ -16,7 +16,6 @@ mod doctor;
 mod duration;
 mod loader;
 mod privileges;
-mod probes;
 mod report;
 mod run;
 mod serve;

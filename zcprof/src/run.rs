@@ -95,14 +95,12 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         _ => 1,
     };
 
-    if let Some(logger) = probes.logger.as_mut() {
-        logger.flush();
-    }
+    probes.flush_log();
     let snap = archive.restore(probes.snapshot(None)?);
     let text = if args.json {
         let doc = report::to_json(
             &snap,
-            &probes.capabilities,
+            probes.capabilities(),
             json!({"command": args.command, "exit_code": exit_code, "pid": pid,
                    "elapsed_s": elapsed}),
         );

@@ -4,7 +4,7 @@
 use std::{fs, path::Path};
 
 use aya::maps::MapError;
-use zcprof_common::{NVCSW_UNKNOWN, ThreadStats, WATCH_COUNT, WATCH_FOLLOW_CHILDREN, Watch};
+use zcprof_common::{NVCSW_UNKNOWN, ThreadStats, WATCH_COUNT, WATCH_FOLLOW_CHILDREN};
 
 use crate::loader::Probes;
 
@@ -30,21 +30,14 @@ pub enum WatchError {
 pub fn follow_children_of_self(probes: &mut Probes) -> Result<(), WatchError> {
     let me = std::process::id();
     probes
-        .watched
-        .insert(
-            me,
-            Watch {
-                flags: WATCH_FOLLOW_CHILDREN,
-            },
-            0,
-        )
+        .watch_process(me, WATCH_FOLLOW_CHILDREN)
         .map_err(|source| WatchError::Map { pid: me, source })
 }
 
 /// Stops watching the calling process's future children.
 pub fn stop_following_self(probes: &mut Probes) {
     // It may be gone already; nothing to undo then.
-    let _ = probes.watched.remove(&std::process::id());
+    probes.unwatch_process(std::process::id());
 }
 
 /// Starts counting process `pid` and every thread it has now (and, with `children`, its
@@ -67,8 +60,7 @@ pub fn attach(probes: &mut Probes, pid: u32, children: bool) -> Result<Vec<u32>,
         // The process map first, so that threads created from here on are entered by the
         // fork hook; then the threads that exist now.
         probes
-            .watched
-            .insert(p, Watch { flags }, 0)
+            .watch_process(p, flags)
             .map_err(|source| WatchError::Map { pid: p, source })?;
         let Ok(tasks) = fs::read_dir(format!("/proc/{p}/task")) else {
             continue;
@@ -86,8 +78,7 @@ pub fn attach(probes: &mut Probes, pid: u32, children: bool) -> Result<Vec<u32>,
             let entry = ThreadStats::new(tid, p, comm_of(&status), nvcsw_of(&status));
             // Already entered (by the fork hook) is as good as entered now.
             probes
-                .threads
-                .enter(entry)
+                .enter_thread(entry)
                 .map_err(|source| WatchError::Threads { pid: p, source })?;
         }
     }

@@ -30,7 +30,7 @@ use anyhow::Context as _;
 use prometheus::{Histogram, HistogramOpts, Registry};
 use regex::Regex;
 use tokio::{signal::unix::SignalKind, sync::watch};
-use zcprof_common::{MAX_PROCESSES, MAX_TRANSFERS, MAX_URING, THREAD_DEAD};
+use zcprof_common::{MAX_PROCESSES, MAX_TRANSFERS, MAX_URING};
 
 pub use self::args::ServeArgs;
 use self::{
@@ -40,9 +40,8 @@ use self::{
     metrics::{MapFill, Published},
 };
 use crate::{
-    loader::{LoadOptions, Probes},
+    loader::{LoadOptions, MapReadError, Probes},
     privileges,
-    probes::MapReadError,
     watch::{self as watching, WatchError},
 };
 
@@ -122,21 +121,15 @@ impl Collector {
 
     fn collect(&mut self) {
         let started = Instant::now();
-        if let Some(logger) = self.probes.logger.as_mut() {
-            logger.flush();
-        }
+        self.probes.flush_log();
         self.collections += 1;
         let previous = self.publish.borrow().clone();
         let mut maps = previous.maps.clone();
         let mut lost = previous.lost.clone();
         match self.probes.snapshot(None) {
             Ok(snap) => {
-                let threads_map = &self.probes.threads;
-                let is_dead = |tid: u32| {
-                    threads_map
-                        .get(tid)
-                        .is_some_and(|t| t.flags & THREAD_DEAD != 0)
-                };
+                let probes = &self.probes;
+                let is_dead = |tid: u32| probes.thread_is_dead(tid);
                 let retire = self.engine.ingest(&snap, &mut self.host, started, &is_dead);
                 self.delete(&retire);
                 let threads: usize = snap.processes.values().map(|p| p.threads.len()).sum();
@@ -151,9 +144,9 @@ impl Collector {
                     .values()
                     .map(|p| p.activity.uring.len())
                     .sum();
-                let watched = self.probes.watched.keys().count();
+                let watched = self.probes.watched_processes();
                 maps = vec![
-                    fill("threads", threads, self.probes.threads.capacity() - 1),
+                    fill("threads", threads, self.probes.thread_capacity()),
                     fill("transfers", cells, MAX_TRANSFERS),
                     fill("uring", uring, MAX_URING),
                     fill("watched", watched, MAX_PROCESSES),
@@ -188,8 +181,8 @@ impl Collector {
             collections: self.collections,
             collection_errors: self.errors,
             collection_seconds: started.elapsed().as_secs_f64(),
-            btf: self.probes.btf_missing.is_none(),
-            capabilities: self.probes.capabilities.clone(),
+            btf: self.probes.fd_types_known(),
+            capabilities: self.probes.capabilities().clone(),
             rss_bytes,
             cpu_seconds,
         };

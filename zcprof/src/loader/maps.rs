@@ -1,15 +1,19 @@
-//! Reading and pruning the kernel maps of loaded [`Probes`]: a [`Snapshot`] of everything
-//! counted, and forgetting threads (and io_uring cells) whose counts are final and credited.
+//! What user space does with the maps of loaded [`Probes`]: choose what the programs watch,
+//! read a [`Snapshot`] of everything counted, and forget threads (and io_uring cells) whose
+//! counts are final and credited. The maps are private to `Probes`; these methods are the only
+//! way in.
 
 use aya::maps::MapError;
 use zcprof_common::{
-    Column, InlineCell, KERNEL_SKIPPED, Lost, Syscall, THREAD_DEAD, THREAD_EXITED, Transfer,
-    TransferKey, UringKey,
+    Column, InlineCell, KERNEL_SKIPPED, Lost, Syscall, THREAD_DEAD, THREAD_EXITED, ThreadStats,
+    Transfer, TransferKey, UringKey, Watch,
 };
 
+use super::Probes;
 use crate::{
-    loader::Probes,
+    capability::Capabilities,
     snapshot::{ProcessView, Snapshot, ThreadView},
+    thread_table::ThreadTableError,
 };
 
 /// Errors reading or pruning the kernel maps.
@@ -32,6 +36,57 @@ fn comm_str(comm: &[u8; 16]) -> String {
 }
 
 impl Probes {
+    /// Watches process `tgid` with `flags` (`WATCH_*`): threads it creates from now on are
+    /// entered by the fork hook.
+    pub fn watch_process(&mut self, tgid: u32, flags: u32) -> Result<(), MapError> {
+        self.watched.insert(tgid, Watch { flags }, 0)
+    }
+
+    /// Stops watching process `tgid` (gone already is fine).
+    pub fn unwatch_process(&mut self, tgid: u32) {
+        let _ = self.watched.remove(&tgid);
+    }
+
+    /// Processes watched now.
+    pub fn watched_processes(&self) -> usize {
+        self.watched.keys().count()
+    }
+
+    /// Enters a thread that exists already (unless the fork hook was first). Call
+    /// [`Probes::watched_set_changed`] once the threads are in.
+    pub fn enter_thread(&mut self, entry: ThreadStats) -> Result<(), ThreadTableError> {
+        self.threads.enter(entry)
+    }
+
+    /// Threads the thread table can hold.
+    pub fn thread_capacity(&self) -> u32 {
+        self.threads.capacity() - 1
+    }
+
+    /// Whether thread `tid`'s entry says its final context switch is done.
+    pub fn thread_is_dead(&self, tid: u32) -> bool {
+        self.threads
+            .get(tid)
+            .is_some_and(|t| t.flags & THREAD_DEAD != 0)
+    }
+
+    /// What zcprof can count on this kernel.
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
+    }
+
+    /// Whether the kernel's BTF let the programs tell fd types apart.
+    pub fn fd_types_known(&self) -> bool {
+        self.btf_missing.is_none()
+    }
+
+    /// Writes out the programs' pending log records (aya-log).
+    pub fn flush_log(&mut self) {
+        if let Some(logger) = self.logger.as_mut() {
+            logger.flush();
+        }
+    }
+
     /// Reads every map. Only processes in `only` are kept when it is given.
     pub fn snapshot(&self, only: Option<&[u32]>) -> Result<Snapshot, MapReadError> {
         let keep = |tgid: u32| only.is_none_or(|p| p.contains(&tgid));
