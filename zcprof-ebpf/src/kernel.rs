@@ -6,6 +6,32 @@
 
 use aya_ebpf::helpers::bpf_probe_read_kernel;
 
+/// Declares, for each kernel struct member of `zcprof_common::kernel_fields!`, the `u64`
+/// global the loader sets to its offset, and an accessor in [`off`] named for it.
+macro_rules! offset_globals {
+    ($( $accessor:ident = $global:ident: $st:literal, [$($path:literal),+], $need:ident; )*) => {
+        $(
+            #[unsafe(no_mangle)]
+            static $global: u64 = 0;
+        )*
+
+        /// Struct member offsets by name (see `zcprof_common::KERNEL_FIELDS`).
+        pub mod off {
+            $(
+                #[doc = concat!("`", $st, ".", $($path, " / ",)+ "` (`", stringify!($global), "`)")]
+                #[inline(always)]
+                pub fn $accessor() -> u64 {
+                    super::global(&super::$global)
+                }
+            )*
+            pub use super::flags::*;
+        }
+    };
+}
+zcprof_common::kernel_fields!(offset_globals);
+
+/// Declares the loader-set globals that are not struct members (`zcprof_common::globals`,
+/// `zcprof_common::prototypes`).
 macro_rules! kernel_globals {
     ($($name:ident),* $(,)?) => {
         $(
@@ -16,39 +42,12 @@ macro_rules! kernel_globals {
 }
 
 kernel_globals!(
-    OFF_TASK_PID,
-    OFF_TASK_TGID,
-    OFF_TASK_COMM,
-    OFF_TASK_NVCSW,
-    OFF_TASK_FILES,
-    OFF_TASK_STACK,
-    OFF_FILES_FDT,
-    OFF_FDT_MAX_FDS,
-    OFF_FDT_FD,
     OFF_FDT_WINDOW,
     OFF_FILE_WINDOW,
-    OFF_FILE_INODE,
-    OFF_FILE_FLAGS,
-    OFF_FILE_MODE,
-    OFF_FILE_PRIVATE,
-    OFF_INODE_MODE,
-    OFF_SOCKET_SK,
-    OFF_SOCK_FLAGS,
-    OFF_SOCK_FAMILY,
-    OFF_SOCK_DADDR,
-    OFF_SOCK_V6_DADDR,
-    OFF_KIOCB_OPCODE,
-    OFF_KIOCB_FILE,
-    OFF_CQE_RES,
-    OFF_CQE_FLAGS,
     SOCK_ZEROCOPY_BIT,
-    OFF_PT_REGS_ORIG_AX,
     HAVE_BTF,
     WATCH_ALL,
     EMPTY_BODIES,
-    OFF_TASK_STATE,
-    OFF_TASK_SIGNAL,
-    OFF_SIGNAL_LIVE,
     PROTO_SWITCH_PREV_STATE,
     PROTO_EXIT_GROUP_DEAD,
     PROTO_URING_CQE,
@@ -62,147 +61,44 @@ pub fn global(g: &'static u64) -> u64 {
     unsafe { core::ptr::read_volatile(g) }
 }
 
-/// Offsets by name, for the readers below.
-pub mod off {
+/// The values computed from struct members, and the modes, by name.
+pub mod flags {
     use super::*;
-    #[inline(always)]
-    pub fn task_pid() -> u64 {
-        global(&OFF_TASK_PID)
-    }
-    #[inline(always)]
-    pub fn task_tgid() -> u64 {
-        global(&OFF_TASK_TGID)
-    }
-    #[inline(always)]
-    pub fn task_comm() -> u64 {
-        global(&OFF_TASK_COMM)
-    }
-    #[inline(always)]
-    pub fn task_nvcsw() -> u64 {
-        global(&OFF_TASK_NVCSW)
-    }
-    #[inline(always)]
-    pub fn task_files() -> u64 {
-        global(&OFF_TASK_FILES)
-    }
-    #[inline(always)]
-    pub fn task_stack() -> u64 {
-        global(&OFF_TASK_STACK)
-    }
-    #[inline(always)]
-    pub fn files_fdt() -> u64 {
-        global(&OFF_FILES_FDT)
-    }
-    #[inline(always)]
-    pub fn fdt_max_fds() -> u64 {
-        global(&OFF_FDT_MAX_FDS)
-    }
-    #[inline(always)]
-    pub fn fdt_fd() -> u64 {
-        global(&OFF_FDT_FD)
-    }
+    /// Start of the window of `struct fdtable` read at once.
     #[inline(always)]
     pub fn fdt_window() -> u64 {
         global(&OFF_FDT_WINDOW)
     }
+    /// Start of the window of `struct file` read at once.
     #[inline(always)]
     pub fn file_window() -> u64 {
         global(&OFF_FILE_WINDOW)
     }
-    #[inline(always)]
-    pub fn file_inode() -> u64 {
-        global(&OFF_FILE_INODE)
-    }
-    #[inline(always)]
-    pub fn file_flags() -> u64 {
-        global(&OFF_FILE_FLAGS)
-    }
-    #[inline(always)]
-    pub fn file_mode() -> u64 {
-        global(&OFF_FILE_MODE)
-    }
-    #[inline(always)]
-    pub fn file_private() -> u64 {
-        global(&OFF_FILE_PRIVATE)
-    }
     /// Whether `file.private_data` lies inside the window read at `OFF_FILE_WINDOW`.
     #[inline(always)]
     pub fn file_private_in_window() -> bool {
-        let (start, private) = (file_window(), file_private());
+        let (start, private) = (file_window(), super::off::file_private());
         private >= start && private + 8 <= start + crate::files::WINDOW as u64
     }
-    #[inline(always)]
-    pub fn inode_mode() -> u64 {
-        global(&OFF_INODE_MODE)
-    }
-    #[inline(always)]
-    pub fn socket_sk() -> u64 {
-        global(&OFF_SOCKET_SK)
-    }
-    #[inline(always)]
-    pub fn sock_flags() -> u64 {
-        global(&OFF_SOCK_FLAGS)
-    }
-    #[inline(always)]
-    pub fn sock_family() -> u64 {
-        global(&OFF_SOCK_FAMILY)
-    }
-    #[inline(always)]
-    pub fn sock_daddr() -> u64 {
-        global(&OFF_SOCK_DADDR)
-    }
-    #[inline(always)]
-    pub fn sock_v6_daddr() -> u64 {
-        global(&OFF_SOCK_V6_DADDR)
-    }
-    #[inline(always)]
-    pub fn kiocb_opcode() -> u64 {
-        global(&OFF_KIOCB_OPCODE)
-    }
-    #[inline(always)]
-    pub fn kiocb_file() -> u64 {
-        global(&OFF_KIOCB_FILE)
-    }
-    #[inline(always)]
-    pub fn cqe_res() -> u64 {
-        global(&OFF_CQE_RES)
-    }
-    #[inline(always)]
-    pub fn cqe_flags() -> u64 {
-        global(&OFF_CQE_FLAGS)
-    }
+    /// The bit of `SOCK_ZEROCOPY` in `sock.sk_flags`.
     #[inline(always)]
     pub fn sock_zerocopy_bit() -> u64 {
         global(&SOCK_ZEROCOPY_BIT)
-    }
-    #[inline(always)]
-    pub fn pt_regs_orig_ax() -> u64 {
-        global(&OFF_PT_REGS_ORIG_AX)
     }
     /// Benchmarks only: every program returns at once (the cost floor of the hooks).
     #[inline(always)]
     pub fn empty_bodies() -> bool {
         global(&EMPTY_BODIES) != 0
     }
+    /// Every process is counted (`zcprof serve`).
     #[inline(always)]
     pub fn watch_all() -> bool {
         global(&WATCH_ALL) != 0
     }
+    /// Every struct member that tells fd types apart came from BTF.
     #[inline(always)]
     pub fn have_btf() -> bool {
         global(&HAVE_BTF) != 0
-    }
-    #[inline(always)]
-    pub fn task_state() -> u64 {
-        global(&OFF_TASK_STATE)
-    }
-    #[inline(always)]
-    pub fn task_signal() -> u64 {
-        global(&OFF_TASK_SIGNAL)
-    }
-    #[inline(always)]
-    pub fn signal_live() -> u64 {
-        global(&OFF_SIGNAL_LIVE)
     }
 }
 

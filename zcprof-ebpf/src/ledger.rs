@@ -4,29 +4,17 @@
 use aya_ebpf::helpers::bpf_probe_read_user;
 use zcprof_common::{
     Column, FD_CACHE, FD_EPOCH_SLOTS, FdCacheEntry, FdInfo, FdKind, HIST_BUCKETS, INLINE_CELLS,
-    InlineCell, Lost, Syscall, ThreadStats, Transfer, TransferKey, classify, size_bucket,
+    InlineCell, Lost, Syscall, ThreadStats, Transfer, TransferKey, UringKey, classify, size_bucket,
 };
 
 use crate::{
-    DI, DX, FD_EPOCH, MAP_ANONYMOUS, MSG_ZEROCOPY, PAGE_SIZE, R8, R9, R10, SI, TRANSFERS, files,
-    lost, reg,
+    abi::{
+        IP_RECVERR, IPV6_RECVERR, MAP_ANONYMOUS, MSG_ERRQUEUE, MSG_ZEROCOPY, PAGE_SIZE,
+        SO_EE_CODE_ZEROCOPY_COPIED, SO_EE_ORIGIN_ZEROCOPY, SOL_IP, SOL_IPV6, arg,
+    },
+    files,
+    maps::{FD_EPOCH, NEW_CELL, NEW_URING_CELL, TRANSFERS, URING, lost},
 };
-
-/// Syscall argument `n` (0..=5), read from the task's saved registers at `regs`.
-#[inline(always)]
-fn arg(regs: *const u64, n: usize) -> u64 {
-    reg(
-        regs,
-        match n {
-            0 => DI,
-            1 => SI,
-            2 => DX,
-            3 => R10,
-            4 => R8,
-            _ => R9,
-        },
-    )
-}
 
 /// What descriptor `fd` of the current thread is: from the thread's fd cache when the
 /// process's fd table has not changed since, else from the file table (and cached).
@@ -54,7 +42,13 @@ fn fd_info(t: &mut ThreadStats, fd: u64) -> FdInfo {
 
 /// Records one returned data-moving syscall of thread `tid`.
 #[inline(always)]
-pub fn record_syscall(t: &mut ThreadStats, tid: u32, syscall: Syscall, regs: *const u64, ret: i64) {
+pub(crate) fn record_syscall(
+    t: &mut ThreadStats,
+    tid: u32,
+    syscall: Syscall,
+    regs: *const u64,
+    ret: i64,
+) {
     use Syscall::*;
     // recvmmsg and sendmmsg return a message count: turn it into bytes here, at one place,
     // because the verifier walks every inlined copy of that loop (each costs ~60 ms at load).
@@ -139,8 +133,6 @@ pub fn record_syscall(t: &mut ThreadStats, tid: u32, syscall: Syscall, regs: *co
     }
 }
 
-const MSG_ERRQUEUE: u64 = 0x2000;
-
 /// Reads a MSG_ZEROCOPY completion that recvmsg(MSG_ERRQUEUE) just returned: the kernel's own
 /// word on whether it copied the sends `ee_info..=ee_data` after all.
 #[inline(always)]
@@ -175,13 +167,6 @@ fn zerocopy_notification(t: &mut ThreadStats, msghdr: u64) {
         t.counts.zerocopy_sends_copied += sends;
     }
 }
-
-const SOL_IP: u32 = 0;
-const IP_RECVERR: u32 = 11;
-const SOL_IPV6: u32 = 41;
-const IPV6_RECVERR: u32 = 25;
-const SO_EE_ORIGIN_ZEROCOPY: u32 = 5;
-const SO_EE_CODE_ZEROCOPY_COPIED: u32 = 1;
 
 /// recvmmsg/sendmmsg return a message count; the bytes are the messages' `msg_len`.
 #[inline(always)]
@@ -226,7 +211,7 @@ fn page_round(len: u64) -> u64 {
 
 /// Records a transfer on descriptor `fd` classified by the shared rules.
 #[inline(always)]
-pub fn record(
+fn record(
     t: &mut ThreadStats,
     tid: u32,
     syscall: Syscall,
@@ -242,6 +227,49 @@ pub fn record(
         column,
         ret,
         zerocopy_flag && fd.so_zerocopy,
+    );
+}
+
+/// Counts the pages `first..=last` of the file behind `mapping` as mapped in, except those the
+/// thread's previous faults on the same file already counted: fault-around windows of
+/// consecutive faults overlap, and the page a `->fault` handles after fault-around is inside
+/// the window just counted.
+#[inline(always)]
+pub(crate) fn file_pages_mapped(
+    t: &mut ThreadStats,
+    tid: u32,
+    mapping: u64,
+    first: u64,
+    last: u64,
+) {
+    if last < first {
+        return;
+    }
+    let mut pages = last - first + 1;
+    let (pf, pl) = (t.fault_first, t.fault_last);
+    if t.fault_mapping == mapping {
+        let lo = if first > pf { first } else { pf };
+        let hi = if last < pl { last } else { pl };
+        if hi >= lo {
+            pages -= hi - lo + 1;
+        }
+    }
+    if t.fault_mapping == mapping && first <= pl + 1 && last + 1 >= pf {
+        // Overlapping or adjacent: remember the union.
+        t.fault_first = if first < pf { first } else { pf };
+        t.fault_last = if last > pl { last } else { pl };
+    } else {
+        t.fault_mapping = mapping;
+        t.fault_first = first;
+        t.fault_last = last;
+    }
+    record(
+        t,
+        tid,
+        Syscall::FileFault,
+        FdInfo::UNKNOWN,
+        (pages * PAGE_SIZE) as i64,
+        false,
     );
 }
 
@@ -295,14 +323,36 @@ fn add_to(t: &mut ThreadStats, tid: u32, syscall: Syscall, column: Column, ret: 
     add(unsafe { &mut *cell }, ret, zc);
 }
 
-/// An empty cell in read-only data, inserted from there: it is too big to build on the stack
-/// next to everything else.
-#[unsafe(no_mangle)]
-static NEW_CELL: Transfer = Transfer::ZERO;
+/// Adds io_uring completion `res` of process `tgid` (operation `opcode` on the `struct file`
+/// at `file`) to its cell in `URING`.
+pub(crate) fn record_uring(tgid: u32, opcode: u8, file: u64, cflags: u32, res: i32) {
+    let column = uring_column(opcode, files::file_info(file), cflags);
+    let key = UringKey {
+        tgid,
+        opcode: opcode as u16,
+        column: column as u16,
+    };
+    let cell = match URING.get_ptr_mut(&key) {
+        Some(c) => c,
+        None => {
+            if URING.insert(&key, &NEW_URING_CELL, 0).is_err() {
+                lost(Lost::UringTableFull);
+                return;
+            }
+            match URING.get_ptr_mut(&key) {
+                Some(c) => c,
+                None => return,
+            }
+        }
+    };
+    // SAFETY: per-CPU value of a successful lookup; this CPU is the only writer.
+    let cell = unsafe { &mut *cell };
+    add(cell, res as i64, false);
+}
 
 /// Adds one call with result `ret` to `cell`.
 #[inline(always)]
-pub fn add(cell: &mut Transfer, ret: i64, zerocopy_requested: bool) {
+fn add(cell: &mut Transfer, ret: i64, zerocopy_requested: bool) {
     cell.calls += 1;
     if ret < 0 {
         cell.errors += 1;
@@ -345,7 +395,7 @@ const CQE_F_NOTIF: u32 = 1 << 3;
 
 /// The ledger column of one completed io_uring operation on `file`.
 #[inline(always)]
-pub fn uring_column(opcode: u8, file: FdInfo, cflags: u32) -> Column {
+fn uring_column(opcode: u8, file: FdInfo, cflags: u32) -> Column {
     match opcode {
         OP_READV | OP_READ_FIXED | OP_READ | OP_READ_MULTISHOT | OP_READV_FIXED => {
             classify(Syscall::Read, file, FdInfo::UNKNOWN, false)
