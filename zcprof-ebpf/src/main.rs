@@ -1,8 +1,8 @@
 //! zcprof's kernel programs.
 //!
-//! Every program starts by finding the current thread's slot in `THREADS`: the context-switch
-//! hook has already written it into a per-CPU array (`CPU_THREAD`), so the hot path costs two
-//! array lookups that the verifier inlines, no helper call and no hash lookup. A thread
+//! Every program starts by finding the current thread's slot in `THREADS`: a per-CPU cache
+//! (`CPU_THREAD`) remembers the last thread looked up on the CPU and its slot, so the hot path
+//! costs two array lookups that the verifier inlines, no helper call and no hash lookup. A thread
 //! without a slot is not watched and the program returns at once, which is all an unwatched
 //! process pays. Watched threads are entered by user space (attach) or by the fork hook
 //! (children and new threads), never on the hot path. Counters are aggregated in place in the
