@@ -5,6 +5,7 @@ use aya_ebpf::helpers::bpf_probe_read_user;
 use zcprof_common::{
     Column, FD_CACHE, FD_EPOCH_SLOTS, FdCacheEntry, FdInfo, FdKind, HIST_BUCKETS, INLINE_CELLS,
     InlineCell, Lost, Syscall, ThreadStats, Transfer, TransferKey, UringKey, classify, size_bucket,
+    uring::{self, op},
 };
 
 use crate::{
@@ -372,41 +373,20 @@ fn add(cell: &mut Transfer, ret: i64, zerocopy_requested: bool) {
     }
 }
 
-// IORING_OP_* opcodes that move data (include/uapi/linux/io_uring.h).
-const OP_READV: u8 = 1;
-const OP_WRITEV: u8 = 2;
-const OP_READ_FIXED: u8 = 4;
-const OP_WRITE_FIXED: u8 = 5;
-const OP_SENDMSG: u8 = 9;
-const OP_RECVMSG: u8 = 10;
-const OP_READ: u8 = 22;
-const OP_WRITE: u8 = 23;
-const OP_SEND: u8 = 26;
-const OP_RECV: u8 = 27;
-const OP_SPLICE: u8 = 30;
-const OP_TEE: u8 = 33;
-const OP_SEND_ZC: u8 = 47;
-const OP_SENDMSG_ZC: u8 = 48;
-const OP_READ_MULTISHOT: u8 = 49;
-const OP_READV_FIXED: u8 = 60;
-const OP_WRITEV_FIXED: u8 = 61;
-/// IORING_CQE_F_NOTIF: the second CQE of a zero-copy send, saying the buffer is free again.
-const CQE_F_NOTIF: u32 = 1 << 3;
-
 /// The ledger column of one completed io_uring operation on `file`.
 #[inline(always)]
 fn uring_column(opcode: u8, file: FdInfo, cflags: u32) -> Column {
     match opcode {
-        OP_READV | OP_READ_FIXED | OP_READ | OP_READ_MULTISHOT | OP_READV_FIXED => {
+        op::READV | op::READ_FIXED | op::READ | op::READ_MULTISHOT | op::READV_FIXED => {
             classify(Syscall::Read, file, FdInfo::UNKNOWN, false)
         }
-        OP_WRITEV | OP_WRITE_FIXED | OP_WRITE | OP_WRITEV_FIXED => {
+        op::WRITEV | op::WRITE_FIXED | op::WRITE | op::WRITEV_FIXED => {
             classify(Syscall::Write, file, FdInfo::UNKNOWN, false)
         }
-        OP_RECVMSG | OP_RECV => Column::CpuKernelToUser,
-        OP_SENDMSG | OP_SEND => Column::CpuUserToKernel,
-        OP_SEND_ZC | OP_SENDMSG_ZC => {
-            if cflags & CQE_F_NOTIF != 0 {
+        op::RECVMSG | op::RECV => Column::CpuKernelToUser,
+        op::SENDMSG | op::SEND => Column::CpuUserToKernel,
+        op::SEND_ZC | op::SENDMSG_ZC => {
+            if cflags & uring::CQE_F_NOTIF != 0 {
                 // The notification moves no bytes; the send's own CQE carried them.
                 Column::NotMoved
             } else if file.local_peer {
@@ -417,7 +397,7 @@ fn uring_column(opcode: u8, file: FdInfo, cflags: u32) -> Column {
                 Column::ZeroCopy
             }
         }
-        OP_SPLICE | OP_TEE => Column::ZeroCopy,
+        op::SPLICE | op::TEE => Column::ZeroCopy,
         _ => Column::NotMoved,
     }
 }

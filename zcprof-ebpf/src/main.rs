@@ -33,7 +33,7 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use zcprof_common::{
     Lost, NVCSW_UNKNOWN, Syscall, THREAD_DEAD, THREAD_EXITED, ThreadStats, WATCH_COUNT,
-    WATCH_FOLLOW_CHILDREN, Watch, x86_64,
+    WATCH_FOLLOW_CHILDREN, Watch, uring, x86_64,
 };
 
 use crate::{
@@ -399,9 +399,6 @@ pub fn io_uring_complete(ctx: RawTracePointContext) -> u32 {
     }
 }
 
-/// IORING_OP_CLOSE closes a descriptor without a close syscall.
-const IORING_OP_CLOSE: u8 = 19;
-
 fn try_uring(ctx: &RawTracePointContext) -> Result<u32, u32> {
     if !off::have_btf() {
         return Ok(0);
@@ -432,8 +429,8 @@ fn try_uring(ctx: &RawTracePointContext) -> Result<u32, u32> {
     };
     let opcode: u8 = read(req, off::kiocb_opcode()).map_err(|_| 0u32)?;
     let file: u64 = read(req, off::kiocb_file()).unwrap_or(0);
-    if opcode == IORING_OP_CLOSE {
-        fd_table_changed(tgid);
+    if opcode == uring::op::CLOSE {
+        fd_table_changed(tgid); // A descriptor closed without a close syscall.
     }
     ledger::record_uring(tgid, opcode, file, cflags, res);
     Ok(0)
