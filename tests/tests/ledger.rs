@@ -449,3 +449,15 @@ fn reused_descriptor_is_reclassified() {
         "read cells by column"
     );
 }
+
+/// A read() of an empty non-blocking pipe fails with EAGAIN: each is a call and an error of the
+/// read cell, and one `would_block`, exactly as many as the child counted.
+#[test]
+fn eagain_counts_as_would_block() {
+    if !require_root_or_skip() {
+        return;
+    }
+    let r = check(&["would-block", "5000"], &[("read", K2U)], None);
+    assert_eq!(r.tally.cell("read"), (5000, 0, 5000));
+    assert_eq!(u(r.worker(), "would_block"), 5000, "{}", r.worker());
+}

@@ -198,6 +198,13 @@ counters! {
         member: "copied",
         column: "zc copied",
     }
+    /// Data-moving calls that failed with EAGAIN: a non-blocking descriptor was not ready.
+    would_block {
+        unit: "calls",
+        help: "Data-moving calls that failed with EAGAIN (a non-blocking descriptor was not \
+               ready): two mode switches that moved nothing.",
+        column: "EAGAIN",
+    }
 }
 
 impl ThreadCounts {

@@ -64,6 +64,8 @@ pub(crate) const MSG_ZEROCOPY: u64 = 0x400_0000;
 pub(crate) const MSG_ERRQUEUE: u64 = 0x2000;
 /// mmap(2) flag: no file behind the mapping.
 pub(crate) const MAP_ANONYMOUS: u64 = 0x20;
+/// errno of a call on a non-blocking descriptor that is not ready.
+pub(crate) const EAGAIN: i64 = 11;
 /// The base page size: mmap(2) lengths round up to it, and a file page is this big.
 pub(crate) const PAGE_SIZE: u64 = 4096;
 

@@ -37,7 +37,7 @@ use zcprof_common::{
 };
 
 use crate::{
-    abi::{ORIG_AX_WORD, SyscallNr, reg},
+    abi::{EAGAIN, ORIG_AX_WORD, SyscallNr, reg},
     kernel::{off, proto, read},
     maps::{WATCHED, fd_table_changed, lost},
     thread::{
@@ -83,6 +83,9 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<u32, u32> {
         SyscallNr::Other => return Ok(0),
     };
     let ret: i64 = ctx.arg(1);
+    if ret == -EAGAIN {
+        thread.counts.would_block += 1;
+    }
     if syscall == Syscall::Munmap {
         thread.fault_mapping = 0;
     }

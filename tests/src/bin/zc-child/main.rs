@@ -94,6 +94,7 @@ fn setup(action: &str, rest: &[String], dir: &Path) -> Result<Job, String> {
         "odirect-pwrite" => direct::odirect_pwrite(rest, dir),
         "fd-reuse" => direct::fd_reuse(rest, dir),
         "pipe-read" | "pipe-write" => pipes::write_read(rest),
+        "would-block" => pipes::would_block(rest),
         "tee" => pipes::tee(rest),
         "vmsplice" => pipes::vmsplice(rest),
         "vmsplice-read" => pipes::vmsplice_read(rest),

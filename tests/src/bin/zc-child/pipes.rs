@@ -3,9 +3,9 @@
 
 use crate::{
     Job,
-    args::{check_pipe_chunk, n_chunk},
+    args::{arg, check_pipe_chunk, n_chunk},
     endpoints::{pattern, pipe},
-    job,
+    errno, errstr, job,
     transfer::{chunks, drain_read, wr},
 };
 
@@ -101,5 +101,30 @@ pub fn vmsplice_read(rest: &[String]) -> Result<Job, String> {
             }
             Ok(len)
         })
+    })
+}
+
+/// `would-block N`: read() N times from an empty non-blocking pipe; each must fail with EAGAIN.
+pub fn would_block(rest: &[String]) -> Result<Job, String> {
+    let n = arg(rest, 0, "N")?;
+    let mut fds = [0i32; 2];
+    // SAFETY: fds has room for two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } < 0 {
+        return Err(format!("pipe2: {}", errstr(errno())));
+    }
+    // The write end stays open (in `fds`) so that a read finds no data rather than the end.
+    let mut buf = [0u8; 64];
+    job(move |t| {
+        for _ in 0..n {
+            // SAFETY: `buf` is valid for its length.
+            let ret = unsafe { libc::read(fds[0], buf.as_mut_ptr().cast(), buf.len()) };
+            let e = errno();
+            match t.xfer("read", ret) {
+                Err(_) if e == libc::EAGAIN => {}
+                Err(other) => return Err(other),
+                Ok(got) => return Err(format!("read {got} bytes from an empty pipe")),
+            }
+        }
+        Ok(())
     })
 }
