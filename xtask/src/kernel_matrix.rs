@@ -85,19 +85,6 @@ fn write_readme(table: &str) -> Result<()> {
     std::fs::write(&path, updated).with_context(|| format!("writing {}", path.display()))
 }
 
-/// The cache directory: `$ZCPROF_KERNEL_CACHE`, else `<target>/kernel-matrix`.
-pub fn cache_dir() -> Result<PathBuf> {
-    if let Some(dir) = std::env::var_os("ZCPROF_KERNEL_CACHE").filter(|d| !d.is_empty()) {
-        return Ok(PathBuf::from(dir));
-    }
-    Ok(cargo::target_dir()?.join("kernel-matrix"))
-}
-
-/// The virtme-ng venv (installed by `cargo xtask setup`).
-pub fn venv_dir(cache: &Path) -> PathBuf {
-    cache.join("tools").join("venv")
-}
-
 /// One kernel's run, as the table and `--json` show it.
 #[derive(Debug, Serialize)]
 pub struct KernelRun {
@@ -169,7 +156,7 @@ pub fn run(args: &Args) -> Result<()> {
     let zcprof = cargo::built_binary("release", "zcprof")?;
     // The guest is this binary (`cargo xtask` just built it).
     let xtask = std::env::current_exe().context("this binary's path")?;
-    let cache = cache_dir()?;
+    let cache = setup::vm_tools::cache_dir()?;
     let timeout = Duration::from_secs(args.timeout.max(10));
 
     let mut runs: Vec<KernelRun> = kernels.iter().map(|k| KernelRun::new(k)).collect();
@@ -203,7 +190,7 @@ pub fn run(args: &Args) -> Result<()> {
         }
     }
 
-    let vng = venv_dir(&cache).join("bin").join("vng");
+    let vng = setup::vm_tools::venv_dir(&cache).join("bin").join("vng");
     for (run, vmlinuz) in runs.iter_mut().zip(vmlinuz) {
         if run.error.is_some() {
             continue;

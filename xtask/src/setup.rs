@@ -8,7 +8,7 @@ use anyhow::{Result, bail};
 
 use crate::{cargo, process};
 
-mod vm_tools;
+pub mod vm_tools;
 
 /// Debian packages the tests and benchmarks use (prometheus provides promtool).
 const TEST_PACKAGES: &[&str] = &["bpftool", "strace", "linux-perf", "bpftrace", "prometheus"];

@@ -18,7 +18,7 @@ const AF_INET6: u16 = 10;
 
 /// Bytes read at once from a `struct fdtable` or a `struct file`: one helper call for all the
 /// fields instead of one per field (the loader checks that they fit).
-pub(crate) const WINDOW: usize = 64;
+const WINDOW: usize = zcprof_common::globals::WINDOW_BYTES as usize;
 
 /// A `u64`/`u32`/`u16` field at byte `off` of a window.
 #[inline(always)]
@@ -84,7 +84,7 @@ pub fn file_info(file: u64) -> FdInfo {
         // `private_data` is in the window on recent kernels; older ones keep it ~170 bytes
         // after `f_inode` (the loader decides; the verifier drops the other branch).
         let private = off::file_private();
-        let socket = if off::file_private_in_window() {
+        let socket = if file_private_in_window() {
             field(&win, private - start)
         } else {
             read::<u64>(file, private).unwrap_or(0)
@@ -136,4 +136,12 @@ fn socket_zerocopy(socket: u64) -> (bool, bool) {
         _ => true,
     };
     (so_zerocopy, local)
+}
+
+/// Whether `file.private_data` lies inside the window read at `OFF_FILE_WINDOW` (recent
+/// kernels); older layouts keep it farther away and it is read on its own.
+#[inline(always)]
+fn file_private_in_window() -> bool {
+    let (start, private) = (off::file_window(), off::file_private());
+    private >= start && private + 8 <= start + WINDOW as u64
 }

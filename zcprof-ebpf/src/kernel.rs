@@ -74,12 +74,6 @@ pub mod flags {
     pub fn file_window() -> u64 {
         global(&OFF_FILE_WINDOW)
     }
-    /// Whether `file.private_data` lies inside the window read at `OFF_FILE_WINDOW`.
-    #[inline(always)]
-    pub fn file_private_in_window() -> bool {
-        let (start, private) = (file_window(), super::off::file_private());
-        private >= start && private + 8 <= start + crate::files::WINDOW as u64
-    }
     /// The bit of `SOCK_ZEROCOPY` in `sock.sk_flags`.
     #[inline(always)]
     pub fn sock_zerocopy_bit() -> u64 {

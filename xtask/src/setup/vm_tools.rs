@@ -7,10 +7,13 @@
 //! bookworm's suites, so that the host's sources stay as they are and nothing from a newer
 //! release (a new libc) can be pulled in.
 
-use std::{fs, path::Path};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
 
 use super::{Done, Failure, apt_get, install_packages, is_installed, run_quietly};
-use crate::{kernel_matrix, private_apt, process};
+use crate::{cargo, private_apt, process};
 
 /// Debian packages virtme-ng needs besides qemu (python3-venv: for the venv).
 const PACKAGES: &[&str] = &["busybox-static", "kmod", "python3-venv"];
@@ -28,7 +31,7 @@ const BOOKWORM_SOURCES: &[(&str, &str)] = &[
 ];
 
 pub(super) fn install() -> Result<Done, Failure> {
-    let cache = kernel_matrix::cache_dir().map_err(|e| {
+    let cache = cache_dir().map_err(|e| {
         Failure::new(
             format!("no cache directory: {e:#}"),
             "set ZCPROF_KERNEL_CACHE to a writable directory",
@@ -45,7 +48,7 @@ pub(super) fn install() -> Result<Done, Failure> {
         installed = true;
     }
 
-    let venv = kernel_matrix::venv_dir(&cache);
+    let venv = venv_dir(&cache);
     let stamp_ok = fs::read_to_string(venv.join(VENV_STAMP)).is_ok_and(|s| s.trim() == VIRTME_NG);
     if !(stamp_ok && venv.join("bin/vng").is_file()) {
         install_virtme_ng(&venv)?;
@@ -146,4 +149,17 @@ fn install_virtme_ng(venv: &Path) -> Result<(), Failure> {
     fs::write(venv.join(VENV_STAMP), format!("{VIRTME_NG}\n"))
         .map_err(|e| Failure::new(format!("writing the venv's stamp: {e}"), remedy.clone()))?;
     Ok(())
+}
+
+/// The cache directory: `$ZCPROF_KERNEL_CACHE`, else `<target>/kernel-matrix`.
+pub fn cache_dir() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("ZCPROF_KERNEL_CACHE").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir));
+    }
+    Ok(cargo::target_dir()?.join("kernel-matrix"))
+}
+
+/// The virtme-ng venv (installed by `cargo xtask setup`).
+pub fn venv_dir(cache: &Path) -> PathBuf {
+    cache.join("tools").join("venv")
 }
