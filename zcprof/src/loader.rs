@@ -17,8 +17,8 @@ use aya::{
     },
 };
 use zcprof_common::{
-    LOST_REASONS, MAP_FREE_SLOTS, MAP_LOST, MAP_THREADS, MAP_TID_SLOT, MAP_TRANSFERS, MAP_URING,
-    MAP_WATCH_GEN, MAP_WATCHED, Transfer, TransferKey, UringKey, Watch, globals,
+    MAP_FREE_SLOTS, MAP_LOST, MAP_THREADS, MAP_TID_SLOT, MAP_TRANSFERS, MAP_URING, MAP_WATCH_GEN,
+    MAP_WATCHED, Transfer, TransferKey, UringKey, Watch, globals,
 };
 
 use self::{
@@ -287,7 +287,6 @@ impl Probes {
                 .map_err(|e| LoadError::Load(chain(&e)))?;
         let lost = PerCpuArray::try_from(ebpf.take_map(MAP_LOST).ok_or(LoadError::Map(MAP_LOST))?)
             .map_err(|e| LoadError::Load(chain(&e)))?;
-        debug_assert_eq!(LOST_REASONS, 5);
         // Parsing the kernel's BTF (twice: for the offsets and for the BTF tracepoint) peaks at
         // tens of MiB that are free again now; hand them back to the system so a long-running
         // zcprof does not keep them resident.
