@@ -318,3 +318,138 @@ fn privileges_are_dropped_after_attaching() {
     let _ = target.kill();
     let _ = target.wait();
 }
+
+/// One interval block of `zcprof attach`'s output: its rows (first column, counts of vol cs,
+/// invol cs, faults) and its total line's.
+struct Interval {
+    rows: Vec<(String, [u64; 3])>,
+    total: [u64; 3],
+    total_label: String,
+}
+
+/// The interval blocks of attach's stdout: a time-stamp line (`HH:MM:SS (…)`), rows, and a
+/// `total` line. The last three columns are plain counts of the interval.
+fn intervals(stdout: &str) -> Vec<Interval> {
+    let counts = |l: &str| -> [u64; 3] {
+        let f: Vec<u64> = l
+            .split_whitespace()
+            .rev()
+            .take(3)
+            .map(|v| v.parse().unwrap_or_else(|_| panic!("a count in {l:?}")))
+            .collect();
+        [f[2], f[1], f[0]]
+    };
+    let mut out: Vec<Interval> = Vec::new();
+    let mut open = false;
+    for l in stdout.lines() {
+        let stamp = l.len() > 8 && l.as_bytes()[2] == b':' && l.as_bytes()[5] == b':';
+        if stamp {
+            out.push(Interval {
+                rows: Vec::new(),
+                total: [0; 3],
+                total_label: String::new(),
+            });
+            open = true;
+        } else if open && l.trim_start().starts_with("total") {
+            let last = out.last_mut().expect("a block");
+            last.total = counts(l);
+            last.total_label = l.chars().skip(9).take(15).collect::<String>().trim().into();
+            open = false;
+        } else if open {
+            let first = l.split_whitespace().next().unwrap_or("").to_string();
+            out.last_mut()
+                .expect("a block")
+                .rows
+                .push((first, counts(l)));
+        }
+    }
+    out
+}
+
+/// A shell loop whose children live about 0.1 s each: every interval lists only the processes
+/// active in it (each short child in at most two consecutive intervals, never after), sorted
+/// and capped by --top, and its total line is the sum of all active processes, shown or not.
+#[test]
+fn attach_intervals_list_active_processes_and_a_total() {
+    if !require_root_or_skip() {
+        return;
+    }
+    /// Stops the loop however the test ends (it holds the test's stdout open).
+    struct Loop(Child);
+    impl Drop for Loop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let tree = Loop(
+        Command::new("sh")
+            .args([
+                "-c",
+                "while :; do dd if=/dev/zero of=/dev/null bs=4k count=20000 2>/dev/null; \
+                 sleep 0.05; done",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("sh"),
+    );
+    let pid = tree.0.id().to_string();
+    let run = |top: &str| {
+        let out = Command::new(zcprof_bin())
+            .args(["attach", "--pid", &pid, "--children", "--interval", "300ms"])
+            .args(["--duration", "3s", "--top", top, "--no-drop-privileges"])
+            .output()
+            .expect("zcprof attach");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        intervals(&String::from_utf8_lossy(&out.stdout))
+    };
+    let all = run("1000");
+    let one = run("1");
+    drop(tree);
+
+    assert!(all.len() >= 5, "intervals: {}", all.len());
+    let mut last_seen: std::collections::HashMap<String, usize> = Default::default();
+    for (i, b) in all.iter().enumerate() {
+        let mut sum = [0u64; 3];
+        for (pid, c) in &b.rows {
+            for k in 0..3 {
+                sum[k] += c[k];
+            }
+            if let Some(prev) = last_seen.insert(pid.clone(), i) {
+                assert_eq!(
+                    prev + 1,
+                    i,
+                    "pid {pid} came back after an interval without it"
+                );
+            }
+        }
+        assert_eq!(
+            b.total, sum,
+            "interval {i}: total = the rows' sum (all shown)"
+        );
+        assert!(
+            b.total_label.is_empty(),
+            "nothing hidden: {:?}",
+            b.total_label
+        );
+    }
+    let spans: Vec<usize> = last_seen.values().copied().collect();
+    assert!(
+        spans.len() >= 5,
+        "many short-lived children were seen: {}",
+        spans.len()
+    );
+    assert!(
+        one.iter().all(|b| b.rows.len() <= 1),
+        "--top 1 shows at most one row per interval"
+    );
+    assert!(
+        one.iter()
+            .any(|b| b.total_label.starts_with('+') && b.total_label.ends_with("more")),
+        "--top 1 hides some active processes and says how many"
+    );
+}

@@ -564,3 +564,61 @@ fn dead_threads_free_their_slots() {
         assert_eq!(a, b, "{comm}: syscalls per process, 30 slots vs 16383");
     }
 }
+
+/// A thread that renames itself (prctl PR_SET_NAME) and one renamed by another thread
+/// (/proc/PID/task/TID/comm) are reported under their new names; the worker keeps its own.
+#[test]
+fn threads_are_reported_under_their_latest_name() {
+    if !require_root_or_skip() {
+        return;
+    }
+    let r = run_child(CHILD, &["rename"]);
+    let w = r.worker();
+    let names: Vec<(u64, &str)> = w["threads"]
+        .as_array()
+        .expect("threads")
+        .iter()
+        .map(|t| (u(t, "tid"), t["comm"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(names.len(), 3, "the worker and its two threads: {names:?}");
+    let comms: Vec<&str> = names.iter().map(|n| n.1).collect();
+    assert!(comms.contains(&"zc-self-named"), "{names:?}");
+    assert!(comms.contains(&"zc-peer-named"), "{names:?}");
+    let worker = names.iter().find(|n| n.0 == r.tally.worker_pid());
+    assert_eq!(worker.map(|n| n.1), Some("zc-child"), "{names:?}");
+}
+
+/// A JVM names its threads after they start (`GC Thread#0`, `C2 CompilerThre`...): they are
+/// reported under those names, not all as `java`.
+#[test]
+fn jvm_threads_keep_the_names_the_jvm_gives_them() {
+    if !require_root_or_skip() {
+        return;
+    }
+    if std::process::Command::new("java")
+        .arg("-version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: no java on this machine (cargo xtask setup installs a JRE)");
+        return;
+    }
+    let (doc, status, stderr) =
+        run_json(&["run", "--json", "--", "java", "-Xshare:off", "-version"]);
+    assert!(status.success(), "{stderr}");
+    let comms: Vec<String> = processes(&doc)
+        .iter()
+        .flat_map(|p| p["threads"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t["comm"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        comms.iter().any(|c| c.starts_with("GC Thread")),
+        "a GC thread by its name: {comms:?}"
+    );
+    assert!(
+        comms
+            .iter()
+            .any(|c| c.starts_with("C2 CompilerThre") || c.starts_with("C1 CompilerThre")),
+        "a JIT compiler thread by its name: {comms:?}"
+    );
+}

@@ -31,8 +31,8 @@ pub struct ThreadStats {
     pub _pad: u32,
     /// Command name (`comm`), NUL-padded; updated on exec.
     pub comm: [u8; 16],
-    /// cgroup v2 id (the cgroup directory's inode number) when the thread was entered; 0 if
-    /// entered by user space.
+    /// cgroup v2 id (the cgroup directory's inode number) when the thread was entered, and
+    /// again at each exec; 0 if entered by user space and not exec'd since.
     pub cgroup_id: u64,
     /// State, not a statistic: the address of the thread's saved user registers, written by
     /// the thread's own sys_exit after a lookup. A CPU's cached slot is used only if the

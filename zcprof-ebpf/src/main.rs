@@ -12,7 +12,8 @@
 //! call and a return, and on this kind of CPU (SRSO mitigation) a return is expensive.
 //!
 //! This file holds the programs; what they share has a module of its own: `maps` (the maps
-//! user space reads), `thread` (finding and entering the current thread), `ledger` (the copy
+//! user space reads), `thread` (finding, entering and renaming threads), `switches` (voluntary
+//! or not), `ledger` (the copy
 //! ledger), `abi` (the x86-64 syscall ABI), `files` (what a descriptor refers to) and
 //! `kernel` (the running kernel's offsets, set at load).
 #![no_std]
@@ -23,6 +24,7 @@ mod files;
 mod kernel;
 mod ledger;
 mod maps;
+mod switches;
 mod thread;
 
 use aya_ebpf::{
@@ -32,8 +34,7 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use zcprof_common::{
-    Lost, NVCSW_UNKNOWN, Syscall, THREAD_DEAD, THREAD_EXITED, ThreadStats, WATCH_COUNT,
-    WATCH_FOLLOW_CHILDREN, Watch, uring, x86_64,
+    Lost, Syscall, THREAD_EXITED, WATCH_COUNT, WATCH_FOLLOW_CHILDREN, Watch, uring, x86_64,
 };
 
 use crate::{
@@ -116,59 +117,13 @@ pub fn sched_switch(ctx: RawTracePointContext) -> u32 {
     }
 }
 
-/// `prev_state` of a task's final switch after exit.
-const TASK_DEAD: u64 = 0x80;
-
 #[inline(always)]
 fn try_sched_switch(ctx: &RawTracePointContext) -> Result<u32, u32> {
     // `current` is still `prev` here.
     if let Some(t) = running_entry() {
-        count_switch(ctx, t);
+        switches::count(ctx, t);
     }
     Ok(0)
-}
-
-/// Counts the switch of watched thread `t` out of the CPU.
-#[inline(always)]
-fn count_switch(ctx: &RawTracePointContext, t: &mut ThreadStats) {
-    let prev: u64 = ctx.arg(1);
-    let prev_state: u64 = if proto::switch_prev_state() {
-        ctx.arg(3)
-    } else {
-        // `__state` is an unsigned int, `state` (before 5.14) a long whose low word holds the
-        // same bits on little-endian x86-64.
-        read::<u32>(prev, off::task_state()).unwrap_or(0) as u64
-    };
-    // A thread that has exited can still be preempted on its way out, and its final switch
-    // (state TASK_DEAD) is the last one: all are in its rusage. Any switch after that under
-    // this tid belongs to an unrelated task that reused it.
-    if t.flags & THREAD_DEAD != 0 {
-        return;
-    }
-    if prev_state & TASK_DEAD != 0 {
-        t.flags |= THREAD_DEAD;
-    }
-    let voluntary = match read::<u64>(prev, off::task_nvcsw()) {
-        Ok(nvcsw) if off::have_btf() && t.last_nvcsw != NVCSW_UNKNOWN => {
-            let v = nvcsw != t.last_nvcsw;
-            t.last_nvcsw = nvcsw;
-            v
-        }
-        other => {
-            // Without a previous value: the scheduler's own rule, right but for the rare
-            // signal-pending case.
-            if let Ok(nvcsw) = other {
-                t.last_nvcsw = nvcsw;
-            }
-            let preempt: u64 = ctx.arg(0);
-            preempt & 0xff == 0 && prev_state != 0
-        }
-    };
-    if voluntary {
-        t.counts.ctx_voluntary += 1;
-    } else {
-        t.counts.ctx_involuntary += 1;
-    }
 }
 
 /// `sched:sched_process_fork`, TP_PROTO(struct task_struct *parent, struct task_struct *child).
@@ -236,8 +191,8 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<u32, u32> {
 /// struct linux_binprm *bprm). Format: field:__data_loc char[] filename; offset:8; size:4 /
 ///   field:pid_t pid; offset:12; size:4 / field:pid_t old_pid; offset:16; size:4
 ///
-/// Keeps the command name current, and remembers how many syscalls came before the exec
-/// (strace, for one, starts counting at the exec).
+/// Keeps the command name and cgroup current, and remembers how many syscalls came before the
+/// exec (strace, for one, starts counting at the exec).
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 #[inline(always)]
 pub fn sched_process_exec(_ctx: RawTracePointContext) -> u32 {
@@ -251,6 +206,29 @@ pub fn sched_process_exec(_ctx: RawTracePointContext) -> u32 {
         if let Ok(comm) = bpf_get_current_comm() {
             t.comm = comm;
         }
+        // A container runtime moves its first process into the container's cgroup, then
+        // execs the program: the cgroup at exec is the one its work belongs to.
+        // SAFETY: the helper has no preconditions.
+        t.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    }
+    0
+}
+
+/// `task:task_rename`, TP_PROTO(struct task_struct *task, const char *comm). Format:
+///   field:pid_t pid; offset:8; size:4 / field:char oldcomm[16]; offset:12; size:16 /
+///   field:char newcomm[16]; offset:28; size:16 / field:short oom_score_adj; offset:44; size:2
+///
+/// A thread renamed itself (prctl PR_SET_NAME) or was renamed (/proc/PID/task/TID/comm):
+/// reports and serve's groups follow its latest name.
+#[raw_tracepoint(tracepoint = "task_rename")]
+#[inline(always)]
+pub fn task_rename(ctx: RawTracePointContext) -> u32 {
+    if off::empty_bodies() {
+        return 0;
+    }
+    let task: u64 = ctx.arg(0);
+    if let Ok(tid) = read::<u32>(task, off::task_pid()) {
+        thread::rename(tid, ctx.arg(1));
     }
     0
 }

@@ -6,7 +6,7 @@ use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_task,
+        bpf_get_current_task, bpf_probe_read_kernel_str_bytes,
     },
 };
 use zcprof_common::{CpuThread, Lost, NVCSW_UNKNOWN, THREAD_EXITED, ThreadStats};
@@ -265,4 +265,23 @@ pub(crate) fn enter_thread(
     // in watch-all mode): make every CPU look again.
     watched_set_changed();
     Some((t, slot))
+}
+
+/// Gives thread `tid`'s entry the name at `comm` (kernel memory), if it is watched and alive.
+/// The renamed thread may be another than the current one (a write to
+/// /proc/PID/task/TID/comm): the one write to an entry by another thread, of a name only, so
+/// a reader may see a name half-written for one collection but never a wrong count.
+#[inline(always)]
+pub(crate) fn rename(tid: u32, comm: u64) {
+    let Some(t) = entry(slot_of(tid)) else {
+        return;
+    };
+    if t.tid != tid || t.flags & THREAD_EXITED != 0 {
+        return;
+    }
+    let mut name = [0u8; 16];
+    // SAFETY: probe_read_kernel_str never faults: a bad pointer yields an error.
+    if unsafe { bpf_probe_read_kernel_str_bytes(comm as *const u8, &mut name) }.is_ok() {
+        t.comm = name;
+    }
 }

@@ -105,7 +105,7 @@ pub async fn attach(args: &AttachArgs) -> anyhow::Result<i32> {
                 if !args.json {
                     let now = archive.restore(probes.snapshot(None)?);
                     let secs = last_tick.elapsed().as_secs_f64();
-                    print!("{}", report::interval_lines(&now.since(&previous), secs));
+                    print!("{}", report::interval_lines(&now.since(&previous), secs, args.top));
                     previous = now;
                     last_tick = Instant::now();
                 }
@@ -129,7 +129,7 @@ pub async fn attach(args: &AttachArgs) -> anyhow::Result<i32> {
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         println!("\nzcprof: summary of {elapsed:.3}s since attach");
-        print!("{}", report::to_text(&snap));
+        print!("{}", report::to_text(&snap, args.top));
     }
     Ok(0)
 }

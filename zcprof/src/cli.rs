@@ -46,6 +46,9 @@ pub enum Command {
 /// Options of `zcprof run`.
 #[derive(Args, Debug)]
 pub struct RunArgs {
+    /// Processes shown in the summary, by CPU-copied bytes (the total counts them all)
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub top: usize,
     /// Print one JSON document instead of tables
     #[arg(long)]
     pub json: bool,
@@ -67,6 +70,10 @@ pub struct RunArgs {
 /// Options of `zcprof attach`.
 #[derive(Args, Debug)]
 pub struct AttachArgs {
+    /// Processes shown per interval and in the summary, by CPU-copied bytes (the total line
+    /// counts them all)
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub top: usize,
     /// Process to watch (repeat for several)
     #[arg(long = "pid", short = 'p', required = true, value_name = "PID")]
     pub pids: Vec<u32>,

@@ -8,7 +8,7 @@ use zcprof_common::{
 
 use crate::{
     capability::{self, Capabilities, State},
-    snapshot::{ProcessView, Snapshot},
+    snapshot::{Activity, ProcessView, Snapshot},
 };
 
 /// The counters as JSON fields: each under its name, or in its group's object under its
@@ -177,13 +177,68 @@ fn counts_text(c: &ThreadCounts) -> String {
     parts.join("; ")
 }
 
-/// The per-process summary tables.
-pub fn to_text(snap: &Snapshot) -> String {
+/// The processes of `snap` by CPU-copied bytes, most first (then by syscalls, then pid).
+fn by_cpu_copied(snap: &Snapshot) -> Vec<(u32, &ProcessView)> {
+    let mut procs: Vec<(u32, &ProcessView, u64)> = snap
+        .processes
+        .iter()
+        .map(|(pid, p)| (*pid, p, p.activity.cpu_copied()))
+        .collect();
+    procs.sort_by(|a, b| {
+        (b.2, b.1.activity.counts.syscalls, a.0).cmp(&(a.2, a.1.activity.counts.syscalls, b.0))
+    });
+    procs.into_iter().map(|(pid, p, _)| (pid, p)).collect()
+}
+
+/// Everything watched, summed: the one fold of the processes' activity.
+fn total(snap: &Snapshot) -> Activity {
+    let mut total = Activity::default();
+    for p in snap.processes.values() {
+        total.add(&p.activity);
+    }
+    total
+}
+
+/// The ledger table of `a`, or nothing if no byte crossed in any column.
+fn ledger_table(a: &Activity) -> Option<String> {
+    let ledger = a.ledger();
+    let moved: Vec<(&Column, &u64)> = ledger
+        .iter()
+        .filter(|(col, b)| **col != Column::NotMoved && **b > 0)
+        .collect();
+    if moved.is_empty() {
+        return None;
+    }
+    let mut t = Table::new();
+    t.load_preset(UTF8_BORDERS_ONLY);
+    t.set_header(vec!["ledger column", "bytes", ""]);
+    for (col, b) in moved {
+        t.add_row(vec![TCell::new(col.name()), right(b), right(bytes(*b))]);
+    }
+    Some(t.to_string())
+}
+
+/// The summary: the total of everything watched first, then the processes by CPU-copied bytes
+/// (at most `top`), each with its counters and only the tables that have rows.
+pub fn to_text(snap: &Snapshot, top: usize) -> String {
     let mut out = String::new();
     if snap.processes.is_empty() {
         out.push_str("no activity recorded\n");
+    } else {
+        let threads: usize = snap.processes.values().map(|p| p.threads.len()).sum();
+        let all = total(snap);
+        out.push_str(&format!(
+            "\ntotal of {} process(es), {threads} thread(s): {}\n",
+            snap.processes.len(),
+            counts_text(&all.counts),
+        ));
+        if let Some(t) = ledger_table(&all) {
+            out.push_str(&t);
+            out.push('\n');
+        }
     }
-    for (pid, p) in &snap.processes {
+    let procs = by_cpu_copied(snap);
+    for (pid, p) in procs.iter().take(top) {
         let a = &p.activity;
         out.push_str(&format!(
             "\npid {pid} ({}){}: {}\n",
@@ -191,18 +246,10 @@ pub fn to_text(snap: &Snapshot) -> String {
             if p.exited { ", exited" } else { "" },
             counts_text(&a.counts),
         ));
-        let ledger = a.ledger();
-        let mut t = Table::new();
-        t.load_preset(UTF8_BORDERS_ONLY);
-        t.set_header(vec!["ledger column", "bytes", ""]);
-        for (col, b) in &ledger {
-            if *col == Column::NotMoved {
-                continue;
-            }
-            t.add_row(vec![TCell::new(col.name()), right(b), right(bytes(*b))]);
+        if let Some(t) = ledger_table(a) {
+            out.push_str(&t);
+            out.push('\n');
         }
-        out.push_str(&t.to_string());
-        out.push('\n');
         if !a.transfers.is_empty() || !a.uring.is_empty() {
             let mut t = Table::new();
             t.load_preset(UTF8_BORDERS_ONLY);
@@ -226,6 +273,12 @@ pub fn to_text(snap: &Snapshot) -> String {
             out.push_str(&threads_table(p));
             out.push('\n');
         }
+    }
+    if procs.len() > top {
+        out.push_str(&format!(
+            "\n... and {} more process(es), in the total above (--top N shows more, --json all)\n",
+            procs.len() - top
+        ));
     }
     let skipped = snap.lost.get(KERNEL_SKIPPED).copied().unwrap_or(0);
     if skipped > 0 {
@@ -299,29 +352,67 @@ fn row(name: &str, col: Column, cell: &Transfer) -> Vec<TCell> {
     ]
 }
 
-/// One line per process for an `attach` interval: rates over the interval (per second), and
-/// the interval's context switches and faults.
-pub fn interval_lines(snap: &Snapshot, elapsed_s: f64) -> String {
-    let mut out = String::new();
-    let per_s = |b: u64| format!("{}/s", bytes((b as f64 / elapsed_s) as u64));
-    for (pid, p) in &snap.processes {
-        let l = p.activity.ledger();
-        let cpu = p.activity.cpu_copied();
-        let c = &p.activity.counts;
-        out.push_str(&format!(
-            "{:>8} {:<15} {:>10.0} {:>14} {:>14} {:>14} {:>8} {:>8} {:>8}\n",
-            pid,
-            p.comm,
-            c.syscalls as f64 / elapsed_s,
-            per_s(cpu),
-            per_s(l[&Column::ZeroCopy]),
-            per_s(l[&Column::DmaDirect] + l[&Column::MmapFaultIn]),
-            c.ctx_voluntary,
-            c.ctx_involuntary,
-            c.faults_minor + c.faults_major,
+/// An `attach` interval: a time-stamp line, then one line per process active in the interval
+/// (by CPU-copied bytes, at most `top`), then the total of everything watched. Rates are per
+/// second; context switches and faults are the interval's.
+pub fn interval_lines(snap: &Snapshot, elapsed_s: f64, top: usize) -> String {
+    let active: Vec<(u32, &ProcessView)> = by_cpu_copied(snap)
+        .into_iter()
+        .filter(|(_, p)| !p.activity.is_empty())
+        .collect();
+    let mut out = format!(
+        "{} ({elapsed_s:.2} s): {} of {} process(es) active\n",
+        clock_time(),
+        active.len(),
+        snap.processes.len()
+    );
+    for (pid, p) in active.iter().take(top) {
+        out.push_str(&interval_line(
+            &pid.to_string(),
+            &p.comm,
+            &p.activity,
+            elapsed_s,
         ));
     }
+    let hidden = active.len().saturating_sub(top);
+    let label = if hidden > 0 {
+        format!("+{hidden} more")
+    } else {
+        String::new()
+    };
+    out.push_str(&interval_line("total", &label, &total(snap), elapsed_s));
     out
+}
+
+/// One row of [`interval_lines`] (the pid in the first 8 columns, the name in the next 16).
+fn interval_line(first: &str, name: &str, a: &Activity, elapsed_s: f64) -> String {
+    let per_s = |b: u64| format!("{}/s", bytes((b as f64 / elapsed_s) as u64));
+    let l = a.ledger();
+    let c = &a.counts;
+    format!(
+        "{:>8} {:<15} {:>10.0} {:>14} {:>14} {:>14} {:>8} {:>8} {:>8}\n",
+        first,
+        name,
+        c.syscalls as f64 / elapsed_s,
+        per_s(a.cpu_copied()),
+        per_s(l[&Column::ZeroCopy]),
+        per_s(l[&Column::DmaDirect] + l[&Column::MmapFaultIn]),
+        c.ctx_voluntary,
+        c.ctx_involuntary,
+        c.faults_minor + c.faults_major,
+    )
+}
+
+/// The local wall-clock time, `HH:MM:SS`.
+fn clock_time() -> String {
+    // SAFETY: time(NULL) has no preconditions; localtime_r writes into the valid `tm`.
+    let tm = unsafe {
+        let now = libc::time(std::ptr::null_mut());
+        let mut tm: libc::tm = std::mem::zeroed();
+        libc::localtime_r(&now, &mut tm);
+        tm
+    };
+    format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec)
 }
 
 /// Header for [`interval_lines`].

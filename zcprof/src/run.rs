@@ -109,7 +109,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         format!(
             "zcprof: `{}` exited with code {exit_code} after {elapsed:.3}s\n{}",
             args.command.join(" "),
-            report::to_text(&snap)
+            report::to_text(&snap, args.top)
         )
     };
     match (&mut output, &args.output) {

@@ -44,7 +44,7 @@ pub struct Hook {
 
 /// Every hook, in attach order: the single list the loader attaches and `zcprof doctor`
 /// probes.
-pub const HOOKS: [Hook; 10] = [
+pub const HOOKS: [Hook; 11] = [
     Hook {
         program: "sys_exit",
         target: "sys_exit",
@@ -72,6 +72,13 @@ pub const HOOKS: [Hook; 10] = [
         kind: HookKind::RawTracepoint,
         required: true,
         feeds: "command names at exec",
+    },
+    Hook {
+        program: "task_rename",
+        target: "task_rename",
+        kind: HookKind::RawTracepoint,
+        required: true,
+        feeds: "thread names after a rename",
     },
     Hook {
         program: "sched_process_exit",

@@ -124,6 +124,7 @@ fn setup(action: &str, rest: &[String], dir: &Path) -> Result<Job, String> {
         "spin" => sched::spin(rest),
         "sleep-switch" => sched::sleep_switch(rest),
         "getpid" => sched::getpid(rest),
+        "rename" => sched::rename(rest),
         "threads" => sched::threads(rest),
         "wait-then" => phases::wait_then(rest, dir),
         _ => Err(format!("unknown action {action:?}")),

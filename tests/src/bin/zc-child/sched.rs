@@ -1,12 +1,12 @@
 //! CPU and scheduling: a busy loop, sleeps (voluntary context switches), a plain syscall
-//! repeated, and threads.
+//! repeated, threads, and threads renamed.
 
 use std::{
     ptr,
     time::{Duration, Instant},
 };
 
-use crate::{Job, args::arg, job, tally::Shared};
+use crate::{Job, args::arg, errno, errstr, job, tally::Shared};
 
 /// One counted clock_nanosleep of `ns` nanoseconds (less than a second) on CLOCK_MONOTONIC.
 pub fn clock_nanosleep(t: &mut Shared, ns: i64) -> Result<(), String> {
@@ -89,6 +89,39 @@ pub fn threads(rest: &[String]) -> Result<Job, String> {
             total += h.join().map_err(|_| "thread panicked".to_string())??;
         }
         t.cell("getpid")?.calls += total;
+        Ok(())
+    })
+}
+
+/// `rename`: one thread names itself `zc-self-named` (prctl PR_SET_NAME); another is named
+/// `zc-peer-named` by the worker, through /proc/self/task/TID/comm (the kernel renames a task
+/// that is not the one running). The worker's own name stays.
+pub fn rename(_rest: &[String]) -> Result<Job, String> {
+    job(move |t| {
+        // Thread creation and the /proc write are done by std: untracked syscalls.
+        t.untracked = true;
+        let own = std::thread::spawn(|| {
+            let name = c"zc-self-named";
+            // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+            if unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) } != 0 {
+                return Err(format!("prctl(PR_SET_NAME): {}", errstr(errno())));
+            }
+            Ok(())
+        });
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let peer = std::thread::spawn(move || {
+            // SAFETY: gettid has no arguments.
+            let _ = tid_tx.send(unsafe { libc::gettid() });
+            // Alive until the worker has renamed it.
+            let _ = done_rx.recv();
+        });
+        let tid = tid_rx.recv().map_err(|_| "peer thread gone".to_string())?;
+        std::fs::write(format!("/proc/self/task/{tid}/comm"), "zc-peer-named")
+            .map_err(|e| format!("renaming thread {tid}: {e}"))?;
+        let _ = done_tx.send(());
+        own.join().map_err(|_| "thread panicked".to_string())??;
+        peer.join().map_err(|_| "thread panicked".to_string())?;
         Ok(())
     })
 }
