@@ -11,7 +11,15 @@ use crate::{cargo, process};
 pub mod vm_tools;
 
 /// Debian packages the tests and benchmarks use (prometheus provides promtool).
-const TEST_PACKAGES: &[&str] = &["bpftool", "strace", "linux-perf", "bpftrace", "prometheus"];
+const TEST_PACKAGES: &[&str] = &[
+    "bpftool",
+    "strace",
+    "linux-perf",
+    "bpftrace",
+    "prometheus",
+    // tests/tests/top.rs drives `zcprof top` in a terminal.
+    "tmux",
+];
 
 const TRACEFS: &str = "/sys/kernel/tracing";
 const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
