@@ -19,6 +19,8 @@ const TEST_PACKAGES: &[&str] = &[
     "prometheus",
     // A JVM names its threads after they start: the thread-name test runs one.
     "openjdk-17-jre-headless",
+    // tests/tests/top.rs drives `zcprof top` in a terminal.
+    "tmux",
 ];
 
 const TRACEFS: &str = "/sys/kernel/tracing";

@@ -1,5 +1,5 @@
 //! The command line: what users type, parsed by clap. Each command's module owns its options
-//! (`serve`, `doctor`, `workload`), as do the option groups several commands share
+//! (`serve`, `top`, `doctor`, `workload`), as do the option groups several commands share
 //! (`privileges`, `loader`); `run` and `attach` keep theirs here.
 
 use std::{path::PathBuf, time::Duration};
@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::{
     doctor::DoctorArgs, duration::parse_duration, loader::ProbeArgs, privileges::PrivilegeArgs,
-    serve::ServeArgs, workload::WorkloadArgs,
+    serve::ServeArgs, top::TopArgs, workload::WorkloadArgs,
 };
 
 /// Where do my bytes get copied? Per process: bytes copied by the CPU across the user/kernel
@@ -34,6 +34,13 @@ pub enum Command {
     Workload(WorkloadArgs),
     /// Run as a daemon that serves Prometheus metrics for every process (or a chosen few)
     Serve(ServeArgs),
+    /// A live table of processes by the bytes the CPU copies for them, like top
+    ///
+    /// Redrawn every --interval: per process (or command, or cgroup with --by), syscalls/s,
+    /// CPU-copied, zero-copy and DMA + fault-in bytes/s, the zero-copy share, context switches
+    /// and page faults/s. Keys: s/S or arrows sort, / filters, Enter shows a row's ledger by
+    /// syscall and its threads, p pauses, ? lists the keys, q quits. Needs a terminal.
+    Top(TopArgs),
     /// Check whether zcprof can run on this host, and how well
     ///
     /// Checks the kernel, its BTF, zcprof's privileges, RLIMIT_MEMLOCK, every hook and BPF

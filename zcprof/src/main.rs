@@ -5,7 +5,8 @@
 //! `btf`), choose what to count (`watch`), read the kernel maps (`loader`'s `Probes`, into a `snapshot`) and print them
 //! (`report`). The kernel side is `zcprof-ebpf`; both sides share `zcprof-common`.
 //! `workload` is the built-in data mover whose own tally checks the measurements. `serve` is
-//! the Prometheus exporter daemon; `doctor` says whether and how well zcprof can run here.
+//! the Prometheus exporter daemon, `top` the live terminal table; `doctor` says whether and how
+//! well zcprof can run here.
 
 mod archive;
 mod attach;
@@ -21,6 +22,7 @@ mod run;
 mod serve;
 mod snapshot;
 mod thread_table;
+mod top;
 mod watch;
 mod workload;
 
@@ -63,6 +65,7 @@ fn main() {
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(attach::attach(args))),
         Command::Serve(args) => serve::serve(args),
+        Command::Top(args) => top::top(args),
         Command::Doctor(args) => doctor::doctor(args),
         Command::Workload(args) => workload::run(args)
             .map_err(anyhow::Error::from)

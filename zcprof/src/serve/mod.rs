@@ -9,9 +9,10 @@
 //! the maps) and a small tokio HTTP server (`http`) that asks it for fresh counts at each
 //! scrape. SIGTERM or SIGINT stops both, detaches the programs and exits 0.
 
-mod args;
-mod cgroup;
-mod engine;
+// `zcprof top` groups and scopes its rows with the same engine, arguments and cgroup lookup.
+pub(crate) mod args;
+pub(crate) mod cgroup;
+pub(crate) mod engine;
 mod http;
 mod metrics;
 
@@ -74,7 +75,8 @@ pub enum ServeError {
     },
 }
 
-fn compile_comm(regex: &str) -> Result<Regex, ServeError> {
+/// `--comm REGEX`, anchored (serve and top).
+pub(crate) fn compile_comm(regex: &str) -> Result<Regex, ServeError> {
     // Anchored, like PromQL's =~: `nginx` does not match `nginx-worker`.
     Regex::new(&format!("^(?:{regex})$")).map_err(|e| {
         // regex's messages draw a caret diagram over several lines; keep the last one.
