@@ -11,6 +11,7 @@
 
 mod args;
 mod cgroup;
+mod container;
 mod engine;
 mod http;
 mod metrics;
@@ -34,7 +35,6 @@ use zcprof_common::{MAX_PROCESSES, MAX_TRANSFERS, MAX_URING};
 
 pub use self::args::ServeArgs;
 use self::{
-    args::GroupBy,
     cgroup::HostFs,
     engine::{Engine, Retire, Scope},
     metrics::{MapFill, Published},
@@ -242,7 +242,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<i32> {
     // Everything the command line can get wrong, before loading anything.
     let by = args.group_by();
     let comm = args.comm.as_deref().map(compile_comm).transpose()?;
-    let cgroup_root = if by == GroupBy::Cgroup || args.cgroup.is_some() {
+    let cgroup_root = if by.by_cgroup_path() || args.cgroup.is_some() {
         Some(cgroup::mount_point(args.cgroup_root.as_deref())?)
     } else {
         None
