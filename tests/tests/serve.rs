@@ -466,7 +466,12 @@ fn promtool_accepts_live_scrapes() {
     if !require_root_or_skip() {
         return;
     }
-    for args in [&[][..], &["--by", "cgroup"][..], &["--per-pid"][..]] {
+    for args in [
+        &[][..],
+        &["--by", "cgroup"][..],
+        &["--by", "container"][..],
+        &["--per-pid"][..],
+    ] {
         let d = start_daemon(args);
         let dir = scratch_dir("serve-promtool");
         run_named_child(&dir, "zcsrv-promtool", &["pwrite", "100000", "4096"]);
@@ -494,10 +499,11 @@ fn promtool_accepts_live_scrapes() {
             !s.iter().any(|x| x.name.starts_with("zcprof_bpf_program_")),
             "program statistics exported without --program-stats ({args:?})"
         );
-        let group_label = match args.first() {
-            Some(&"--by") => "cgroup",
-            Some(_) => "pid",
-            None => "comm",
+        let group_label = match args {
+            ["--by", "cgroup"] => "cgroup",
+            ["--by", "container"] => "container_id",
+            ["--per-pid"] => "pid",
+            _ => "comm",
         };
         assert!(
             s.iter()

@@ -18,8 +18,18 @@ pub enum GroupBy {
     Comm,
     /// One group per cgroup v2 directory, i.e. per container or systemd unit (`cgroup` label)
     Cgroup,
+    /// One group per container (docker, containerd, CRI-O, podman; with its Kubernetes pod)
+    /// or systemd unit, read from the cgroup path (`container_id`, `pod_uid`, `runtime` labels)
+    Container,
     /// One group per live process (`pid` and `comm` labels), capped by --max-series
     Pid,
+}
+
+impl GroupBy {
+    /// Groups follow the threads' cgroup paths.
+    pub fn by_cgroup_path(self) -> bool {
+        matches!(self, GroupBy::Cgroup | GroupBy::Container)
+    }
 }
 
 /// Options of `zcprof serve`.

@@ -207,6 +207,11 @@ impl Host for HostFs {
         let Some(rel) = text.lines().find_map(|l| l.strip_prefix("0::")) else {
             return 0;
         };
+        // In a cgroup namespace of its own, zcprof sees other processes' paths relative to
+        // it (`/../..`): they name nothing under the root.
+        if rel.split('/').any(|c| c == "..") {
+            return 0;
+        }
         let Some(root) = &self.root else {
             return 0;
         };

@@ -12,6 +12,7 @@
 // `zcprof top` groups and scopes its rows with the same engine, arguments and cgroup lookup.
 pub(crate) mod args;
 pub(crate) mod cgroup;
+pub(crate) mod container;
 pub(crate) mod engine;
 mod http;
 mod metrics;
@@ -35,7 +36,6 @@ use zcprof_common::{MAX_PROCESSES, MAX_TRANSFERS, MAX_URING};
 
 pub use self::args::ServeArgs;
 use self::{
-    args::GroupBy,
     cgroup::HostFs,
     engine::{Engine, Retire, Scope},
     metrics::{MapFill, Published},
@@ -244,7 +244,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<i32> {
     // Everything the command line can get wrong, before loading anything.
     let by = args.group_by();
     let comm = args.comm.as_deref().map(compile_comm).transpose()?;
-    let cgroup_root = if by == GroupBy::Cgroup || args.cgroup.is_some() {
+    let cgroup_root = if by.by_cgroup_path() || args.cgroup.is_some() {
         Some(cgroup::mount_point(args.cgroup_root.as_deref())?)
     } else {
         None

@@ -49,6 +49,7 @@ use crate::{
         args::GroupBy,
         cgroup::{self, HostFs},
         compile_comm,
+        container::container_of,
         engine::{Engine, Host as _, Retire, Scope, UNKNOWN_CGROUP},
     },
     snapshot::{Activity, Snapshot},
@@ -65,6 +66,8 @@ pub enum Rows {
     Comm,
     /// One row per cgroup v2 directory (container, systemd unit)
     Cgroup,
+    /// One row per container (docker, containerd, CRI-O, podman) or systemd unit
+    Container,
 }
 
 impl Rows {
@@ -74,6 +77,7 @@ impl Rows {
             Rows::Process => GroupBy::Pid,
             Rows::Comm => GroupBy::Comm,
             Rows::Cgroup => GroupBy::Cgroup,
+            Rows::Container => GroupBy::Container,
         }
     }
 }
@@ -121,7 +125,8 @@ pub fn top(args: &TopArgs) -> anyhow::Result<i32> {
     }
     // Everything the command line can get wrong, before loading anything.
     let comm = args.comm.as_deref().map(compile_comm).transpose()?;
-    let cgroup_root = if args.by == Rows::Cgroup || args.cgroup.is_some() {
+    let cgroup_root = if matches!(args.by, Rows::Cgroup | Rows::Container) || args.cgroup.is_some()
+    {
         Some(cgroup::mount_point(args.cgroup_root.as_deref())?)
     } else {
         None
@@ -263,7 +268,8 @@ impl Source {
     /// (`--comm`, `--cgroup`, the grouping); threads that exited and did nothing are left out.
     fn threads(&mut self, snap: &Snapshot) -> Vec<(String, ThreadLine)> {
         let diff = snap.since(&self.last);
-        let needs_cgroup = self.rows == Rows::Cgroup || self.cgroup.is_some();
+        let needs_cgroup =
+            matches!(self.rows, Rows::Cgroup | Rows::Container) || self.cgroup.is_some();
         let mut of_process: HashMap<u32, u64> = HashMap::new();
         let mut out = Vec::new();
         for (&pid, p) in &diff.processes {
@@ -295,6 +301,12 @@ impl Source {
                     Rows::Process => pid.to_string(),
                     Rows::Comm => comm.clone(),
                     Rows::Cgroup => path.unwrap_or_else(|| UNKNOWN_CGROUP.into()),
+                    // The same labels the engine gives the container's group, joined as
+                    // `model::group_identity` joins them.
+                    Rows::Container => {
+                        let c = container_of(path.as_deref().unwrap_or(""));
+                        format!("{}/{}/{}", c.container_id, c.pod_uid, c.runtime)
+                    }
                 };
                 let line = ThreadLine {
                     pid,

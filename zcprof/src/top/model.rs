@@ -121,6 +121,17 @@ pub fn group_identity(rows: Rows, labels: &[String]) -> Option<(String, Option<u
             Some((first.clone(), pid, name))
         }
         Rows::Comm | Rows::Cgroup => Some((first.clone(), None, first.clone())),
+        // Labels container_id, pod_uid, runtime: the runtime and a short id name the row.
+        Rows::Container => {
+            let runtime = labels.get(2).map(String::as_str).unwrap_or("");
+            let id: String = first.chars().take(12).collect();
+            let name = if runtime.is_empty() {
+                id
+            } else {
+                format!("{runtime} {id}")
+            };
+            Some((labels.join("/"), None, name))
+        }
     }
 }
 

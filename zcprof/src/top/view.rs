@@ -213,6 +213,7 @@ pub fn draw(f: &mut Frame, app: &App, table: &mut TableState) {
                 Rows::Process => ("processes", "process"),
                 Rows::Comm => ("commands", "command"),
                 Rows::Cgroup => ("cgroups", "cgroup"),
+                Rows::Container => ("containers", "container"),
             };
             f.render_widget(
                 Paragraph::new(format!(
@@ -243,6 +244,8 @@ pub fn draw(f: &mut Frame, app: &App, table: &mut TableState) {
                 (Rows::Process, None) => format!("pid {key}"),
                 (Rows::Comm, _) => format!("command {key}"),
                 (Rows::Cgroup, _) => format!("cgroup {key}"),
+                (Rows::Container, Some(g)) => format!("container {}", g.name),
+                (Rows::Container, None) => format!("container {key}"),
             };
             let threads = group.map_or(0, |g| g.threads.len());
             f.render_widget(
@@ -329,6 +332,7 @@ fn list(
         Rows::Process => "COMM",
         Rows::Comm => "COMMAND",
         Rows::Cgroup => "CGROUP",
+        Rows::Container => "CONTAINER",
     };
     let mut header: Vec<Cell> = Vec::new();
     if process {

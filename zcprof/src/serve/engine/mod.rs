@@ -23,7 +23,10 @@ use std::{
 use regex::Regex;
 use zcprof_common::{Column, Syscall, ThreadCounts};
 
-use super::args::GroupBy;
+use super::{
+    args::GroupBy,
+    container::{Container, container_of},
+};
 use crate::snapshot::{Activity, Snapshot, UringCells};
 
 /// Longest an exited thread's entries stay in the kernel maps if its final switch is never
@@ -37,6 +40,8 @@ pub enum GroupKey {
     Comm(String),
     /// Threads in this cgroup (path below the cgroup root, `/` for the root itself).
     Cgroup(String),
+    /// Threads in this container (or systemd unit, or the host), from their cgroup's path.
+    Container(Container),
     /// The threads of this live process.
     Pid(u32),
     /// Groups refused by `--max-series`.
@@ -118,7 +123,13 @@ impl ThreadRec {
 #[derive(Debug, Default)]
 struct ProcRec {
     comm: String,
+    /// Its cgroup: from /proc (see `cgroup_current`), else its main thread's kernel id.
     cgroup_id: u64,
+    /// `cgroup_id` is what /proc said when the process was first seen or after its last
+    /// exec, and overrides the ids the kernel recorded when it entered each thread.
+    cgroup_current: bool,
+    /// The main thread's `syscalls_before_exec` at that read: when it changes, it exec'd.
+    exec_mark: Option<u64>,
     uring_last: UringCells,
 }
 
@@ -177,10 +188,9 @@ impl Engine {
         {
             return None;
         }
-        let needs_cgroup = self.scope.cgroup.is_some() || self.scope.by == GroupBy::Cgroup;
-        let path = if needs_cgroup {
-            let id = if cgroup_id == 0 {
-                let rec = self.procs.entry(tgid).or_default();
+        let path = if self.needs_cgroup() {
+            let rec = self.procs.entry(tgid).or_default();
+            let id = if rec.cgroup_current || cgroup_id == 0 {
                 if rec.cgroup_id == 0 {
                     rec.cgroup_id = host.cgroup_of_process(tgid);
                 }
@@ -208,9 +218,22 @@ impl Engine {
             GroupBy::Comm if comm == OTHER => GroupKey::Other,
             GroupBy::Comm => GroupKey::Comm(comm.to_string()),
             GroupBy::Cgroup => GroupKey::Cgroup(path.unwrap_or_else(|| UNKNOWN_CGROUP.into())),
+            GroupBy::Container => GroupKey::Container(match path {
+                Some(p) => container_of(&p),
+                None => Container {
+                    runtime: "",
+                    container_id: UNKNOWN_CGROUP.into(),
+                    pod_uid: String::new(),
+                },
+            }),
             GroupBy::Pid => GroupKey::Pid(tgid),
         };
         Some(self.admit(key))
+    }
+
+    /// Threads are grouped or scoped by their cgroup.
+    fn needs_cgroup(&self) -> bool {
+        self.scope.cgroup.is_some() || self.scope.by.by_cgroup_path()
     }
 
     /// `key` if it already has series or the cap allows one more group; `[other]` if not.
@@ -250,6 +273,7 @@ impl Engine {
         let generation = self.generation;
         host.begin_collection();
         let mut retire = Retire::default();
+        let needs_cgroup = self.needs_cgroup();
 
         for (&tgid, p) in &snap.processes {
             {
@@ -257,7 +281,23 @@ impl Engine {
                 if !p.comm.is_empty() {
                     rec.comm.clone_from(&p.comm);
                 }
-                if let Some(t) = p.threads.get(&tgid).or_else(|| p.threads.values().next())
+                // The kernel records a thread's cgroup when it enters the thread (fork or
+                // first event), but runtimes move a new process into its cgroup after that
+                // and before it execs its program (runc's init into its container, systemd's
+                // child into its unit): ask /proc at first sight and after each exec.
+                if let Some(main) = p.threads.get(&tgid) {
+                    let mark = main.activity.counts.syscalls_before_exec;
+                    if needs_cgroup && rec.exec_mark != Some(mark) {
+                        rec.exec_mark = Some(mark);
+                        let now = host.cgroup_of_process(tgid);
+                        if now != 0 {
+                            rec.cgroup_id = now;
+                            rec.cgroup_current = true;
+                        }
+                    }
+                }
+                if !rec.cgroup_current
+                    && let Some(t) = p.threads.get(&tgid).or_else(|| p.threads.values().next())
                     && t.cgroup_id != 0
                 {
                     rec.cgroup_id = t.cgroup_id;
@@ -413,15 +453,22 @@ impl Engine {
         match self.scope.by {
             GroupBy::Comm => &["comm"],
             GroupBy::Cgroup => &["cgroup"],
+            GroupBy::Container => &["container_id", "pod_uid", "runtime"],
             GroupBy::Pid => &["pid", "comm"],
         }
     }
 
     fn labels(&self, k: &GroupKey) -> Vec<String> {
-        let pid_mode = self.scope.by == GroupBy::Pid;
+        // The groups of groups carry their marker in every group label.
+        let marked = |marker: &str| vec![marker.to_string(); self.label_names().len()];
         match k {
             GroupKey::Comm(c) => vec![c.clone()],
             GroupKey::Cgroup(p) => vec![p.clone()],
+            GroupKey::Container(c) => vec![
+                c.container_id.clone(),
+                c.pod_uid.clone(),
+                c.runtime.to_string(),
+            ],
             GroupKey::Pid(pid) => {
                 let comm = self
                     .procs
@@ -430,9 +477,8 @@ impl Engine {
                     .unwrap_or_default();
                 vec![pid.to_string(), comm]
             }
-            GroupKey::Other if pid_mode => vec![OTHER.into(), OTHER.into()],
-            GroupKey::Exited => vec![EXITED.into(), EXITED.into()],
-            GroupKey::Other => vec![OTHER.into()],
+            GroupKey::Other => marked(OTHER),
+            GroupKey::Exited => marked(EXITED),
         }
     }
 

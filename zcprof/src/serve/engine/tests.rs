@@ -9,14 +9,19 @@ use crate::snapshot::{ProcessView, ThreadView};
 struct FakeHost {
     alive: HashSet<u32>,
     cgroups: HashMap<u64, String>,
+    /// What /proc says each process's cgroup is now (absent: the process is gone).
+    proc_cgroup: HashMap<u32, u64>,
+    /// How many times /proc was asked.
+    proc_reads: u32,
 }
 
 impl Host for FakeHost {
     fn cgroup_path(&mut self, id: u64) -> Option<String> {
         self.cgroups.get(&id).cloned()
     }
-    fn cgroup_of_process(&mut self, _tgid: u32) -> u64 {
-        0
+    fn cgroup_of_process(&mut self, tgid: u32) -> u64 {
+        self.proc_reads += 1;
+        self.proc_cgroup.get(&tgid).copied().unwrap_or(0)
     }
     fn process_alive(&self, tgid: u32) -> bool {
         self.alive.contains(&tgid)
@@ -272,4 +277,98 @@ fn a_comm_filter_drops_other_threads() {
     );
     assert_eq!(e.groups().len(), 1);
     assert_eq!(total(&e, "nginx").counts.syscalls, 1);
+}
+
+const DOCKER_ID: &str = "4c0e6a1f9d2b8e7a3c5f1d0b9a8e7c6d5b4a39281706f5e4d3c2b1a09f8e7d6c";
+
+fn labels_of(e: &Engine) -> Vec<(Vec<String>, u64)> {
+    e.groups()
+        .into_iter()
+        .map(|(l, t)| (l, t.counts.syscalls))
+        .collect()
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn by_container_labels_each_group_and_marks_other_in_every_label() {
+    let mut e = Engine::new(scope(GroupBy::Container, 2));
+    assert_eq!(e.label_names(), ["container_id", "pod_uid", "runtime"]);
+    let mut host = FakeHost::default();
+    host.cgroups
+        .insert(1, format!("/system.slice/docker-{DOCKER_ID}.scope"));
+    host.cgroups.insert(2, "/system.slice/ssh.service".into());
+    host.cgroups.insert(3, format!("/docker/{DOCKER_ID}"));
+    host.cgroups.insert(4, "/user.slice".into());
+    let mut ts = Vec::new();
+    for (pid, id, n) in [(1, 1, 1), (2, 2, 2), (3, 3, 4), (4, 4, 8), (5, 9, 16)] {
+        let mut t = thread("x", n, 0, false);
+        t.cgroup_id = id;
+        ts.push((pid, pid, t));
+    }
+    e.ingest_all(&snap(&ts), &mut host, Instant::now());
+    // Both docker layouts are one container; the cap refuses the host and the unknown.
+    assert_eq!(
+        labels_of(&e),
+        vec![
+            (strings(&[DOCKER_ID, "", "docker"]), 5),
+            (strings(&[OTHER, OTHER, OTHER]), 24),
+            (strings(&["ssh.service", "", "systemd"]), 2),
+        ]
+    );
+    let mut e = Engine::new(scope(GroupBy::Container, 10));
+    e.ingest_all(&snap(&ts), &mut host, Instant::now());
+    let groups = labels_of(&e);
+    assert!(groups.contains(&(strings(&["[host]", "", ""]), 8)));
+    assert!(groups.contains(&(strings(&[UNKNOWN_CGROUP, "", ""]), 16)));
+}
+
+#[test]
+fn a_process_moved_before_exec_counts_in_its_new_cgroup() {
+    let mut e = Engine::new(scope(GroupBy::Container, 10));
+    let mut host = FakeHost::default();
+    host.cgroups
+        .insert(1, "/system.slice/containerd.service".into());
+    host.cgroups.insert(2, format!("/docker/{DOCKER_ID}"));
+    host.cgroups.insert(3, "/system.slice/other.service".into());
+    // The kernel entered the thread in the runtime's cgroup; /proc says it is in the
+    // container now.
+    host.proc_cgroup.insert(10, 2);
+    let t0 = Instant::now();
+    let at = |syscalls: u64, before_exec: u64| {
+        let mut t = thread("app", syscalls, 0, false);
+        t.cgroup_id = 1;
+        t.activity.counts.syscalls_before_exec = before_exec;
+        snap(&[(10, 10, t)])
+    };
+    e.ingest_all(&at(5, 0), &mut host, t0);
+    assert_eq!(
+        labels_of(&e),
+        vec![(strings(&[DOCKER_ID, "", "docker"]), 5)]
+    );
+    // No exec: /proc is not asked again.
+    host.proc_cgroup.insert(10, 3);
+    e.ingest_all(&at(7, 0), &mut host, t0);
+    assert_eq!(host.proc_reads, 1);
+    assert_eq!(
+        labels_of(&e),
+        vec![(strings(&[DOCKER_ID, "", "docker"]), 7)]
+    );
+    // After an exec it is.
+    e.ingest_all(&at(10, 8), &mut host, t0);
+    assert_eq!(host.proc_reads, 2);
+    assert_eq!(
+        labels_of(&e),
+        vec![
+            (strings(&[DOCKER_ID, "", "docker"]), 7),
+            (strings(&["other.service", "", "systemd"]), 3),
+        ]
+    );
+    // A process gone before it was first seen keeps the kernel's id.
+    let mut t = thread("short", 4, 0, true);
+    t.cgroup_id = 1;
+    e.ingest_all(&snap(&[(11, 11, t)]), &mut host, t0);
+    assert!(labels_of(&e).contains(&(strings(&["containerd.service", "", "systemd"]), 4)));
 }

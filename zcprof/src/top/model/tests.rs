@@ -119,6 +119,15 @@ fn groups_are_named_by_their_label() {
         None
     );
     assert_eq!(group_identity(Rows::Comm, &[]), None);
+    let docker = labels(&["4c0e6a1f9d2b8e7a3c5f", "", "docker"]);
+    assert_eq!(
+        group_identity(Rows::Container, &docker),
+        Some((
+            "4c0e6a1f9d2b8e7a3c5f//docker".into(),
+            None,
+            "docker 4c0e6a1f9d2b".into()
+        ))
+    );
 }
 
 fn row(pid: u32, name: &str, r: Rates) -> Row {
