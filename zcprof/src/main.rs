@@ -12,9 +12,11 @@ mod attach;
 mod btf;
 mod capability;
 mod cli;
+mod completions;
 mod doctor;
 mod duration;
 mod loader;
+mod manpage;
 mod privileges;
 mod report;
 mod run;
@@ -64,6 +66,8 @@ fn main() {
             .and_then(|rt| rt.block_on(attach::attach(args))),
         Command::Serve(args) => serve::serve(args),
         Command::Doctor(args) => doctor::doctor(args),
+        Command::Completions(args) => completions::run(args),
+        Command::Manpage => manpage::run(),
         Command::Workload(args) => workload::run(args)
             .map_err(anyhow::Error::from)
             .and_then(|tally| Ok(serde_json::to_string_pretty(&tally)?))
