@@ -5,6 +5,7 @@
 
 mod bench;
 mod cargo;
+mod dist;
 mod kernel_matrix;
 mod private_apt;
 mod process;
@@ -59,6 +60,13 @@ enum Command {
         #[command(flatten)]
         args: kernel_matrix::Args,
     },
+    /// Run setup (with cargo-deb), build zcprof in release mode and package it in target/dist:
+    /// the stripped binary and a .deb (binary, man page, completions, systemd unit).
+    /// --verify then installs the .deb, checks it and removes it (needs root).
+    Dist {
+        #[command(flatten)]
+        args: dist::Args,
+    },
     /// Inside a kernel-matrix VM: run the checks, write results into --out.
     #[command(hide = true)]
     KernelMatrixGuest {
@@ -103,6 +111,7 @@ fn run(command: Command) -> Result<()> {
             bench::run(&zcprof, &args)
         }
         Command::KernelMatrix { args } => kernel_matrix::run(&args),
+        Command::Dist { args } => dist::run(&args),
         Command::KernelMatrixGuest { args } => kernel_matrix::guest::run(&args),
         Command::KernelMatrixChurn { args } => kernel_matrix::churn::run(&args),
     }

@@ -23,6 +23,10 @@ const TEST_PACKAGES: &[&str] = &[
     "tmux",
 ];
 
+/// Debian packages `cargo xtask dist` uses: objdump and strip (binutils); for `--verify`, man
+/// (man-db) and systemd-analyze (systemd).
+const DIST_PACKAGES: &[&str] = &["binutils", "man-db", "systemd"];
+
 const TRACEFS: &str = "/sys/kernel/tracing";
 const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -31,20 +35,29 @@ const FAILURE_TAIL_LINES: usize = 30;
 
 /// The steps every command needs (build, test, profile).
 pub fn run() -> Result<()> {
-    run_steps(None)
+    run_steps(None, false)
+}
+
+/// [`run`] plus what `cargo xtask dist` needs: cargo-deb and the tools that inspect and check
+/// the package. Only dist asks for them: cargo-deb takes minutes to compile.
+pub fn run_with_dist_tools() -> Result<()> {
+    run_steps(None, true)
 }
 
 /// [`run`] plus the VM tools of `cargo xtask kernel-matrix`: a required step for it, an
 /// optional one for `cargo xtask setup` (nothing else boots VMs).
 pub fn run_with_vm_tools(required: bool) -> Result<()> {
-    run_steps(Some(if required {
-        Need::Required
-    } else {
-        Need::Optional
-    }))
+    run_steps(
+        Some(if required {
+            Need::Required
+        } else {
+            Need::Optional
+        }),
+        false,
+    )
 }
 
-fn run_steps(vm: Option<Need>) -> Result<()> {
+fn run_steps(vm: Option<Need>, dist: bool) -> Result<()> {
     let started = Instant::now();
     let mut report = Report::default();
 
@@ -57,6 +70,9 @@ fn run_steps(vm: Option<Need>) -> Result<()> {
     let mut wanted: Vec<String> = TEST_PACKAGES.iter().map(|p| p.to_string()).collect();
     if let Some(major) = llvm_before {
         wanted.extend(llvm_packages(major));
+    }
+    if dist {
+        wanted.extend(DIST_PACKAGES.iter().map(|p| p.to_string()));
     }
     let need_update = llvm_before.is_none() || !missing_packages(&wanted).is_empty();
     report.step("apt package lists", Need::Optional, || {
@@ -145,6 +161,20 @@ fn run_steps(vm: Option<Need>) -> Result<()> {
             need,
             vm_tools::install,
         );
+    }
+
+    // j. cargo-deb and the package tools (dist only).
+    if dist {
+        let dist_name = format!("dist packages ({})", DIST_PACKAGES.join(" "));
+        report.step(&dist_name, Need::Required, || {
+            let packages: Vec<String> = DIST_PACKAGES.iter().map(|p| p.to_string()).collect();
+            install_packages(
+                &packages,
+                "install them with apt-get: dist needs objdump and strip, --verify man and \
+                 systemd-analyze",
+            )
+        });
+        report.step("cargo-deb", Need::Required, cargo_deb);
     }
 
     println!("setup: done in {:.1}s", started.elapsed().as_secs_f64());
@@ -408,6 +438,38 @@ fn bpf_linker(major: u32, llvm_ok: bool) -> Result<Done, Failure> {
             "make the cargo home directory writable",
         )
     })?;
+    Ok(Done::Installed)
+}
+
+// ---------------------------------------------------------------------------------------
+// cargo-deb
+
+fn cargo_deb() -> Result<Done, Failure> {
+    let runs = || {
+        process::capture(cargo::command().args(["deb", "--version"]))
+            .is_ok_and(|out| out.status.success())
+    };
+    if runs() {
+        return Ok(Done::Present);
+    }
+    let mut cmd = cargo::command();
+    cmd.args(["install", "cargo-deb", "--locked"])
+        // Not in the workspace, so that its .cargo/config.toml does not apply.
+        .current_dir(std::env::temp_dir());
+    run_quietly(
+        &mut cmd,
+        "cannot install cargo-deb, which builds the .deb: run `cargo install cargo-deb --locked` \
+         (it needs crates.io) and read its errors",
+    )?;
+    if !runs() {
+        return Err(Failure::new(
+            "cargo-deb was installed but `cargo deb --version` does not run",
+            format!(
+                "add {} to PATH",
+                process::cargo_home().join("bin").display()
+            ),
+        ));
+    }
     Ok(Done::Installed)
 }
 

@@ -48,6 +48,13 @@ pub enum Command {
     /// watched) and reports each capability, with what to do about every problem. Exits 0 when
     /// zcprof can run here (even degraded), 1 when it cannot.
     Doctor(DoctorArgs),
+    /// Print a shell completion script (bash, zsh or fish)
+    ///
+    /// For example: zcprof completions bash > /usr/share/bash-completion/completions/zcprof
+    Completions(crate::completions::CompletionsArgs),
+    /// Print the manual page, zcprof(1), in roff (packaging)
+    #[command(hide = true)]
+    Manpage,
 }
 
 /// Options of `zcprof run`.

@@ -13,9 +13,11 @@ mod attach;
 mod btf;
 mod capability;
 mod cli;
+mod completions;
 mod doctor;
 mod duration;
 mod loader;
+mod manpage;
 mod privileges;
 mod report;
 mod run;
@@ -67,6 +69,8 @@ fn main() {
         Command::Serve(args) => serve::serve(args),
         Command::Top(args) => top::top(args),
         Command::Doctor(args) => doctor::doctor(args),
+        Command::Completions(args) => completions::run(args),
+        Command::Manpage => manpage::run(),
         Command::Workload(args) => workload::run(args)
             .map_err(anyhow::Error::from)
             .and_then(|tally| Ok(serde_json::to_string_pretty(&tally)?))
