@@ -453,3 +453,56 @@ fn attach_intervals_list_active_processes_and_a_total() {
         "--top 1 hides some active processes and says how many"
     );
 }
+
+/// `attach --comm REGEX` watches every process with a matching name, including ones started
+/// after it attached, and reports only those: a child started under a unique name is counted
+/// (its getpid calls, as its own tally says), and nothing else is reported.
+#[test]
+fn attach_by_comm_reports_matching_processes_started_later() {
+    if !require_root_or_skip() {
+        return;
+    }
+    let dir = scratch_dir("attach-comm");
+    let name = format!("zcsel{}", std::process::id() % 100_000);
+    let exe = dir.join(&name);
+    let _ = std::fs::remove_file(&exe);
+    std::os::unix::fs::symlink(CHILD, &exe).expect("symlink");
+    let mut attach = Command::new(zcprof_bin())
+        .args(["attach", "--comm", &format!("{name}.*"), "--duration", "4s"])
+        .args(["--interval", "200ms", "--json", "--no-drop-privileges"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("zcprof attach");
+    let mut err = std::io::BufReader::new(attach.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    while !line.starts_with("zcprof: attached") {
+        line.clear();
+        let n = std::io::BufRead::read_line(&mut err, &mut line).expect("stderr");
+        assert!(n > 0, "attach ended before attaching");
+    }
+    let tally_path = dir.join("tally.json");
+    let st = Command::new(&exe)
+        .args([tally_path.to_str().unwrap(), "getpid", "5000"])
+        .env("ZC_CHILD_DIR", &dir)
+        .status()
+        .expect("child");
+    assert!(st.success());
+    let out = attach.wait_with_output().expect("attach output");
+    assert!(out.status.success());
+    let doc: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("attach --json output");
+    let tally = Tally::read(&tally_path);
+    assert_eq!(tally.cell("getpid").0, 5000);
+    let procs = processes(&doc);
+    assert!(
+        procs.iter().all(|p| p["comm"].as_str().is_some_and(|c| c.starts_with(&name))),
+        "only {name}* processes: {procs:?}"
+    );
+    let worker = process(&doc, tally.worker_pid());
+    let syscalls = u(worker, "syscalls");
+    assert!(
+        (5000..5100).contains(&syscalls),
+        "the worker's 5000 getpid and its few others: {syscalls}"
+    );
+}

@@ -25,12 +25,18 @@ pub struct Archive {
 }
 
 impl Archive {
-    /// Moves every thread that is dead now into the archive and frees its kernel entries.
+    /// Moves every thread that is dead now into the archive and frees its kernel entries;
+    /// those of processes `keep` refuses (watched by no one: `attach --comm` counts every
+    /// process and reports a few) are freed without being kept.
     ///
     /// A thread is archived from a second read of the maps, made after the read that found
     /// it dead: a thread that died during the first read could have counted into a cell that
     /// read had already passed.
-    pub fn take_dead(&mut self, probes: &mut Probes) -> Result<usize, MapReadError> {
+    pub fn take_dead(
+        &mut self,
+        probes: &mut Probes,
+        mut keep: impl FnMut(u32, &ProcessView) -> bool,
+    ) -> Result<usize, MapReadError> {
         let first = probes.snapshot(None)?;
         let dead: BTreeSet<(u32, u32)> = first
             .processes
@@ -47,12 +53,17 @@ impl Archive {
         }
         let second = probes.snapshot(None)?;
         for &(pid, tid) in &dead {
-            let Some(t) = second.processes.get(&pid).and_then(|p| p.threads.get(&tid)) else {
+            let Some(p) = second.processes.get(&pid) else {
+                continue;
+            };
+            let Some(t) = p.threads.get(&tid) else {
                 continue;
             };
             probes.forget_thread(pid, tid, t.activity.transfers.keys().copied())?;
-            let archived = self.processes.entry(pid).or_default();
-            archived.add_thread(pid, tid, t.clone());
+            if keep(pid, p) {
+                let archived = self.processes.entry(pid).or_default();
+                archived.add_thread(pid, tid, t.clone());
+            }
         }
         Ok(dead.len())
     }

@@ -6,6 +6,7 @@ use std::{
 };
 
 use anyhow::Context as _;
+use regex::Regex;
 use serde_json::json;
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 
@@ -14,9 +15,84 @@ use crate::{
     cli::AttachArgs,
     loader::Probes,
     privileges, report,
-    snapshot::Snapshot,
+    serve::{
+        cgroup::{self, HostFs},
+        compile_comm,
+        engine::Host as _,
+    },
+    snapshot::{ProcessView, Snapshot},
     watch::{self, WatchError},
 };
+
+/// `--comm` and `--cgroup`: the programs count every process, and attach reports those that
+/// match (besides the `--pid` ones).
+struct Selection {
+    pids: Vec<u32>,
+    comm: Option<Regex>,
+    /// The host's cgroup paths, and the scope below the cgroup root.
+    cgroup: Option<(HostFs, String)>,
+}
+
+impl Selection {
+    /// The selection `args` asks for, if any.
+    fn from_args(args: &AttachArgs) -> anyhow::Result<Option<Self>> {
+        if args.comm.is_none() && args.cgroup.is_none() {
+            return Ok(None);
+        }
+        let comm = args.comm.as_deref().map(compile_comm).transpose()?;
+        let cgroup = match &args.cgroup {
+            Some(dir) => {
+                let root = cgroup::mount_point(args.cgroup_root.as_deref())?;
+                let scope = cgroup::scope_path(dir, &root)?;
+                Some((HostFs::new(Some(root)), scope))
+            }
+            None => None,
+        };
+        Ok(Some(Selection {
+            pids: Vec::new(),
+            comm,
+            cgroup,
+        }))
+    }
+
+    /// Whether process `pid` is reported: one of `--pid`'s, or it matches both `--comm` and
+    /// `--cgroup` (those given) by its name or any of its threads'.
+    fn keeps(&mut self, pid: u32, p: &ProcessView) -> bool {
+        if self.pids.contains(&pid) {
+            return true;
+        }
+        let named =
+            |re: &Regex| re.is_match(&p.comm) || p.threads.values().any(|t| re.is_match(&t.comm));
+        if self.comm.as_ref().is_some_and(|re| !named(re)) {
+            return false;
+        }
+        let Some((host, scope)) = &mut self.cgroup else {
+            return true;
+        };
+        p.threads.values().any(|t| {
+            let id = match t.cgroup_id {
+                0 => host.cgroup_of_process(pid),
+                id => id,
+            };
+            host.cgroup_path(id)
+                .is_some_and(|path| cgroup::is_within(&path, scope))
+        })
+    }
+
+    /// `snap` without the processes not reported.
+    fn retain(&mut self, mut snap: Snapshot) -> Snapshot {
+        self.cgroup_refresh();
+        snap.processes.retain(|&pid, p| self.keeps(pid, p));
+        snap
+    }
+
+    /// Lets the cgroup cache look again for cgroups created since the last read.
+    fn cgroup_refresh(&mut self) {
+        if let Some((host, _)) = &mut self.cgroup {
+            host.begin_collection();
+        }
+    }
+}
 
 /// A pidfd: readable once the process has exited. Works for processes that are not our
 /// children, unlike waitpid.
@@ -30,6 +106,14 @@ fn pidfd_open(pid: u32) -> Result<OwnedFd, WatchError> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// `snap` as attach reports it: with a selection, only the processes it keeps.
+fn reported(selection: &mut Option<Selection>, snap: Snapshot) -> Snapshot {
+    match selection {
+        Some(s) => s.retain(snap),
+        None => snap,
+    }
+}
+
 /// Attaches, prints deltas every interval, and prints the summary at the end.
 pub async fn attach(args: &AttachArgs) -> anyhow::Result<i32> {
     let target = privileges::planned(&args.privileges, false)?;
@@ -41,19 +125,32 @@ pub async fn attach(args: &AttachArgs) -> anyhow::Result<i32> {
         let fd = unsafe { AsyncFd::register(fd) }.map_err(|e| anyhow::anyhow!("{e}"))?;
         exits.push((pid, fd));
     }
-    let mut probes = Probes::load(args.probes.load_options())?;
+    let mut selection = Selection::from_args(args)?;
+    let mut options = args.probes.load_options();
+    options.watch_all = selection.is_some();
+    let mut probes = Probes::load(options)?;
     probes.warn_degraded();
     let mut watched = Vec::new();
     for &pid in &args.pids {
         watched.extend(watch::attach(&mut probes, pid, args.children)?);
     }
+    if let Some(s) = &mut selection {
+        s.pids.clone_from(&watched);
+    }
+
     // Everything that needs privileges is done: the maps and pidfds work without them.
     if let Some(t) = &target {
         privileges::drop_to(t, probes.a_map())?;
     }
     let started = Instant::now();
+    let matching = match (&args.comm, &args.cgroup) {
+        (Some(re), Some(dir)) => format!(", and every process named {re} in {}", dir.display()),
+        (Some(re), None) => format!(", and every process named {re}"),
+        (None, Some(dir)) => format!(", and every process in {}", dir.display()),
+        (None, None) => String::new(),
+    };
     eprintln!(
-        "zcprof: attached to {} process(es){}; Ctrl-C to stop",
+        "zcprof: attached to {} process(es){}{matching}; Ctrl-C to stop",
         args.pids.len(),
         if args.children {
             " and their children"
@@ -84,6 +181,11 @@ pub async fn attach(args: &AttachArgs) -> anyhow::Result<i32> {
             }
         };
         let all_exited = async {
+            if exits.is_empty() {
+                // --comm/--cgroup alone: processes come and go; only the deadline or a
+                // signal ends the watch.
+                std::future::pending::<()>().await;
+            }
             for (pid, fd) in &exits {
                 if let Ok(mut guard) = fd.readable().await {
                     guard.retain_ready();
@@ -96,14 +198,16 @@ pub async fn attach(args: &AttachArgs) -> anyhow::Result<i32> {
                 probes.flush_log();
                 if last_archive.elapsed() >= ARCHIVE_EVERY {
                     last_archive = Instant::now();
-                    if let Err(e) = archive.take_dead(&mut probes)
+                    if let Err(e) = archive.take_dead(&mut probes, |pid, p| {
+                        selection.as_mut().is_none_or(|s| s.keeps(pid, p))
+                    })
                         && !std::mem::replace(&mut archive_failed, true)
                     {
                         eprintln!("zcprof: warning: cannot move dead threads out of the kernel maps: {e}");
                     }
                 }
                 if !args.json {
-                    let now = archive.restore(probes.snapshot(None)?);
+                    let now = reported(&mut selection, archive.restore(probes.snapshot(None)?));
                     let secs = last_tick.elapsed().as_secs_f64();
                     print!("{}", report::interval_lines(&now.since(&previous), secs, args.top));
                     previous = now;
@@ -119,6 +223,7 @@ pub async fn attach(args: &AttachArgs) -> anyhow::Result<i32> {
 
     probes.flush_log();
     let snap = archive.restore(probes.snapshot(None).context("reading the final counts")?);
+    let snap = reported(&mut selection, snap);
     let elapsed = started.elapsed().as_secs_f64();
     if args.json {
         let doc = report::to_json(

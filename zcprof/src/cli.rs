@@ -89,11 +89,27 @@ pub struct AttachArgs {
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub top: usize,
     /// Process to watch (repeat for several)
-    #[arg(long = "pid", short = 'p', required = true, value_name = "PID")]
+    #[arg(
+        long = "pid",
+        short = 'p',
+        required_unless_present_any = ["comm", "cgroup"],
+        value_name = "PID"
+    )]
     pub pids: Vec<u32>,
     /// Also watch the processes' children, existing and future
     #[arg(long)]
     pub children: bool,
+    /// Watch every process whose command name (or one of whose threads' names) matches
+    /// REGEX (anchored), from now on, including processes started later
+    #[arg(long, value_name = "REGEX")]
+    pub comm: Option<String>,
+    /// Watch every process in this cgroup v2 directory or below it, including processes
+    /// started later
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<PathBuf>,
+    /// The host's cgroup v2 mount (default: /sys/fs/cgroup, else the first cgroup2 mount)
+    #[arg(long, value_name = "DIR")]
+    pub cgroup_root: Option<PathBuf>,
     /// Print per-interval deltas this often (e.g. 1s, 500ms)
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub interval: Duration,

@@ -41,11 +41,17 @@ fn main() {
             std::process::exit(0);
         }
         Err(e) => {
-            // One line, like every other error; clap's first line says what was wrong.
+            // One line, like every other error: clap's first paragraph says what was wrong
+            // (a missing argument's name is on the lines after the first).
             let text = e.to_string();
-            let first = text.lines().next().unwrap_or("invalid command line");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("zcprof: error: {first} (see zcprof --help)");
+            let what: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let what = what.join(" ");
+            let what = what.strip_prefix("error: ").unwrap_or(&what);
+            eprintln!("zcprof: error: {what} (see zcprof --help)");
             std::process::exit(2);
         }
     };

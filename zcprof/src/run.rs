@@ -75,7 +75,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         match exit.recv_timeout(ARCHIVE_EVERY) {
             Ok(status) => break status.with_context(|| format!("waiting for `{program}`"))?,
             Err(RecvTimeoutError::Timeout) => {
-                if let Err(e) = archive.take_dead(&mut probes)
+                if let Err(e) = archive.take_dead(&mut probes, |_, _| true)
                     && !std::mem::replace(&mut archive_failed, true)
                 {
                     eprintln!(

@@ -293,7 +293,7 @@ impl Source {
                     None
                 };
                 if let Some(root) = &self.cgroup
-                    && !path.as_deref().is_some_and(|p| inside(p, root))
+                    && !path.as_deref().is_some_and(|p| cgroup::is_within(p, root))
                 {
                     continue;
                 }
@@ -319,13 +319,6 @@ impl Source {
         }
         out
     }
-}
-
-/// `path` is the cgroup `root` or below it.
-fn inside(path: &str, root: &str) -> bool {
-    root == "/"
-        || path == root
-        || (path.starts_with(root) && path.as_bytes().get(root.len()) == Some(&b'/'))
 }
 
 /// Deletes the map entries the engine has credited for good.

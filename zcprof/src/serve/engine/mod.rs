@@ -25,6 +25,7 @@ use zcprof_common::{Column, Syscall, ThreadCounts};
 
 use super::{
     args::GroupBy,
+    cgroup::is_within,
     container::{Container, container_of},
 };
 use crate::snapshot::{Activity, Snapshot, UringCells};
@@ -203,11 +204,7 @@ impl Engine {
             None
         };
         if let Some(root) = &self.scope.cgroup {
-            let inside = path.as_deref().is_some_and(|p| {
-                root == "/"
-                    || p == root
-                    || (p.starts_with(root.as_str()) && p.as_bytes().get(root.len()) == Some(&b'/'))
-            });
+            let inside = path.as_deref().is_some_and(|p| is_within(p, root));
             if !inside {
                 return None;
             }
