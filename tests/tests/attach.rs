@@ -490,13 +490,14 @@ fn attach_by_comm_reports_matching_processes_started_later() {
     assert!(st.success());
     let out = attach.wait_with_output().expect("attach output");
     assert!(out.status.success());
-    let doc: serde_json::Value =
-        serde_json::from_slice(&out.stdout).expect("attach --json output");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("attach --json output");
     let tally = Tally::read(&tally_path);
     assert_eq!(tally.cell("getpid").0, 5000);
     let procs = processes(&doc);
     assert!(
-        procs.iter().all(|p| p["comm"].as_str().is_some_and(|c| c.starts_with(&name))),
+        procs
+            .iter()
+            .all(|p| p["comm"].as_str().is_some_and(|c| c.starts_with(&name))),
         "only {name}* processes: {procs:?}"
     );
     let worker = process(&doc, tally.worker_pid());
