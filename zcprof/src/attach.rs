@@ -18,7 +18,7 @@ use crate::{
     serve::{
         cgroup::{self, HostFs},
         compile_comm,
-        engine::Host as _,
+        engine::{self, Host as _},
     },
     snapshot::{ProcessView, Snapshot},
     watch::{self, WatchError},
@@ -75,7 +75,7 @@ impl Selection {
                 id => id,
             };
             host.cgroup_path(id)
-                .is_some_and(|path| cgroup::is_within(&path, scope))
+                .is_some_and(|path| engine::is_within(&path, scope))
         })
     }
 

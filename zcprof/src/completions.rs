@@ -5,13 +5,11 @@ use std::{ffi::OsStr, io::Write as _};
 
 use anyhow::{Context as _, Result};
 use clap::{
-    CommandFactory as _, ValueEnum,
+    ValueEnum,
     builder::{PossibleValue, TypedValueParser},
     error::ErrorKind,
 };
 use clap_complete::Shell;
-
-use crate::cli::Cli;
 
 /// The shells zcprof ships completions for (the ones Debian has standard directories for).
 const SHELLS: [Shell; 3] = [Shell::Bash, Shell::Zsh, Shell::Fish];
@@ -57,11 +55,11 @@ impl TypedValueParser for ShellParser {
     }
 }
 
-/// Prints the script on standard output; returns the exit code.
-pub fn run(args: &CompletionsArgs) -> Result<i32> {
+/// Prints the script of command line `cli` on standard output; returns the exit code.
+pub fn run(args: &CompletionsArgs, mut cli: clap::Command) -> Result<i32> {
     // Into a buffer first: clap_complete panics on a failed write (e.g. a closed pipe).
     let mut script = Vec::new();
-    clap_complete::generate(args.shell, &mut Cli::command(), "zcprof", &mut script);
+    clap_complete::generate(args.shell, &mut cli, "zcprof", &mut script);
     std::io::stdout()
         .write_all(&script)
         .context("cannot write the completion script to standard output")?;

@@ -28,7 +28,7 @@ mod top;
 mod watch;
 mod workload;
 
-use clap::Parser as _;
+use clap::{CommandFactory as _, Parser as _};
 
 use crate::cli::{Cli, Command};
 
@@ -75,8 +75,8 @@ fn main() {
         Command::Serve(args) => serve::serve(args),
         Command::Top(args) => top::top(args),
         Command::Doctor(args) => doctor::doctor(args),
-        Command::Completions(args) => completions::run(args),
-        Command::Manpage => manpage::run(),
+        Command::Completions(args) => completions::run(args, Cli::command()),
+        Command::Manpage => manpage::run(Cli::command()),
         Command::Workload(args) => workload::run(args)
             .map_err(anyhow::Error::from)
             .and_then(|tally| Ok(serde_json::to_string_pretty(&tally)?))

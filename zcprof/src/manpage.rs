@@ -7,17 +7,14 @@
 use std::io::Write as _;
 
 use anyhow::{Context as _, Result};
-use clap::CommandFactory as _;
 use clap_mangen::{
     Man,
     roff::{Roff, roman},
 };
 
-use crate::cli::Cli;
-
-/// Prints the page on standard output; returns the exit code.
-pub fn run() -> Result<i32> {
-    let page = render().context("cannot render the manual page")?;
+/// Prints the page of command line `cli` on standard output; returns the exit code.
+pub fn run(cli: clap::Command) -> Result<i32> {
+    let page = render(cli).context("cannot render the manual page")?;
     std::io::stdout()
         .write_all(&page)
         .context("cannot write the manual page to standard output")?;
@@ -39,8 +36,8 @@ const REQUIREMENTS: &str = "Linux 5.10 or later on x86-64 with BTF \
     capabilities.";
 
 /// zcprof(1): the top-level sections, then one subsection per visible command.
-fn render() -> std::io::Result<Vec<u8>> {
-    let mut cmd = Cli::command().disable_help_subcommand(true);
+fn render(cli: clap::Command) -> std::io::Result<Vec<u8>> {
+    let mut cmd = cli.disable_help_subcommand(true);
     // Gives every subcommand its full name ("zcprof serve") for the synopses.
     cmd.build();
     let man = Man::new(cmd.clone());
@@ -108,11 +105,13 @@ fn demote_sections(roff: &[u8]) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    use clap::CommandFactory as _;
+
     use super::*;
 
     #[test]
     fn page_documents_every_visible_command() {
-        let page = String::from_utf8(render().unwrap()).unwrap();
+        let page = String::from_utf8(render(crate::cli::Cli::command()).unwrap()).unwrap();
         assert!(
             page.lines().any(|l| l.starts_with(".TH zcprof 1 ")),
             "no title"

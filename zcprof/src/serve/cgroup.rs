@@ -223,10 +223,3 @@ impl Host for HostFs {
         Path::new(&format!("/proc/{tgid}")).exists()
     }
 }
-
-/// Whether cgroup `path` (below the root, `/`-separated) is `scope` or below it.
-pub fn is_within(path: &str, scope: &str) -> bool {
-    scope == "/"
-        || path == scope
-        || (path.starts_with(scope) && path.as_bytes().get(scope.len()) == Some(&b'/'))
-}

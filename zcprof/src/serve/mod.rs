@@ -19,7 +19,7 @@ mod metrics;
 
 use std::{
     os::fd::OwnedFd,
-    path::Path,
+    path::{Path, PathBuf},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -93,6 +93,47 @@ pub(crate) fn compile_comm(regex: &str) -> Result<Regex, ServeError> {
             regex: regex.to_string(),
             reason,
         }
+    })
+}
+
+/// `--comm`, `--cgroup`, `--cgroup-root` and `--pid` as serve and top use them, checked before
+/// anything is loaded: everything the command line can get wrong fails here.
+pub(crate) struct CheckedScope {
+    /// The anchored name pattern.
+    pub comm: Option<Regex>,
+    /// The cgroup2 mount, when cgroup paths are needed.
+    pub cgroup_root: Option<PathBuf>,
+    /// `--cgroup` below that mount.
+    pub cgroup_scope: Option<String>,
+}
+
+/// Checks the scope options; `paths` says whether the grouping needs cgroup paths.
+pub(crate) fn check_scope(
+    comm: Option<&str>,
+    cgroup: Option<&Path>,
+    cgroup_root: Option<&Path>,
+    paths: bool,
+    pids: &[u32],
+) -> anyhow::Result<CheckedScope> {
+    let comm = comm.map(compile_comm).transpose()?;
+    let root = if paths || cgroup.is_some() {
+        Some(cgroup::mount_point(cgroup_root)?)
+    } else {
+        None
+    };
+    let scope = match (cgroup, &root) {
+        (Some(path), Some(root)) => Some(cgroup::scope_path(path, root)?),
+        _ => None,
+    };
+    for &pid in pids {
+        if !Path::new(&format!("/proc/{pid}/task")).is_dir() {
+            return Err(WatchError::NoSuchProcess(pid).into());
+        }
+    }
+    Ok(CheckedScope {
+        comm,
+        cgroup_root: root,
+        cgroup_scope: scope,
     })
 }
 
@@ -243,22 +284,18 @@ fn enable_stats() -> Option<OwnedFd> {
 pub fn serve(args: &ServeArgs) -> anyhow::Result<i32> {
     // Everything the command line can get wrong, before loading anything.
     let by = args.group_by();
-    let comm = args.comm.as_deref().map(compile_comm).transpose()?;
-    let cgroup_root = if by.by_cgroup_path() || args.cgroup.is_some() {
-        Some(cgroup::mount_point(args.cgroup_root.as_deref())?)
-    } else {
-        None
-    };
-    let cgroup_scope = match (&args.cgroup, &cgroup_root) {
-        (Some(path), Some(root)) => Some(cgroup::scope_path(path, root)?),
-        _ => None,
-    };
+    let CheckedScope {
+        comm,
+        cgroup_root,
+        cgroup_scope,
+    } = check_scope(
+        args.comm.as_deref(),
+        args.cgroup.as_deref(),
+        args.cgroup_root.as_deref(),
+        by.by_cgroup_path(),
+        &args.pids,
+    )?;
     let target = privileges::planned(&args.privileges, true)?;
-    for &pid in &args.pids {
-        if !Path::new(&format!("/proc/{pid}/task")).is_dir() {
-            return Err(WatchError::NoSuchProcess(pid).into());
-        }
-    }
 
     // Bind before dropping privileges (a port below 1024 needs them) and before loading
     // (a taken port is the commonest mistake and should not cost a load).

@@ -17,7 +17,7 @@ mod view;
 use std::{
     collections::HashMap,
     io::{IsTerminal as _, Stdout},
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::{
         Once,
         atomic::{AtomicBool, Ordering},
@@ -45,15 +45,15 @@ use crate::{
     loader::{LoadOptions, MapReadError, ProbeArgs, Probes},
     privileges::{self, PrivilegeArgs},
     serve::{
-        ServeError,
+        CheckedScope, ServeError,
         args::GroupBy,
-        cgroup::{self, HostFs},
-        compile_comm,
+        cgroup::HostFs,
+        check_scope,
         container::container_of,
-        engine::{Engine, Host as _, Retire, Scope, UNKNOWN_CGROUP},
+        engine::{self, Engine, Host as _, Retire, Scope, UNKNOWN_CGROUP},
     },
     snapshot::{Activity, Snapshot},
-    watch::{self as watching, WatchError},
+    watch::{self as watching},
 };
 
 /// What one row of `zcprof top` is.
@@ -124,23 +124,18 @@ pub fn top(args: &TopArgs) -> anyhow::Result<i32> {
         return Ok(NOT_A_TERMINAL);
     }
     // Everything the command line can get wrong, before loading anything.
-    let comm = args.comm.as_deref().map(compile_comm).transpose()?;
-    let cgroup_root = if matches!(args.by, Rows::Cgroup | Rows::Container) || args.cgroup.is_some()
-    {
-        Some(cgroup::mount_point(args.cgroup_root.as_deref())?)
-    } else {
-        None
-    };
-    let cgroup_scope = match (&args.cgroup, &cgroup_root) {
-        (Some(path), Some(root)) => Some(cgroup::scope_path(path, root)?),
-        _ => None,
-    };
+    let CheckedScope {
+        comm,
+        cgroup_root,
+        cgroup_scope,
+    } = check_scope(
+        args.comm.as_deref(),
+        args.cgroup.as_deref(),
+        args.cgroup_root.as_deref(),
+        matches!(args.by, Rows::Cgroup | Rows::Container),
+        &args.pids,
+    )?;
     let target = privileges::planned(&args.privileges, true)?;
-    for &pid in &args.pids {
-        if !Path::new(&format!("/proc/{pid}/task")).is_dir() {
-            return Err(WatchError::NoSuchProcess(pid).into());
-        }
-    }
 
     let mut probes = Probes::load(LoadOptions {
         watch_all: args.pids.is_empty(),
@@ -293,7 +288,7 @@ impl Source {
                     None
                 };
                 if let Some(root) = &self.cgroup
-                    && !path.as_deref().is_some_and(|p| cgroup::is_within(p, root))
+                    && !path.as_deref().is_some_and(|p| engine::is_within(p, root))
                 {
                     continue;
                 }

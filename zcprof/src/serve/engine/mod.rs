@@ -25,7 +25,6 @@ use zcprof_common::{Column, Syscall, ThreadCounts};
 
 use super::{
     args::GroupBy,
-    cgroup::is_within,
     container::{Container, container_of},
 };
 use crate::snapshot::{Activity, Snapshot, UringCells};
@@ -483,6 +482,13 @@ impl Engine {
     pub fn tracked_threads(&self) -> usize {
         self.threads.len()
     }
+}
+
+/// Whether cgroup `path` (below the root, `/`-separated) is `scope` or below it.
+pub fn is_within(path: &str, scope: &str) -> bool {
+    scope == "/"
+        || path == scope
+        || (path.starts_with(scope) && path.as_bytes().get(scope.len()) == Some(&b'/'))
 }
 
 #[cfg(test)]
