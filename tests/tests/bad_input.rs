@@ -128,3 +128,36 @@ fn full_thread_table_is_reported() {
     let doc: serde_json::Value = serde_json::from_str(&json.stdout).expect("JSON");
     assert_eq!(doc["lost"]["thread_table_full"], 4);
 }
+
+/// A truncated or corrupted kernel BTF (`--btf PATH`, hidden, for this test): one clear line
+/// naming the file and what is wrong with it, never a panic, nothing loaded.
+#[test]
+fn corrupt_btf_is_one_clear_error() {
+    if !require_root_or_skip() {
+        return;
+    }
+    let btf = std::fs::read("/sys/kernel/btf/vmlinux").expect("the kernel's BTF");
+    let dir = scratch_dir("corrupt-btf");
+    let truncated = dir.join("truncated.btf");
+    std::fs::write(&truncated, &btf[..btf.len() / 2]).unwrap();
+    let mut flipped = btf.clone();
+    // The header's type-section length, made larger than the file.
+    flipped[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
+    let corrupted = dir.join("corrupted.btf");
+    std::fs::write(&corrupted, &flipped).unwrap();
+    let not_btf = dir.join("not.btf");
+    std::fs::write(&not_btf, b"this is not BTF at all, only text").unwrap();
+    let before = zcprof_program_ids();
+    for file in [&truncated, &corrupted, &not_btf] {
+        let path = file.to_str().unwrap();
+        let out = zcprof(&["run", "--btf", path, "--", "true"]);
+        assert!(!out.status.success(), "{path}: {}", out.stderr);
+        assert_one_error_line(&out.stderr);
+        assert!(
+            out.stderr.contains(path) && out.stderr.contains("malformed"),
+            "names the file and says it is malformed:\n{}",
+            out.stderr
+        );
+    }
+    assert_no_new_programs(&before);
+}

@@ -77,6 +77,10 @@ pub struct Btf {
     structs_by_name: HashMap<String, u32>,
 }
 
+/// Most levels of anonymous structs and unions searched for a member (the kernel's deepest
+/// is a handful; a corrupt file could make one contain itself).
+const NESTING: u32 = 16;
+
 fn u32_at(data: &[u8], at: usize) -> Option<u32> {
     data.get(at..at + 4)
         .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -225,18 +229,23 @@ impl Btf {
         None
     }
 
-    /// Byte offset of `member` in struct or union `ty`, searching anonymous members too.
+    /// Byte offset of `member` in struct or union `ty`, searching anonymous members too (at
+    /// most [`NESTING`] deep: a corrupt file may make an anonymous member contain itself).
     fn find_member(&self, ty: &Type, member: &str) -> Option<u32> {
+        self.find_member_within(ty, member, NESTING)
+    }
+
+    fn find_member_within(&self, ty: &Type, member: &str, depth: u32) -> Option<u32> {
         for m in &ty.members {
             if self.name(m.name) == member {
                 return Some(m.bit_offset / 8);
             }
         }
-        for m in ty.members.iter().filter(|m| m.name == 0) {
+        for m in ty.members.iter().filter(|m| m.name == 0 && depth > 0) {
             if let Some(inner) = self.resolve(m.ty)
-                && let Some(off) = self.find_member(inner, member)
+                && let Some(off) = self.find_member_within(inner, member, depth - 1)
             {
-                return Some(m.bit_offset / 8 + off);
+                return Some((m.bit_offset / 8).saturating_add(off));
             }
         }
         None
@@ -254,7 +263,7 @@ impl Btf {
         let mut parts = path.split('.').peekable();
         while let Some(part) = parts.next() {
             let off = self.find_member(ty, part).ok_or_else(no_member)?;
-            total += off as u64;
+            total = total.saturating_add(off as u64);
             if parts.peek().is_some() {
                 let m = self.member_type(ty, part).ok_or_else(no_member)?;
                 ty = m;
@@ -264,14 +273,18 @@ impl Btf {
     }
 
     fn member_type(&self, ty: &Type, member: &str) -> Option<&Type> {
+        self.member_type_within(ty, member, NESTING)
+    }
+
+    fn member_type_within(&self, ty: &Type, member: &str, depth: u32) -> Option<&Type> {
         for m in &ty.members {
             if self.name(m.name) == member {
                 return self.resolve(m.ty);
             }
         }
-        for m in ty.members.iter().filter(|m| m.name == 0) {
+        for m in ty.members.iter().filter(|m| m.name == 0 && depth > 0) {
             if let Some(inner) = self.resolve(m.ty)
-                && let Some(t) = self.member_type(inner, member)
+                && let Some(t) = self.member_type_within(inner, member, depth - 1)
             {
                 return Some(t);
             }
@@ -391,5 +404,53 @@ mod tests {
         let exit = btf.tracepoint_args("sys_exit").unwrap();
         assert_eq!(exit, ["struct pt_regs *", "long int"]);
         assert!(btf.tracepoint_args("no_such_tracepoint").is_none());
+    }
+
+    /// A truncated or corrupted file is an error or a usable (if wrong) table, never a panic
+    /// or a hang: the real file cut at many points, and with bytes overwritten at many places.
+    #[test]
+    fn corrupt_files_never_panic() {
+        let Ok(data) = std::fs::read(VMLINUX_BTF) else {
+            assert!(std::env::var_os("CI").is_none(), "no kernel BTF in CI");
+            return;
+        };
+        let probe = |bytes: &[u8]| {
+            if let Ok(btf) = Btf::parse(bytes) {
+                let _ = btf.offset("task_struct", "nvcsw");
+                let _ = btf.offset("sock", "__sk_common.skc_daddr");
+                let _ = btf.enumerator("SOCK_ZEROCOPY");
+                let _ = btf.tracepoint_args("sched_switch");
+            }
+        };
+        for cut in [
+            0,
+            1,
+            2,
+            23,
+            24,
+            25,
+            31,
+            32,
+            100,
+            4096,
+            data.len() / 3,
+            data.len() - 1,
+        ] {
+            probe(&data[..cut.min(data.len())]);
+            assert!(Btf::parse(&data[..cut.min(data.len() - 1)]).is_err() || cut > 24);
+        }
+        // A fixed pseudo-random walk (xorshift) over the header and the type section.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..24 {
+            let mut bytes = data.clone();
+            for _ in 0..8 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let at = (x as usize) % bytes.len().min(1 << 20);
+                bytes[at] = (x >> 32) as u8;
+            }
+            probe(&bytes);
+        }
     }
 }

@@ -8,6 +8,8 @@ mod maps;
 
 pub use self::maps::MapReadError;
 
+use std::path::{Path, PathBuf};
+
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, Stack},
@@ -102,6 +104,9 @@ pub struct LoadOptions<'a> {
     pub tracepoint_override: Option<(&'a str, &'a str)>,
     /// Threads tracked at once (default: `MAX_THREADS - 1`).
     pub max_threads: Option<u32>,
+    /// Read the kernel's BTF from this file instead of the running kernel's (a hidden option
+    /// that tests the error path of a corrupt or truncated BTF).
+    pub btf: Option<&'a Path>,
 }
 
 /// How the kernel programs are loaded (run, attach, serve).
@@ -115,14 +120,19 @@ pub struct ProbeArgs {
     #[arg(long, default_value_t = zcprof_common::MAX_THREADS - 1,
           value_parser = clap::value_parser!(u32).range(1..=262_144), value_name = "N")]
     pub max_threads: u32,
+    /// Read the kernel's struct layout from this BTF file instead of /sys/kernel/btf/vmlinux
+    /// (tests: a corrupt file must give a clear error)
+    #[arg(long, hide = true, value_name = "PATH")]
+    pub btf: Option<PathBuf>,
 }
 
 impl ProbeArgs {
     /// The loader's options for these arguments (watch-all and test aids left at default).
-    pub fn load_options(&self) -> LoadOptions<'static> {
+    pub fn load_options(&self) -> LoadOptions<'_> {
         LoadOptions {
             empty_bodies: self.empty_programs,
             max_threads: Some(self.max_threads),
+            btf: self.btf.as_deref(),
             ..Default::default()
         }
     }
@@ -203,7 +213,7 @@ impl Probes {
         // SAFETY: setrlimit reads a valid, initialised struct.
         unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
 
-        let layout = KernelLayout::from_kernel_with(tracepoint_override)?;
+        let layout = KernelLayout::from_kernel_with(tracepoint_override, options.btf)?;
         let mut loader = EbpfLoader::new();
         if let Some(n) = options.max_threads {
             // One more slot than threads: slot 0 means "none".

@@ -1,6 +1,8 @@
 //! How the programs read the running kernel's structs and tracepoint arguments: offsets and
 //! tracepoint prototypes from BTF, handed to the programs as read-only globals.
 
+use std::path::Path;
+
 use zcprof_common::{KERNEL_FIELDS, KernelField, Need, globals};
 
 use super::{
@@ -34,14 +36,21 @@ impl KernelLayout {
     /// fork hook needs them); the file, socket and io_uring ones only refine the ledger, and
     /// without them the programs classify by syscall alone.
     pub fn from_kernel() -> Result<Self, LoadError> {
-        Self::from_kernel_with(None)
+        Self::from_kernel_with(None, None)
     }
 
     /// As [`Self::from_kernel`], with tracepoint `.0` looked up as `.1` (the hidden
     /// `--tracepoint-override`: an optional hook renamed to one that does not exist shows how
-    /// zcprof degrades on a kernel without it).
-    pub fn from_kernel_with(rename: Option<(&str, &str)>) -> Result<Self, LoadError> {
-        let btf = Btf::from_kernel().map_err(LoadError::Btf)?;
+    /// zcprof degrades on a kernel without it), and the BTF read from `btf_file` if given.
+    pub fn from_kernel_with(
+        rename: Option<(&str, &str)>,
+        btf_file: Option<&Path>,
+    ) -> Result<Self, LoadError> {
+        let btf = match btf_file {
+            Some(path) => Btf::from_file(path),
+            None => Btf::from_kernel(),
+        }
+        .map_err(LoadError::Btf)?;
         let mut globals = Vec::new();
         for f in fields(Need::Essential) {
             globals.push((f.global, offset(&btf, f).map_err(LoadError::Btf)?));
