@@ -47,4 +47,32 @@ mod tests {
             assert_eq!(parse_size(bad), None, "{bad}");
         }
     }
+
+    /// Every string of up to 4 characters from the characters a size is made of, and a few
+    /// long ones: an answer each time (no panic, no overflow), and whatever is accepted as
+    /// plain digits reads back as the same number.
+    #[test]
+    fn any_input_gets_an_answer() {
+        const CHARS: &[u8] = b"0179kKmMgGbBiI -";
+        let mut checked = 0u32;
+        for len in 0..=4u32 {
+            for mut n in 0..(CHARS.len() as u64).pow(len) {
+                let mut s = [0u8; 4];
+                for b in s.iter_mut().take(len as usize) {
+                    *b = CHARS[(n % CHARS.len() as u64) as usize];
+                    n /= CHARS.len() as u64;
+                }
+                let text = core::str::from_utf8(&s[..len as usize]).unwrap();
+                let parsed = parse_size(text);
+                if text.bytes().all(|c| c.is_ascii_digit()) && !text.is_empty() {
+                    assert_eq!(parsed, text.parse::<u64>().ok(), "{text}");
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked > 60_000);
+        assert_eq!(parse_size("99999999999999999999999"), None);
+        assert_eq!(parse_size("18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_size("17179869184G"), None, "2^34 GiB overflows");
+    }
 }

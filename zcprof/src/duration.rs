@@ -19,10 +19,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => v * 3600.0,
         _ => return Err(format!("`{s}`: unknown unit `{unit}` (use ms, s, m or h)")),
     };
-    if secs.is_nan() || secs <= 0.0 || !secs.is_finite() {
+    if secs.is_nan() || secs <= 0.0 {
         return Err(format!("`{s}`: must be more than zero"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("`{s}`: too long"))
 }
 
 #[cfg(test)]
@@ -38,5 +38,35 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("abc").is_err());
         assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    /// Every string of up to 4 characters from the characters a duration is made of, and a
+    /// few long ones: an answer each time (no panic, no hang), and every accepted value is
+    /// positive and finite.
+    #[test]
+    fn any_input_gets_an_answer() {
+        const CHARS: &[u8] = b"019.msh -+eE";
+        let mut checked = 0;
+        for len in 0..=4u32 {
+            for mut n in 0..(CHARS.len() as u64).pow(len) {
+                let mut s = String::new();
+                for _ in 0..len {
+                    s.push(CHARS[(n % CHARS.len() as u64) as usize] as char);
+                    n /= CHARS.len() as u64;
+                }
+                if let Ok(d) = parse_duration(&s) {
+                    assert!(d > Duration::ZERO, "{s:?} -> {d:?}");
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked > 20_000);
+        for long in [
+            "9".repeat(400),
+            format!("{}h", "9".repeat(30)),
+            "1e308h".into(),
+        ] {
+            assert!(parse_duration(&long).is_err(), "{long}");
+        }
     }
 }
