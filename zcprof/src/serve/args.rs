@@ -32,6 +32,22 @@ impl GroupBy {
     }
 }
 
+/// Which threads count, by name and cgroup (serve and top).
+#[derive(Args, Debug, Clone)]
+pub struct ScopeArgs {
+    /// Only threads whose command name matches REGEX (anchored, like PromQL's =~: `nginx` is
+    /// not `nginx-worker`)
+    #[arg(long, value_name = "REGEX")]
+    pub comm: Option<String>,
+    /// Only threads in this cgroup v2 directory or below it
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<PathBuf>,
+    /// The host's cgroup v2 mount (default: /sys/fs/cgroup, else the first cgroup2 mount; in a
+    /// container, mount the host's hierarchy and name it here)
+    #[arg(long, value_name = "DIR")]
+    pub cgroup_root: Option<PathBuf>,
+}
+
 /// Options of `zcprof serve`.
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -41,16 +57,8 @@ pub struct ServeArgs {
     /// Count only these processes and their descendants (repeat for several; default: all)
     #[arg(long = "pid", short = 'p', value_name = "PID")]
     pub pids: Vec<u32>,
-    /// Count only threads whose command name matches REGEX (anchored, like PromQL's =~)
-    #[arg(long, value_name = "REGEX")]
-    pub comm: Option<String>,
-    /// Count only threads in this cgroup v2 directory or below it
-    #[arg(long, value_name = "PATH")]
-    pub cgroup: Option<PathBuf>,
-    /// The host's cgroup v2 mount (default: /sys/fs/cgroup, else the first cgroup2 mount; in a
-    /// container, mount the host's hierarchy and name it here)
-    #[arg(long, value_name = "DIR")]
-    pub cgroup_root: Option<PathBuf>,
+    #[command(flatten)]
+    pub scope: ScopeArgs,
     /// What one group of series is
     #[arg(long, value_enum, default_value_t = GroupBy::Comm)]
     pub by: GroupBy,

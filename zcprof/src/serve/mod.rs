@@ -36,6 +36,7 @@ use zcprof_common::{MAX_PROCESSES, MAX_TRANSFERS, MAX_URING};
 
 pub use self::args::ServeArgs;
 use self::{
+    args::ScopeArgs,
     cgroup::HostFs,
     engine::{Engine, Retire, Scope},
     metrics::{MapFill, Published},
@@ -96,6 +97,27 @@ pub(crate) fn compile_comm(regex: &str) -> Result<Regex, ServeError> {
     })
 }
 
+/// Gives up zcprof's privileges, then checks that the maps are still readable: finds out now,
+/// not at the first scrape or screen (serve and top).
+pub(crate) fn drop_and_check_maps(
+    target: &privileges::Target,
+    probes: &Probes,
+) -> anyhow::Result<()> {
+    privileges::drop_to(target, probes.a_map())?;
+    if let Err(err) = probes.snapshot(None) {
+        let sysctl = std::fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "unknown".into());
+        return Err(ServeError::ReadAfterDrop {
+            user: target.name.clone(),
+            sysctl,
+            err: Box::new(err),
+        }
+        .into());
+    }
+    Ok(())
+}
+
 /// `--comm`, `--cgroup`, `--cgroup-root` and `--pid` as serve and top use them, checked before
 /// anything is loaded: everything the command line can get wrong fails here.
 pub(crate) struct CheckedScope {
@@ -109,19 +131,17 @@ pub(crate) struct CheckedScope {
 
 /// Checks the scope options; `paths` says whether the grouping needs cgroup paths.
 pub(crate) fn check_scope(
-    comm: Option<&str>,
-    cgroup: Option<&Path>,
-    cgroup_root: Option<&Path>,
+    args: &ScopeArgs,
     paths: bool,
     pids: &[u32],
 ) -> anyhow::Result<CheckedScope> {
-    let comm = comm.map(compile_comm).transpose()?;
-    let root = if paths || cgroup.is_some() {
-        Some(cgroup::mount_point(cgroup_root)?)
+    let comm = args.comm.as_deref().map(compile_comm).transpose()?;
+    let root = if paths || args.cgroup.is_some() {
+        Some(cgroup::mount_point(args.cgroup_root.as_deref())?)
     } else {
         None
     };
-    let scope = match (cgroup, &root) {
+    let scope = match (args.cgroup.as_deref(), &root) {
         (Some(path), Some(root)) => Some(cgroup::scope_path(path, root)?),
         _ => None,
     };
@@ -288,13 +308,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<i32> {
         comm,
         cgroup_root,
         cgroup_scope,
-    } = check_scope(
-        args.comm.as_deref(),
-        args.cgroup.as_deref(),
-        args.cgroup_root.as_deref(),
-        by.by_cgroup_path(),
-        &args.pids,
-    )?;
+    } = check_scope(&args.scope, by.by_cgroup_path(), &args.pids)?;
     let target = privileges::planned(&args.privileges, true)?;
 
     // Bind before dropping privileges (a port below 1024 needs them) and before loading
@@ -328,19 +342,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<i32> {
 
     match &target {
         Some(t) => {
-            privileges::drop_to(t, probes.a_map())?;
-            // The maps must still be readable: find out now, not at the first scrape.
-            if let Err(err) = probes.snapshot(None) {
-                let sysctl = std::fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled")
-                    .map(|s| s.trim().to_string())
-                    .unwrap_or_else(|_| "unknown".into());
-                return Err(ServeError::ReadAfterDrop {
-                    user: t.name.clone(),
-                    sysctl,
-                    err: Box::new(err),
-                }
-                .into());
-            }
+            drop_and_check_maps(t, &probes)?;
             eprintln!(
                 "zcprof: running as {} (uid {}, gid {}) with no capabilities",
                 privileges::user_name(t.uid),

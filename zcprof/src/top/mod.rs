@@ -17,7 +17,6 @@ mod view;
 use std::{
     collections::HashMap,
     io::{IsTerminal as _, Stdout},
-    path::PathBuf,
     sync::{
         Once,
         atomic::{AtomicBool, Ordering},
@@ -45,11 +44,12 @@ use crate::{
     loader::{LoadOptions, MapReadError, ProbeArgs, Probes},
     privileges::{self, PrivilegeArgs},
     serve::{
-        CheckedScope, ServeError,
-        args::GroupBy,
+        CheckedScope,
+        args::{GroupBy, ScopeArgs},
         cgroup::HostFs,
         check_scope,
         container::container_of,
+        drop_and_check_maps,
         engine::{self, Engine, Host as _, Retire, Scope, UNKNOWN_CGROUP},
     },
     snapshot::{Activity, Snapshot},
@@ -88,16 +88,8 @@ pub struct TopArgs {
     /// Show only these processes and their descendants (repeat for several; default: all)
     #[arg(long = "pid", short = 'p', value_name = "PID")]
     pub pids: Vec<u32>,
-    /// Show only threads whose command name matches REGEX (anchored: `nginx` is not
-    /// `nginx-worker`)
-    #[arg(long, value_name = "REGEX")]
-    pub comm: Option<String>,
-    /// Show only threads in this cgroup v2 directory or below it
-    #[arg(long, value_name = "PATH")]
-    pub cgroup: Option<PathBuf>,
-    /// The host's cgroup v2 mount (default: /sys/fs/cgroup, else the first cgroup2 mount)
-    #[arg(long, value_name = "DIR")]
-    pub cgroup_root: Option<PathBuf>,
+    #[command(flatten)]
+    pub scope: ScopeArgs,
     /// What one row is
     #[arg(long, value_enum, default_value_t = Rows::Process)]
     pub by: Rows,
@@ -129,9 +121,7 @@ pub fn top(args: &TopArgs) -> anyhow::Result<i32> {
         cgroup_root,
         cgroup_scope,
     } = check_scope(
-        args.comm.as_deref(),
-        args.cgroup.as_deref(),
-        args.cgroup_root.as_deref(),
+        &args.scope,
         matches!(args.by, Rows::Cgroup | Rows::Container),
         &args.pids,
     )?;
@@ -146,19 +136,7 @@ pub fn top(args: &TopArgs) -> anyhow::Result<i32> {
         watching::attach(&mut probes, pid, true)?;
     }
     if let Some(t) = &target {
-        privileges::drop_to(t, probes.a_map())?;
-        // The maps must still be readable: find out now, not on the first screen.
-        if let Err(err) = probes.snapshot(None) {
-            let sysctl = std::fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled")
-                .map(|s| s.trim().to_string())
-                .unwrap_or_else(|_| "unknown".into());
-            return Err(ServeError::ReadAfterDrop {
-                user: t.name.clone(),
-                sysctl,
-                err: Box::new(err),
-            }
-            .into());
-        }
+        drop_and_check_maps(t, &probes)?;
     }
 
     let scope_text = scope_text(args, cgroup_scope.as_deref());
@@ -200,7 +178,7 @@ fn scope_text(args: &TopArgs, cgroup: Option<&str>) -> String {
         let pids: Vec<String> = args.pids.iter().map(u32::to_string).collect();
         parts.push(format!("pid {} +children", pids.join(",")));
     }
-    if let Some(c) = &args.comm {
+    if let Some(c) = &args.scope.comm {
         parts.push(format!("comm ~ {c}"));
     }
     if let Some(c) = cgroup {
