@@ -12,7 +12,6 @@ mod verify;
 use std::{
     fs,
     path::{Path, PathBuf},
-    process::Command,
     time::Instant,
 };
 
@@ -100,7 +99,7 @@ pub fn run(args: &Args) -> Result<()> {
 
     // The bare binary, stripped as cargo-deb strips the packaged one.
     let binary = dist.join("zcprof");
-    run_checked(
+    process::stdout_of(
         process::command("strip")
             .arg("--strip-unneeded")
             .arg("-o")
@@ -148,7 +147,7 @@ fn zcprof_package() -> Result<Package> {
     }
     let mut cmd = cargo::command();
     cmd.args(["metadata", "--format-version", "1", "--no-deps"]);
-    let out = output_of(&mut cmd)?;
+    let out = process::stdout_of(&mut cmd)?;
     let metadata: Metadata =
         serde_json::from_str(&out).context("cannot parse `cargo metadata` output")?;
     let zcprof = metadata
@@ -171,7 +170,7 @@ fn zcprof_package() -> Result<Package> {
 
 /// `binary --version` runs and prints `zcprof VERSION`.
 fn check_version(binary: &Path, version: &str) -> Result<()> {
-    let out = output_of(process::command(binary).arg("--version"))?;
+    let out = process::stdout_of(process::command(binary).arg("--version"))?;
     let expected = format!("zcprof {version}");
     ensure!(
         out.trim() == expected,
@@ -185,7 +184,7 @@ fn check_version(binary: &Path, version: &str) -> Result<()> {
 /// Every library the binary links comes from a package in `depends`, and its libc6 version is
 /// the newest glibc symbol version the binary uses: Depends says exactly what it needs.
 fn check_linkage(binary: &Path, depends: &str) -> Result<()> {
-    let dynamic = output_of(process::command("objdump").arg("-p").arg(binary))?;
+    let dynamic = process::stdout_of(process::command("objdump").arg("-p").arg(binary))?;
     let libraries = needed_libraries(&dynamic);
     for library in &libraries {
         let Some((_, package)) = LIBRARY_PACKAGES.iter().find(|(l, _)| l == library) else {
@@ -202,7 +201,7 @@ fn check_linkage(binary: &Path, depends: &str) -> Result<()> {
         );
     }
 
-    let symbols = output_of(process::command("objdump").arg("-T").arg(binary))?;
+    let symbols = process::stdout_of(process::command("objdump").arg("-T").arg(binary))?;
     let needed = newest_glibc(&symbols).context("the binary uses no versioned glibc symbol")?;
     let declared = libc6_minimum(depends).with_context(|| {
         format!("zcprof/Cargo.toml's [package.metadata.deb] depends (`{depends}`) has no `libc6 (>= VERSION)`")
@@ -226,7 +225,7 @@ fn check_linkage(binary: &Path, depends: &str) -> Result<()> {
 
 /// The man page (gzipped, as Debian installs them) and the completion scripts.
 fn generate_assets(binary: &Path, assets: &Path) -> Result<()> {
-    let roff = output_of(process::command(binary).arg("manpage"))?;
+    let roff = process::stdout_of(process::command(binary).arg("manpage"))?;
     ensure!(
         roff.lines().any(|l| l.starts_with(".TH zcprof 1 ")),
         "`zcprof manpage` printed no man page"
@@ -234,10 +233,10 @@ fn generate_assets(binary: &Path, assets: &Path) -> Result<()> {
     let page = assets.join(MAN_PAGE.0.trim_end_matches(".gz"));
     write(&page, &roff)?;
     // -n: no name or time stamp in the header, so that the same page gives the same bytes.
-    run_checked(process::command("gzip").args(["-9", "-n", "-f"]).arg(&page))?;
+    process::stdout_of(process::command("gzip").args(["-9", "-n", "-f"]).arg(&page))?;
 
     for (shell, file, _) in COMPLETIONS {
-        let script = output_of(process::command(binary).args(["completions", shell]))?;
+        let script = process::stdout_of(process::command(binary).args(["completions", shell]))?;
         ensure!(
             script.contains("attach") && script.contains("serve"),
             "`zcprof completions {shell}` printed no completions for zcprof's commands"
@@ -297,7 +296,7 @@ fn find_deb(dist: &Path) -> Result<PathBuf> {
 
 /// Prints the .deb's control fields that matter and its file list.
 fn show_deb(deb: &Path) -> Result<()> {
-    let fields = output_of(process::command("dpkg-deb").arg("-f").arg(deb).args([
+    let fields = process::stdout_of(process::command("dpkg-deb").arg("-f").arg(deb).args([
         "Package",
         "Version",
         "Architecture",
@@ -309,7 +308,7 @@ fn show_deb(deb: &Path) -> Result<()> {
     for line in fields.lines() {
         println!("    {line}");
     }
-    let contents = output_of(process::command("dpkg-deb").arg("-c").arg(deb))?;
+    let contents = process::stdout_of(process::command("dpkg-deb").arg("-c").arg(deb))?;
     for line in contents.lines() {
         println!("    {line}");
     }
@@ -326,25 +325,6 @@ fn size(path: &Path) -> Result<String> {
         .with_context(|| format!("cannot stat {}", path.display()))?
         .len();
     Ok(format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64))
-}
-
-/// Runs `cmd` (output captured) and returns its stdout; fails with its output if it fails.
-fn output_of(cmd: &mut Command) -> Result<String> {
-    let out = process::capture(cmd)?;
-    if !out.status.success() {
-        bail!(
-            "`{}` failed ({}):\n{}",
-            process::describe(cmd),
-            out.status,
-            process::tail(&out.combined(), 20)
-        );
-    }
-    Ok(out.stdout)
-}
-
-/// Runs `cmd` (output captured); fails with its output if it fails.
-fn run_checked(cmd: &mut Command) -> Result<()> {
-    output_of(cmd).map(drop)
 }
 
 /// The `NEEDED` entries of `objdump -p`.

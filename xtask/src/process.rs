@@ -83,6 +83,21 @@ pub fn capture(cmd: &mut Command) -> Result<Output> {
     })
 }
 
+/// Runs `cmd` with its output captured and returns its stdout; fails with the tail of its
+/// output if it exits unsuccessfully.
+pub fn stdout_of(cmd: &mut Command) -> Result<String> {
+    let out = capture(cmd)?;
+    if !out.status.success() {
+        bail!(
+            "`{}` failed ({}):\n{}",
+            describe(cmd),
+            out.status,
+            tail(&out.combined(), 20)
+        );
+    }
+    Ok(out.stdout)
+}
+
 /// Runs `cmd` with its output shown; fails if it cannot start or exits unsuccessfully.
 pub fn run(cmd: &mut Command) -> Result<()> {
     let line = describe(cmd);

@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail, ensure};
 
-use super::{COMPLETIONS, MAN_PAGE, output_of};
+use super::{COMPLETIONS, MAN_PAGE};
 use crate::process;
 
 const BINARY: &str = "/usr/bin/zcprof";
@@ -22,7 +22,7 @@ pub fn run(deb: &Path, version: &str) -> Result<()> {
              removed at the end"
         );
     }
-    output_of(process::command("dpkg").arg("-i").arg(deb))
+    process::stdout_of(process::command("dpkg").arg("-i").arg(deb))
         .context("dpkg cannot install the .deb")?;
     println!("dist: verify: dpkg -i {}: ok", deb.display());
 
@@ -46,7 +46,7 @@ pub fn run(deb: &Path, version: &str) -> Result<()> {
 
 /// The files (not directories) `dpkg -L zcprof` lists.
 fn installed_files() -> Result<Vec<PathBuf>> {
-    let list = output_of(process::command("dpkg").args(["-L", "zcprof"]))?;
+    let list = process::stdout_of(process::command("dpkg").args(["-L", "zcprof"]))?;
     Ok(list
         .lines()
         .map(PathBuf::from)
@@ -72,7 +72,7 @@ fn check(files: &[PathBuf], version: &str) -> Result<()> {
 
     // The binary, from /usr/bin, not whatever zcprof comes first on PATH.
     listed(BINARY)?;
-    let printed = output_of(process::command(BINARY).arg("--version"))?;
+    let printed = process::stdout_of(process::command(BINARY).arg("--version"))?;
     ensure!(
         printed.trim() == format!("zcprof {version}"),
         "`{BINARY} --version` printed `{}`, not `zcprof {version}`",
@@ -81,13 +81,13 @@ fn check(files: &[PathBuf], version: &str) -> Result<()> {
     println!("dist: verify: {BINARY} --version: {}", printed.trim());
 
     // It loads and attaches its programs (exit 0: zcprof can run here).
-    output_of(process::command(BINARY).arg("doctor"))
+    process::stdout_of(process::command(BINARY).arg("doctor"))
         .context("the installed zcprof's doctor says it cannot run here")?;
     println!("dist: verify: {BINARY} doctor: ok");
 
     // The man page, where man looks for it.
     listed(MAN_PAGE.1)?;
-    let found = output_of(process::command("man").args(["-w", "zcprof"]))
+    let found = process::stdout_of(process::command("man").args(["-w", "zcprof"]))
         .context("man does not find zcprof(1) (a dpkg path-exclude for /usr/share/man?)")?;
     ensure!(
         found.trim() == MAN_PAGE.1,
@@ -103,7 +103,7 @@ fn check(files: &[PathBuf], version: &str) -> Result<()> {
         let len = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         ensure!(len > 0, "the {shell} completion script {path} is empty");
         if shell == "bash" {
-            output_of(process::command("bash").arg("-n").arg(path))
+            process::stdout_of(process::command("bash").arg("-n").arg(path))
                 .with_context(|| format!("bash cannot parse {path}"))?;
         }
         println!("dist: verify: {shell} completions: {path} ({len} bytes)");
@@ -134,7 +134,7 @@ fn check(files: &[PathBuf], version: &str) -> Result<()> {
 /// `dpkg -r zcprof`, then every file of `files` must be gone. Purges what removal leaves
 /// (dpkg's record of the maintainer scripts) so that the machine is as it was.
 fn remove(files: &[PathBuf]) -> Result<()> {
-    output_of(process::command("dpkg").args(["-r", "zcprof"]))
+    process::stdout_of(process::command("dpkg").args(["-r", "zcprof"]))
         .context("dpkg cannot remove zcprof")?;
     let left: Vec<String> = files
         .iter()
@@ -152,7 +152,7 @@ fn remove(files: &[PathBuf]) -> Result<()> {
         files.len()
     );
     if status().is_some_and(|s| s.ends_with(" config-files")) {
-        output_of(process::command("dpkg").args(["-P", "zcprof"]))
+        process::stdout_of(process::command("dpkg").args(["-P", "zcprof"]))
             .context("dpkg cannot purge zcprof")?;
     }
     Ok(())

@@ -135,7 +135,7 @@ fn fetch(apt: &Apt, spec: &Spec, dir: &Path, debs: &Path) -> Result<Image> {
         let deb = apt.download(package, debs)?;
         let mut cmd = process::command("dpkg");
         cmd.arg("-x").arg(&deb).arg(&root);
-        run_checked(&mut cmd)?;
+        process::stdout_of(&mut cmd)?;
     }
 
     let (vmlinuz, release) = find_vmlinuz(&root)?;
@@ -197,7 +197,7 @@ impl Apt {
             "kernel-matrix: apt-get update (kernel image lists, {})",
             dir.display()
         );
-        run_checked(apt.command("apt-get").args(["-qq", "update"]))?;
+        process::stdout_of(apt.command("apt-get").args(["-qq", "update"]))?;
         Ok(apt)
     }
 
@@ -215,7 +215,7 @@ impl Apt {
     fn newest(&self, pattern: &str) -> Result<String> {
         let mut cmd = self.command("apt-cache");
         cmd.args(["search", "--names-only", pattern]);
-        let out = run_checked(&mut cmd)?;
+        let out = process::stdout_of(&mut cmd)?;
         out.lines()
             .filter_map(|l| l.split(" - ").next())
             .map(str::trim)
@@ -244,7 +244,7 @@ impl Apt {
         println!("kernel-matrix: downloading {package}");
         let mut cmd = self.command("apt-get");
         cmd.args(["-q", "download", package]).current_dir(debs);
-        run_checked(&mut cmd)?;
+        process::stdout_of(&mut cmd)?;
         find().with_context(|| {
             format!(
                 "apt-get download {package} left no .deb in {}",
@@ -260,20 +260,6 @@ fn numbers(name: &str) -> Vec<u64> {
         .filter(|s| !s.is_empty())
         .map(|s| s.parse().unwrap_or(u64::MAX))
         .collect()
-}
-
-/// Runs `cmd` with captured output; its stdout if it succeeded, else an error with its tail.
-fn run_checked(cmd: &mut Command) -> Result<String> {
-    let out = process::capture(cmd)?;
-    if !out.status.success() {
-        bail!(
-            "`{}` failed ({}):\n{}",
-            process::describe(cmd),
-            out.status,
-            process::tail(&out.combined(), 20)
-        );
-    }
-    Ok(out.stdout)
 }
 
 #[cfg(test)]
