@@ -513,3 +513,29 @@ pub fn zcprof_as_nobody(tag: &str, args: &[&str]) -> std::process::Output {
     let _ = std::fs::remove_dir_all(&dir);
     out
 }
+
+/// The fork storm of the tests (`zc-storm`'s options): the 4 loops and 80,000 processes of a
+/// busy build host, and 10 bursts of 200 short threads.
+pub const STORM_ARGS: &[&str] = &[
+    "--loops",
+    "4",
+    "--processes",
+    "80000",
+    "--bursts",
+    "10",
+    "--burst-threads",
+    "200",
+    "--bytes",
+    "1000",
+];
+
+/// The tally `zc-storm` wrote at `path`, checked to say that every child and thread did its
+/// write.
+pub fn storm_tally(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("no storm tally at {}: {e}", path.display()));
+    let t: Value = serde_json::from_str(&text).expect("storm tally is JSON");
+    assert_eq!(t["children_failed"], 0, "every child wrote and exited: {t}");
+    assert_eq!(t["burster_ok"], true, "the burster ended well: {t}");
+    t
+}

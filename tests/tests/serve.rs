@@ -22,6 +22,7 @@ use std::{
 use zcprof_tests::*;
 
 const CHILD: &str = env!("CARGO_BIN_EXE_zc-child");
+const STORM: &str = env!("CARGO_BIN_EXE_zc-storm");
 
 /// A running `zcprof serve`.
 struct Daemon {
@@ -824,6 +825,64 @@ fn churn_keeps_counters_monotonic_and_exact() {
 
 /// With --per-pid and --max-series 3, five live processes make three pid series and one
 /// [other]; once they exit their counts fold into [exited] and no total goes down.
+/// The fork storm of storm.rs at the daemon's defaults: nothing lost, every child and burst
+/// thread counted, and the thread table back to where it was.
+#[test]
+fn fork_storm_loses_nothing() {
+    if !require_root_or_skip() {
+        return;
+    }
+    let d = start_daemon(&[]);
+    let entries = |s: &[Sample]| sum(s, "zcprof_map_entries", &[("map", "threads")]);
+    let retired = |s: &[Sample]| sum(s, "zcprof_threads_retired_total", &[]);
+    let before = parse(&d.scrape());
+    let dir = scratch_dir("serve-storm");
+    let tally_path = dir.join("tally.json");
+    let status = Command::new(STORM)
+        .arg(&tally_path)
+        .args(STORM_ARGS)
+        .stdin(Stdio::null())
+        .status()
+        .expect("run zc-storm");
+    assert!(status.success(), "zc-storm failed: {status}");
+    let t = storm_tally(&tally_path);
+    let (n, threads, bytes) = (u(&t, "processes"), u(&t, "threads"), u(&t, "bytes"));
+    let s = parse(&d.scrape());
+    let got = |comm: &str| {
+        let g = [("comm", comm), ("syscall", "write")];
+        (
+            sum(&s, "zcprof_transfer_calls_total", &g) as u64,
+            sum(&s, "zcprof_ledger_bytes_total", &g) as u64,
+        )
+    };
+    eprintln!(
+        "storm: {n} processes and {threads} threads in {:.1} s ({:.0} forks/s); children's \
+         writes {:?}, burst threads' writes {:?}; thread entries {} before, {} after; {} \
+         threads retired",
+        t["elapsed_s"].as_f64().unwrap_or(0.0),
+        t["forks_per_s"].as_f64().unwrap_or(0.0),
+        got("zcstorm-child"),
+        got("zcstorm-burst"),
+        entries(&before),
+        entries(&s),
+        retired(&s) - retired(&before),
+    );
+    assert_nothing_lost(&s);
+    assert_eq!(got("zcstorm-child"), (n, n * bytes), "every child's write");
+    assert_eq!(
+        got("zcstorm-burst"),
+        (threads, threads * bytes),
+        "every burst thread's write"
+    );
+    // The storm's threads are all gone; what is left is the host's own churn.
+    assert!(
+        entries(&s) <= entries(&before) + 50.0,
+        "thread entries back to their level: {} before, {} after",
+        entries(&before),
+        entries(&s)
+    );
+}
+
 #[test]
 fn per_pid_series_are_capped_and_fold_on_exit() {
     if !require_root_or_skip() {

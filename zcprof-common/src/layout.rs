@@ -65,6 +65,10 @@ macro_rules! kernel_fields {
             // not pass it (before 5.18).
             task_state = OFF_TASK_STATE: "task_struct", ["__state", "state"], BestEffort;
             task_signal = OFF_TASK_SIGNAL: "task_struct", ["signal"], BestEffort;
+            // A process's identity beside its pid: its leader's start time. Without them
+            // two processes that share a pid during one run are one row.
+            task_group_leader = OFF_TASK_GROUP_LEADER: "task_struct", ["group_leader"], BestEffort;
+            task_start_time = OFF_TASK_START_TIME: "task_struct", ["start_time"], BestEffort;
             // The threads of the process not yet exiting: 0 at the exit of its last thread,
             // which is how `group_dead` is known where `sched_process_exit` does not pass it.
             signal_live = OFF_SIGNAL_LIVE: "signal_struct", ["live"], BestEffort;

@@ -244,6 +244,19 @@ pub struct TransferKey {
     pub column: u16,
 }
 
+impl TransferKey {
+    /// The key of thread `tid`'s cell named by `cell_key` (an [`InlineCell::key`]).
+    #[inline(always)]
+    pub const fn of_cell(tgid: u32, tid: u32, cell_key: u32) -> TransferKey {
+        TransferKey {
+            tgid,
+            tid,
+            syscall: ((cell_key >> 16) & 0x7fff) as u16,
+            column: (cell_key & 0xffff) as u16,
+        }
+    }
+}
+
 /// How one scalar field of a ledger cell is named and shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CellFieldSpec {

@@ -84,6 +84,15 @@ pub struct CpuThread {
     pub generation: u64,
 }
 
+/// Name of the ring buffer through which the kernel hands user space each dead thread's final
+/// counts ([`crate::Retired`]) at its final context switch, and frees its entry at once: the
+/// thread table then holds live threads only, however fast threads come and go.
+pub const MAP_RETIRED: &str = "RETIRED";
+/// Bytes of [`MAP_RETIRED`] (a power of two): about 2,000 records, which user space drains as
+/// they come. When it is full the entry stays, flagged dead, and user space collects it from
+/// the table instead: slower, not lost.
+pub const RETIRED_BYTES: u32 = 8 << 20;
+
 /// Name of the per-CPU array of events the kernel side could not record (index: [`crate::Lost`]).
 pub const MAP_LOST: &str = "LOST";
 

@@ -1,12 +1,24 @@
 //! One thread's entry in the thread table: its counters and the state the programs keep.
 
-use crate::{FD_CACHE, FdCacheEntry, INLINE_CELLS, InlineCell, ThreadCounts};
+use crate::{FD_CACHE, FdCacheEntry, INLINE_CELLS, InlineCell, ThreadCounts, Transfer};
 
 /// [`ThreadStats::flags`]: the thread has exited (it may still be switched out on its way).
 pub const THREAD_EXITED: u32 = 1;
 /// [`ThreadStats::flags`]: the thread's final context switch has happened; its counters are
 /// final.
 pub const THREAD_DEAD: u32 = 2;
+/// [`ThreadStats::flags`]: the kernel is moving the thread's final counts out through
+/// [`crate::MAP_RETIRED`] and freeing its entry; readers of the table skip it (the record
+/// carries it). Set together with [`THREAD_DEAD`], in one store, and cleared again if the
+/// record could not be written, which leaves the entry to user space.
+pub const THREAD_RETIRING: u32 = 4;
+/// [`ThreadStats::flags`]: the thread has more cells in [`crate::MAP_TRANSFERS`] than
+/// [`ThreadStats::spilled`] can name, so the kernel cannot free them all: user space retires it.
+pub const THREAD_SPILLED_MANY: u32 = 8;
+/// Cells of one thread in [`crate::MAP_TRANSFERS`] that its entry can name
+/// ([`ThreadStats::spilled`]) and its [`Retired`] record can carry. A typical process needs
+/// three (mmap of a file, of anonymous memory, munmap); more than this is rare.
+pub const SPILLED_CELLS: usize = 8;
 /// [`ThreadStats::last_nvcsw`] before the first context switch of a thread whose
 /// voluntary-switch count was unknown when it was entered.
 pub const NVCSW_UNKNOWN: u64 = u64::MAX;
@@ -64,6 +76,30 @@ pub struct ThreadStats {
     /// fd-table epoch ([`crate::MAP_FD_EPOCH`]) is unchanged; every syscall that can change what a
     /// descriptor number refers to, or its flags or peer, moves the epoch on.
     pub fd_cache: [FdCacheEntry; FD_CACHE],
+    /// When the thread's process started (the group leader's `start_time`, ns of
+    /// CLOCK_MONOTONIC): with `tgid`, what tells apart two processes that had the same pid.
+    /// 0 for processes that were running before zcprof entered them.
+    pub process_start: u64,
+    /// [`crate::InlineCell::key`]s of the thread's cells in [`crate::MAP_TRANSFERS`], 0 for
+    /// none, so that the kernel can delete them when the thread dies (a BPF program cannot
+    /// walk a hash map on every kernel zcprof supports).
+    pub spilled: [u32; SPILLED_CELLS],
+    /// The address of the thread's `task_struct` (0 when entered by user space): a thread
+    /// that exits can be reaped, and its tid given to a new thread, before its final context
+    /// switch, which must then not be counted as the new thread's.
+    pub task: u64,
+}
+
+/// A record of [`crate::MAP_RETIRED`]: a dead thread's entry as its final context switch left
+/// it, and its cells from [`crate::MAP_TRANSFERS`] (`cells[i]` belongs to
+/// `stats.spilled[i]`, and is meaningless where that is 0).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Retired {
+    /// The entry.
+    pub stats: ThreadStats,
+    /// The cells named by `stats.spilled`.
+    pub cells: [Transfer; SPILLED_CELLS],
 }
 
 impl ThreadStats {
@@ -84,6 +120,9 @@ impl ThreadStats {
             fault_last: 0,
             cells: [InlineCell::EMPTY; INLINE_CELLS],
             fd_cache: [FdCacheEntry::EMPTY; FD_CACHE],
+            process_start: 0,
+            spilled: [0; SPILLED_CELLS],
+            task: 0,
         }
     }
 }

@@ -4,7 +4,8 @@
 use aya_ebpf::helpers::bpf_probe_read_user;
 use zcprof_common::{
     Column, FD_CACHE, FD_EPOCH_SLOTS, FdCacheEntry, FdInfo, FdKind, HIST_BUCKETS, INLINE_CELLS,
-    InlineCell, Lost, Syscall, ThreadStats, Transfer, TransferKey, UringKey, classify, size_bucket,
+    InlineCell, Lost, SPILLED_CELLS, Syscall, THREAD_SPILLED_MANY, ThreadStats, Transfer,
+    TransferKey, UringKey, classify, size_bucket,
     uring::{self, op},
 };
 
@@ -300,12 +301,8 @@ fn add_to(t: &mut ThreadStats, tid: u32, syscall: Syscall, column: Column, ret: 
         add(&mut t.cells[free].cell, ret, zc);
         return;
     }
-    let key = TransferKey {
-        tgid: t.tgid,
-        tid,
-        syscall: syscall as u16,
-        column: column as u16,
-    };
+    let cell_key = key;
+    let key = TransferKey::of_cell(t.tgid, tid, cell_key);
     let cell = match TRANSFERS.get_ptr_mut(&key) {
         Some(c) => c,
         None => {
@@ -313,6 +310,7 @@ fn add_to(t: &mut ThreadStats, tid: u32, syscall: Syscall, column: Column, ret: 
                 lost(Lost::TransferTableFull);
                 return;
             }
+            spilled(t, cell_key);
             match TRANSFERS.get_ptr_mut(&key) {
                 Some(c) => c,
                 None => return,
@@ -322,6 +320,19 @@ fn add_to(t: &mut ThreadStats, tid: u32, syscall: Syscall, column: Column, ret: 
     // SAFETY: the cell belongs to thread `tid`, which is the current thread: nobody else
     // writes it (see ThreadStats).
     add(unsafe { &mut *cell }, ret, zc);
+}
+
+/// Notes that thread `t` has the cell `cell_key` in `TRANSFERS`, so that the cell can be
+/// deleted with the thread; past [`SPILLED_CELLS`] the thread is left to user space.
+#[inline(always)]
+fn spilled(t: &mut ThreadStats, cell_key: u32) {
+    for i in 0..SPILLED_CELLS {
+        if t.spilled[i] == 0 {
+            t.spilled[i] = cell_key;
+            return;
+        }
+    }
+    t.flags |= THREAD_SPILLED_MANY;
 }
 
 /// Adds io_uring completion `res` of process `tgid` (operation `opcode` on the `struct file`

@@ -13,9 +13,9 @@
 //!
 //! This file holds the programs; what they share has a module of its own: `maps` (the maps
 //! user space reads), `thread` (finding, entering and renaming threads), `switches` (voluntary
-//! or not), `ledger` (the copy
-//! ledger), `abi` (the x86-64 syscall ABI), `files` (what a descriptor refers to) and
-//! `kernel` (the running kernel's offsets, set at load).
+//! or not), `retire` (dead threads leaving the table), `ledger` (the copy ledger), `abi` (the
+//! x86-64 syscall ABI), `files` (what a descriptor refers to) and `kernel` (the running
+//! kernel's offsets, set at load).
 #![no_std]
 #![no_main]
 
@@ -24,6 +24,7 @@ mod files;
 mod kernel;
 mod ledger;
 mod maps;
+mod retire;
 mod switches;
 mod thread;
 
@@ -43,7 +44,7 @@ use crate::{
     maps::{WATCHED, fd_table_changed, lost},
     thread::{
         current_or_new_thread, current_syscall, current_thread, enter_thread, entry_by_regs,
-        running_entry,
+        process_start, running_entry,
     },
 };
 
@@ -120,8 +121,10 @@ pub fn sched_switch(ctx: RawTracePointContext) -> u32 {
 #[inline(always)]
 fn try_sched_switch(ctx: &RawTracePointContext) -> Result<u32, u32> {
     // `current` is still `prev` here.
-    if let Some(t) = running_entry() {
-        switches::count(ctx, t);
+    if let Some((t, slot)) = running_entry()
+        && switches::count(ctx, t)
+    {
+        retire::final_switch(t, slot);
     }
     Ok(0)
 }
@@ -178,7 +181,13 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<u32, u32> {
     // A new task starts with nvcsw = 0, in its parent's cgroup.
     // SAFETY: the helper has no preconditions.
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    if enter_thread(child_pid, child_tgid, comm, 0, cgroup_id).is_none() {
+    // A new thread belongs to its creator's process, under the identity the creator's entry
+    // has (0 for a process that ran before zcprof entered it).
+    let start = match running_entry() {
+        Some((parent, _)) if child_tgid == parent_tgid => parent.process_start,
+        _ => process_start(child),
+    };
+    if enter_thread(child_pid, child_tgid, comm, 0, cgroup_id, start, child).is_none() {
         warn!(
             ctx,
             "zcprof: thread table full, tid {} not tracked", child_pid
@@ -306,7 +315,7 @@ pub fn fault_major(ctx: PerfEventContext) -> u32 {
 
 #[inline(always)]
 fn try_fault(ctx: &PerfEventContext, major: bool) -> Result<u32, u32> {
-    let Some((t, _)) = current_or_new_thread(running_entry()) else {
+    let Some((t, _)) = current_or_new_thread(running_entry().map(|(t, _)| t)) else {
         return Ok(0);
     };
     if major {

@@ -4,11 +4,11 @@
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, Stack},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf, Stack},
 };
 use zcprof_common::{
     CpuThread, FD_EPOCH_SLOTS, LOST_REASONS, Lost, MAX_PROCESSES, MAX_THREADS, MAX_TRANSFERS,
-    MAX_URING, ThreadStats, Transfer, TransferKey, UringKey, Watch,
+    MAX_URING, RETIRED_BYTES, ThreadStats, Transfer, TransferKey, UringKey, Watch,
 };
 
 /// BPF_F_NO_PREALLOC: the transfer and io_uring ledgers are sparse, so entries are allocated
@@ -56,6 +56,14 @@ pub(crate) static NEW_CELL: Transfer = Transfer::ZERO;
 /// An empty io_uring cell in read-only data (see [`NEW_CELL`]).
 #[unsafe(no_mangle)]
 pub(crate) static NEW_URING_CELL: Transfer = Transfer::ZERO;
+
+/// Dead threads' final counts, on their way to user space (see `retire`).
+#[map(name = "RETIRED")]
+pub(crate) static RETIRED: RingBuf = RingBuf::with_byte_size(RETIRED_BYTES, 0);
+
+/// A free thread entry (all zeros) in read-only data, copied over a retired thread's entry.
+#[unsafe(no_mangle)]
+pub(crate) static FREE_ENTRY: ThreadStats = ThreadStats::new(0, 0, [0; 16], 0);
 
 /// Per-process fd-table epochs (see `ThreadStats::fd_cache`). An array, because its lookup is
 /// a few inlined instructions where a hash lookup is a function call.

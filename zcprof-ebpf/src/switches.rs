@@ -9,10 +9,16 @@ use crate::kernel::{off, proto, read};
 /// `prev_state` of a task's final switch after exit.
 const TASK_DEAD: u64 = 0x80;
 
-/// Counts the switch of watched thread `t` out of the CPU.
+/// Counts the switch of watched thread `t` out of the CPU; true if it was the thread's
+/// final one (its counts are final).
 #[inline(always)]
-pub(crate) fn count(ctx: &RawTracePointContext, t: &mut ThreadStats) {
+pub(crate) fn count(ctx: &RawTracePointContext, t: &mut ThreadStats) -> bool {
     let prev: u64 = ctx.arg(1);
+    // A thread reaped before its final switch may have lost its tid, and so this entry, to a
+    // new task already.
+    if t.task != 0 && t.task != prev {
+        return false;
+    }
     let prev_state: u64 = if proto::switch_prev_state() {
         ctx.arg(3)
     } else {
@@ -24,10 +30,7 @@ pub(crate) fn count(ctx: &RawTracePointContext, t: &mut ThreadStats) {
     // (state TASK_DEAD) is the last one: all are in its rusage. Any switch after that under
     // this tid belongs to an unrelated task that reused it.
     if t.flags & THREAD_DEAD != 0 {
-        return;
-    }
-    if prev_state & TASK_DEAD != 0 {
-        t.flags |= THREAD_DEAD;
+        return false;
     }
     let voluntary = match read::<u64>(prev, off::task_nvcsw()) {
         Ok(nvcsw) if off::have_btf() && t.last_nvcsw != NVCSW_UNKNOWN => {
@@ -50,4 +53,5 @@ pub(crate) fn count(ctx: &RawTracePointContext, t: &mut ThreadStats) {
     } else {
         t.counts.ctx_involuntary += 1;
     }
+    prev_state & TASK_DEAD != 0
 }

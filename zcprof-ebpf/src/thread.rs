@@ -9,7 +9,9 @@ use aya_ebpf::{
         bpf_get_current_task, bpf_probe_read_kernel_str_bytes,
     },
 };
-use zcprof_common::{CpuThread, Lost, NVCSW_UNKNOWN, THREAD_EXITED, ThreadStats};
+use zcprof_common::{
+    CpuThread, Lost, NVCSW_UNKNOWN, THREAD_DEAD, THREAD_EXITED, THREAD_RETIRING, ThreadStats,
+};
 
 use crate::{
     kernel::{off, read},
@@ -17,6 +19,7 @@ use crate::{
         CPU_THREAD, FREE_SLOTS, STACK_REGS, THREADS, TID_SLOT, lost, slot_of, watch_generation,
         watched_set_changed,
     },
+    retire::retire,
 };
 
 /// Which of this CPU's two [`CpuThread`] caches: one keyed by tid, one by the address of the
@@ -171,16 +174,17 @@ fn entry(slot: u32) -> Option<&'static mut ThreadStats> {
     THREADS.get_ptr_mut(slot).map(|t| unsafe { &mut *t })
 }
 
-/// The running thread's entry, if it is watched (exited or not).
+/// The running thread's entry and slot, if it is watched (exited or not).
 #[inline(always)]
-pub(crate) fn running_entry() -> Option<&'static mut ThreadStats> {
-    entry(running_slot())
+pub(crate) fn running_entry() -> Option<(&'static mut ThreadStats, u32)> {
+    let slot = running_slot();
+    entry(slot).map(|t| (t, slot))
 }
 
 /// The current thread's entry, if it is watched and alive.
 #[inline(always)]
 pub(crate) fn current_thread() -> Option<(&'static mut ThreadStats, u32)> {
-    let t = running_entry()?;
+    let (t, _) = running_entry()?;
     if t.flags & THREAD_EXITED != 0 {
         return None;
     }
@@ -207,19 +211,66 @@ pub(crate) fn current_or_new_thread(
             let comm = bpf_get_current_comm().unwrap_or([0; 16]);
             // SAFETY: the helper has no preconditions.
             let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-            let (t, _) =
-                enter_thread(tid, (pid_tgid >> 32) as u32, comm, NVCSW_UNKNOWN, cgroup_id)?;
+            // SAFETY: the helper only returns the current task pointer.
+            let task = unsafe { bpf_get_current_task() };
+            let entered = enter_thread(
+                tid,
+                (pid_tgid >> 32) as u32,
+                comm,
+                NVCSW_UNKNOWN,
+                cgroup_id,
+                process_start(task),
+                task,
+            );
+            let (t, _) = entered?;
             t
         }
         None => return None,
     };
-    // An exited thread's entry stays until user space has read it; the events it still causes
-    // on its way out (a fault in exit_mm, say) are neither counted nor a new thread.
     if t.flags & THREAD_EXITED != 0 {
-        return None;
+        // In watch-all mode, a new task whose tid an exited one still holds (reaped, but not
+        // yet through its final switch) takes the tid over. Otherwise these are the exited
+        // thread's own last events (a fault in exit_mm, say): neither counted nor a new
+        // thread.
+        if !off::watch_all() {
+            return None;
+        }
+        // SAFETY: the helper only returns the current task pointer.
+        let task = unsafe { bpf_get_current_task() };
+        if t.task == 0 || t.task == task {
+            return None;
+        }
+        let pid_tgid = bpf_get_current_pid_tgid();
+        let comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        // SAFETY: the helper has no preconditions.
+        let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+        let entered = enter_thread(
+            pid_tgid as u32,
+            (pid_tgid >> 32) as u32,
+            comm,
+            NVCSW_UNKNOWN,
+            cgroup_id,
+            process_start(task),
+            task,
+        );
+        let (t, tid) = entered?;
+        return Some((t, tid));
     }
     let tid = t.tid;
     Some((t, tid))
+}
+
+/// When the process of `task` started (its group leader's `start_time`), or 0 where the
+/// kernel's BTF did not say where that is.
+#[inline(always)]
+pub(crate) fn process_start(task: u64) -> u64 {
+    let (leader_at, start_at) = (off::task_group_leader(), off::task_start_time());
+    if leader_at == 0 || start_at == 0 {
+        return 0;
+    }
+    read::<u64>(task, leader_at)
+        .and_then(|leader| read::<u64>(leader, start_at))
+        .unwrap_or(0)
 }
 
 /// Enters thread `tid` (unless it is there already) and returns its entry and slot.
@@ -230,6 +281,8 @@ pub(crate) fn enter_thread(
     comm: [u8; 16],
     last_nvcsw: u64,
     cgroup_id: u64,
+    process_start: u64,
+    task: u64,
 ) -> Option<(&'static mut ThreadStats, u32)> {
     let slot = match FREE_SLOTS.pop() {
         Ok(Some(s)) => s,
@@ -241,18 +294,33 @@ pub(crate) fn enter_thread(
     // Claim the tid first: only one of two racing enterers (say, the fork hook and a
     // watch-all thread's first event) gets it.
     if TID_SLOT.insert(tid, slot, BPF_NOEXIST as u64).is_err() {
-        let _ = FREE_SLOTS.push(slot, 0);
         let known = slot_of(tid);
-        let t = entry(known);
-        if let Some(t) = t
-            && t.flags & THREAD_EXITED == 0
-        {
-            // Entered already (by the other racer).
-            return Some((t, known));
+        let taken_over = match entry(known) {
+            Some(t) if t.flags & THREAD_EXITED == 0 => {
+                // Entered already (by the other racer).
+                let _ = FREE_SLOTS.push(slot, 0);
+                return Some((t, known));
+            }
+            // An exited thread holds the tid: it was reaped, and its tid given to this new
+            // task, before its final switch. Its counts are final but for that switch (which
+            // its parent's wait4 did not see either): retire it now.
+            Some(old) => {
+                old.flags |= THREAD_DEAD | THREAD_RETIRING;
+                if retire(known) == 0 {
+                    TID_SLOT.insert(tid, slot, BPF_NOEXIST as u64).is_ok()
+                } else {
+                    old.flags &= !THREAD_RETIRING;
+                    false
+                }
+            }
+            None => false,
+        };
+        if !taken_over {
+            let _ = FREE_SLOTS.push(slot, 0);
+            // Full, or an exited thread's entry the kernel could not retire holds this tid.
+            lost(Lost::ThreadTableFull);
+            return None;
         }
-        // Full, or an exited thread's entry not yet collected holds this tid.
-        lost(Lost::ThreadTableFull);
-        return None;
     }
     // A free slot is all zeros (user space zeroes it before giving it back).
     let t = entry(slot)?;
@@ -260,6 +328,8 @@ pub(crate) fn enter_thread(
     t.comm = comm;
     t.last_nvcsw = last_nvcsw;
     t.cgroup_id = cgroup_id;
+    t.process_start = process_start;
+    t.task = task;
     t.tid = tid;
     // Some CPU may remember this tid as unwatched (a thread that had it before, or this one
     // in watch-all mode): make every CPU look again.

@@ -2,9 +2,11 @@
 //!
 //! The kernel's thread table has a fixed number of slots (`--max-threads`). A command that
 //! creates more threads than that over its life (a build, a shell loop, a server with a thread
-//! pool that churns) would fill it, so run and attach read each dead thread's final counts
-//! once, keep them here, and give its slot and ledger cells back. Reports then show the live
-//! threads and the archived ones together, exactly as if nothing had moved.
+//! pool that churns) would fill it, so the kernel hands each dead thread's final counts over
+//! and frees its slot at once (see `loader::retired`), and run and attach keep them here. When
+//! the kernel could not (its ring buffer was full), they read the dead thread's entry, keep
+//! it here and free it themselves. Reports then show the live threads and the archived ones
+//! together, exactly as if nothing had moved.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -13,9 +15,9 @@ use crate::{
     snapshot::{ProcessView, Snapshot},
 };
 
-/// How often run and attach move dead threads out: often enough that a command creating
-/// thousands of short-lived threads a second does not fill the default table, rarely enough
-/// that reading every map twice stays cheap.
+/// How often run and attach collect the dead threads the kernel left in the table: often
+/// enough that a burst the ring buffer could not take does not fill the default table, rarely
+/// enough that reading every map twice stays cheap.
 pub const ARCHIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Final counts of dead threads, by process.
@@ -25,9 +27,43 @@ pub struct Archive {
 }
 
 impl Archive {
-    /// Moves every thread that is dead now into the archive and frees its kernel entries;
-    /// those of processes `keep` refuses (watched by no one: `attach --comm` counts every
-    /// process and reports a few) are freed without being kept.
+    /// Reads the maps: a snapshot with every archived thread added back in. The threads the
+    /// kernel retired since the last read join the archive first; those of processes `keep`
+    /// refuses (watched by no one: `attach --comm` counts every process and reports a few) are
+    /// dropped.
+    pub fn read(
+        &mut self,
+        probes: &Probes,
+        mut keep: impl FnMut(u32, &ProcessView) -> bool,
+    ) -> Result<Snapshot, MapReadError> {
+        let mut snap = probes.snapshot(None)?;
+        self.absorb(&mut snap, &mut keep);
+        Ok(self.restore(snap))
+    }
+
+    /// Moves the retired threads of `snap` into the archive.
+    fn absorb(&mut self, snap: &mut Snapshot, keep: &mut impl FnMut(u32, &ProcessView) -> bool) {
+        for r in std::mem::take(&mut snap.retired) {
+            // Judged as the whole process, not this thread alone: a selection by name must
+            // keep a worker thread named otherwise.
+            let mut process = snap
+                .processes
+                .get(&r.tgid)
+                .or_else(|| self.processes.get(&r.tgid))
+                .cloned()
+                .unwrap_or_default();
+            process.add_thread(r.tgid, r.tid, r.view.clone());
+            if keep(r.tgid, &process) {
+                self.processes
+                    .entry(r.tgid)
+                    .or_default()
+                    .add_thread(r.tgid, r.tid, r.view);
+            }
+        }
+    }
+
+    /// Moves every thread that is dead now, and that the kernel could not retire itself,
+    /// into the archive and frees its kernel entries (see [`Archive::read`] for `keep`).
     ///
     /// A thread is archived from a second read of the maps, made after the read that found
     /// it dead: a thread that died during the first read could have counted into a cell that
@@ -37,7 +73,8 @@ impl Archive {
         probes: &mut Probes,
         mut keep: impl FnMut(u32, &ProcessView) -> bool,
     ) -> Result<usize, MapReadError> {
-        let first = probes.snapshot(None)?;
+        let mut first = probes.snapshot(None)?;
+        self.absorb(&mut first, &mut keep);
         let dead: BTreeSet<(u32, u32)> = first
             .processes
             .iter()
@@ -51,7 +88,8 @@ impl Archive {
         if dead.is_empty() {
             return Ok(0);
         }
-        let second = probes.snapshot(None)?;
+        let mut second = probes.snapshot(None)?;
+        self.absorb(&mut second, &mut keep);
         for &(pid, tid) in &dead {
             let Some(p) = second.processes.get(&pid) else {
                 continue;
@@ -69,7 +107,7 @@ impl Archive {
     }
 
     /// `snap` with the archived threads added back in.
-    pub fn restore(&self, mut snap: Snapshot) -> Snapshot {
+    fn restore(&self, mut snap: Snapshot) -> Snapshot {
         for (&pid, archived) in &self.processes {
             let p = snap.processes.entry(pid).or_default();
             for (&tid, t) in &archived.threads {

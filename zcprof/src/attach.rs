@@ -207,7 +207,10 @@ pub async fn attach(args: &AttachArgs) -> anyhow::Result<i32> {
                     }
                 }
                 if !args.json {
-                    let now = reported(&mut selection, archive.restore(probes.snapshot(None)?));
+                    let snap = archive.read(&probes, |pid, p| {
+                        selection.as_mut().is_none_or(|s| s.keeps(pid, p))
+                    })?;
+                    let now = reported(&mut selection, snap);
                     let secs = last_tick.elapsed().as_secs_f64();
                     print!("{}", report::interval_lines(&now.since(&previous), secs, args.top));
                     previous = now;
@@ -222,7 +225,11 @@ pub async fn attach(args: &AttachArgs) -> anyhow::Result<i32> {
     }
 
     probes.flush_log();
-    let snap = archive.restore(probes.snapshot(None).context("reading the final counts")?);
+    let snap = archive
+        .read(&probes, |pid, p| {
+            selection.as_mut().is_none_or(|s| s.keeps(pid, p))
+        })
+        .context("reading the final counts")?;
     let snap = reported(&mut selection, snap);
     let elapsed = started.elapsed().as_secs_f64();
     if args.json {

@@ -5,6 +5,7 @@
 pub mod hooks;
 pub mod layout;
 mod maps;
+pub mod retired;
 
 pub use self::maps::MapReadError;
 
@@ -12,20 +13,21 @@ use std::path::{Path, PathBuf};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, Stack},
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf, Stack},
     programs::{
         BtfTracePoint, PerfEvent, Program, ProgramError, RawTracePoint,
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
     },
 };
 use zcprof_common::{
-    MAP_FREE_SLOTS, MAP_LOST, MAP_THREADS, MAP_TID_SLOT, MAP_TRANSFERS, MAP_URING, MAP_WATCH_GEN,
-    MAP_WATCHED, Transfer, TransferKey, UringKey, Watch, globals,
+    MAP_FREE_SLOTS, MAP_LOST, MAP_RETIRED, MAP_THREADS, MAP_TID_SLOT, MAP_TRANSFERS, MAP_URING,
+    MAP_WATCH_GEN, MAP_WATCHED, Transfer, TransferKey, UringKey, Watch, globals,
 };
 
 use self::{
     hooks::{HOOKS, HookKind},
     layout::KernelLayout,
+    retired::RetiredFeed,
 };
 use crate::{btf::BtfError, capability::Capabilities, thread_table::ThreadTable};
 
@@ -82,6 +84,8 @@ pub struct Probes {
     uring: PerCpuHashMap<MapData, UringKey, Transfer>,
     /// Events the kernel side could not record.
     lost: PerCpuArray<MapData, u64>,
+    /// Dead threads' final counts, drained as the kernel writes them.
+    retired: RetiredFeed,
     /// Why fd types are not known, when they are not.
     btf_missing: Option<String>,
     /// What zcprof can count on this kernel.
@@ -254,6 +258,16 @@ impl Probes {
             ThreadTable::new(slots, tid_slot, free, generation)
                 .map_err(|e| LoadError::Load(chain(&e)))?
         };
+        // Drained from before the first hook is attached: dead threads leave the table
+        // through it from then on.
+        let retired = RingBuf::try_from(
+            ebpf.take_map(MAP_RETIRED)
+                .ok_or(LoadError::Map(MAP_RETIRED))?,
+        )
+        .map_err(|e| LoadError::Load(chain(&e)))?;
+        let retired = RetiredFeed::start(retired).map_err(|e| {
+            LoadError::Load(format!("starting the thread that reads {MAP_RETIRED}: {e}"))
+        })?;
 
         // aya's own parse of the kernel's BTF, which loading a BTF tracepoint program needs:
         // parsed once for every hook and freed as soon as they are attached.
@@ -308,6 +322,7 @@ impl Probes {
             transfers,
             uring,
             lost,
+            retired,
             btf_missing: layout.btf_missing,
             capabilities: layout.capabilities,
             logger,

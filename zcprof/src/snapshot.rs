@@ -138,6 +138,18 @@ pub struct ThreadView {
     pub activity: Activity,
 }
 
+/// One dead thread's final counts, as the kernel handed them over when it freed the thread's
+/// entry.
+#[derive(Debug, Clone)]
+pub struct RetiredThread {
+    /// Its process.
+    pub tgid: u32,
+    /// The thread.
+    pub tid: u32,
+    /// Its counts and cells, final.
+    pub view: ThreadView,
+}
+
 /// One process's view: its threads, and their sum plus its io_uring operations.
 #[derive(Debug, Clone, Default)]
 pub struct ProcessView {
@@ -180,6 +192,9 @@ pub struct Snapshot {
     /// Events not recorded, by reason (the [`zcprof_common::Lost`] names and
     /// [`zcprof_common::KERNEL_SKIPPED`]).
     pub lost: BTreeMap<&'static str, u64>,
+    /// Threads that died since the previous read, with their final counts: not in
+    /// `processes`. Whoever keeps totals must fold them in, or they are lost.
+    pub retired: Vec<RetiredThread>,
 }
 
 impl Snapshot {
@@ -220,7 +235,11 @@ impl Snapshot {
                 (*pid, view)
             })
             .collect();
-        Snapshot { processes, lost }
+        Snapshot {
+            processes,
+            lost,
+            retired: Vec::new(),
+        }
     }
 }
 

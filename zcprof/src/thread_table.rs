@@ -7,7 +7,7 @@
 //! with array lookups it inlines (see `CPU_THREAD` in the kernel crate).
 
 use aya::maps::{Array, HashMap, MapData, MapError, Stack};
-use zcprof_common::ThreadStats;
+use zcprof_common::{THREAD_RETIRING, ThreadStats};
 
 /// BPF_NOEXIST: a tid is claimed by whoever inserts it first.
 const BPF_NOEXIST: u64 = 1;
@@ -75,7 +75,8 @@ impl ThreadTable {
     }
 
     /// Every entered thread and its counters, by tid. A thread whose entry the kernel is
-    /// filling in at this very moment shows up at the next read.
+    /// filling in at this very moment shows up at the next read; one the kernel is retiring
+    /// is left out (its record carries it).
     pub fn iter(&self) -> impl Iterator<Item = Result<(u32, ThreadStats), MapError>> + '_ {
         self.tid_slot.iter().filter_map(move |entry| {
             let (tid, slot) = match entry {
@@ -83,7 +84,7 @@ impl ThreadTable {
                 Err(e) => return Some(Err(e)),
             };
             match self.slots.get(&slot, 0) {
-                Ok(t) if t.tid == tid => Some(Ok((tid, t))),
+                Ok(t) if t.tid == tid && t.flags & THREAD_RETIRING == 0 => Some(Ok((tid, t))),
                 Ok(_) => None,
                 Err(e) => Some(Err(e)),
             }
@@ -93,7 +94,10 @@ impl ThreadTable {
     /// The counters of thread `tid`, if it has a slot.
     pub fn get(&self, tid: u32) -> Option<ThreadStats> {
         let slot = self.tid_slot.get(&tid, 0).ok()?;
-        self.slots.get(&slot, 0).ok().filter(|t| t.tid == tid)
+        self.slots
+            .get(&slot, 0)
+            .ok()
+            .filter(|t| t.tid == tid && t.flags & THREAD_RETIRING == 0)
     }
 
     /// Enters `entry` (for thread `entry.tid`) unless the thread has a slot already (the

@@ -12,7 +12,7 @@ use zcprof_common::{
 use super::Probes;
 use crate::{
     capability::Capabilities,
-    snapshot::{ProcessView, Snapshot, ThreadView},
+    snapshot::{ProcessView, RetiredThread, Snapshot, ThreadView},
     thread_table::ThreadTableError,
 };
 
@@ -33,6 +33,24 @@ fn map_err(map: &'static str) -> impl Fn(MapError) -> MapReadError {
 fn comm_str(comm: &[u8; 16]) -> String {
     let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
     String::from_utf8_lossy(&comm[..end]).into_owned()
+}
+
+/// What thread entry `t` says, its cells in `TRANSFERS` aside.
+pub(super) fn thread_view(t: &ThreadStats) -> ThreadView {
+    let mut view = ThreadView {
+        comm: comm_str(&t.comm),
+        cgroup_id: t.cgroup_id,
+        exited: t.flags & THREAD_EXITED != 0,
+        dead: t.flags & THREAD_DEAD != 0,
+        ..Default::default()
+    };
+    view.activity.counts = t.counts;
+    for c in t.cells.iter() {
+        if let Some(k) = InlineCell::decode(c.key) {
+            view.activity.transfers.entry(k).or_default().add(&c.cell);
+        }
+    }
+    view
 }
 
 impl Probes {
@@ -87,7 +105,8 @@ impl Probes {
         }
     }
 
-    /// Reads every map. Only processes in `only` are kept when it is given.
+    /// Reads every map, and takes the records of the threads the kernel retired since the last
+    /// read (see [`super::retired`]). Only processes in `only` are kept when it is given.
     pub fn snapshot(&self, only: Option<&[u32]>) -> Result<Snapshot, MapReadError> {
         let keep = |tgid: u32| only.is_none_or(|p| p.contains(&tgid));
 
@@ -120,31 +139,36 @@ impl Probes {
             if !keep(t.tgid) {
                 continue;
             }
-            let mut view = ThreadView {
-                comm: comm_str(&t.comm),
-                cgroup_id: t.cgroup_id,
-                exited: t.flags & THREAD_EXITED != 0,
-                dead: t.flags & THREAD_DEAD != 0,
-                ..Default::default()
-            };
-            view.activity.counts = t.counts;
-            for c in t.cells.iter() {
-                if let Some(k) = InlineCell::decode(c.key) {
-                    view.activity.transfers.entry(k).or_default().add(&c.cell);
-                }
-            }
-            threads.insert((t.tgid, tid), view);
+            threads.insert((t.tgid, tid), thread_view(&t));
+        }
+        // Taken after the thread entries were read: a thread both read and retired died in
+        // between, and its record is its final word.
+        let retired: Vec<RetiredThread> = self
+            .retired
+            .take()
+            .into_iter()
+            .filter(|r| keep(r.tgid))
+            .collect();
+        for r in &retired {
+            threads.remove(&(r.tgid, r.tid));
         }
         for (k, v) in cells {
             let (Some(sc), Some(col)) = (Syscall::from_u16(k.syscall), Column::from_u16(k.column))
             else {
                 continue;
             };
-            let t = threads.entry((k.tgid, k.tid)).or_default();
+            // A cell whose thread has no entry any more: the kernel retired the thread after
+            // the cells were read, and its record carries the cell.
+            let Some(t) = threads.get_mut(&(k.tgid, k.tid)) else {
+                continue;
+            };
             t.activity.transfers.entry((sc, col)).or_default().add(&v);
         }
 
-        let mut snap = Snapshot::default();
+        let mut snap = Snapshot {
+            retired,
+            ..Snapshot::default()
+        };
         for ((tgid, tid), view) in threads {
             let p = snap.processes.entry(tgid).or_default();
             p.add_thread(tgid, tid, view);

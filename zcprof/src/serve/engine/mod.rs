@@ -271,6 +271,29 @@ impl Engine {
         let mut retire = Retire::default();
         let needs_cgroup = self.needs_cgroup();
 
+        // Threads the kernel retired, before the live ones: a thread of the snapshot may
+        // have reused the tid of one of them.
+        for r in &snap.retired {
+            let credited = match self.threads.get(&r.tid) {
+                Some(rec) if rec.tgid == r.tgid => self.threads.remove(&r.tid).map(|rec| rec.last),
+                _ => None,
+            };
+            let delta = match credited {
+                Some(last) => r
+                    .view
+                    .activity
+                    .delta(&last)
+                    .unwrap_or_else(|| r.view.activity.clone()),
+                None => r.view.activity.clone(),
+            };
+            if !delta.is_empty()
+                && let Some(group) = self.group_of(host, r.tgid, &r.view.comm, r.view.cgroup_id)
+            {
+                self.groups.entry(group).or_default().add(&delta);
+            }
+            self.threads_retired += 1;
+        }
+
         for (&tgid, p) in &snap.processes {
             {
                 let rec = self.procs.entry(tgid).or_default();
@@ -300,10 +323,10 @@ impl Engine {
                 }
             }
             for (&tid, t) in &p.threads {
-                // Cells without a thread entry: a thread entered between the reads of the
-                // thread map and of the cell map (its entry is read next time; crediting now
-                // would put its cells under an empty command name), or, in theory, cells
-                // left behind. Nothing to credit; leftovers are deleted after a while.
+                // A thread without a name or a count: one the kernel is filling in at this
+                // very moment (its entry is read next time; crediting now would put it
+                // under an empty command name), or, in theory, an entry left behind.
+                // Nothing to credit; leftovers are deleted after a while.
                 if t.comm.is_empty() && t.activity.counts == ThreadCounts::ZERO {
                     let (first, seen) = self.entryless.entry(tid).or_insert((now, generation));
                     *seen = generation;
