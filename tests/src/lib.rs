@@ -539,3 +539,112 @@ pub fn storm_tally(path: &Path) -> Value {
     assert_eq!(t["burster_ok"], true, "the burster ended well: {t}");
     t
 }
+
+/// Ids of the maps zcprof creates that are loaded now (by any process; the kernel keeps 15
+/// bytes of a map's name, enough for all of zcprof's).
+pub fn zcprof_map_ids() -> std::collections::BTreeSet<u64> {
+    const NAMES: [&str; 12] = [
+        "WATCHED",
+        "THREADS",
+        "TID_SLOT",
+        "FREE_SLOTS",
+        "CPU_THREAD",
+        "TRANSFERS",
+        "URING",
+        "FD_EPOCH",
+        "WATCH_GEN",
+        "LOST",
+        "STACK_REGS",
+        "RETIRED",
+    ];
+    let out = Command::new("bpftool")
+        .args(["map", "list", "-j"])
+        .output()
+        .expect("bpftool");
+    let maps: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+    maps.as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["name"].as_str().is_some_and(|n| NAMES.contains(&n)))
+        .filter_map(|m| m["id"].as_u64())
+        .collect()
+}
+
+/// zcprof's programs and maps loaded at some moment (bpftool's ids).
+#[derive(Debug, Clone)]
+pub struct ZcprofObjects {
+    pub programs: std::collections::BTreeSet<u64>,
+    pub maps: std::collections::BTreeSet<u64>,
+}
+
+/// The zcprof programs and maps loaded now, to compare against once zcprof has exited.
+pub fn zcprof_objects() -> ZcprofObjects {
+    ZcprofObjects {
+        programs: zcprof_program_ids(),
+        maps: zcprof_map_ids(),
+    }
+}
+
+/// Ids of the BPF programs and maps that some live process holds an fd of (from
+/// /proc/*/fdinfo: `prog_id:` and `map_id:` lines).
+pub fn bpf_objects_held() -> ZcprofObjects {
+    let mut held = ZcprofObjects {
+        programs: Default::default(),
+        maps: Default::default(),
+    };
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return held;
+    };
+    for p in procs.flatten() {
+        // Processes and fds come and go while they are listed: a vanished one holds nothing.
+        let Ok(fds) = std::fs::read_dir(p.path().join("fdinfo")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let Ok(info) = std::fs::read_to_string(fd.path()) else {
+                continue;
+            };
+            for line in info.lines() {
+                let id = |v: &str| v.trim().parse::<u64>().ok();
+                if let Some(v) = line.strip_prefix("prog_id:").and_then(id) {
+                    held.programs.insert(v);
+                } else if let Some(v) = line.strip_prefix("map_id:").and_then(id) {
+                    held.maps.insert(v);
+                }
+            }
+        }
+    }
+    held
+}
+
+/// Asserts that bpftool lists no zcprof program or map that `before` did not and that no live
+/// process holds, waiting up to 3 s: the kernel frees them asynchronously once the last fd
+/// closes. Other zcprof processes may run on the machine (other checkouts' tests): their
+/// objects are new too, but held by them; one that zcprof left behind is held by nobody.
+pub fn assert_nothing_left(before: &ZcprofObjects, when: &str) {
+    let timeout = std::time::Duration::from_secs(3);
+    let start = std::time::Instant::now();
+    loop {
+        let now = zcprof_objects();
+        let held = bpf_objects_held();
+        let orphans = |now: &std::collections::BTreeSet<u64>,
+                       before: &std::collections::BTreeSet<u64>,
+                       held: &std::collections::BTreeSet<u64>| {
+            now.iter()
+                .filter(|id| !before.contains(id) && !held.contains(id))
+                .copied()
+                .collect::<Vec<u64>>()
+        };
+        let programs = orphans(&now.programs, &before.programs, &held.programs);
+        let maps = orphans(&now.maps, &before.maps, &held.maps);
+        if programs.is_empty() && maps.is_empty() {
+            return;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "{when}: zcprof left programs {programs:?} and maps {maps:?} loaded, held by no \
+             process"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

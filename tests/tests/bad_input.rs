@@ -162,34 +162,6 @@ fn corrupt_btf_is_one_clear_error() {
     assert_no_new_programs(&before);
 }
 
-/// Ids of the maps zcprof creates (their names as the kernel keeps them, at most 15 bytes).
-fn zcprof_map_ids() -> std::collections::BTreeSet<u64> {
-    const NAMES: [&str; 11] = [
-        "WATCHED",
-        "THREADS",
-        "TID_SLOT",
-        "FREE_SLOTS",
-        "CPU_THREAD",
-        "TRANSFERS",
-        "URING",
-        "FD_EPOCH",
-        "WATCH_GEN",
-        "LOST",
-        "STACK_REGS",
-    ];
-    let out = std::process::Command::new("bpftool")
-        .args(["map", "list", "-j"])
-        .output()
-        .expect("bpftool");
-    let maps: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
-    maps.as_array()
-        .into_iter()
-        .flatten()
-        .filter(|m| m["name"].as_str().is_some_and(|n| NAMES.contains(&n)))
-        .filter_map(|m| m["id"].as_u64())
-        .collect()
-}
-
 /// zcprof killed with SIGKILL while loading, while attached and while serving leaves no
 /// program and no map behind (its links and maps are file descriptors the kernel closes), and
 /// the next start works.
@@ -198,8 +170,7 @@ fn sigkill_leaves_nothing_behind() {
     if !require_root_or_skip() {
         return;
     }
-    let programs = zcprof_program_ids();
-    let maps = zcprof_map_ids();
+    let before = zcprof_objects();
     let me = std::process::id().to_string();
     let serve = ["serve", "--listen", "127.0.0.1:0"];
     let attach = ["attach", "--pid", &me, "--interval", "100ms"];
@@ -218,19 +189,7 @@ fn sigkill_leaves_nothing_behind() {
         std::thread::sleep(std::time::Duration::from_millis(after));
         z.kill().expect("SIGKILL");
         let _ = z.wait();
-        assert_no_new_programs(&programs);
-        let start = std::time::Instant::now();
-        let left = loop {
-            let left: Vec<u64> = zcprof_map_ids().difference(&maps).copied().collect();
-            if left.is_empty() || start.elapsed() > std::time::Duration::from_secs(3) {
-                break left;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        };
-        assert!(
-            left.is_empty(),
-            "{args:?} killed after {after} ms left maps {left:?}"
-        );
+        assert_nothing_left(&before, &format!("{args:?} killed after {after} ms"));
     }
     let out = zcprof(&["run", "--", "true"]);
     assert!(out.status.success(), "the next start: {}", out.stderr);

@@ -106,6 +106,21 @@ fn pidfd_open(pid: u32) -> Result<OwnedFd, WatchError> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// Whether process `pid`, whose pidfd is in `exits`, has exited (its pidfd is readable).
+fn has_exited(exits: &[(u32, AsyncFd<OwnedFd>)], pid: u32) -> bool {
+    use std::os::fd::AsRawFd as _;
+    exits.iter().filter(|(p, _)| *p == pid).any(|(_, fd)| {
+        let mut poll = libc::pollfd {
+            fd: fd.get_ref().as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll reads and writes one valid pollfd for an fd we own; timeout 0.
+        let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+        ready == 1
+    })
+}
+
 /// `snap` as attach reports it: with a selection, only the processes it keeps.
 fn reported(selection: &mut Option<Selection>, snap: Snapshot) -> Snapshot {
     match selection {
@@ -131,8 +146,36 @@ pub async fn attach(args: &AttachArgs) -> anyhow::Result<i32> {
     let mut probes = Probes::load(options)?;
     probes.warn_degraded();
     let mut watched = Vec::new();
+    let mut gone = Vec::new();
     for &pid in &args.pids {
-        watched.extend(watch::attach(&mut probes, pid, args.children)?);
+        match watch::attach_counting(&mut probes, pid, args.children) {
+            Ok(a) => {
+                if a.vanished > 0 {
+                    eprintln!(
+                        "zcprof: note: {} thread(s) of process {pid} exited while zcprof was \
+                         attaching; they are not counted",
+                        a.vanished
+                    );
+                }
+                watched.extend(a.pids);
+            }
+            // It existed when its pidfd was opened: it exited while the programs loaded.
+            Err(WatchError::NoSuchProcess(_)) if has_exited(&exits, pid) => {
+                exits.retain(|(p, _)| *p != pid);
+                gone.push(pid.to_string());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if !gone.is_empty() {
+        let gone = gone.join(", ");
+        if exits.is_empty() && selection.is_none() {
+            anyhow::bail!(
+                "process {gone} exited while zcprof was starting, before it could attach: \
+                 nothing to count; to count a short-lived command from its start, use zcprof run"
+            );
+        }
+        eprintln!("zcprof: process {gone} exited while zcprof was starting; not counted");
     }
     if let Some(s) = &mut selection {
         s.pids.clone_from(&watched);

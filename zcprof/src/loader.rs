@@ -4,6 +4,7 @@
 
 pub mod hooks;
 pub mod layout;
+mod limits;
 mod maps;
 pub mod retired;
 
@@ -67,6 +68,24 @@ pub enum LoadError {
     /// The kernel's BTF is missing or lacks a struct member zcprof cannot do without.
     #[error("{0}; zcprof needs a kernel built with CONFIG_DEBUG_INFO_BTF")]
     Btf(BtfError),
+    /// RLIMIT_MEMLOCK is too low on a kernel that charges BPF memory to it, and zcprof cannot
+    /// raise it.
+    #[error(
+        "{what}: RLIMIT_MEMLOCK is {limit} and zcprof cannot raise it (it lacks \
+         CAP_SYS_RESOURCE), and Linux before 5.11 charges BPF maps and programs to it: run \
+         `ulimit -l unlimited` before zcprof, or set LimitMEMLOCK=infinity in its systemd unit"
+    )]
+    Memlock { what: String, limit: String },
+    /// The kernel had no memory for a map (a memory cgroup's limit, usually).
+    #[error(
+        "cannot create BPF map {map}{size}: out of memory{limit}; raise the cgroup's memory \
+         limit (MemoryMax= in a systemd unit) or lower --max-threads"
+    )]
+    MapMemory {
+        map: String,
+        size: String,
+        limit: String,
+    },
     /// A map the programs define is missing (a build mismatch).
     #[error("BPF map {0} missing from the programs: rebuild zcprof")]
     Map(&'static str),
@@ -209,13 +228,7 @@ impl Probes {
     /// Loads and attaches every program.
     pub fn load(options: LoadOptions<'_>) -> Result<Self, LoadError> {
         let tracepoint_override = options.tracepoint_override;
-        // Older kernels charge BPF maps to RLIMIT_MEMLOCK.
-        let rlim = libc::rlimit {
-            rlim_cur: libc::RLIM_INFINITY,
-            rlim_max: libc::RLIM_INFINITY,
-        };
-        // SAFETY: setrlimit reads a valid, initialised struct.
-        unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
+        limits::raise_memlock();
 
         let layout = KernelLayout::from_kernel_with(tracepoint_override, options.btf)?;
         let mut loader = EbpfLoader::new();
@@ -233,13 +246,13 @@ impl Probes {
         loader.override_global(globals::WATCH_ALL, &watch_all, true);
         let empty_bodies = u64::from(options.empty_bodies);
         loader.override_global(globals::EMPTY_BODIES, &empty_bodies, true);
-        let mut ebpf = loader.load(PROGRAMS).map_err(|e| {
-            if permission(&e) {
-                LoadError::NotPermitted
-            } else {
-                LoadError::Load(chain(&e))
-            }
-        })?;
+        let slots = options
+            .max_threads
+            .unwrap_or(zcprof_common::MAX_THREADS - 1)
+            .saturating_add(1);
+        let mut ebpf = loader
+            .load(PROGRAMS)
+            .map_err(|e| limits::load_failed(&e, slots))?;
         let logger = aya_log::EbpfLogger::init(&mut ebpf).ok();
         // Before anything is attached: in watch-all mode the first events already need free
         // slots.
@@ -354,7 +367,7 @@ fn attach_btf_tracepoint(
     program.load(tp, btf).map_err(|e| {
         let reason = chain(&e);
         if permission(&e) {
-            LoadError::NotPermitted
+            limits::not_permitted(None)
         } else if reason.to_lowercase().contains("unknown btf type") || reason.contains("not found")
         {
             LoadError::Attach {
@@ -383,7 +396,7 @@ fn attach_raw_tracepoint(
     let program: &mut RawTracePoint = program(ebpf, prog)?;
     program.load().map_err(|e| {
         if permission(&e) {
-            LoadError::NotPermitted
+            limits::not_permitted(None)
         } else {
             LoadError::Load(format!("{prog}: {}", chain(&e)))
         }

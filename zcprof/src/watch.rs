@@ -43,6 +43,25 @@ pub fn stop_following_self(probes: &mut Probes) {
 /// Starts counting process `pid` and every thread it has now (and, with `children`, its
 /// existing and future descendants). Counting starts at zero: only activity from now on.
 pub fn attach(probes: &mut Probes, pid: u32, children: bool) -> Result<Vec<u32>, WatchError> {
+    attach_counting(probes, pid, children).map(|a| a.pids)
+}
+
+/// What [`attach_counting`] entered.
+#[derive(Debug, Default)]
+pub struct Attached {
+    /// The processes watched: `pid` and, with `children`, its descendants.
+    pub pids: Vec<u32>,
+    /// Threads listed in /proc that exited before zcprof could enter them (not entered: no
+    /// exit of theirs would ever free their slot).
+    pub vanished: u32,
+}
+
+/// As [`attach`], also counting the threads that exited while they were being entered.
+pub fn attach_counting(
+    probes: &mut Probes,
+    pid: u32,
+    children: bool,
+) -> Result<Attached, WatchError> {
     let proc_dir = format!("/proc/{pid}");
     if !Path::new(&proc_dir).join("task").is_dir() || is_thread_not_process(pid) {
         return Err(WatchError::NoSuchProcess(pid));
@@ -56,6 +75,7 @@ pub fn attach(probes: &mut Probes, pid: u32, children: bool) -> Result<Vec<u32>,
     } else {
         WATCH_COUNT
     };
+    let mut vanished = 0;
     for &p in &pids {
         // The process map first, so that threads created from here on are entered by the
         // fork hook; then the threads that exist now.
@@ -73,8 +93,15 @@ pub fn attach(probes: &mut Probes, pid: u32, children: bool) -> Result<Vec<u32>,
             else {
                 continue;
             };
-            let status =
-                fs::read_to_string(format!("/proc/{p}/task/{tid}/status")).unwrap_or_default();
+            // Listed a moment ago, the thread may be gone (or a zombie) by now: its exit has
+            // passed, so an entry for it would never be retired.
+            let status = match fs::read_to_string(format!("/proc/{p}/task/{tid}/status")) {
+                Ok(s) if !exited(&s) => s,
+                _ => {
+                    vanished += 1;
+                    continue;
+                }
+            };
             let entry = ThreadStats::new(tid, p, comm_of(&status), nvcsw_of(&status));
             // Already entered (by the fork hook) is as good as entered now.
             probes
@@ -85,7 +112,15 @@ pub fn attach(probes: &mut Probes, pid: u32, children: bool) -> Result<Vec<u32>,
     probes
         .watched_set_changed()
         .map_err(|source| WatchError::Map { pid, source })?;
-    Ok(pids)
+    Ok(Attached { pids, vanished })
+}
+
+/// Whether a thread's /proc status says it has exited (zombie or dead).
+fn exited(status: &str) -> bool {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("State:"))
+        .is_some_and(|s| matches!(s.trim_start().chars().next(), Some('Z' | 'X')))
 }
 
 /// A tid that is not a thread-group leader has /proc/TID but is not a process.
