@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::{
     loader::{MapReadError, Probes},
-    snapshot::{ProcessView, Snapshot},
+    snapshot::{ProcessKey, ProcessView, Snapshot},
 };
 
 /// How often run and attach collect the dead threads the kernel left in the table: often
@@ -23,7 +23,7 @@ pub const ARCHIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(1)
 /// Final counts of dead threads, by process.
 #[derive(Debug, Default)]
 pub struct Archive {
-    processes: BTreeMap<u32, ProcessView>,
+    processes: BTreeMap<ProcessKey, ProcessView>,
 }
 
 impl Archive {
@@ -46,18 +46,19 @@ impl Archive {
         for r in std::mem::take(&mut snap.retired) {
             // Judged as the whole process, not this thread alone: a selection by name must
             // keep a worker thread named otherwise.
+            let pid = r.process.pid;
             let mut process = snap
                 .processes
-                .get(&r.tgid)
-                .or_else(|| self.processes.get(&r.tgid))
+                .get(&r.process)
+                .or_else(|| self.processes.get(&r.process))
                 .cloned()
                 .unwrap_or_default();
-            process.add_thread(r.tgid, r.tid, r.view.clone());
-            if keep(r.tgid, &process) {
+            process.add_thread(pid, r.tid, r.view.clone());
+            if keep(pid, &process) {
                 self.processes
-                    .entry(r.tgid)
+                    .entry(r.process)
                     .or_default()
-                    .add_thread(r.tgid, r.tid, r.view);
+                    .add_thread(pid, r.tid, r.view);
             }
         }
     }
@@ -75,7 +76,7 @@ impl Archive {
     ) -> Result<usize, MapReadError> {
         let mut first = probes.snapshot(None)?;
         self.absorb(&mut first, &mut keep);
-        let dead: BTreeSet<(u32, u32)> = first
+        let dead: BTreeSet<(ProcessKey, u32)> = first
             .processes
             .iter()
             .flat_map(|(&pid, p)| {
@@ -90,17 +91,17 @@ impl Archive {
         }
         let mut second = probes.snapshot(None)?;
         self.absorb(&mut second, &mut keep);
-        for &(pid, tid) in &dead {
-            let Some(p) = second.processes.get(&pid) else {
+        for &(key, tid) in &dead {
+            let Some(p) = second.processes.get(&key) else {
                 continue;
             };
             let Some(t) = p.threads.get(&tid) else {
                 continue;
             };
-            probes.forget_thread(pid, tid, t.activity.transfers.keys().copied())?;
-            if keep(pid, p) {
-                let archived = self.processes.entry(pid).or_default();
-                archived.add_thread(pid, tid, t.clone());
+            probes.forget_thread(key.pid, tid, t.activity.transfers.keys().copied())?;
+            if keep(key.pid, p) {
+                let archived = self.processes.entry(key).or_default();
+                archived.add_thread(key.pid, tid, t.clone());
             }
         }
         Ok(dead.len())
@@ -108,10 +109,10 @@ impl Archive {
 
     /// `snap` with the archived threads added back in.
     fn restore(&self, mut snap: Snapshot) -> Snapshot {
-        for (&pid, archived) in &self.processes {
-            let p = snap.processes.entry(pid).or_default();
+        for (&key, archived) in &self.processes {
+            let p = snap.processes.entry(key).or_default();
             for (&tid, t) in &archived.threads {
-                p.add_thread(pid, tid, t.clone());
+                p.add_thread(key.pid, tid, t.clone());
             }
         }
         snap

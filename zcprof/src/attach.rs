@@ -82,7 +82,7 @@ impl Selection {
     /// `snap` without the processes not reported.
     fn retain(&mut self, mut snap: Snapshot) -> Snapshot {
         self.cgroup_refresh();
-        snap.processes.retain(|&pid, p| self.keeps(pid, p));
+        snap.processes.retain(|key, p| self.keeps(key.pid, p));
         snap
     }
 

@@ -8,7 +8,7 @@ use zcprof_common::{
 
 use crate::{
     capability::{self, Capabilities, State},
-    snapshot::{Activity, ProcessView, Snapshot},
+    snapshot::{Activity, ProcessKey, ProcessView, Snapshot},
 };
 
 /// The counters as JSON fields: each under its name, or in its group's object under its
@@ -50,7 +50,7 @@ fn merge(mut a: Value, b: Value) -> Value {
     a
 }
 
-fn process_json(pid: u32, p: &ProcessView) -> Value {
+fn process_json(key: ProcessKey, p: &ProcessView) -> Value {
     let ledger: serde_json::Map<String, Value> = p
         .activity
         .ledger()
@@ -96,7 +96,8 @@ fn process_json(pid: u32, p: &ProcessView) -> Value {
         })
         .collect();
     merge(
-        json!({"pid": pid, "comm": p.comm, "exited": p.exited, "ledger": ledger,
+        json!({"pid": key.pid, "start_time_ns": key.start, "comm": p.comm, "exited": p.exited,
+               "ledger": ledger,
                "transfers": transfers, "io_uring": uring, "threads": threads}),
         counts_json(&p.activity.counts),
     )
@@ -178,8 +179,8 @@ fn counts_text(c: &ThreadCounts) -> String {
 }
 
 /// The processes of `snap` by CPU-copied bytes, most first (then by syscalls, then pid).
-fn by_cpu_copied(snap: &Snapshot) -> Vec<(u32, &ProcessView)> {
-    let mut procs: Vec<(u32, &ProcessView, u64)> = snap
+fn by_cpu_copied(snap: &Snapshot) -> Vec<(ProcessKey, &ProcessView)> {
+    let mut procs: Vec<(ProcessKey, &ProcessView, u64)> = snap
         .processes
         .iter()
         .map(|(pid, p)| (*pid, p, p.activity.cpu_copied()))
@@ -238,10 +239,11 @@ pub fn to_text(snap: &Snapshot, top: usize) -> String {
         }
     }
     let procs = by_cpu_copied(snap);
-    for (pid, p) in procs.iter().take(top) {
+    for (key, p) in procs.iter().take(top) {
         let a = &p.activity;
         out.push_str(&format!(
-            "\npid {pid} ({}){}: {}\n",
+            "\npid {} ({}){}: {}\n",
+            key.pid,
             p.comm,
             if p.exited { ", exited" } else { "" },
             counts_text(&a.counts),
@@ -356,7 +358,7 @@ fn row(name: &str, col: Column, cell: &Transfer) -> Vec<TCell> {
 /// (by CPU-copied bytes, at most `top`), then the total of everything watched. Rates are per
 /// second; context switches and faults are the interval's.
 pub fn interval_lines(snap: &Snapshot, elapsed_s: f64, top: usize) -> String {
-    let active: Vec<(u32, &ProcessView)> = by_cpu_copied(snap)
+    let active: Vec<(ProcessKey, &ProcessView)> = by_cpu_copied(snap)
         .into_iter()
         .filter(|(_, p)| !p.activity.is_empty())
         .collect();
@@ -366,9 +368,9 @@ pub fn interval_lines(snap: &Snapshot, elapsed_s: f64, top: usize) -> String {
         active.len(),
         snap.processes.len()
     );
-    for (pid, p) in active.iter().take(top) {
+    for (key, p) in active.iter().take(top) {
         out.push_str(&interval_line(
-            &pid.to_string(),
+            &key.pid.to_string(),
             &p.comm,
             &p.activity,
             elapsed_s,

@@ -138,12 +138,31 @@ pub struct ThreadView {
     pub activity: Activity,
 }
 
+/// How zcprof tells processes apart: a pid, and when the process started, since the kernel
+/// gives a pid to a new process once the old one is gone (within seconds on a busy host).
+/// Ordered by pid, then start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProcessKey {
+    /// The process id (tgid).
+    pub pid: u32,
+    /// When it started (ns since boot, CLOCK_MONOTONIC); 0 for a process that was running
+    /// before zcprof watched it.
+    pub start: u64,
+}
+
+impl ProcessKey {
+    /// The process `pid` that started at `start`.
+    pub fn new(pid: u32, start: u64) -> Self {
+        Self { pid, start }
+    }
+}
+
 /// One dead thread's final counts, as the kernel handed them over when it freed the thread's
 /// entry.
 #[derive(Debug, Clone)]
 pub struct RetiredThread {
     /// Its process.
-    pub tgid: u32,
+    pub process: ProcessKey,
     /// The thread.
     pub tid: u32,
     /// Its counts and cells, final.
@@ -187,8 +206,8 @@ impl ProcessView {
 /// Everything the kernel side counted, at one moment.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    /// Processes by pid (tgid).
-    pub processes: BTreeMap<u32, ProcessView>,
+    /// Processes by pid and start time.
+    pub processes: BTreeMap<ProcessKey, ProcessView>,
     /// Events not recorded, by reason (the [`zcprof_common::Lost`] names and
     /// [`zcprof_common::KERNEL_SKIPPED`]).
     pub lost: BTreeMap<&'static str, u64>,

@@ -12,7 +12,7 @@ use zcprof_common::{
 use super::Probes;
 use crate::{
     capability::Capabilities,
-    snapshot::{ProcessView, RetiredThread, Snapshot, ThreadView},
+    snapshot::{ProcessKey, ProcessView, RetiredThread, Snapshot, ThreadView},
     thread_table::ThreadTableError,
 };
 
@@ -133,13 +133,15 @@ impl Probes {
                 uring.push((k, cell));
             }
         }
-        let mut threads: std::collections::BTreeMap<(u32, u32), ThreadView> = Default::default();
+        // By (tgid, tid), the key of the cells; each with its process's start.
+        let mut threads: std::collections::BTreeMap<(u32, u32), (u64, ThreadView)> =
+            Default::default();
         for entry in self.threads.iter() {
             let (tid, t) = entry.map_err(map_err("THREADS"))?;
             if !keep(t.tgid) {
                 continue;
             }
-            threads.insert((t.tgid, tid), thread_view(&t));
+            threads.insert((t.tgid, tid), (t.process_start, thread_view(&t)));
         }
         // Taken after the thread entries were read: a thread both read and retired died in
         // between, and its record is its final word.
@@ -147,10 +149,16 @@ impl Probes {
             .retired
             .take()
             .into_iter()
-            .filter(|r| keep(r.tgid))
+            .filter(|r| keep(r.process.pid))
             .collect();
         for r in &retired {
-            threads.remove(&(r.tgid, r.tid));
+            let key = (r.process.pid, r.tid);
+            if threads
+                .get(&key)
+                .is_some_and(|(start, _)| *start == r.process.start)
+            {
+                threads.remove(&key);
+            }
         }
         for (k, v) in cells {
             let (Some(sc), Some(col)) = (Syscall::from_u16(k.syscall), Column::from_u16(k.column))
@@ -159,7 +167,7 @@ impl Probes {
             };
             // A cell whose thread has no entry any more: the kernel retired the thread after
             // the cells were read, and its record carries the cell.
-            let Some(t) = threads.get_mut(&(k.tgid, k.tid)) else {
+            let Some((_, t)) = threads.get_mut(&(k.tgid, k.tid)) else {
                 continue;
             };
             t.activity.transfers.entry((sc, col)).or_default().add(&v);
@@ -169,15 +177,24 @@ impl Probes {
             retired,
             ..Snapshot::default()
         };
-        for ((tgid, tid), view) in threads {
-            let p = snap.processes.entry(tgid).or_default();
+        for ((tgid, tid), (start, view)) in threads {
+            let p = snap
+                .processes
+                .entry(ProcessKey::new(tgid, start))
+                .or_default();
             p.add_thread(tgid, tid, view);
         }
         for (k, v) in uring {
             let Some(col) = Column::from_u16(k.column) else {
                 continue;
             };
-            let p: &mut ProcessView = snap.processes.entry(k.tgid).or_default();
+            // Keyed by pid alone: the newest process of that pid is the one alive.
+            let key = snap
+                .processes
+                .range(ProcessKey::new(k.tgid, 0)..=ProcessKey::new(k.tgid, u64::MAX))
+                .next_back()
+                .map_or(ProcessKey::new(k.tgid, 0), |(key, _)| *key);
+            let p: &mut ProcessView = snap.processes.entry(key).or_default();
             p.activity.uring.entry((k.opcode, col)).or_default().add(&v);
         }
         for l in Lost::ALL {

@@ -18,7 +18,7 @@ use aya::maps::{MapData, RingBuf};
 use zcprof_common::{InlineCell, Retired};
 
 use super::maps::thread_view;
-use crate::snapshot::RetiredThread;
+use crate::snapshot::{ProcessKey, RetiredThread};
 
 /// How long the drainer sleeps in poll(2) before it looks whether it should stop.
 const STOP_CHECK: Duration = Duration::from_millis(200);
@@ -122,7 +122,7 @@ fn decode(bytes: &[u8]) -> Option<RetiredThread> {
         }
     }
     Some(RetiredThread {
-        tgid: r.stats.tgid,
+        process: ProcessKey::new(r.stats.tgid, r.stats.process_start),
         tid: r.stats.tid,
         view,
     })

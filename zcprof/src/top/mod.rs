@@ -245,7 +245,8 @@ impl Source {
             matches!(self.rows, Rows::Cgroup | Rows::Container) || self.cgroup.is_some();
         let mut of_process: HashMap<u32, u64> = HashMap::new();
         let mut out = Vec::new();
-        for (&pid, p) in &diff.processes {
+        for (&key, p) in &diff.processes {
+            let pid = key.pid;
             for (&tid, t) in &p.threads {
                 if t.exited && t.activity.is_empty() {
                     continue;

@@ -27,7 +27,7 @@ use super::{
     args::GroupBy,
     container::{Container, container_of},
 };
-use crate::snapshot::{Activity, Snapshot, UringCells};
+use crate::snapshot::{Activity, ProcessKey, Snapshot, UringCells};
 
 /// Longest an exited thread's entries stay in the kernel maps if its final switch is never
 /// seen.
@@ -43,7 +43,7 @@ pub enum GroupKey {
     /// Threads in this container (or systemd unit, or the host), from their cgroup's path.
     Container(Container),
     /// The threads of this live process.
-    Pid(u32),
+    Pid(ProcessKey),
     /// Groups refused by `--max-series`.
     Other,
     /// `--by pid`: processes that have exited.
@@ -98,7 +98,7 @@ pub struct Retire {
 
 #[derive(Debug)]
 struct ThreadRec {
-    tgid: u32,
+    process: ProcessKey,
     /// What its entries held at the last collection (already credited).
     last: Activity,
     /// When (and in which collection) the thread was first seen exited.
@@ -109,9 +109,9 @@ struct ThreadRec {
 }
 
 impl ThreadRec {
-    fn new(tgid: u32) -> Self {
+    fn new(process: ProcessKey) -> Self {
         ThreadRec {
-            tgid,
+            process,
             last: Activity::default(),
             exited: None,
             dead: false,
@@ -139,7 +139,7 @@ pub struct Engine {
     scope: Scope,
     groups: HashMap<GroupKey, Activity>,
     threads: HashMap<u32, ThreadRec>,
-    procs: HashMap<u32, ProcRec>,
+    procs: HashMap<ProcessKey, ProcRec>,
     /// Threads seen with cells but no entry: (first seen, last collection seen in).
     entryless: HashMap<u32, (Instant, u64)>,
     /// Groups refused by the cap, so that each is counted once in `series_dropped`.
@@ -174,12 +174,12 @@ impl Engine {
         }
     }
 
-    /// The group a thread of `tgid` with this command name and cgroup belongs to, or `None`
-    /// if it is out of scope.
+    /// The group a thread of `process` with this command name and cgroup belongs to, or
+    /// `None` if it is out of scope.
     fn group_of(
         &mut self,
         host: &mut dyn Host,
-        tgid: u32,
+        process: ProcessKey,
         comm: &str,
         cgroup_id: u64,
     ) -> Option<GroupKey> {
@@ -189,10 +189,10 @@ impl Engine {
             return None;
         }
         let path = if self.needs_cgroup() {
-            let rec = self.procs.entry(tgid).or_default();
+            let rec = self.procs.entry(process).or_default();
             let id = if rec.cgroup_current || cgroup_id == 0 {
                 if rec.cgroup_id == 0 {
-                    rec.cgroup_id = host.cgroup_of_process(tgid);
+                    rec.cgroup_id = host.cgroup_of_process(process.pid);
                 }
                 rec.cgroup_id
             } else {
@@ -222,7 +222,7 @@ impl Engine {
                     pod_uid: String::new(),
                 },
             }),
-            GroupBy::Pid => GroupKey::Pid(tgid),
+            GroupBy::Pid => GroupKey::Pid(process),
         };
         Some(self.admit(key))
     }
@@ -275,7 +275,9 @@ impl Engine {
         // have reused the tid of one of them.
         for r in &snap.retired {
             let credited = match self.threads.get(&r.tid) {
-                Some(rec) if rec.tgid == r.tgid => self.threads.remove(&r.tid).map(|rec| rec.last),
+                Some(rec) if rec.process == r.process => {
+                    self.threads.remove(&r.tid).map(|rec| rec.last)
+                }
                 _ => None,
             };
             let delta = match credited {
@@ -287,16 +289,17 @@ impl Engine {
                 None => r.view.activity.clone(),
             };
             if !delta.is_empty()
-                && let Some(group) = self.group_of(host, r.tgid, &r.view.comm, r.view.cgroup_id)
+                && let Some(group) = self.group_of(host, r.process, &r.view.comm, r.view.cgroup_id)
             {
                 self.groups.entry(group).or_default().add(&delta);
             }
             self.threads_retired += 1;
         }
 
-        for (&tgid, p) in &snap.processes {
+        for (&key, p) in &snap.processes {
+            let tgid = key.pid;
             {
-                let rec = self.procs.entry(tgid).or_default();
+                let rec = self.procs.entry(key).or_default();
                 if !p.comm.is_empty() {
                     rec.comm.clone_from(&p.comm);
                 }
@@ -345,10 +348,10 @@ impl Engine {
                 let rec = self
                     .threads
                     .entry(tid)
-                    .or_insert_with(|| ThreadRec::new(tgid));
-                if rec.tgid != tgid {
+                    .or_insert_with(|| ThreadRec::new(key));
+                if rec.process != key {
                     // A different thread under a reused tid: start from zero.
-                    *rec = ThreadRec::new(tgid);
+                    *rec = ThreadRec::new(key);
                 }
                 rec.seen = generation;
                 // Counts that went down: the entry was replaced behind our back; what it
@@ -362,7 +365,7 @@ impl Engine {
                     rec.exited = Some((now, generation));
                 }
                 if !delta.is_empty()
-                    && let Some(group) = self.group_of(host, tgid, &t.comm, t.cgroup_id)
+                    && let Some(group) = self.group_of(host, key, &t.comm, t.cgroup_id)
                 {
                     self.groups.entry(group).or_default().add(&delta);
                 }
@@ -371,7 +374,7 @@ impl Engine {
                 let last = Activity {
                     uring: self
                         .procs
-                        .get(&tgid)
+                        .get(&key)
                         .map(|r| r.uring_last.clone())
                         .unwrap_or_default(),
                     ..Activity::default()
@@ -384,14 +387,14 @@ impl Engine {
                 if !delta.is_empty() {
                     let (comm, cgroup_id) = self
                         .procs
-                        .get(&tgid)
+                        .get(&key)
                         .map(|r| (r.comm.clone(), r.cgroup_id))
                         .unwrap_or_default();
-                    if let Some(group) = self.group_of(host, tgid, &comm, cgroup_id) {
+                    if let Some(group) = self.group_of(host, key, &comm, cgroup_id) {
                         self.groups.entry(group).or_default().add(&delta);
                     }
                 }
-                if let Some(rec) = self.procs.get_mut(&tgid) {
+                if let Some(rec) = self.procs.get_mut(&key) {
                     rec.uring_last.clone_from(&p.activity.uring);
                 }
             }
@@ -400,7 +403,7 @@ impl Engine {
         // Exited threads seen dead before `snap` was read: their counts are final and
         // credited; delete their entries. Records of entries that vanished are dropped (their
         // counts were credited when they were seen).
-        let mut live_per_process: HashMap<u32, usize> = HashMap::new();
+        let mut live_per_process: HashMap<ProcessKey, usize> = HashMap::new();
         self.threads.retain(|&tid, rec| {
             if rec.seen != generation {
                 return false;
@@ -409,12 +412,14 @@ impl Engine {
                 && seen_in < generation
                 && (rec.dead || now.duration_since(at) >= RETIRE_MAX)
             {
-                retire
-                    .threads
-                    .push((rec.tgid, tid, rec.last.transfers.keys().copied().collect()));
+                retire.threads.push((
+                    rec.process.pid,
+                    tid,
+                    rec.last.transfers.keys().copied().collect(),
+                ));
                 return false;
             }
-            *live_per_process.entry(rec.tgid).or_default() += 1;
+            *live_per_process.entry(rec.process).or_default() += 1;
             true
         });
         self.entryless.retain(|_, (_, seen)| *seen == generation);
@@ -425,25 +430,32 @@ impl Engine {
             }
         }
 
-        // Processes with no thread entry left and gone from /proc: their io_uring cells are
-        // final too; with --by pid their series fold into `[exited]`.
+        // Processes with no thread entry left and gone: from /proc, or replaced by a newer
+        // process under the same pid. Their io_uring cells are final too; with --by pid their
+        // series fold into `[exited]`.
+        let newest: HashMap<u32, u64> = self.procs.keys().fold(HashMap::new(), |mut m, k| {
+            let start = m.entry(k.pid).or_insert(k.start);
+            *start = (*start).max(k.start);
+            m
+        });
         let mut gone = Vec::new();
-        for (&tgid, rec) in &self.procs {
-            if live_per_process.contains_key(&tgid) || host.process_alive(tgid) {
+        for (&key, rec) in &self.procs {
+            let replaced = newest.get(&key.pid).is_some_and(|&s| s > key.start);
+            if live_per_process.contains_key(&key) || (!replaced && host.process_alive(key.pid)) {
                 continue;
             }
             if !rec.uring_last.is_empty() {
                 retire
                     .uring
-                    .push((tgid, rec.uring_last.keys().copied().collect()));
+                    .push((key.pid, rec.uring_last.keys().copied().collect()));
             }
-            gone.push(tgid);
+            gone.push(key);
         }
-        for tgid in gone {
-            self.procs.remove(&tgid);
+        for key in gone {
+            self.procs.remove(&key);
             self.processes_retired += 1;
             if self.scope.by == GroupBy::Pid {
-                let key = GroupKey::Pid(tgid);
+                let key = GroupKey::Pid(key);
                 if let Some(totals) = self.groups.remove(&key) {
                     self.groups
                         .entry(GroupKey::Exited)
@@ -488,13 +500,13 @@ impl Engine {
                 c.pod_uid.clone(),
                 c.runtime.to_string(),
             ],
-            GroupKey::Pid(pid) => {
+            GroupKey::Pid(key) => {
                 let comm = self
                     .procs
-                    .get(pid)
+                    .get(key)
                     .map(|r| r.comm.clone())
                     .unwrap_or_default();
-                vec![pid.to_string(), comm]
+                vec![key.pid.to_string(), comm]
             }
             GroupKey::Other => marked(OTHER),
             GroupKey::Exited => marked(EXITED),

@@ -3,7 +3,7 @@
 use super::*;
 use zcprof_common::Transfer;
 
-use crate::snapshot::{ProcessView, ThreadView};
+use crate::snapshot::{ProcessView, RetiredThread, ThreadView};
 
 #[derive(Default)]
 struct FakeHost {
@@ -64,7 +64,7 @@ fn snap(threads: &[(u32, u32, ThreadView)]) -> Snapshot {
     for (tgid, tid, t) in threads {
         let p = s
             .processes
-            .entry(*tgid)
+            .entry(ProcessKey::new(*tgid, 0))
             .or_insert_with(ProcessView::default);
         if tid == tgid {
             p.comm = t.comm.clone();
@@ -371,4 +371,77 @@ fn a_process_moved_before_exec_counts_in_its_new_cgroup() {
     t.cgroup_id = 1;
     e.ingest_all(&snap(&[(11, 11, t)]), &mut host, t0);
     assert!(labels_of(&e).contains(&(strings(&["containerd.service", "", "systemd"]), 4)));
+}
+
+/// A thread the kernel retired, as a record.
+fn retired(pid: u32, start: u64, tid: u32, t: ThreadView) -> RetiredThread {
+    RetiredThread {
+        process: ProcessKey::new(pid, start),
+        tid,
+        view: t,
+    }
+}
+
+#[test]
+fn retired_threads_are_credited_what_the_last_collection_did_not() {
+    let mut e = Engine::new(scope(GroupBy::Comm, 10));
+    let mut host = FakeHost::default();
+    let t0 = Instant::now();
+    e.ingest_all(
+        &snap(&[(10, 10, thread("a", 5, 100, false))]),
+        &mut host,
+        t0,
+    );
+    // Retired since: 3 more syscalls and a second write of 50 bytes; and one that lived
+    // between two collections, never seen live.
+    let mut last = thread("a", 8, 150, true);
+    for c in last.activity.transfers.values_mut() {
+        c.calls = 2;
+    }
+    let mut s = snap(&[]);
+    s.retired = vec![
+        retired(10, 0, 10, last),
+        retired(11, 0, 11, thread("a", 2, 7, true)),
+    ];
+    let r = e.ingest_all(&s, &mut host, t0);
+    assert!(r.threads.is_empty(), "the kernel freed their entries");
+    let a = total(&e, "a");
+    assert_eq!(a.counts.syscalls, 10);
+    assert_eq!(a.transfers.values().map(|c| c.bytes).sum::<u64>(), 157);
+    assert_eq!(e.threads_retired, 2);
+    assert_eq!(e.tracked_threads(), 0);
+}
+
+#[test]
+fn a_reused_pid_is_a_new_series_and_the_old_one_folds_into_exited() {
+    let mut e = Engine::new(scope(GroupBy::Pid, 10));
+    let mut host = FakeHost::default();
+    host.alive.insert(7);
+    let t0 = Instant::now();
+    let mut s = Snapshot::default();
+    s.processes
+        .entry(ProcessKey::new(7, 100))
+        .or_default()
+        .add_thread(7, 7, thread("old", 3, 0, false));
+    e.ingest_all(&s, &mut host, t0);
+    // The old process died (its record arrives) and a new one got its pid, alive in /proc.
+    let mut s = Snapshot::default();
+    s.processes
+        .entry(ProcessKey::new(7, 200))
+        .or_default()
+        .add_thread(7, 7, thread("new", 5, 0, false));
+    s.retired = vec![retired(7, 100, 7, thread("old", 4, 0, true))];
+    e.ingest_all(&s, &mut host, t0);
+    let groups = e.groups();
+    let rows: Vec<(Vec<String>, u64)> = groups
+        .iter()
+        .map(|(l, t)| (l.clone(), t.counts.syscalls))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            (vec!["7".to_string(), "new".to_string()], 5),
+            (vec![EXITED.to_string(), EXITED.to_string()], 4),
+        ]
+    );
 }
