@@ -59,8 +59,9 @@ pub fn run(args: &Args) -> Result<()> {
         for line in BufReader::new(out).lines() {
             let line = line.context("reading cargo test's output")?;
             println!("{line}");
-            if line.starts_with("fuzz ") {
-                reports.push(line);
+            // The test runner's `test NAME ... ` may precede a report on its line.
+            if let Some(at) = line.find("fuzz ") {
+                reports.push(line[at..].to_string());
             }
         }
     }
