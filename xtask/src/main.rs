@@ -6,6 +6,7 @@
 mod bench;
 mod cargo;
 mod dist;
+mod fuzz;
 mod kernel_matrix;
 mod private_apt;
 mod process;
@@ -67,6 +68,13 @@ enum Command {
         #[command(flatten)]
         args: dist::Args,
     },
+    /// Run setup, then the fuzz harnesses that `cargo xtask test` runs briefly (the HTTP front
+    /// end, the BTF reader), each for --seconds with a random seed; prints executions, time and
+    /// any failure with its minimal input and seed.
+    Fuzz {
+        #[command(flatten)]
+        args: fuzz::Args,
+    },
     /// Inside a kernel-matrix VM: run the checks, write results into --out.
     #[command(hide = true)]
     KernelMatrixGuest {
@@ -112,6 +120,7 @@ fn run(command: Command) -> Result<()> {
         }
         Command::KernelMatrix { args } => kernel_matrix::run(&args),
         Command::Dist { args } => dist::run(&args),
+        Command::Fuzz { args } => fuzz::run(&args),
         Command::KernelMatrixGuest { args } => kernel_matrix::guest::run(&args),
         Command::KernelMatrixChurn { args } => kernel_matrix::churn::run(&args),
     }

@@ -81,6 +81,31 @@ pub struct Btf {
 /// is a handful; a corrupt file could make one contain itself).
 const NESTING: u32 = 16;
 
+/// The anonymous members' types one member lookup has searched, with the depth left then.
+///
+/// A type searched once without finding the member does not have it, wherever it is met
+/// again: searching each type once (again only with more depth left) keeps a lookup to
+/// types × [`NESTING`] visits. Without it, a corrupt file whose structs have several anonymous
+/// members of their own type made a lookup of a missing member take members ^ [`NESTING`].
+struct Searched(HashMap<u32, u32>);
+
+impl Searched {
+    fn new() -> Self {
+        Searched(HashMap::new())
+    }
+
+    /// Whether type `id` was searched already with at least `depth` left; notes it if not.
+    fn again(&mut self, id: u32, depth: u32) -> bool {
+        match self.0.get(&id) {
+            Some(&d) if d >= depth => true,
+            _ => {
+                self.0.insert(id, depth);
+                false
+            }
+        }
+    }
+}
+
 fn u32_at(data: &[u8], at: usize) -> Option<u32> {
     data.get(at..at + 4)
         .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -232,18 +257,27 @@ impl Btf {
     /// Byte offset of `member` in struct or union `ty`, searching anonymous members too (at
     /// most [`NESTING`] deep: a corrupt file may make an anonymous member contain itself).
     fn find_member(&self, ty: &Type, member: &str) -> Option<u32> {
-        self.find_member_within(ty, member, NESTING)
+        self.find_member_within(ty, member, NESTING, &mut Searched::new())
     }
 
-    fn find_member_within(&self, ty: &Type, member: &str, depth: u32) -> Option<u32> {
+    fn find_member_within(
+        &self,
+        ty: &Type,
+        member: &str,
+        depth: u32,
+        searched: &mut Searched,
+    ) -> Option<u32> {
         for m in &ty.members {
             if self.name(m.name) == member {
                 return Some(m.bit_offset / 8);
             }
         }
         for m in ty.members.iter().filter(|m| m.name == 0 && depth > 0) {
+            if searched.again(m.ty, depth) {
+                continue;
+            }
             if let Some(inner) = self.resolve(m.ty)
-                && let Some(off) = self.find_member_within(inner, member, depth - 1)
+                && let Some(off) = self.find_member_within(inner, member, depth - 1, searched)
             {
                 return Some((m.bit_offset / 8).saturating_add(off));
             }
@@ -273,18 +307,27 @@ impl Btf {
     }
 
     fn member_type(&self, ty: &Type, member: &str) -> Option<&Type> {
-        self.member_type_within(ty, member, NESTING)
+        self.member_type_within(ty, member, NESTING, &mut Searched::new())
     }
 
-    fn member_type_within(&self, ty: &Type, member: &str, depth: u32) -> Option<&Type> {
+    fn member_type_within(
+        &self,
+        ty: &Type,
+        member: &str,
+        depth: u32,
+        searched: &mut Searched,
+    ) -> Option<&Type> {
         for m in &ty.members {
             if self.name(m.name) == member {
                 return self.resolve(m.ty);
             }
         }
         for m in ty.members.iter().filter(|m| m.name == 0 && depth > 0) {
+            if searched.again(m.ty, depth) {
+                continue;
+            }
             if let Some(inner) = self.resolve(m.ty)
-                && let Some(t) = self.member_type_within(inner, member, depth - 1)
+                && let Some(t) = self.member_type_within(inner, member, depth - 1, searched)
             {
                 return Some(t);
             }
@@ -452,5 +495,336 @@ mod tests {
             }
             probe(&bytes);
         }
+    }
+}
+
+/// Fuzz runs of the reader: random BTF files built type by type, and the running kernel's file
+/// with bytes overwritten, words changed and sections cut. Every file must parse to an error
+/// or to a table whose queries return, within a bound, without panicking.
+#[cfg(test)]
+mod fuzz {
+    use std::{
+        sync::{
+            atomic::{AtomicU64, Ordering},
+            mpsc,
+        },
+        time::Duration,
+    };
+
+    use proptest::{prelude::*, sample::Index};
+
+    use super::*;
+    use crate::fuzz;
+
+    /// The longest the kernel's file may take to parse and answer the probe's queries (a
+    /// debug build takes well under a second).
+    const KERNEL_LIMIT: Duration = Duration::from_secs(10);
+    /// The same for a generated file of a few hundred bytes.
+    const SMALL_LIMIT: Duration = Duration::from_secs(1);
+
+    /// Names the probe asks for, and what a random file's name offsets point at.
+    const STRINGS: &[&str] = &[
+        "",
+        "task_struct",
+        "nvcsw",
+        "sock",
+        "__sk_common",
+        "skc_daddr",
+        "SOCK_ZEROCOPY",
+        "btf_trace_sched_switch",
+        "int",
+    ];
+
+    /// Queries a parsed file as zcprof does.
+    fn query(btf: &Btf) {
+        let _ = btf.offset("task_struct", "nvcsw");
+        let _ = btf.offset("task_struct", "no_such_member");
+        let _ = btf.offset("sock", "__sk_common.skc_daddr");
+        let _ = btf.offset("sock", "__sk_common.no_such_member");
+        let _ = btf.enumerator("SOCK_ZEROCOPY");
+        let _ = btf.tracepoint_args("sched_switch");
+    }
+
+    /// Parses and queries `bytes` on a thread of its own: whether it parsed (or was refused as
+    /// malformed), or the panic or the run longer than `limit` (a hung thread is left behind;
+    /// the test fails anyway).
+    fn probe_within(bytes: Vec<u8>, limit: Duration) -> Result<bool, String> {
+        let (done, finished) = mpsc::channel();
+        let worker = std::thread::spawn(move || {
+            let parsed = Btf::parse(&bytes).map(|btf| query(&btf)).is_ok();
+            let _ = done.send(parsed);
+        });
+        match finished.recv_timeout(limit) {
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(format!("no answer within {limit:?}")),
+            Ok(parsed) => Ok(parsed),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(worker.join().map_or_else(
+                |p| {
+                    let what = p
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| p.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    format!("panicked: {what}")
+                },
+                |()| "ended without an answer".to_string(),
+            )),
+        }
+    }
+
+    /// A BTF file: header, then types, then strings.
+    fn file(types: &[u8], strings: &[u8]) -> Vec<u8> {
+        let mut b = vec![0x9f, 0xeb, 1, 0];
+        for word in [
+            24,
+            0,
+            types.len() as u32,
+            types.len() as u32,
+            strings.len() as u32,
+        ] {
+            b.extend(word.to_le_bytes());
+        }
+        b.extend(types);
+        b.extend(strings);
+        b
+    }
+
+    /// [`STRINGS`] as a string section, and where each one starts.
+    fn string_section() -> (Vec<u8>, Vec<u32>) {
+        let mut bytes = Vec::new();
+        let mut starts = Vec::new();
+        for s in STRINGS {
+            starts.push(bytes.len() as u32);
+            bytes.extend(s.as_bytes());
+            bytes.push(0);
+        }
+        (bytes, starts)
+    }
+
+    fn words(out: &mut Vec<u8>, ws: &[u32]) {
+        for w in ws {
+            out.extend(w.to_le_bytes());
+        }
+    }
+
+    /// One type of a random file: kind, name, the word after `info`, and the words that
+    /// follow (members, enumerators, parameters), with `vlen` free to disagree with them.
+    #[derive(Debug, Clone)]
+    struct RawType {
+        kind: u32,
+        kind_flag: bool,
+        /// `None` is anonymous (name offset 0).
+        name: Option<Index>,
+        vlen: Option<u16>,
+        size_or_type: u32,
+        /// Triples (name, type, offset) for members; pairs are taken as needed.
+        items: Vec<(Option<Index>, u32, u32)>,
+    }
+
+    fn raw_type() -> impl Strategy<Value = RawType> {
+        (
+            prop_oneof![
+                // Struct and union, the kinds the walk recurses through, most often.
+                6 => prop_oneof![Just(KIND_STRUCT), Just(KIND_UNION)],
+                4 => prop_oneof![
+                    Just(KIND_TYPEDEF),
+                    Just(KIND_PTR),
+                    Just(KIND_CONST),
+                    Just(KIND_FUNC_PROTO),
+                    Just(KIND_ENUM),
+                    Just(KIND_ENUM64),
+                    Just(KIND_INT),
+                    Just(KIND_ARRAY),
+                    Just(KIND_DATASEC),
+                ],
+                1 => 0u32..32,
+            ],
+            any::<bool>(),
+            name(),
+            prop_oneof![4 => Just(None), 1 => any::<u16>().prop_map(Some)],
+            // Type ids mostly among the file's own (a dozen), so that cycles are common.
+            prop_oneof![4 => 0u32..14, 1 => any::<u32>()],
+            prop::collection::vec(
+                (
+                    name(),
+                    prop_oneof![4 => 0u32..14, 1 => any::<u32>()],
+                    any::<u32>(),
+                ),
+                0..8,
+            ),
+        )
+            .prop_map(
+                |(kind, kind_flag, name, vlen, size_or_type, items)| RawType {
+                    kind,
+                    kind_flag,
+                    name,
+                    vlen,
+                    size_or_type,
+                    items,
+                },
+            )
+    }
+
+    /// A name: anonymous members are what the walk recurses into, so a third are.
+    fn name() -> impl Strategy<Value = Option<Index>> {
+        prop_oneof![1 => Just(None), 2 => any::<Index>().prop_map(Some)]
+    }
+
+    fn encode(types: &[RawType], cut: Option<Index>) -> Vec<u8> {
+        let (strings, starts) = string_section();
+        let mut section = Vec::new();
+        for t in types {
+            let name =
+                |ix: &Option<Index>| ix.as_ref().map_or(0, |ix| starts[ix.index(starts.len())]);
+            let vlen = u32::from(t.vlen.unwrap_or(t.items.len() as u16));
+            let info = (u32::from(t.kind_flag) << 31) | ((t.kind & 0x1f) << 24) | vlen;
+            words(&mut section, &[name(&t.name), info, t.size_or_type]);
+            match t.kind {
+                KIND_INT | KIND_VAR | KIND_DECL_TAG => words(&mut section, &[0]),
+                KIND_ARRAY => words(&mut section, &[1, 1, 1]),
+                KIND_STRUCT | KIND_UNION | KIND_ENUM64 | KIND_DATASEC => {
+                    for (n, ty, off) in &t.items {
+                        words(&mut section, &[name(n), *ty, *off]);
+                    }
+                }
+                KIND_ENUM | KIND_FUNC_PROTO => {
+                    for (n, ty, _) in &t.items {
+                        words(&mut section, &[name(n), *ty]);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut bytes = file(&section, &strings);
+        if let Some(at) = cut {
+            bytes.truncate(at.index(bytes.len() + 1));
+        }
+        bytes
+    }
+
+    /// A struct whose anonymous members are all itself: every lookup of a missing member
+    /// used to search each of them to the nesting limit, `members ^ NESTING` visits.
+    #[test]
+    fn self_containing_anonymous_members_are_searched_once() {
+        let (strings, starts) = string_section();
+        let mut section = Vec::new();
+        // Type 1: struct task_struct { <12 anonymous members of type 1>; int nvcsw; }.
+        words(&mut section, &[starts[1], (KIND_STRUCT << 24) | 13, 8]);
+        for _ in 0..12 {
+            words(&mut section, &[0, 1, 0]);
+        }
+        words(&mut section, &[starts[2], 2, 64]);
+        // Type 2: int.
+        words(&mut section, &[starts[8], KIND_INT << 24, 4, 32]);
+        let btf = Btf::parse(&file(&section, &strings)).unwrap();
+        assert_eq!(btf.offset("task_struct", "nvcsw").unwrap(), 8);
+        let bytes = file(&section, &strings);
+        assert!(probe_within(bytes, SMALL_LIMIT).unwrap());
+    }
+
+    #[test]
+    fn fuzz_btf_generated() {
+        let strategy = (
+            prop::collection::vec(raw_type(), 1..12),
+            prop_oneof![4 => Just(None), 1 => any::<Index>().prop_map(Some)],
+        );
+        let parsed = AtomicU64::new(0);
+        let ran = fuzz::run("btf-generated", 2000, strategy, |(types, cut)| {
+            let ok = probe_within(encode(&types, cut), SMALL_LIMIT).map_err(TestCaseError::fail)?;
+            parsed.fetch_add(u64::from(ok), Ordering::Relaxed);
+            Ok(())
+        });
+        println!(
+            "fuzz btf-generated: {} of {} files parsed",
+            parsed.load(Ordering::Relaxed),
+            ran.executions
+        );
+    }
+
+    /// A change to the kernel's file: where in it (header, types or strings, as a fraction
+    /// of the section) and what.
+    #[derive(Debug, Clone)]
+    enum Change {
+        /// A header word (0: magic and version, 1: header length, then the section offsets
+        /// and lengths).
+        Header { word: usize, value: u32 },
+        /// An aligned word of the type section, so that ids, lengths and kinds change.
+        TypeWord { at: Index, value: u32 },
+        /// Any byte.
+        Byte { at: Index, value: u8 },
+        /// The file cut short.
+        Cut { at: Index },
+    }
+
+    fn word_value() -> impl Strategy<Value = u32> {
+        prop_oneof![
+            Just(0u32),
+            Just(1),
+            Just(u32::MAX),
+            Just(0xffff),
+            Just(0x8000_0000),
+            0u32..200_000,
+            any::<u32>(),
+        ]
+    }
+
+    fn change() -> impl Strategy<Value = Change> {
+        prop_oneof![
+            1 => (0usize..6, word_value()).prop_map(|(word, value)| Change::Header { word, value }),
+            6 => (any::<Index>(), word_value()).prop_map(|(at, value)| Change::TypeWord { at, value }),
+            3 => (any::<Index>(), any::<u8>()).prop_map(|(at, value)| Change::Byte { at, value }),
+            1 => any::<Index>().prop_map(|at| Change::Cut { at }),
+        ]
+    }
+
+    fn apply(data: &[u8], changes: &[Change]) -> Vec<u8> {
+        let mut bytes = data.to_vec();
+        // The type section as the unchanged header places it.
+        let hdr = u32_at(data, 4).unwrap_or(24) as usize;
+        let types_at = hdr + u32_at(data, 8).unwrap_or(0) as usize;
+        let types_len = (u32_at(data, 12).unwrap_or(0) as usize / 4).max(1);
+        for c in changes {
+            match *c {
+                Change::Header { word, value } => {
+                    let at = 4 * word;
+                    if let Some(w) = bytes.get_mut(at..at + 4) {
+                        w.copy_from_slice(&value.to_le_bytes());
+                    }
+                }
+                Change::TypeWord { ref at, value } => {
+                    let at = types_at + 4 * at.index(types_len);
+                    if let Some(w) = bytes.get_mut(at..at + 4) {
+                        w.copy_from_slice(&value.to_le_bytes());
+                    }
+                }
+                Change::Byte { ref at, value } if !bytes.is_empty() => {
+                    let at = at.index(bytes.len());
+                    bytes[at] = value;
+                }
+                Change::Cut { ref at } => bytes.truncate(at.index(bytes.len() + 1)),
+                Change::Byte { .. } => {}
+            }
+        }
+        bytes
+    }
+
+    #[test]
+    fn fuzz_btf_kernel_file() {
+        let Ok(data) = std::fs::read(VMLINUX_BTF) else {
+            assert!(std::env::var_os("CI").is_none(), "no kernel BTF in CI");
+            return;
+        };
+        let strategy = prop::collection::vec(change(), 1..8);
+        let parsed = AtomicU64::new(0);
+        let ran = fuzz::run("btf-kernel-file", 100, strategy, |changes| {
+            let ok =
+                probe_within(apply(&data, &changes), KERNEL_LIMIT).map_err(TestCaseError::fail)?;
+            parsed.fetch_add(u64::from(ok), Ordering::Relaxed);
+            Ok(())
+        });
+        println!(
+            "fuzz btf-kernel-file: {} of {} files parsed",
+            parsed.load(Ordering::Relaxed),
+            ran.executions
+        );
     }
 }

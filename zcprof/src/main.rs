@@ -16,6 +16,8 @@ mod cli;
 mod completions;
 mod doctor;
 mod duration;
+#[cfg(test)]
+mod fuzz;
 mod loader;
 mod manpage;
 mod privileges;

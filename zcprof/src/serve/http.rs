@@ -153,6 +153,9 @@ async fn connection(
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
         .max_buf_size(MAX_HEAD_BYTES)
+        // A client that sends its request and closes its side (`printf ... | nc -N`) still
+        // gets the answer; hyper's default drops the request at that end of input.
+        .half_close(true)
         .keep_alive(true);
     let conn = builder.serve_connection(
         TokioIo::new(stream),
@@ -228,3 +231,6 @@ pub async fn serve(
         }
     }
 }
+
+#[cfg(test)]
+mod fuzz;
