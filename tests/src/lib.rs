@@ -543,7 +543,7 @@ pub fn storm_tally(path: &Path) -> Value {
 /// Ids of the maps zcprof creates that are loaded now (by any process; the kernel keeps 15
 /// bytes of a map's name, enough for all of zcprof's).
 pub fn zcprof_map_ids() -> std::collections::BTreeSet<u64> {
-    const NAMES: [&str; 12] = [
+    const NAMES: [&str; 13] = [
         "WATCHED",
         "THREADS",
         "TID_SLOT",
@@ -556,6 +556,7 @@ pub fn zcprof_map_ids() -> std::collections::BTreeSet<u64> {
         "LOST",
         "STACK_REGS",
         "RETIRED",
+        "DEFERRED",
     ];
     let out = Command::new("bpftool")
         .args(["map", "list", "-j"])

@@ -22,6 +22,24 @@ named_enum! {
 /// Number of [`Lost`] reasons: the size of [`crate::MAP_LOST`].
 pub const LOST_REASONS: u32 = Lost::COUNT as u32;
 
+named_enum! {
+    /// Index into [`crate::MAP_DEFERRED`]: why the kernel could not retire a dead thread at its
+    /// final switch and left its entry, flagged dead, for user space to collect from the table.
+    /// Nothing is lost; the entry only stays longer.
+    pub enum Deferred: u32 {
+        /// [`crate::MAP_RETIRED`] was full.
+        RingFull = "ring_full",
+        /// The thread had more cells outside its entry than it can name
+        /// ([`crate::SPILLED_CELLS`]).
+        ManyCells = "many_cells",
+        /// A map operation failed.
+        Failed = "failed",
+    }
+}
+
+/// Number of [`Deferred`] reasons: the size of [`crate::MAP_DEFERRED`].
+pub const DEFERRED_REASONS: u32 = Deferred::COUNT as u32;
+
 /// The reason the kernel itself reports, beside the [`Lost`] ones: events for which it did not
 /// run zcprof's programs (a program preempted mid-run holds its CPU's recursion guard).
 /// Counted by the kernel per program, not in [`crate::MAP_LOST`].

@@ -93,6 +93,10 @@ pub const MAP_RETIRED: &str = "RETIRED";
 /// the table instead: slower, not lost.
 pub const RETIRED_BYTES: u32 = 8 << 20;
 
+/// Name of the per-CPU array of dead threads the kernel left to user space, by
+/// [`crate::Deferred`] reason.
+pub const MAP_DEFERRED: &str = "DEFERRED";
+
 /// Name of the per-CPU array of events the kernel side could not record (index: [`crate::Lost`]).
 pub const MAP_LOST: &str = "LOST";
 

@@ -7,8 +7,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf, Stack},
 };
 use zcprof_common::{
-    CpuThread, FD_EPOCH_SLOTS, LOST_REASONS, Lost, MAX_PROCESSES, MAX_THREADS, MAX_TRANSFERS,
-    MAX_URING, RETIRED_BYTES, ThreadStats, Transfer, TransferKey, UringKey, Watch,
+    CpuThread, DEFERRED_REASONS, Deferred, FD_EPOCH_SLOTS, LOST_REASONS, Lost, MAX_PROCESSES,
+    MAX_THREADS, MAX_TRANSFERS, MAX_URING, RETIRED_BYTES, ThreadStats, Transfer, TransferKey,
+    UringKey, Watch,
 };
 
 /// BPF_F_NO_PREALLOC: the transfer and io_uring ledgers are sparse, so entries are allocated
@@ -91,6 +92,20 @@ static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOST_REASONS, 0);
 #[inline(always)]
 pub(crate) fn lost(reason: Lost) {
     if let Some(n) = LOST.get_ptr_mut(reason as u32) {
+        // SAFETY: per-CPU slot, only this CPU writes it, and programs do not nest on a CPU for
+        // these hooks.
+        unsafe { *n += 1 };
+    }
+}
+
+/// Per CPU, how many dead threads the kernel left to user space, by [`Deferred`] reason.
+#[map(name = "DEFERRED")]
+static DEFERRED: PerCpuArray<u64> = PerCpuArray::with_max_entries(DEFERRED_REASONS, 0);
+
+/// Counts a dead thread left to user space.
+#[inline(always)]
+pub(crate) fn deferred(reason: Deferred) {
+    if let Some(n) = DEFERRED.get_ptr_mut(reason as u32) {
         // SAFETY: per-CPU slot, only this CPU writes it, and programs do not nest on a CPU for
         // these hooks.
         unsafe { *n += 1 };

@@ -9,12 +9,12 @@
 
 use aya_ebpf::{cty::c_void, helpers::generated::bpf_probe_read_kernel};
 use zcprof_common::{
-    Retired, SPILLED_CELLS, THREAD_DEAD, THREAD_RETIRING, THREAD_SPILLED_MANY, ThreadStats,
-    Transfer, TransferKey,
+    Deferred, Retired, SPILLED_CELLS, THREAD_DEAD, THREAD_RETIRING, THREAD_SPILLED_MANY,
+    ThreadStats, Transfer, TransferKey,
 };
 
 use crate::maps::{
-    FREE_ENTRY, FREE_SLOTS, RETIRED, THREADS, TID_SLOT, TRANSFERS, watched_set_changed,
+    FREE_ENTRY, FREE_SLOTS, RETIRED, THREADS, TID_SLOT, TRANSFERS, deferred, watched_set_changed,
 };
 
 /// Marks thread `t` (in `slot`) dead at its final context switch, and retires it if the
@@ -23,16 +23,26 @@ use crate::maps::{
 pub(crate) fn final_switch(t: &mut ThreadStats, slot: u32) {
     if t.flags & THREAD_SPILLED_MANY != 0 {
         t.flags |= THREAD_DEAD;
+        deferred(Deferred::ManyCells);
         return;
     }
     // One store: a reader sees the entry either live or dead and on its way out, never dead
     // and waiting for user space while the kernel frees it.
     t.flags |= THREAD_DEAD | THREAD_RETIRING;
-    if retire(slot) != 0 {
+    let r = retire(slot);
+    if r != 0 {
         // Nothing was freed: the entry is user space's to collect.
         t.flags &= !THREAD_RETIRING;
+        deferred(if r == RING_FULL {
+            Deferred::RingFull
+        } else {
+            Deferred::Failed
+        });
     }
 }
+
+/// What [`retire`] returns when the ring buffer had no room for the record.
+const RING_FULL: i64 = 2;
 
 /// Copies `size` bytes of kernel memory (map values) from `src` to `dst`; false if it failed.
 #[inline(always)]
@@ -54,7 +64,7 @@ pub extern "C" fn retire(slot: u32) -> i64 {
         return 1;
     };
     let Some(mut record) = RETIRED.reserve::<Retired>(0) else {
-        return 2;
+        return RING_FULL;
     };
     let r = record.as_mut_ptr();
     // SAFETY: `r` is the reserved record, `t` a map value; both are valid and only this

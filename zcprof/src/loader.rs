@@ -21,8 +21,8 @@ use aya::{
     },
 };
 use zcprof_common::{
-    MAP_FREE_SLOTS, MAP_LOST, MAP_RETIRED, MAP_THREADS, MAP_TID_SLOT, MAP_TRANSFERS, MAP_URING,
-    MAP_WATCH_GEN, MAP_WATCHED, Transfer, TransferKey, UringKey, Watch, globals,
+    MAP_DEFERRED, MAP_FREE_SLOTS, MAP_LOST, MAP_RETIRED, MAP_THREADS, MAP_TID_SLOT, MAP_TRANSFERS,
+    MAP_URING, MAP_WATCH_GEN, MAP_WATCHED, Transfer, TransferKey, UringKey, Watch, globals,
 };
 
 use self::{
@@ -105,6 +105,8 @@ pub struct Probes {
     lost: PerCpuArray<MapData, u64>,
     /// Dead threads' final counts, drained as the kernel writes them.
     retired: RetiredFeed,
+    /// Dead threads the kernel left to user space, by reason.
+    deferred: PerCpuArray<MapData, u64>,
     /// Why fd types are not known, when they are not.
     btf_missing: Option<String>,
     /// What zcprof can count on this kernel.
@@ -130,6 +132,9 @@ pub struct LoadOptions<'a> {
     /// Read the kernel's BTF from this file instead of the running kernel's (a hidden option
     /// that tests the error path of a corrupt or truncated BTF).
     pub btf: Option<&'a Path>,
+    /// Bytes of the ring buffer of dead threads (default: `RETIRED_BYTES`); a hidden option
+    /// that tests the way round it when it is full.
+    pub retired_bytes: Option<u32>,
 }
 
 /// How the kernel programs are loaded (run, attach, serve).
@@ -147,6 +152,10 @@ pub struct ProbeArgs {
     /// (tests: a corrupt file must give a clear error)
     #[arg(long, hide = true, value_name = "PATH")]
     pub btf: Option<PathBuf>,
+    /// Bytes of the kernel's ring buffer of dead threads (a power of two, at least a page):
+    /// tests make it too small for any record, so that every dead thread takes the way round
+    #[arg(long, hide = true, value_name = "BYTES")]
+    pub retired_ring_bytes: Option<u32>,
 }
 
 impl ProbeArgs {
@@ -156,6 +165,7 @@ impl ProbeArgs {
             empty_bodies: self.empty_programs,
             max_threads: Some(self.max_threads),
             btf: self.btf.as_deref(),
+            retired_bytes: self.retired_ring_bytes,
             ..Default::default()
         }
     }
@@ -238,6 +248,9 @@ impl Probes {
             for map in [MAP_THREADS, MAP_TID_SLOT, MAP_FREE_SLOTS] {
                 loader.map_max_entries(map, slots);
             }
+        }
+        if let Some(bytes) = options.retired_bytes {
+            loader.map_max_entries(MAP_RETIRED, bytes);
         }
         for (name, value) in &layout.globals {
             loader.override_global(name, value, true);
@@ -324,6 +337,11 @@ impl Probes {
                 .map_err(|e| LoadError::Load(chain(&e)))?;
         let lost = PerCpuArray::try_from(ebpf.take_map(MAP_LOST).ok_or(LoadError::Map(MAP_LOST))?)
             .map_err(|e| LoadError::Load(chain(&e)))?;
+        let deferred = PerCpuArray::try_from(
+            ebpf.take_map(MAP_DEFERRED)
+                .ok_or(LoadError::Map(MAP_DEFERRED))?,
+        )
+        .map_err(|e| LoadError::Load(chain(&e)))?;
         // Parsing the kernel's BTF (twice: for the offsets and for the BTF tracepoint) peaks at
         // tens of MiB that are free again now; hand them back to the system so a long-running
         // zcprof does not keep them resident.
@@ -336,6 +354,7 @@ impl Probes {
             uring,
             lost,
             retired,
+            deferred,
             btf_missing: layout.btf_missing,
             capabilities: layout.capabilities,
             logger,

@@ -114,6 +114,7 @@ pub fn to_json(snap: &Snapshot, capabilities: &Capabilities, extra: Value) -> Va
     merge(
         extra,
         json!({"btf": btf, "capabilities": capabilities, "lost": snap.lost,
+               "retire_deferred": snap.deferred,
                "processes": processes}),
     )
 }

@@ -211,6 +211,9 @@ pub struct Snapshot {
     /// Events not recorded, by reason (the [`zcprof_common::Lost`] names and
     /// [`zcprof_common::KERNEL_SKIPPED`]).
     pub lost: BTreeMap<&'static str, u64>,
+    /// Dead threads the kernel left to user space to collect, by reason (the
+    /// [`zcprof_common::Deferred`] names): not lost, only slower.
+    pub deferred: BTreeMap<&'static str, u64>,
     /// Threads that died since the previous read, with their final counts: not in
     /// `processes`. Whoever keeps totals must fold them in, or they are lost.
     pub retired: Vec<RetiredThread>,
@@ -219,11 +222,13 @@ pub struct Snapshot {
 impl Snapshot {
     /// What happened between `earlier` and `self`.
     pub fn since(&self, earlier: &Snapshot) -> Snapshot {
-        let lost = self
-            .lost
-            .iter()
-            .map(|(k, v)| (*k, v.saturating_sub(*earlier.lost.get(k).unwrap_or(&0))))
-            .collect();
+        let since = |now: &BTreeMap<&'static str, u64>, then: &BTreeMap<&'static str, u64>| {
+            now.iter()
+                .map(|(k, v)| (*k, v.saturating_sub(*then.get(k).unwrap_or(&0))))
+                .collect()
+        };
+        let lost = since(&self.lost, &earlier.lost);
+        let deferred = since(&self.deferred, &earlier.deferred);
         let empty = ProcessView::default();
         let processes = self
             .processes
@@ -257,6 +262,7 @@ impl Snapshot {
         Snapshot {
             processes,
             lost,
+            deferred,
             retired: Vec::new(),
         }
     }

@@ -5,8 +5,8 @@
 
 use aya::maps::MapError;
 use zcprof_common::{
-    Column, InlineCell, KERNEL_SKIPPED, Lost, Syscall, THREAD_DEAD, THREAD_EXITED, ThreadStats,
-    Transfer, TransferKey, UringKey, Watch,
+    Column, Deferred, InlineCell, KERNEL_SKIPPED, Lost, Syscall, THREAD_DEAD, THREAD_EXITED,
+    ThreadStats, Transfer, TransferKey, UringKey, Watch,
 };
 
 use super::Probes;
@@ -202,6 +202,13 @@ impl Probes {
             snap.lost.insert(l.name(), per_cpu.iter().sum());
         }
         snap.lost.insert(KERNEL_SKIPPED, self.kernel_skipped());
+        for d in Deferred::ALL {
+            let per_cpu = self
+                .deferred
+                .get(&(d as u32), 0)
+                .map_err(map_err("DEFERRED"))?;
+            snap.deferred.insert(d.name(), per_cpu.iter().sum());
+        }
         Ok(snap)
     }
 

@@ -43,6 +43,8 @@ pub struct Published {
     pub groups: Vec<(Vec<String>, Activity)>,
     /// Events the kernel side could not record, by reason.
     pub lost: Vec<(&'static str, u64)>,
+    /// Dead threads the kernel left to user space to collect, by reason.
+    pub deferred: Vec<(&'static str, u64)>,
     /// Map fill.
     pub maps: Vec<MapFill>,
     /// zcprof's own BPF programs' run counts and times.
@@ -79,6 +81,7 @@ impl Published {
             label_names,
             groups: Vec::new(),
             lost: Vec::new(),
+            deferred: Vec::new(),
             maps: Vec::new(),
             programs: Vec::new(),
             series_dropped: 0,
@@ -321,6 +324,20 @@ fn catalogue() -> Vec<Family> {
             for c in p.capabilities.iter() {
                 let l = vec![("name", c.name.into()), ("state", c.state.as_str().into())];
                 emit(l, Sample::Value(f64::from(u8::from(c.state.available()))));
+            }
+        }),
+    ));
+    out.push(Family::new(
+        "zcprof_threads_deferred_total",
+        "Dead threads the kernel could not hand over at their final switch, by reason; the \
+         daemon collected them from the thread table instead (nothing lost, only slower).",
+        COUNTER,
+        Source::Daemon(|p, emit| {
+            for (reason, n) in &p.deferred {
+                emit(
+                    vec![("reason", reason.to_string())],
+                    Sample::Value(*n as f64),
+                );
             }
         }),
     ));

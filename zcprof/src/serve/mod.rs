@@ -189,6 +189,7 @@ impl Collector {
         let previous = self.publish.borrow().clone();
         let mut maps = previous.maps.clone();
         let mut lost = previous.lost.clone();
+        let mut deferred = previous.deferred.clone();
         match self.probes.snapshot(None) {
             Ok(snap) => {
                 let probes = &self.probes;
@@ -215,6 +216,7 @@ impl Collector {
                     fill("watched", watched, MAX_PROCESSES),
                 ];
                 lost = snap.lost.iter().map(|(k, v)| (*k, *v)).collect();
+                deferred = snap.deferred.iter().map(|(k, v)| (*k, *v)).collect();
             }
             Err(e) => {
                 self.errors += 1;
@@ -231,6 +233,7 @@ impl Collector {
             label_names: self.engine.label_names(),
             groups: self.engine.groups(),
             lost,
+            deferred,
             maps,
             programs: if self.program_stats {
                 self.probes.program_stats()
