@@ -206,44 +206,63 @@ pub fn run(args: &Args) -> Result<()> {
             vm::shell_quote(&zcprof.to_string_lossy()),
             vm::shell_quote(&out.to_string_lossy()),
         );
-        let cmd = match &vmlinuz {
-            Some(vmlinuz) => {
-                println!(
-                    "kernel-matrix: {}: booting (TCG, timeout {} s)",
-                    run.kernel,
-                    timeout.as_secs()
-                );
-                vm::vng_command(&vng, vmlinuz, &out, &guest_line)
-            }
-            None => {
-                println!(
-                    "kernel-matrix: {}: running on this machine's kernel",
-                    run.kernel
-                );
-                let mut cmd = process::command(&xtask);
-                cmd.arg("kernel-matrix-guest")
-                    .arg("--zcprof")
-                    .arg(&zcprof)
-                    .arg("--out")
-                    .arg(&out);
-                cmd
-            }
-        };
-        let console = cache
-            .join("results")
-            .join(format!("{}.console.log", run.kernel));
-        let mut shown = BTreeSet::new();
-        let kernel = run.kernel.clone();
-        let supervised = vm::supervise(cmd, &out, &console, timeout, || {
-            for r in read_results(&out) {
-                if shown.insert(r.check.clone()) {
+        // A guest that never started is booted once more: TCG qemu here has died, rarely,
+        // on an internal assertion before the guest's first instruction, which says nothing
+        // about zcprof. A kernel that cannot boot fails twice.
+        let mut attempt = 1;
+        let supervised = loop {
+            let cmd = match &vmlinuz {
+                Some(vmlinuz) => {
                     println!(
-                        "kernel-matrix: {kernel}: {}: {:?} ({:.1}s) {}",
-                        r.check, r.status, r.elapsed_s, r.detail
+                        "kernel-matrix: {}: booting (TCG, timeout {} s)",
+                        run.kernel,
+                        timeout.as_secs()
                     );
+                    vm::vng_command(&vng, vmlinuz, &out, &guest_line)
                 }
+                None => {
+                    println!(
+                        "kernel-matrix: {}: running on this machine's kernel",
+                        run.kernel
+                    );
+                    let mut cmd = process::command(&xtask);
+                    cmd.arg("kernel-matrix-guest")
+                        .arg("--zcprof")
+                        .arg(&zcprof)
+                        .arg("--out")
+                        .arg(&out);
+                    cmd
+                }
+            };
+            let console = cache
+                .join("results")
+                .join(format!("{}.console.log", run.kernel));
+            let mut shown = BTreeSet::new();
+            let kernel = run.kernel.clone();
+            let supervised = vm::supervise(cmd, &out, &console, timeout, || {
+                for r in read_results(&out) {
+                    if shown.insert(r.check.clone()) {
+                        println!(
+                            "kernel-matrix: {kernel}: {}: {:?} ({:.1}s) {}",
+                            r.check, r.status, r.elapsed_s, r.detail
+                        );
+                    }
+                }
+            });
+            let never_started = matches!(
+                &supervised,
+                Ok(s) if s.end == vm::End::Exited && s.boot_s.is_none()
+            );
+            if !(never_started && vmlinuz.is_some() && attempt == 1) {
+                break supervised;
             }
-        });
+            println!(
+                "kernel-matrix: {}: the guest never started; booting once more ({})",
+                run.kernel,
+                vm::console_tail(&console, 1).trim()
+            );
+            attempt += 1;
+        };
         collect(run, &out, supervised);
     }
 
