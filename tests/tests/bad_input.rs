@@ -105,8 +105,9 @@ fn full_thread_table_is_reported() {
     if !require_root_or_skip() {
         return;
     }
-    // The shell and its five children need six slots; two are given.
-    let script = "for i in 1 2 3 4 5; do /bin/true; done";
+    // The shell and its five children, alive at once, need six slots; two are given. (Run
+    // one after the other, they would fit: a dead thread's slot is free at once.)
+    let script = "for i in 1 2 3 4 5; do sleep 1 & done; wait";
     let out = zcprof(&["run", "--max-threads", "2", "--", "/bin/sh", "-c", script]);
     assert!(out.status.success(), "{}", out.stderr);
     let text = format!("{}{}", out.stdout, out.stderr);
