@@ -43,8 +43,8 @@ use crate::{
     kernel::{off, proto, read},
     maps::{WATCHED, fd_table_changed, lost},
     thread::{
-        current_or_new_thread, current_syscall, current_thread, enter_thread, entry_by_regs,
-        process_start, running_entry,
+        NewThread, current_or_new_thread, current_syscall, current_thread, enter_thread,
+        entry_by_regs, process_start, running_entry,
     },
 };
 
@@ -70,7 +70,7 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
 #[inline(always)]
 fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<u32, u32> {
     let regs: *const u64 = ctx.arg(0);
-    let Some((thread, tid)) = current_or_new_thread(entry_by_regs(regs as u64)) else {
+    let Some((thread, tid)) = current_or_new_thread::<true>(entry_by_regs(regs as u64)) else {
         return Ok(0);
     };
     thread.counts.syscalls += 1;
@@ -187,7 +187,16 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<u32, u32> {
         Some((parent, _)) if child_tgid == parent_tgid => parent.process_start,
         _ => process_start(child),
     };
-    if enter_thread(child_pid, child_tgid, comm, 0, cgroup_id, start, child).is_none() {
+    let new = NewThread {
+        tid: child_pid,
+        tgid: child_tgid,
+        comm,
+        last_nvcsw: 0,
+        cgroup_id,
+        process_start: start,
+        task: child,
+    };
+    if enter_thread::<true>(new).is_none() {
         warn!(
             ctx,
             "zcprof: thread table full, tid {} not tracked", child_pid
@@ -315,7 +324,7 @@ pub fn fault_major(ctx: PerfEventContext) -> u32 {
 
 #[inline(always)]
 fn try_fault(ctx: &PerfEventContext, major: bool) -> Result<u32, u32> {
-    let Some((t, _)) = current_or_new_thread(running_entry().map(|(t, _)| t)) else {
+    let Some((t, _)) = current_or_new_thread::<false>(running_entry().map(|(t, _)| t)) else {
         return Ok(0);
     };
     if major {

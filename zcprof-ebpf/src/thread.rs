@@ -196,35 +196,17 @@ pub(crate) fn current_thread() -> Option<(&'static mut ThreadStats, u32)> {
 /// thread not seen before is entered here, on its first syscall or fault (a new task's first
 /// event is its return from fork, so nothing is missed). The verifier prunes the branch when
 /// the mode is off.
+///
+/// `RETIRE`: whether the calling program may retire an exited thread that holds the current
+/// tid (see [`enter_thread`]). perf_event programs may not: that deletes cells from
+/// `TRANSFERS`, a hash map allocated at run time, which 5.10's verifier refuses them.
 #[inline(always)]
-pub(crate) fn current_or_new_thread(
+pub(crate) fn current_or_new_thread<const RETIRE: bool>(
     found: Option<&'static mut ThreadStats>,
 ) -> Option<(&'static mut ThreadStats, u32)> {
     let t = match found {
         Some(t) => t,
-        None if off::watch_all() => {
-            let pid_tgid = bpf_get_current_pid_tgid();
-            let tid = pid_tgid as u32;
-            if tid == 0 {
-                return None;
-            }
-            let comm = bpf_get_current_comm().unwrap_or([0; 16]);
-            // SAFETY: the helper has no preconditions.
-            let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-            // SAFETY: the helper only returns the current task pointer.
-            let task = unsafe { bpf_get_current_task() };
-            let entered = enter_thread(
-                tid,
-                (pid_tgid >> 32) as u32,
-                comm,
-                NVCSW_UNKNOWN,
-                cgroup_id,
-                process_start(task),
-                task,
-            );
-            let (t, _) = entered?;
-            t
-        }
+        None if off::watch_all() => return enter_current::<RETIRE>(),
         None => return None,
     };
     if t.flags & THREAD_EXITED != 0 {
@@ -232,7 +214,7 @@ pub(crate) fn current_or_new_thread(
         // yet through its final switch) takes the tid over. Otherwise these are the exited
         // thread's own last events (a fault in exit_mm, say): neither counted nor a new
         // thread.
-        if !off::watch_all() {
+        if !RETIRE || !off::watch_all() {
             return None;
         }
         // SAFETY: the helper only returns the current task pointer.
@@ -240,24 +222,35 @@ pub(crate) fn current_or_new_thread(
         if t.task == 0 || t.task == task {
             return None;
         }
-        let pid_tgid = bpf_get_current_pid_tgid();
-        let comm = bpf_get_current_comm().unwrap_or([0; 16]);
-        // SAFETY: the helper has no preconditions.
-        let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-        let entered = enter_thread(
-            pid_tgid as u32,
-            (pid_tgid >> 32) as u32,
-            comm,
-            NVCSW_UNKNOWN,
-            cgroup_id,
-            process_start(task),
-            task,
-        );
-        let (t, tid) = entered?;
-        return Some((t, tid));
+        return enter_current::<RETIRE>();
     }
     let tid = t.tid;
     Some((t, tid))
+}
+
+/// Enters the current thread (watch-all mode).
+#[inline(always)]
+fn enter_current<const RETIRE: bool>() -> Option<(&'static mut ThreadStats, u32)> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    if tid == 0 {
+        return None;
+    }
+    let comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    // SAFETY: the helper has no preconditions.
+    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    // SAFETY: the helper only returns the current task pointer.
+    let task = unsafe { bpf_get_current_task() };
+    let new = NewThread {
+        tid,
+        tgid: (pid_tgid >> 32) as u32,
+        comm,
+        last_nvcsw: NVCSW_UNKNOWN,
+        cgroup_id,
+        process_start: process_start(task),
+        task,
+    };
+    enter_thread::<RETIRE>(new)
 }
 
 /// When the process of `task` started (its group leader's `start_time`), or 0 where the
@@ -273,17 +266,28 @@ pub(crate) fn process_start(task: u64) -> u64 {
         .unwrap_or(0)
 }
 
-/// Enters thread `tid` (unless it is there already) and returns its entry and slot.
+/// What the kernel knows of a thread it enters.
+pub(crate) struct NewThread {
+    pub(crate) tid: u32,
+    pub(crate) tgid: u32,
+    pub(crate) comm: [u8; 16],
+    /// Its `nvcsw` now (0 for a new task), or [`NVCSW_UNKNOWN`].
+    pub(crate) last_nvcsw: u64,
+    pub(crate) cgroup_id: u64,
+    /// See [`ThreadStats::process_start`].
+    pub(crate) process_start: u64,
+    /// Its `task_struct`.
+    pub(crate) task: u64,
+}
+
+/// Enters thread `new.tid` (unless it is there already) and returns its entry and slot. An
+/// exited thread that still holds the tid is retired first when `RETIRE` (see
+/// [`current_or_new_thread`]).
 #[inline(always)]
-pub(crate) fn enter_thread(
-    tid: u32,
-    tgid: u32,
-    comm: [u8; 16],
-    last_nvcsw: u64,
-    cgroup_id: u64,
-    process_start: u64,
-    task: u64,
+pub(crate) fn enter_thread<const RETIRE: bool>(
+    new: NewThread,
 ) -> Option<(&'static mut ThreadStats, u32)> {
+    let tid = new.tid;
     let slot = match FREE_SLOTS.pop() {
         Ok(Some(s)) => s,
         _ => {
@@ -304,7 +308,7 @@ pub(crate) fn enter_thread(
             // An exited thread holds the tid: it was reaped, and its tid given to this new
             // task, before its final switch. Its counts are final but for that switch (which
             // its parent's wait4 did not see either): retire it now.
-            Some(old) => {
+            Some(old) if RETIRE => {
                 old.flags |= THREAD_DEAD | THREAD_RETIRING;
                 if retire(known) == 0 {
                     TID_SLOT.insert(tid, slot, BPF_NOEXIST as u64).is_ok()
@@ -313,7 +317,7 @@ pub(crate) fn enter_thread(
                     false
                 }
             }
-            None => false,
+            _ => false,
         };
         if !taken_over {
             let _ = FREE_SLOTS.push(slot, 0);
@@ -324,12 +328,12 @@ pub(crate) fn enter_thread(
     }
     // A free slot is all zeros (user space zeroes it before giving it back).
     let t = entry(slot)?;
-    t.tgid = tgid;
-    t.comm = comm;
-    t.last_nvcsw = last_nvcsw;
-    t.cgroup_id = cgroup_id;
-    t.process_start = process_start;
-    t.task = task;
+    t.tgid = new.tgid;
+    t.comm = new.comm;
+    t.last_nvcsw = new.last_nvcsw;
+    t.cgroup_id = new.cgroup_id;
+    t.process_start = new.process_start;
+    t.task = new.task;
     t.tid = tid;
     // Some CPU may remember this tid as unwatched (a thread that had it before, or this one
     // in watch-all mode): make every CPU look again.
