@@ -4,7 +4,8 @@
 //!
 //! Cases: (a) the worst case, one-byte syscalls (`dd.rs`); (b) realistic transfers
 //! (`workload.rs`); (c) the daemon's memory and scrape latency (`daemon.rs`); (d) attach
-//! latency (`latency.rs`). `child.rs` runs processes with deadlines, `sleepers.rs` makes many
+//! latency (`latency.rs`); (e) the soak, `zcprof serve` through a million short-lived processes
+//! (`soak.rs`). `child.rs` runs processes with deadlines, `sleepers.rs` makes many
 //! live processes, `report.rs` renders the tables, the targets and BENCHMARKS.md.
 //!
 //! The bench is a measurement, not a test: it exits 0 when targets are missed (they are
@@ -16,6 +17,7 @@ mod dd;
 mod latency;
 mod report;
 mod sleepers;
+mod soak;
 mod workload;
 
 use std::{
@@ -37,11 +39,14 @@ pub struct Args {
     /// Write every result and sample as JSON to FILE [default: <target dir>/bench.json]
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
-    /// Run only these cases (a: syscalls, b: workloads, c: daemon, d: attach latency);
-    /// BENCHMARKS.md is then left as it is
+    /// Run only these cases (a: syscalls, b: workloads, c: daemon, d: attach latency,
+    /// e: soak); BENCHMARKS.md is then left as it is
     #[arg(long, value_name = "CASE", value_delimiter = ',', num_args = 1..,
-          value_parser = clap::builder::PossibleValuesParser::new(["a", "b", "c", "d"]))]
+          value_parser = clap::builder::PossibleValuesParser::new(["a", "b", "c", "d", "e"]))]
     pub only: Vec<String>,
+    /// Processes of the soak (e) [default: 1,000,000; 100,000 with --quick]
+    #[arg(long, value_name = "N")]
+    pub soak_processes: Option<usize>,
 }
 
 impl Args {
@@ -69,10 +74,15 @@ pub struct Config {
     pub scrapes: usize,
     /// Samples of (d).
     pub attach_samples: usize,
+    /// Processes of the soak (e) under `zcprof serve`.
+    pub soak_processes: usize,
+    /// Processes of each storm of (e)'s fork-rate ladders (bare, and under serve after the
+    /// soak): enough for a rate that a second of noise does not move much.
+    pub soak_ladder_processes: usize,
 }
 
 impl Config {
-    fn new(quick: bool) -> Config {
+    fn new(quick: bool, soak_processes: Option<usize>) -> Config {
         Config {
             dd_count: if quick { 500_000 } else { 2_000_000 },
             rounds: if quick { 3 } else { 9 },
@@ -81,6 +91,8 @@ impl Config {
             daemon_processes: 10_000,
             scrapes: 20,
             attach_samples: 5,
+            soak_processes: soak_processes.unwrap_or(if quick { 100_000 } else { 1_000_000 }),
+            soak_ladder_processes: if quick { 20_000 } else { 100_000 },
         }
     }
 }
@@ -205,6 +217,7 @@ pub struct Results {
     pub workloads: Option<Vec<workload::StrategyResult>>,
     pub daemon: Option<Vec<daemon::DaemonCase>>,
     pub attach_latency: Option<latency::Section>,
+    pub soak: Option<soak::Section>,
     pub targets: Vec<report::Target>,
     /// Measurements that could not be made, and why.
     pub not_measured: Vec<String>,
@@ -303,19 +316,21 @@ fn now_utc() -> String {
 
 /// Runs every case with the zcprof binary at `zcprof`.
 pub fn run(zcprof: &Path, args: &Args) -> Result<()> {
-    let config = Config::new(args.quick);
+    let config = Config::new(args.quick, args.soak_processes);
     let json_path = match &args.json {
         Some(p) => p.clone(),
         None => cargo::target_dir()?.join("bench.json"),
     };
     let say = |line: String| eprintln!("{line}");
     say(format!(
-        "bench: {} run: dd count={}, {} rounds, workloads {}, {} daemon processes",
+        "bench: {} run: dd count={}, {} rounds, workloads {}, {} daemon processes, soak of {} \
+         processes",
         if args.quick { "quick" } else { "full" },
         config.dd_count,
         config.rounds,
         config.workload_size,
-        config.daemon_processes
+        config.daemon_processes,
+        config.soak_processes
     ));
     let machine = machine(zcprof);
     let date = now_utc();
@@ -333,6 +348,7 @@ pub fn run(zcprof: &Path, args: &Args) -> Result<()> {
     let attach_latency = args
         .selected("d")
         .then(|| latency::run(zcprof, &config, &say));
+    let soak = args.selected("e").then(|| soak::run(zcprof, &config, &say));
     let conditions_after = conditions();
 
     let mut not_measured = Vec::new();
@@ -361,6 +377,21 @@ pub fn run(zcprof: &Path, args: &Args) -> Result<()> {
     if let Some(e) = attach_latency.as_ref().and_then(|l| l.error.as_ref()) {
         not_measured.push(format!("(d) attach latency: {e}"));
     }
+    if let Some(s) = &soak {
+        if let Some(e) = &s.error {
+            not_measured.push(format!("(e) soak: {e}"));
+        }
+        for (what, r) in s
+            .soak
+            .iter()
+            .map(|r| ("soak", r))
+            .chain(s.ladder.iter().map(|r| ("ladder", r)))
+        {
+            if let Some(e) = &r.error {
+                not_measured.push(format!("(e) {what} storm: {e}"));
+            }
+        }
+    }
 
     let mut results = Results {
         quick: args.quick,
@@ -374,6 +405,7 @@ pub fn run(zcprof: &Path, args: &Args) -> Result<()> {
         workloads,
         daemon,
         attach_latency,
+        soak,
         targets: Vec::new(),
         not_measured,
         skipped,
@@ -464,7 +496,15 @@ mod tests {
             .unwrap();
         assert!(cli.args.quick);
         assert!(cli.args.selected("a") && cli.args.selected("c") && !cli.args.selected("b"));
-        assert!(Cli::try_parse_from(["x", "--only", "e"]).is_err());
+        assert!(cli.args.soak_processes.is_none());
         assert_eq!(cli.args.json.as_deref(), Some(Path::new("/tmp/b.json")));
+        let cli = Cli::try_parse_from(["x", "--only", "e", "--soak-processes", "5000"]).unwrap();
+        assert!(cli.args.selected("e") && !cli.args.selected("a"));
+        assert_eq!(
+            Config::new(false, cli.args.soak_processes).soak_processes,
+            5000
+        );
+        assert_eq!(Config::new(true, None).soak_processes, 100_000);
+        assert!(Cli::try_parse_from(["x", "--only", "f"]).is_err());
     }
 }

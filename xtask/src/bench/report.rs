@@ -9,7 +9,9 @@ use super::{
     Results,
     daemon::DaemonCase,
     dd::{self, Case},
-    latency, workload,
+    latency,
+    soak::{self, ServeRun},
+    workload,
 };
 
 /// One table, rendered for the terminal or as Markdown.
@@ -117,6 +119,9 @@ pub fn tables(r: &Results) -> Vec<Tab> {
     }
     if let Some(l) = &r.attach_latency {
         tabs.push(table_d(l));
+    }
+    if let Some(s) = &r.soak {
+        tabs.extend(tables_e(s));
     }
     tabs
 }
@@ -382,6 +387,269 @@ fn table_d(l: &latency::Section) -> Tab {
     }
 }
 
+fn mib(kib: Option<u64>) -> String {
+    opt(kib.map(|k| k as f64 / 1024.0), 1)
+}
+
+/// Thousands separated by commas, for counts of processes and forks.
+fn count(v: f64) -> String {
+    if !v.is_finite() {
+        return "n/a".into();
+    }
+    let digits = format!("{:.0}", v.abs());
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if v < 0.0 && digits != "0" {
+        out.insert(0, '-');
+    }
+    out
+}
+
+/// The fork-rate ladder and the soak's start/peak/end figures.
+fn tables_e(s: &soak::Section) -> Vec<Tab> {
+    let mut rate_notes = vec![format!(
+        "`zc-storm`: LOOPS threads fork {} short-lived processes in all (each one write of \
+         1000 bytes to /dev/null, then exit) while 10 bursts of 200 threads run; forks/s from \
+         its own tally. Bare: without zcprof. Under serve: `zcprof serve` at its defaults, \
+         the soak first, then the same storms as the bare ones (and twice the most loops) \
+         under the same daemon. held = nothing lost and every write counted.",
+        count(s.ladder_processes as f64)
+    )];
+    if let Some(e) = &s.error {
+        rate_notes.push(format!("not measured: {}", first_line(e)));
+    }
+    let mut rows = Vec::new();
+    let serve_row = |what: String, r: &ServeRun| -> Vec<String> {
+        let bare = s.bare_rate(r.storm.loops);
+        let mut row = vec![what, r.storm.loops.to_string()];
+        if r.error.is_some() {
+            row.push("NOT MEASURED".into());
+            row.extend(std::iter::repeat_n(String::new(), 5));
+            return row;
+        }
+        row.push(count(r.storm.processes as f64));
+        row.push(bare.map_or("n/a".into(), count));
+        row.push(count(r.storm.forks_per_s));
+        row.push(opt(bare.map(|b| r.storm.forks_per_s / b), 2));
+        row.push(count(r.lost_total()));
+        row.push(
+            match (r.held(), r.writes_checkable()) {
+                (true, true) => "yes",
+                (true, false) => "yes (writes ≥ tally: other storm)",
+                (false, _) => "NO",
+            }
+            .into(),
+        );
+        row
+    };
+    for b in &s.bare {
+        rows.push(vec![
+            "bare".into(),
+            b.loops.to_string(),
+            count(b.processes as f64),
+            count(b.forks_per_s),
+            "—".into(),
+            "—".into(),
+            "—".into(),
+            "—".into(),
+        ]);
+    }
+    if let Some(r) = &s.soak {
+        rows.push(serve_row("serve: soak".into(), r));
+    }
+    for r in &s.ladder {
+        rows.push(serve_row("serve: ladder".into(), r));
+        if let Some(e) = &r.error {
+            rate_notes.push(format!("ladder storm: {}", first_line(e)));
+        }
+    }
+    for r in s.soak.iter().chain(&s.ladder) {
+        if !r.writes_checkable() {
+            rate_notes.push(format!(
+                "{} loops: other zc-storm processes ran on the host meanwhile (pids {:?}; \
+                 another checkout's tests): serve counts the whole host and their children \
+                 have the same name, so the writes could only be checked to be at least the \
+                 tally (counted {} child writes for {}).",
+                r.storm.loops,
+                r.foreign_storms,
+                count(r.child_writes),
+                count(r.storm.processes as f64)
+            ));
+        }
+    }
+    if let Some(b) = s.bare_best() {
+        rate_notes.push(format!(
+            "Highest bare rate: {} forks/s ({} loops).",
+            count(b.forks_per_s),
+            b.loops
+        ));
+    }
+    match s.highest_held() {
+        Some(h) => rate_notes.push(format!(
+            "Highest rate zcprof serve held (nothing lost, every write counted): {} forks/s \
+             ({} loops, {} processes).",
+            count(h.storm.forks_per_s),
+            h.storm.loops,
+            count(h.storm.processes as f64)
+        )),
+        None if s.soak.is_some() => {
+            rate_notes.push("zcprof serve held none of the storms exactly.".into())
+        }
+        None => {}
+    }
+    let rates = Tab {
+        title: "(e) Soak: fork rate, bare and under zcprof serve".into(),
+        header: [
+            "storm",
+            "loops",
+            "processes",
+            "bare forks/s",
+            "under serve forks/s",
+            "÷ bare",
+            "lost",
+            "held",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows,
+        notes: rate_notes,
+    };
+    let mut tabs = vec![rates];
+    let Some(r) = &s.soak else { return tabs };
+    if let Some(e) = &r.error {
+        tabs[0]
+            .notes
+            .push(format!("soak: not measured: {}", first_line(e)));
+        return tabs;
+    }
+    let entries = |m: &std::collections::BTreeMap<String, f64>, k: &str| m.get(k).copied();
+    let change = |a: Option<f64>, b: Option<f64>, d: usize| match (a, b) {
+        (Some(a), Some(b)) => format!("{:+.d$}", b - a),
+        _ => "n/a".into(),
+    };
+    let kib_mib = |k: Option<u64>| k.map(|k| k as f64 / 1024.0);
+    let mut rows = vec![vec![
+        "RSS MiB (VmRSS)".to_owned(),
+        mib(r.rss_start_kib),
+        mib(r.rss_peak_kib),
+        mib(r.rss_end_kib),
+        change(kib_mib(r.rss_start_kib), kib_mib(r.rss_end_kib), 1),
+    ]];
+    let maps: Vec<&String> = r.entries_start.keys().chain(r.entries_end.keys()).collect();
+    let mut maps: Vec<&String> = maps.into_iter().collect();
+    maps.sort();
+    maps.dedup();
+    for m in maps {
+        let (a, b) = (entries(&r.entries_start, m), entries(&r.entries_end, m));
+        rows.push(vec![
+            format!("map entries: {m}"),
+            opt(a, 0),
+            if m == "threads" {
+                opt(r.thread_entries_peak, 0)
+            } else {
+                "—".into()
+            },
+            opt(b, 0),
+            change(a, b, 0),
+        ]);
+    }
+    let series = |v: Option<usize>| v.map(|v| v as f64);
+    rows.push(vec![
+        "groups (zcprof_groups)".into(),
+        opt(r.groups_start, 0),
+        "—".into(),
+        opt(r.groups_end, 0),
+        change(r.groups_start, r.groups_end, 0),
+    ]);
+    rows.push(vec![
+        "series (sample lines)".into(),
+        opt(series(r.series_start), 0),
+        "—".into(),
+        opt(series(r.series_end), 0),
+        change(series(r.series_start), series(r.series_end), 0),
+    ]);
+    let host = |v: Option<u64>| v.map(|v| v as f64);
+    rows.push(vec![
+        "threads on the host".into(),
+        opt(host(r.host_threads_start), 0),
+        "—".into(),
+        opt(host(r.host_threads_end), 0),
+        change(host(r.host_threads_start), host(r.host_threads_end), 0),
+    ]);
+    let lost: Vec<String> = r
+        .lost
+        .iter()
+        .map(|(k, v)| format!("{k} {}", count(*v)))
+        .collect();
+    let st = &r.storm;
+    let notes = vec![
+        format!(
+            "{} processes ({} loops) and {} burst threads in {:.0} s: {} forks/s; the whole \
+             case under the daemon (start scrape to end scrape) {:.0} s, the last counts {:.0} \
+             s after the storm ended. RSS sampled every 2 s; peak = the highest sample (VmHWM \
+             at the end, start-up included: {} MiB); start = after the daemon's first \
+             collection, end = once every write was counted.",
+            count(st.processes as f64),
+            st.loops,
+            count(st.threads as f64),
+            st.elapsed_s,
+            count(st.forks_per_s),
+            r.wall_s.unwrap_or(f64::NAN),
+            r.settle_s.unwrap_or(f64::NAN),
+            mib(r.hwm_end_kib)
+        ),
+        format!(
+            "Lost over the storm, by reason: {}.",
+            if lost.is_empty() {
+                "no lost counters exported".to_owned()
+            } else {
+                lost.join(", ")
+            }
+        ),
+        format!(
+            "Counted vs tally: zcstorm-child writes {} of {} ({} of {} bytes); zcstorm-burst \
+             writes {} of {} ({} of {} bytes); threads retired {}, processes retired {}.",
+            count(r.child_writes),
+            count(st.processes as f64),
+            count(r.child_bytes),
+            count((st.processes * st.bytes) as f64),
+            count(r.burst_writes),
+            count(st.threads as f64),
+            count(r.burst_bytes),
+            count((st.threads * st.bytes) as f64),
+            count(r.threads_retired),
+            count(r.processes_retired)
+        ),
+        format!(
+            "Targets: thread map entries at the end within {} of the start plus the host's \
+             own thread growth (other jobs start and end threads meanwhile); RSS at the end \
+             within +{} MiB or +{} % of the start, whichever is more (the allocator keeps some \
+             freed pages and hash maps grown by the storm do not shrink, a one-off cost; a \
+             leak of 11 bytes per process would already exceed 10 MiB).",
+            soak::ENTRIES_MARGIN,
+            soak::RSS_MARGIN_MIB,
+            soak::RSS_MARGIN_PCT
+        ),
+    ];
+    tabs.push(Tab {
+        title: format!(
+            "(e) Soak: zcprof serve through {} processes",
+            count(st.processes as f64)
+        ),
+        header: ["quantity", "start", "peak", "end", "change"]
+            .map(String::from)
+            .to_vec(),
+        rows,
+        notes,
+    });
+    tabs
+}
+
 fn first_line(s: &str) -> String {
     let line = s.lines().next().unwrap_or_default();
     if s.lines().nth(1).is_some() {
@@ -390,6 +658,9 @@ fn first_line(s: &str) -> String {
         line.to_owned()
     }
 }
+
+/// Units of targets that count things (printed without decimals).
+const COUNT_UNITS: [&str; 3] = ["events", "writes", "entries"];
 
 /// One target of the issue, evaluated.
 #[derive(Debug, Clone, Serialize)]
@@ -433,6 +704,7 @@ impl Target {
     fn measured_text(&self) -> String {
         match self.measured {
             Some(m) if self.unit == "×" => format!("{m:.2}×"),
+            Some(m) if COUNT_UNITS.contains(&self.unit) => format!("{} {}", count(m), self.unit),
             Some(m) => format!("{m:.1} {}", self.unit),
             None => "n/a".into(),
         }
@@ -441,6 +713,8 @@ impl Target {
     fn limit_text(&self) -> String {
         if self.unit == "×" {
             format!("≤ {}×", self.limit)
+        } else if self.limit.fract() != 0.0 {
+            format!("≤ {:.1} {}", self.limit, self.unit)
         } else {
             format!("≤ {} {}", self.limit, self.unit)
         }
@@ -506,7 +780,75 @@ pub fn targets(r: &Results) -> Vec<Target> {
             .because(l.error.as_deref().map(first_line)),
         );
     }
+    if let Some(s) = &r.soak {
+        targets_e(s, &mut t);
+    }
     t
+}
+
+fn targets_e(s: &soak::Section, t: &mut Vec<Target>) {
+    let Some(r) = &s.soak else {
+        if let Some(e) = &s.error {
+            t.push(
+                Target::new("(e) soak: events lost".into(), None, 0.0, "events")
+                    .because(Some(first_line(e))),
+            );
+        }
+        return;
+    };
+    let n = count(r.storm.processes as f64);
+    let why = r.error.as_deref().map(first_line);
+    let ok = r.error.is_none();
+    t.push(
+        Target::new(
+            format!("(e) soak through {n} processes: events lost (every reason)"),
+            ok.then(|| r.lost_total()),
+            0.0,
+            "events",
+        )
+        .because(why.clone()),
+    );
+    let uncheckable = (!r.writes_checkable()).then(|| {
+        format!(
+            "other zc-storm processes ran on the host meanwhile (pids {:?}), whose writes \
+             serve counted with ours",
+            r.foreign_storms
+        )
+    });
+    t.push(
+        Target::new(
+            format!("(e) soak through {n} processes: writes (calls and bytes) off the tally"),
+            (ok && r.writes_checkable()).then(|| r.writes_off()),
+            0.0,
+            "writes",
+        )
+        .because(why.clone().or(uncheckable)),
+    );
+    t.push(
+        Target::new(
+            format!(
+                "(e) soak through {n} processes: thread map entries, end − start − the host's \
+                 thread growth"
+            ),
+            r.entries_growth().filter(|_| ok),
+            soak::ENTRIES_MARGIN,
+            "entries",
+        )
+        .because(why.clone()),
+    );
+    t.push(
+        Target::new(
+            format!(
+                "(e) soak through {n} processes: RSS, end − start (+{} MiB or +{} %)",
+                soak::RSS_MARGIN_MIB,
+                soak::RSS_MARGIN_PCT
+            ),
+            r.rss_growth_mib().filter(|_| ok),
+            r.rss_margin_mib(),
+            "MiB",
+        )
+        .because(why),
+    );
 }
 
 fn targets_a(s: &dd::Section, t: &mut Vec<Target>) {
@@ -652,5 +994,9 @@ transfer; compare a loss with the spread of the rounds beside it: a loss smaller
 that spread is noise. (c) is the always-on daemon's memory and the time Prometheus would wait for a scrape; with the default grouping 10,000 \
 short-lived processes collapse into a few series, so only `--per-pid` with live processes \
 really has 10,000 series. (d) is how long a user waits after `zcprof attach` for the first \
-counted line (programs loaded and attached, plus one 10 ms interval). Each target is printed \
+counted line (programs loaded and attached, plus one 10 ms interval). (e) is the daemon through \
+a million short-lived processes forked as fast as the machine forks: nothing may be lost, every \
+write must be counted, and the kernel's thread table and the daemon's memory must come back to \
+where they started; the fork rates say how fast this machine forks without zcprof and with it. \
+Each target is printed \
 as met or MISSED; the bench is a measurement, not a test.\n";
