@@ -107,6 +107,9 @@ pub struct Probes {
     retired: RetiredFeed,
     /// Dead threads the kernel left to user space, by reason.
     deferred: PerCpuArray<MapData, u64>,
+    /// The process start each pid with io_uring cells was last seen with (`URING` is keyed by
+    /// pid alone).
+    uring_starts: std::sync::Mutex<std::collections::HashMap<u32, u64>>,
     /// Why fd types are not known, when they are not.
     btf_missing: Option<String>,
     /// What zcprof can count on this kernel.
@@ -355,6 +358,7 @@ impl Probes {
             lost,
             retired,
             deferred,
+            uring_starts: Default::default(),
             btf_missing: layout.btf_missing,
             capabilities: layout.capabilities,
             logger,

@@ -184,19 +184,41 @@ impl Probes {
                 .or_default();
             p.add_thread(tgid, tid, view);
         }
+        // io_uring cells are keyed by pid alone: they belong to the newest process of that pid
+        // that this read or an earlier one saw (its threads may all have died since).
+        let mut uring_starts = self
+            .uring_starts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut starts_now = std::collections::HashMap::new();
         for (k, v) in uring {
             let Some(col) = Column::from_u16(k.column) else {
                 continue;
             };
-            // Keyed by pid alone: the newest process of that pid is the one alive.
-            let key = snap
+            let all = ProcessKey::new(k.tgid, 0)..=ProcessKey::new(k.tgid, u64::MAX);
+            let start = snap
                 .processes
-                .range(ProcessKey::new(k.tgid, 0)..=ProcessKey::new(k.tgid, u64::MAX))
-                .next_back()
-                .map_or(ProcessKey::new(k.tgid, 0), |(key, _)| *key);
-            let p: &mut ProcessView = snap.processes.entry(key).or_default();
+                .range(all)
+                .map(|(key, _)| key.start)
+                .chain(
+                    snap.retired
+                        .iter()
+                        .filter(|r| r.process.pid == k.tgid)
+                        .map(|r| r.process.start),
+                )
+                .max()
+                .or_else(|| uring_starts.get(&k.tgid).copied())
+                .unwrap_or(0);
+            starts_now.insert(k.tgid, start);
+            let p: &mut ProcessView = snap
+                .processes
+                .entry(ProcessKey::new(k.tgid, start))
+                .or_default();
             p.activity.uring.entry((k.opcode, col)).or_default().add(&v);
         }
+        // Only pids that still have cells: bounded by the map's size.
+        *uring_starts = starts_now;
+        drop(uring_starts);
         for l in Lost::ALL {
             let per_cpu = self.lost.get(&(l as u32), 0).map_err(map_err("LOST"))?;
             snap.lost.insert(l.name(), per_cpu.iter().sum());

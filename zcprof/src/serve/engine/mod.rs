@@ -274,6 +274,12 @@ impl Engine {
         // Threads the kernel retired, before the live ones: a thread of the snapshot may
         // have reused the tid of one of them.
         for r in &snap.retired {
+            // A process that lived between two collections is known by its records alone;
+            // its io_uring cells, credited below, need its name.
+            let rec = self.procs.entry(r.process).or_default();
+            if rec.comm.is_empty() || r.tid == r.process.pid {
+                rec.comm.clone_from(&r.view.comm);
+            }
             let credited = match self.threads.get(&r.tid) {
                 Some(rec) if rec.process == r.process => {
                     self.threads.remove(&r.tid).map(|rec| rec.last)
