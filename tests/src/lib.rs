@@ -649,3 +649,67 @@ pub fn assert_nothing_left(before: &ZcprofObjects, when: &str) {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+/// Polls `f` every 50 ms until it holds; panics naming `what` after `timeout`.
+pub fn wait_for(what: &str, timeout: std::time::Duration, mut f: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Pids whose parent is `ppid`.
+pub fn children_of(ppid: u32) -> Vec<u32> {
+    let mut v = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return v;
+    };
+    for e in dir.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ...": comm may hold spaces, so parse after the last ')'.
+        let ppid_field = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid_field == Some(ppid) {
+            v.push(pid);
+        }
+    }
+    v
+}
+
+/// Starts `zc-child` (at `child`) with `TALLY wait-then GO ACTION…` in `dir`: its worker makes
+/// its pre-attach syscalls, then polls for the file `go` before the measured ones. Returns the
+/// supervisor and the worker's pid once the worker is polling.
+pub fn spawn_waiting_child(
+    child: &str,
+    dir: &Path,
+    tally: &Path,
+    go: &Path,
+    action: &[&str],
+) -> (std::process::Child, u64) {
+    let sup = Command::new(child)
+        .arg(tally)
+        .arg("wait-then")
+        .arg(go)
+        .args(action)
+        .env("ZC_CHILD_DIR", dir)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn zc-child");
+    // The worker is the supervisor's only child.
+    let mut worker = 0u64;
+    wait_for("the worker", std::time::Duration::from_secs(10), || {
+        worker = children_of(sup.id()).first().copied().map_or(0, u64::from);
+        worker != 0
+    });
+    // Its pre-attach activity is done once it polls (10 ms a poll).
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    (sup, worker)
+}

@@ -10,14 +10,6 @@ use zcprof_tests::*;
 
 const CHILD: &str = env!("CARGO_BIN_EXE_zc-child");
 
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn wait_child(c: &mut Child, timeout: Duration, what: &str) -> std::process::ExitStatus {
     let start = Instant::now();
     loop {
@@ -30,28 +22,6 @@ fn wait_child(c: &mut Child, timeout: Duration, what: &str) -> std::process::Exi
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// Pids whose parent is `ppid`.
-fn children_of(ppid: u32) -> Vec<u64> {
-    let mut v = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u64>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // "pid (comm) state ppid ...": comm may contain spaces, so parse after the last ')'.
-        let ppid_field = stat
-            .rsplit_once(')')
-            .and_then(|(_, r)| r.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
-        if ppid_field == Some(ppid) {
-            v.push(pid);
-        }
-    }
-    v
 }
 
 fn assert_error_line(stderr: &str) {
@@ -72,28 +42,8 @@ fn attach_counts_only_after_attach() {
     let dir = scratch_dir("attach");
     let tally = dir.join("tally.json");
     let go = dir.join("go");
-    let mut child = Command::new(CHILD)
-        .arg(&tally)
-        .args([
-            "wait-then",
-            go.to_str().unwrap(),
-            "read-file",
-            "1000003",
-            "65536",
-        ])
-        .env("ZC_CHILD_DIR", &dir)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("spawn zc-child");
-    // The worker is the supervisor's child.
-    let sup = child.id();
-    let mut worker = 0u64;
-    wait_for("the worker", Duration::from_secs(10), || {
-        worker = children_of(sup).first().copied().unwrap_or(0);
-        worker != 0
-    });
-    // Let the worker finish its pre-attach activity (it is polling by now, 10 ms per poll).
-    std::thread::sleep(Duration::from_millis(300));
+    let (mut child, worker) =
+        spawn_waiting_child(CHILD, &dir, &tally, &go, &["read-file", "1000003", "65536"]);
 
     let mut z = Command::new(zcprof_bin())
         .args([

@@ -24,14 +24,6 @@ fn assert_one_error_line(stderr: &str) {
     );
 }
 
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Waits for `c` (killing it after `timeout`) and returns (status, stdout, stderr).
 fn finish(
     mut c: Child,
@@ -234,31 +226,8 @@ fn two_attaches_of_one_process_are_both_exact() {
     let dir = scratch_dir("faults-attach2");
     let tally = dir.join("tally.json");
     let go = dir.join("go");
-    let mut child = Command::new(CHILD)
-        .arg(&tally)
-        .args([
-            "wait-then",
-            go.to_str().unwrap(),
-            "read-file",
-            "1000003",
-            "65536",
-        ])
-        .env("ZC_CHILD_DIR", &dir)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("zc-child");
-    // The worker is the supervisor's only child.
-    let sup = child.id().to_string();
-    let mut worker = 0u64;
-    wait_for("the worker", Duration::from_secs(10), || {
-        worker = std::fs::read_to_string(format!("/proc/{sup}/task/{sup}/children"))
-            .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0);
-        worker != 0
-    });
-    // The worker's pre-attach writes and reads are done once it polls (10 ms a poll).
-    std::thread::sleep(Duration::from_millis(300));
+    let (mut child, worker) =
+        spawn_waiting_child(CHILD, &dir, &tally, &go, &["read-file", "1000003", "65536"]);
     let errs = [dir.join("a.err"), dir.join("b.err")];
     let zs: Vec<Child> = errs.iter().map(|e| spawn_attach(worker, e)).collect();
     for e in &errs {

@@ -87,28 +87,6 @@ fn tmux_installed() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// Pids whose parent is `ppid`.
-fn children_of(ppid: u32) -> Vec<u32> {
-    let mut v = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // "pid (comm) state ppid ...": comm may hold spaces, so parse after the last ')'.
-        let parent = stat
-            .rsplit_once(')')
-            .and_then(|(_, r)| r.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
-        if parent == Some(ppid) {
-            v.push(pid);
-        }
-    }
-    v
-}
-
 /// Ids of the BPF programs process `pid` holds (`prog_id:` in its fds' fdinfo): the programs
 /// this zcprof loaded, whatever other zcprof runs on the machine meanwhile.
 fn programs_of(pid: u32) -> BTreeSet<u64> {
