@@ -360,7 +360,8 @@ fn scrape_equals_the_workload_tally() {
         return;
     }
     let before = program_ids();
-    let d = start_daemon(&["--program-stats"]);
+    // Full histograms: the bucket checks below are at log2 resolution (coarse is the default).
+    let d = start_daemon(&["--program-stats", "--histograms", "full"]);
     let ours = new_programs(&before);
     assert!(!ours.is_empty(), "the daemon's programs are loaded");
     let dir = scratch_dir("serve-known");
@@ -1163,4 +1164,308 @@ fn capabilities_are_exported() {
     }
     let (status, stderr) = d.stop();
     assert_eq!(status.code(), Some(0), "{stderr}");
+}
+
+/// The coarse size histogram's bucket bounds (README, `zcprof serve --help`).
+const COARSE_LE: &[&str] = &[
+    "0", "1", "15", "127", "1023", "4095", "16383", "65535", "262143", "1048575", "16777215",
+    "+Inf",
+];
+
+/// Whether `s` belongs to a group (carries a group label) rather than to the daemon.
+fn is_group_sample(s: &Sample) -> bool {
+    s.labels.contains_key("comm")
+}
+
+/// `--histograms full|coarse|off` on one workload: coarse has exactly the documented bounds,
+/// each equal to full's bucket of the same bound, and full's `_count` and `_sum`; off has no
+/// size histogram at all. In every mode, a group exports no zero-valued series (buckets of a
+/// histogram aside), so an idle group, all zeros, exports nothing.
+#[test]
+fn histogram_modes_agree_and_zero_series_are_left_out() {
+    if !require_root_or_skip() {
+        return;
+    }
+    let modes = ["full", "coarse", "off"];
+    let daemons: Vec<Daemon> = modes
+        .iter()
+        .map(|m| start_daemon(&["--comm", "zcsrv-hist", "--histograms", m]))
+        .collect();
+    let dir = scratch_dir("serve-hist");
+    run_named_child(&dir, "zcsrv-hist", &["pwrite", "1000000", "4096"]);
+    let scrapes: Vec<Vec<Sample>> = daemons.iter().map(|d| parse(&d.scrape())).collect();
+    let [full, coarse, off] = &scrapes[..] else {
+        unreachable!()
+    };
+    let hist = |s: &[Sample], suffix: &str| -> BTreeMap<String, f64> {
+        s.iter()
+            .filter(|x| x.name == format!("zcprof_io_size_bytes{suffix}"))
+            .map(|x| (series_key(x), x.value))
+            .collect()
+    };
+    assert!(
+        !off.iter()
+            .any(|s| s.name.starts_with("zcprof_io_size_bytes")),
+        "--histograms off exports size histograms"
+    );
+    assert!(
+        !off.iter()
+            .any(|s| s.name.ends_with("_bucket")
+                && s.name != "zcprof_scrape_duration_seconds_bucket"),
+        "--histograms off exports buckets"
+    );
+    assert!(
+        !hist(full, "_count").is_empty(),
+        "no size histogram in full"
+    );
+    assert_eq!(hist(coarse, "_count"), hist(full, "_count"));
+    assert_eq!(hist(coarse, "_sum"), hist(full, "_sum"));
+    // Every coarse histogram has exactly the documented bounds, each one full's bucket.
+    let full_buckets = hist(full, "_bucket");
+    let mut bounds: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for s in coarse
+        .iter()
+        .filter(|s| s.name == "zcprof_io_size_bytes_bucket")
+    {
+        assert_eq!(
+            full_buckets.get(&series_key(s)),
+            Some(&s.value),
+            "coarse bucket {s:?} differs from full's"
+        );
+        let mut histogram = s.labels.clone();
+        let le = histogram.remove("le").expect("le label");
+        bounds.entry(format!("{histogram:?}")).or_default().push(le);
+    }
+    assert!(!bounds.is_empty());
+    for (h, les) in &bounds {
+        assert_eq!(les, COARSE_LE, "bounds of {h}");
+    }
+    let ok = sum(
+        full,
+        "zcprof_io_size_bytes_count",
+        &[("comm", "zcsrv-hist"), ("syscall", "pwrite64")],
+    );
+    assert_eq!(ok, 245.0, "244 calls of 4096 bytes and one of 576");
+    // The 4096-byte calls are above 4095 and within 16383 in coarse.
+    let le = |b: &str| {
+        sum(
+            coarse,
+            "zcprof_io_size_bytes_bucket",
+            &[("comm", "zcsrv-hist"), ("syscall", "pwrite64"), ("le", b)],
+        )
+    };
+    assert_eq!((le("4095"), le("16383")), (1.0, 245.0));
+    for (mode, s) in modes.iter().zip(&scrapes) {
+        let zeros: Vec<&Sample> = s
+            .iter()
+            .filter(|x| is_group_sample(x) && x.value == 0.0 && !x.name.ends_with("_bucket"))
+            .collect();
+        assert!(
+            zeros.is_empty(),
+            "--histograms {mode}: zero series {zeros:?}"
+        );
+        // Every group exported has something to show; zcprof_groups counts them all.
+        let exported: std::collections::BTreeSet<&str> = s
+            .iter()
+            .filter_map(|x| x.labels.get("comm").map(String::as_str))
+            .collect();
+        assert!(exported.len() as f64 <= sum(s, "zcprof_groups", &[]));
+        assert!(exported.contains("zcsrv-hist"));
+    }
+    for d in daemons {
+        let (status, _) = d.stop();
+        assert_eq!(status.code(), Some(0));
+    }
+}
+
+/// GET /metrics with `accept`: (status, head, body).
+fn get_with_accept(addr: &str, accept: &str) -> (u16, String, String) {
+    let req = format!(
+        "GET /metrics HTTP/1.1\r\nHost: zcprof\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
+    );
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(req.as_bytes()).unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
+    let text = String::from_utf8(buf).expect("UTF-8 answer");
+    let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_string(), body.to_string())
+}
+
+/// The value of header `name` (lower case) in `head`.
+fn header_value(head: &str, name: &str) -> Option<String> {
+    head.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        (n.trim().eq_ignore_ascii_case(name)).then(|| v.trim().to_string())
+    })
+}
+
+/// Checks the OpenMetrics text format's structure (promtool 2.42 reads only the classic text):
+/// metadata before samples, one block per family, counter samples `_total`/`_created`,
+/// histogram samples `_bucket` (ascending canonical-float `le`, non-decreasing counts, ending
+/// at +Inf equal to `_count`), `_count`, `_sum`, `_created`, units as name suffixes, one final
+/// `# EOF`.
+fn check_openmetrics(body: &str) {
+    assert!(body.ends_with("# EOF\n"), "no final # EOF");
+    let lines: Vec<&str> = body.lines().collect();
+    assert_eq!(
+        lines.iter().filter(|l| l.starts_with("# EOF")).count(),
+        1,
+        "# EOF more than once"
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    let mut family: Option<(String, String)> = None;
+    let mut samples_started = false;
+    // Per histogram series (labels but le): last le, last count.
+    let mut buckets: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    let mut inf: BTreeMap<String, f64> = BTreeMap::new();
+    for line in &lines[..lines.len() - 1] {
+        assert!(!line.is_empty(), "empty line");
+        if let Some(rest) = line.strip_prefix("# ") {
+            let mut parts = rest.splitn(3, ' ');
+            let (kw, name) = (parts.next().unwrap(), parts.next().expect("a name"));
+            let arg = parts.next().unwrap_or("");
+            if family.as_ref().is_none_or(|(f, _)| f != name) {
+                assert!(seen.insert(name.to_string()), "family {name} split");
+                family = Some((name.to_string(), String::new()));
+                samples_started = false;
+            }
+            assert!(!samples_started, "metadata after samples: {line}");
+            let f = family.as_mut().unwrap();
+            match kw {
+                "HELP" => {}
+                "TYPE" => {
+                    assert!(
+                        [
+                            "counter",
+                            "gauge",
+                            "histogram",
+                            "info",
+                            "stateset",
+                            "unknown"
+                        ]
+                        .contains(&arg),
+                        "{line}"
+                    );
+                    f.1 = arg.to_string();
+                }
+                "UNIT" => assert!(name.ends_with(&format!("_{arg}")), "{line}"),
+                _ => panic!("unknown metadata: {line}"),
+            }
+            continue;
+        }
+        samples_started = true;
+        let (fam, kind) = family.as_ref().expect("sample before any TYPE");
+        let s = &parse(line)[0];
+        let suffix = s.name.strip_prefix(fam.as_str()).unwrap_or_else(|| {
+            panic!("sample {line} outside its family {fam}");
+        });
+        let allowed: &[&str] = match kind.as_str() {
+            "counter" => &["_total", "_created"],
+            "histogram" => &["_bucket", "_count", "_sum", "_created"],
+            "gauge" => &[""],
+            k => panic!("unexpected type {k}"),
+        };
+        assert!(allowed.contains(&suffix), "{line}: not a {kind} sample");
+        if suffix == "_bucket" {
+            let le_text = s.labels.get("le").expect("le");
+            assert!(
+                le_text == "+Inf" || le_text.contains('.') || le_text.contains('e'),
+                "le not a canonical float: {line}"
+            );
+            let mut key = s.labels.clone();
+            key.remove("le");
+            let key = format!("{}{key:?}", fam);
+            let le: f64 = if le_text == "+Inf" {
+                f64::INFINITY
+            } else {
+                le_text.parse().unwrap()
+            };
+            if let Some((last_le, last_n)) = buckets.get(&key) {
+                assert!(
+                    le > *last_le && s.value >= *last_n,
+                    "{line}: buckets out of order"
+                );
+            }
+            buckets.insert(key.clone(), (le, s.value));
+            if le.is_infinite() {
+                inf.insert(key, s.value);
+            }
+        } else if suffix == "_count" {
+            let key = format!("{}{:?}", fam, s.labels);
+            assert_eq!(
+                inf.get(&key),
+                Some(&s.value),
+                "{line}: +Inf bucket != count"
+            );
+        }
+    }
+    assert!(seen.len() > 10, "too few families: {seen:?}");
+}
+
+/// `Accept: application/openmetrics-text` gets OpenMetrics (its content type, `# EOF`, a valid
+/// structure, the same counts); any other Accept the classic text, which promtool accepts.
+#[test]
+fn openmetrics_when_accepted_classic_text_otherwise() {
+    if !require_root_or_skip() {
+        return;
+    }
+    let d = start_daemon(&["--comm", "zcsrv-om"]);
+    let dir = scratch_dir("serve-om");
+    run_named_child(&dir, "zcsrv-om", &["pwrite", "100000", "4096"]);
+    let (status, head, om) = get_with_accept(
+        &d.addr,
+        "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        header_value(&head, "content-type").as_deref(),
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+    );
+    check_openmetrics(&om);
+    assert!(om.contains("# TYPE zcprof_ledger_bytes counter\n# UNIT zcprof_ledger_bytes bytes\n"));
+    assert!(om.contains("\nzcprof_collections_created "));
+    let (status, head, text) = get_with_accept(&d.addr, "text/plain;version=0.0.4");
+    assert_eq!(status, 200);
+    assert_eq!(
+        header_value(&head, "content-type").as_deref(),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    assert!(!text.contains("# EOF") && !text.contains("# UNIT"));
+    let mut p = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    p.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = p.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The workload's counts are the same in both formats (it has finished).
+    let (o, t) = (parse(&om), parse(&text));
+    for name in [
+        "zcprof_transfer_calls_total",
+        "zcprof_ledger_bytes_total",
+        "zcprof_io_size_bytes_count",
+        "zcprof_io_size_bytes_sum",
+    ] {
+        let g = [("comm", "zcsrv-om"), ("syscall", "pwrite64")];
+        assert_eq!(sum(&o, name, &g), sum(&t, name, &g), "{name}");
+        assert!(sum(&t, name, &g) > 0.0, "{name}");
+    }
+    let (status, _) = d.stop();
+    assert_eq!(status.code(), Some(0));
 }

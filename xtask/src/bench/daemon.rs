@@ -1,5 +1,6 @@
 //! `zcprof serve` for the bench: start it, scrape it, read its memory, stop it; and case (c),
-//! the daemon's resident memory and scrape latency with 10,000 processes tracked.
+//! the daemon's resident memory and scrape latency with 10,000 processes tracked, and how
+//! both grow with the series exported (about 1,000, 10,000 and 100,000).
 
 use std::{
     io::{Read as _, Write as _},
@@ -254,17 +255,33 @@ impl DaemonCase {
     }
 }
 
-/// Live processes that make about 10,000 series with `--per-pid` (see `run`).
-const SERIES_TARGET_PROCESSES: usize = 220;
+/// Series the growth rows aim at: the exposition's cost is per series, so that is the measure
+/// to see it grow by.
+const GROWTH_SERIES: [usize; 3] = [1_000, 10_000, 100_000];
+
+/// Most live processes a growth row makes: the host's pid space (32,768 by default) is shared
+/// with other jobs, so a row that would need more is measured at this many and says how many
+/// series it got.
+const GROWTH_MAX_PROCESSES: usize = 20_000;
 
 /// Case (c): the daemon by command name (the default) and one series per process, with
-/// 10,000 short-lived processes, and one series per process with 10,000 live ones and with
-/// about 10,000 series (the target's own measure).
+/// 10,000 short-lived processes, one series per process with 10,000 live ones (the target's
+/// own case), and then with as many live processes as make about 1,000, 10,000 and 100,000
+/// series (sized from the 10,000-process case's series per process).
 pub fn run(zcprof: &Path, config: &Config, say: &dyn Fn(String)) -> Vec<DaemonCase> {
     let n = config.daemon_processes;
-    let max_series = (2 * n).to_string();
-    let per_pid_args = ["--per-pid", "--max-series", max_series.as_str()];
-    let per_pid = serve_accepts(zcprof, &per_pid_args);
+    let per_pid = serve_accepts(zcprof, &["--per-pid", "--max-series", "2"]);
+    let per_pid_case = |id, processes: usize, population, note: &str| {
+        let max_series = (2 * processes).to_string();
+        let args = ["--per-pid", "--max-series", max_series.as_str()];
+        DaemonCase::new(
+            id,
+            &format!("--per-pid --max-series {max_series}{note}"),
+            &args,
+            population,
+            processes,
+        )
+    };
     let mut cases = vec![
         DaemonCase::new(
             "comm-short-lived",
@@ -273,52 +290,64 @@ pub fn run(zcprof: &Path, config: &Config, say: &dyn Fn(String)) -> Vec<DaemonCa
             Population::ShortLived,
             n,
         ),
-        DaemonCase::new(
-            "per-pid-short-lived",
-            &format!("--per-pid --max-series {max_series}"),
-            &per_pid_args,
-            Population::ShortLived,
-            n,
-        ),
-        DaemonCase::new(
-            "per-pid-live",
-            &format!("--per-pid --max-series {max_series}"),
-            &per_pid_args,
-            Population::Live,
-            n,
-        ),
-        // The target is stated for 10,000 *series*: an idle live process has about 45 (its
-        // start-up's syscalls by column, faults, switches…), so about 220 of them make 10,000.
-        DaemonCase::new(
-            "per-pid-live-10k-series",
-            &format!("--per-pid --max-series {max_series} (≈10,000 series)"),
-            &per_pid_args,
-            Population::Live,
-            SERIES_TARGET_PROCESSES.min(n),
-        ),
+        per_pid_case("per-pid-short-lived", n, Population::ShortLived, ""),
+        per_pid_case("per-pid-live", n, Population::Live, ""),
     ];
     for case in &mut cases {
-        if !case.serve_args.is_empty() && !per_pid {
-            case.skipped = Some("this zcprof serve has no --per-pid/--max-series".into());
-            say(format!("bench: (c) {}: skipped", case.describe()));
-            continue;
-        }
-        say(format!("bench: (c) {}…", case.describe()));
-        if let Err(e) = measure(zcprof, config, case) {
-            say(format!("bench: (c) {}: FAILED: {e:#}", case.describe()));
-            case.error = Some(format!("{e:#}"));
-        } else {
-            say(format!(
-                "bench: (c) {}: RSS {:.1} MiB, scrape median {:.1} ms, max {:.1} ms, {} groups",
-                case.describe(),
-                case.rss_kib.unwrap_or(0) as f64 / 1024.0,
-                case.scrape_median_ms.unwrap_or(f64::NAN),
-                case.scrape_max_ms.unwrap_or(f64::NAN),
-                case.groups.unwrap_or(f64::NAN)
-            ));
-        }
+        run_case(zcprof, config, case, per_pid, say);
+    }
+    // What one idle live process exports, from the 10,000-process case (the daemon's own
+    // series are few enough to count in).
+    let per_process = cases
+        .iter()
+        .find(|c| c.id == "per-pid-live")
+        .and_then(|c| Some(c.series? as f64 / c.processes as f64))
+        .filter(|s| *s > 0.0);
+    for (target, id) in GROWTH_SERIES.into_iter().zip([
+        "per-pid-live-1k-series",
+        "per-pid-live-10k-series",
+        "per-pid-live-100k-series",
+    ]) {
+        let processes = per_process.map_or(target / 10, |s| (target as f64 / s).ceil() as usize);
+        let processes = processes.clamp(1, GROWTH_MAX_PROCESSES);
+        let note = format!(" (≈{} series)", super::report::count(target as f64));
+        let mut case = per_pid_case(id, processes, Population::Live, &note);
+        run_case(zcprof, config, &mut case, per_pid, say);
+        cases.push(case);
     }
     cases
+}
+
+/// Measures `case`, or says why not.
+fn run_case(
+    zcprof: &Path,
+    config: &Config,
+    case: &mut DaemonCase,
+    per_pid: bool,
+    say: &dyn Fn(String),
+) {
+    if !case.serve_args.is_empty() && !per_pid {
+        case.skipped = Some("this zcprof serve has no --per-pid/--max-series".into());
+        say(format!("bench: (c) {}: skipped", case.describe()));
+        return;
+    }
+    say(format!("bench: (c) {}…", case.describe()));
+    if let Err(e) = measure(zcprof, config, case) {
+        say(format!("bench: (c) {}: FAILED: {e:#}", case.describe()));
+        case.error = Some(format!("{e:#}"));
+    } else {
+        say(format!(
+            "bench: (c) {}: RSS {:.1} MiB, scrape median {:.1} ms, max {:.1} ms, {} groups, \
+             {} series, {:.2} MB",
+            case.describe(),
+            case.rss_kib.unwrap_or(0) as f64 / 1024.0,
+            case.scrape_median_ms.unwrap_or(f64::NAN),
+            case.scrape_max_ms.unwrap_or(f64::NAN),
+            case.groups.unwrap_or(f64::NAN),
+            case.series.unwrap_or(0),
+            case.body_bytes.unwrap_or(0) as f64 / 1e6
+        ));
+    }
 }
 
 fn measure(zcprof: &Path, config: &Config, case: &mut DaemonCase) -> Result<()> {

@@ -392,7 +392,7 @@ fn mib(kib: Option<u64>) -> String {
 }
 
 /// Thousands separated by commas, for counts of processes and forks.
-fn count(v: f64) -> String {
+pub(super) fn count(v: f64) -> String {
     if !v.is_finite() {
         return "n/a".into();
     }
@@ -741,17 +741,25 @@ pub fn targets(r: &Results) -> Vec<Target> {
         );
     }
     for d in r.daemon.iter().flatten() {
+        // The growth rows show how cost follows the series; they have no target of their own.
+        if d.id.ends_with("-series") {
+            continue;
+        }
         let why = d
             .error
             .as_ref()
             .or(d.skipped.as_ref())
             .map(|e| first_line(e));
         let what = d.describe();
+        // One series per live process is the exposition's worst case, with targets of its
+        // own (issue 16): RSS, scrape time and body size.
+        let live = d.id == "per-pid-live";
+        let (rss, scrape) = if live { (64.0, 100.0) } else { (25.0, 50.0) };
         t.push(
             Target::new(
                 format!("(c) {what}: RSS"),
                 d.rss_kib.map(|k| k as f64 / 1024.0),
-                25.0,
+                rss,
                 "MiB",
             )
             .because(why.clone()),
@@ -763,11 +771,22 @@ pub fn targets(r: &Results) -> Vec<Target> {
                     r.config.scrapes
                 ),
                 d.scrape_median_ms,
-                50.0,
+                scrape,
                 "ms",
             )
-            .because(why),
+            .because(why.clone()),
         );
+        if live {
+            t.push(
+                Target::new(
+                    format!("(c) {what}: scrape body"),
+                    d.body_bytes.map(|b| b as f64 / 1e6),
+                    8.0,
+                    "MB",
+                )
+                .because(why),
+            );
+        }
     }
     if let Some(l) = &r.attach_latency {
         t.push(

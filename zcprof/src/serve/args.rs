@@ -32,6 +32,18 @@ impl GroupBy {
     }
 }
 
+/// How much of the transfer-size histograms `zcprof serve` exports (`--histograms`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HistogramMode {
+    /// Every kernel bucket: 31 bounds (2^k - 1 bytes) and +Inf per syscall
+    Full,
+    /// 12 buckets per syscall: 0, 1, 15, 127, 1023, 4095, 16383, 65535, 262143, 1048575,
+    /// 16777215 bytes and +Inf (count and sum as with full)
+    Coarse,
+    /// No size histograms
+    Off,
+}
+
 /// Which threads count, by name and cgroup (serve and top).
 #[derive(Args, Debug, Clone)]
 pub struct ScopeArgs {
@@ -71,6 +83,9 @@ pub struct ServeArgs {
     /// Read the kernel maps this often, besides at every scrape
     #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
     pub collect_interval: Duration,
+    /// Transfer-size histograms: full (32 log2 buckets per syscall), coarse (12), or off
+    #[arg(long, value_enum, default_value_t = HistogramMode::Coarse, value_name = "MODE")]
+    pub histograms: HistogramMode,
     #[command(flatten)]
     pub privileges: PrivilegeArgs,
     #[command(flatten)]

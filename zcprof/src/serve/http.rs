@@ -3,7 +3,8 @@
 //!
 //! Every connection is its own task and shares no lock with collection or other
 //! connections: a scrape asks the collector thread for a fresh collection, waits (bounded)
-//! for it to be published, and encodes it into memory before writing a byte. Limits: at most
+//! for it to be published, and encodes it into memory (once, straight into the body) before
+//! writing a byte, as OpenMetrics if the `Accept` header prefers it, else the classic text. Limits: at most
 //! [`MAX_CONNECTIONS`] at once (a new one beyond that closes the *oldest*: a scrape takes
 //! milliseconds, so the oldest is the one that stalls, and a client that opens connections
 //! and sends nothing cannot lock scrapers out), request heads of at most
@@ -15,7 +16,11 @@
 use std::{
     collections::BTreeMap,
     convert::Infallible,
-    sync::{Arc, Mutex, mpsc},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+        mpsc,
+    },
     time::{Duration, Instant},
 };
 
@@ -28,13 +33,16 @@ use hyper::{
     service::service_fn,
 };
 use hyper_util::rt::{TokioIo, TokioTimer};
-use prometheus::{Encoder as _, Histogram, Registry, TextEncoder};
+use prometheus::{Histogram, core::Collector as _};
 use tokio::{
     net::TcpListener,
     sync::{oneshot, watch},
 };
 
-use super::metrics::Published;
+use super::{
+    args::HistogramMode,
+    metrics::{Exposition, Format, Published},
+};
 
 /// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 64;
@@ -51,14 +59,35 @@ pub const FRESH_WAIT: Duration = Duration::from_secs(5);
 
 /// What every connection shares.
 pub struct Shared {
-    /// The registry gathered at each scrape.
-    pub registry: Registry,
+    /// How much of the size histograms to export.
+    histograms: HistogramMode,
     /// Scrape durations.
-    pub scrape_seconds: Histogram,
+    scrape_seconds: Histogram,
     /// The latest collection.
-    pub latest: watch::Receiver<Arc<Published>>,
+    latest: watch::Receiver<Arc<Published>>,
     /// Asks the collector thread for a collection.
-    pub collect_now: mpsc::Sender<()>,
+    collect_now: mpsc::Sender<()>,
+    /// Size of the last body, to allocate the next one at once.
+    last_body: AtomicUsize,
+}
+
+impl Shared {
+    /// The state of a server exporting `histograms`, timing scrapes in `scrape_seconds`,
+    /// serving `latest` and asking `collect_now` for fresh collections.
+    pub fn new(
+        histograms: HistogramMode,
+        scrape_seconds: Histogram,
+        latest: watch::Receiver<Arc<Published>>,
+        collect_now: mpsc::Sender<()>,
+    ) -> Self {
+        Shared {
+            histograms,
+            scrape_seconds,
+            latest,
+            collect_now,
+            last_body: AtomicUsize::new(64 << 10),
+        }
+    }
 }
 
 const INDEX: &str = "<!doctype html>\n<html><head><title>zcprof</title></head><body>\n\
@@ -76,7 +105,7 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     r
 }
 
-async fn metrics(shared: &Shared) -> Response<Full<Bytes>> {
+async fn metrics(shared: &Shared, format: Format) -> Response<Full<Bytes>> {
     let arrived = Instant::now();
     let mut latest = shared.latest.clone();
     // Ask for a collection and wait for one that started after this request arrived, so
@@ -91,23 +120,23 @@ async fn metrics(shared: &Shared) -> Response<Full<Bytes>> {
              collector stuck reading the kernel maps?)"
         );
     }
-    let families = shared.registry.gather();
-    let encoder = TextEncoder::new();
-    let mut body = Vec::with_capacity(64 << 10);
-    if let Err(e) = encoder.encode(&families, &mut body) {
-        log::error!("encoding the metrics failed: {e}");
-        return text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "zcprof: encoding the metrics failed; see zcprof's log\n",
-        );
-    }
+    let p = latest.borrow().clone();
+    // A little more than last time: the body grows with the groups between scrapes.
+    let capacity = shared.last_body.load(Ordering::Relaxed);
+    let mut body = Exposition::new(format, shared.histograms, capacity + capacity / 8);
+    body.published(&p);
+    // Its own duration is observed before it is written, so that it counts this scrape too.
     shared
         .scrape_seconds
         .observe(arrived.elapsed().as_secs_f64());
+    body.proto_histograms(&shared.scrape_seconds.collect(), p.daemon_started);
+    let body = body.finish();
+    shared.last_body.store(body.len(), Ordering::Relaxed);
     let mut r = Response::new(Full::new(Bytes::from(body)));
-    if let Ok(v) = header::HeaderValue::from_str(encoder.format_type()) {
-        r.headers_mut().insert(header::CONTENT_TYPE, v);
-    }
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(format.content_type()),
+    );
     r
 }
 
@@ -117,7 +146,16 @@ async fn handle(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let get = matches!(*req.method(), Method::GET | Method::HEAD);
     let resp = match req.uri().path() {
-        "/metrics" if get => metrics(&shared).await,
+        "/metrics" if get => {
+            // Unreadable (not ASCII) or several Accept headers: the first readable one, or
+            // none, which means the classic text.
+            let accept = req
+                .headers()
+                .get_all(header::ACCEPT)
+                .iter()
+                .find_map(|v| v.to_str().ok());
+            metrics(&shared, Format::negotiate(accept)).await
+        }
         "/" if get => {
             let mut r = Response::new(Full::new(Bytes::from_static(INDEX.as_bytes())));
             r.headers_mut().insert(

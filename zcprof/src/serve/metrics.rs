@@ -1,24 +1,19 @@
-//! What a scrape shows: the latest collection ([`Published`]) as Prometheus metric families.
+//! What a scrape shows: the latest collection ([`Published`]) as Prometheus metric families,
+//! in the classic text format or OpenMetrics ([`Format`]).
 //!
-//! The totals are zcprof's own monotonic sums, so the families are built at scrape time by a
-//! custom [`Collector`] rather than kept in the `prometheus` crate's counters (which only go
-//! up by increments).
+//! The totals are zcprof's own monotonic sums, so the families are written at scrape time
+//! from a catalogue rather than kept in the `prometheus` crate's counters (which only go up by
+//! increments), and straight into the body ([`Exposition`]).
 
-use std::{
-    collections::BTreeMap,
-    sync::{Arc, LazyLock},
-    time::Instant,
-};
+use std::{collections::BTreeMap, sync::LazyLock, time::Instant};
 
-use prometheus::{
-    core::{Collector, Desc},
-    proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType},
-};
-use tokio::sync::watch;
+use prometheus::proto::{MetricFamily, MetricType};
 use zcprof_common::{
-    CELL_FIELDS, COUNTERS, Column, CounterSpec, HIST_BUCKETS, Syscall, Transfer, uring::op_name,
+    CELL_FIELDS, COUNTERS, Column, CounterSpec, HIST_BUCKETS, Syscall, ThreadCounts, Transfer,
+    uring::op_name,
 };
 
+use super::args::HistogramMode;
 use crate::{capability::Capabilities, loader::ProgramStats, snapshot::Activity};
 
 /// Fill of one kernel map.
@@ -71,10 +66,13 @@ pub struct Published {
     pub rss_bytes: u64,
     /// zcprof's CPU time (user + system), seconds.
     pub cpu_seconds: f64,
+    /// When the daemon started, in unix seconds: its own counters count from then
+    /// (OpenMetrics' `_created`).
+    pub daemon_started: f64,
 }
 
 impl Published {
-    /// Before the first collection.
+    /// Before the first collection (made at the daemon's start).
     pub fn empty(label_names: &'static [&'static str]) -> Self {
         Published {
             started: Instant::now(),
@@ -95,39 +93,65 @@ impl Published {
             capabilities: Capabilities::default(),
             rss_bytes: 0,
             cpu_seconds: 0.0,
+            daemon_started: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
         }
     }
 }
 
-/// The kernel's log2 buckets as a Prometheus histogram. Kernel bucket 0 holds 0-byte calls and
-/// bucket k holds sizes in [2^(k-1), 2^k), so its largest member is 2^k - 1: that is its
-/// upper bound (`le`), exactly (an `le` of 2^k would wrongly leave out the very common
-/// sizes that are powers of two, which are in the next bucket). The last kernel bucket is
-/// open-ended and becomes +Inf. Buckets are cumulative; `_count` is the successful calls,
-/// `_sum` their bytes.
-pub fn size_histogram(cell: &Transfer) -> Histogram {
-    let mut buckets = Vec::with_capacity(HIST_BUCKETS - 1);
+/// The kernel's log2 buckets as a Prometheus histogram's cumulative buckets, calling
+/// `bucket(le, cumulative)` for each kernel bucket in `kept` (ascending). Kernel bucket 0 holds
+/// 0-byte calls and bucket k holds sizes in [2^(k-1), 2^k), so its largest member is 2^k - 1:
+/// that is its upper bound (`le`), exactly (an `le` of 2^k would wrongly leave out the very
+/// common sizes that are powers of two, which are in the next bucket). The last kernel bucket
+/// is open-ended and is only in +Inf (the count). Merging buckets is exact: a kept bound's
+/// cumulative count is the sum of every kernel bucket up to it, whichever are kept.
+pub fn size_buckets(cell: &Transfer, kept: &[usize], mut bucket: impl FnMut(f64, u64)) {
     let mut cumulative = 0u64;
+    let mut next = kept.iter().peekable();
     for (k, n) in cell.size_log2.iter().enumerate().take(HIST_BUCKETS - 1) {
         cumulative += n;
-        let mut b = Bucket::default();
-        b.set_upper_bound(((1u64 << k) - 1) as f64);
-        b.set_cumulative_count(cumulative);
-        buckets.push(b);
+        if next.next_if(|&&want| want == k).is_some() {
+            bucket(((1u64 << k) - 1) as f64, cumulative);
+        }
     }
-    let count: u64 = cell.size_log2.iter().sum();
-    let mut h = Histogram::default();
-    h.set_bucket(buckets);
-    h.set_sample_count(count);
-    h.set_sample_sum(cell.bytes as f64);
-    h
 }
 
-/// A sample's labels: names are fixed, values come from the data.
-type Labels = Vec<(&'static str, String)>;
+/// Every finite kernel bucket: `--histograms full`.
+const FULL_BUCKETS: [usize; HIST_BUCKETS - 1] = {
+    let mut all = [0; HIST_BUCKETS - 1];
+    let mut k = 0;
+    while k < all.len() {
+        all[k] = k;
+        k += 1;
+    }
+    all
+};
+
+/// The kernel buckets `--histograms coarse` keeps, by upper bound: 0 (end of file, empty
+/// reads), 1 (byte-at-a-time, the costliest per byte), then one bound per factor of 8 up to
+/// 1 KiB (15, 127, 1023) and per factor of 4 from the page to 1 MiB, where I/O buffer sizes
+/// live (4095: a page; 16383: a TLS record; 65535: a socket or pipe chunk; 262143; 1048575),
+/// then 16 MiB - 1 and +Inf: 12 buckets instead of 32, about 1.5 per decade.
+pub const COARSE_BUCKETS: [usize; 11] = [0, 1, 4, 7, 10, 12, 14, 16, 18, 20, 24];
+
+impl HistogramMode {
+    /// The kernel buckets (indices into `size_log2`) this mode exports; empty: no histograms.
+    pub fn buckets(self) -> &'static [usize] {
+        match self {
+            HistogramMode::Full => &FULL_BUCKETS,
+            HistogramMode::Coarse => &COARSE_BUCKETS,
+            HistogramMode::Off => &[],
+        }
+    }
+}
+
+/// A sample's own labels (after its group's): names are fixed, values come from the data.
+type Labels<'a> = &'a [(&'static str, &'a str)];
 
 /// Receives a family's samples.
-type Emit<'a> = &'a mut dyn FnMut(Labels, Sample);
+type Emit<'a> = &'a mut dyn FnMut(Labels<'_>, Sample);
 
 /// Computes a family's samples in one group.
 type GroupSamples = Box<dyn Fn(&Activity, Emit<'_>) + Send + Sync>;
@@ -135,6 +159,7 @@ type GroupSamples = Box<dyn Fn(&Activity, Emit<'_>) + Send + Sync>;
 /// Where a family's samples come from.
 enum Source {
     /// Samples of each group, from the group's totals; their labels follow the group's own.
+    /// Zero samples are left out (see [`Exposition::published`]).
     Group(GroupSamples),
     /// Samples of the daemon itself.
     Daemon(fn(&Published, Emit<'_>)),
@@ -145,7 +170,9 @@ enum Source {
 /// One sample's value.
 enum Sample {
     Value(f64),
-    Histogram(Histogram),
+    /// A ledger cell's size histogram: its buckets, its count (successful calls) and its sum
+    /// (their bytes).
+    Sizes(Box<Transfer>),
 }
 
 /// A metric family, declared once: name, help, type, and how its samples are computed.
@@ -258,7 +285,7 @@ fn catalogue() -> Vec<Family> {
         "Switches between user and kernel mode caused by syscalls (two per syscall).",
         COUNTER,
         Source::Group(Box::new(|t, emit| {
-            emit(Vec::new(), Sample::Value((2 * t.counts.syscalls) as f64))
+            emit(&[], Sample::Value((2 * t.counts.syscalls) as f64))
         })),
     ));
     for (i, field) in CELL_FIELDS.iter().enumerate() {
@@ -275,11 +302,8 @@ fn catalogue() -> Vec<Family> {
         COUNTER,
         Source::Group(Box::new(|t, emit| {
             for ((op, col), cell) in &t.uring {
-                let l = vec![
-                    ("opcode", op_name(*op).into()),
-                    ("column", col.name().into()),
-                ];
-                emit(l, Sample::Value(cell.calls as f64));
+                let l = [("opcode", op_name(*op)), ("column", col.name())];
+                emit(&l, Sample::Value(cell.calls as f64));
             }
         })),
     ));
@@ -297,8 +321,7 @@ fn catalogue() -> Vec<Family> {
                 }
             }
             for (sc, cell) in per_syscall {
-                let h = size_histogram(&cell);
-                emit(vec![("syscall", sc.name().into())], Sample::Histogram(h));
+                emit(&[("syscall", sc.name())], Sample::Sizes(Box::new(cell)));
             }
         })),
     ));
@@ -308,11 +331,9 @@ fn catalogue() -> Vec<Family> {
          (otherwise transfers are classified by syscall only). Always 1.",
         GAUGE,
         Source::Daemon(|p, emit| {
-            let l = vec![
-                ("version", env!("CARGO_PKG_VERSION").into()),
-                ("btf", p.btf.to_string()),
-            ];
-            emit(l, Sample::Value(1.0));
+            let btf = if p.btf { "true" } else { "false" };
+            let l = [("version", env!("CARGO_PKG_VERSION")), ("btf", btf)];
+            emit(&l, Sample::Value(1.0));
         }),
     ));
     out.push(Family::new(
@@ -322,8 +343,8 @@ fn catalogue() -> Vec<Family> {
         GAUGE,
         Source::Daemon(|p, emit| {
             for c in p.capabilities.iter() {
-                let l = vec![("name", c.name.into()), ("state", c.state.as_str().into())];
-                emit(l, Sample::Value(f64::from(u8::from(c.state.available()))));
+                let l = [("name", c.name), ("state", c.state.as_str())];
+                emit(&l, Sample::Value(f64::from(u8::from(c.state.available()))));
             }
         }),
     ));
@@ -334,10 +355,7 @@ fn catalogue() -> Vec<Family> {
         COUNTER,
         Source::Daemon(|p, emit| {
             for (reason, n) in &p.deferred {
-                emit(
-                    vec![("reason", reason.to_string())],
-                    Sample::Value(*n as f64),
-                );
+                emit(&[("reason", reason)], Sample::Value(*n as f64));
             }
         }),
     ));
@@ -348,10 +366,7 @@ fn catalogue() -> Vec<Family> {
         COUNTER,
         Source::Daemon(|p, emit| {
             for (reason, n) in &p.lost {
-                emit(
-                    vec![("reason", reason.to_string())],
-                    Sample::Value(*n as f64),
-                );
+                emit(&[("reason", reason)], Sample::Value(*n as f64));
             }
         }),
     ));
@@ -361,10 +376,7 @@ fn catalogue() -> Vec<Family> {
         GAUGE,
         Source::Daemon(|p, emit| {
             for m in &p.maps {
-                emit(
-                    vec![("map", m.name.into())],
-                    Sample::Value(m.entries as f64),
-                );
+                emit(&[("map", m.name)], Sample::Value(m.entries as f64));
             }
         }),
     ));
@@ -374,10 +386,7 @@ fn catalogue() -> Vec<Family> {
         GAUGE,
         Source::Daemon(|p, emit| {
             for m in &p.maps {
-                emit(
-                    vec![("map", m.name.into())],
-                    Sample::Value(m.capacity as f64),
-                );
+                emit(&[("map", m.name)], Sample::Value(m.capacity as f64));
             }
         }),
     ));
@@ -388,7 +397,7 @@ fn catalogue() -> Vec<Family> {
         Source::Daemon(|p, emit| {
             for s in &p.programs {
                 emit(
-                    vec![("program", s.name.clone())],
+                    &[("program", s.name.as_str())],
                     Sample::Value(s.run_count as f64),
                 );
             }
@@ -401,7 +410,7 @@ fn catalogue() -> Vec<Family> {
         Source::Daemon(|p, emit| {
             for s in &p.programs {
                 let seconds = s.run_time_ns as f64 / 1e9;
-                emit(vec![("program", s.name.clone())], Sample::Value(seconds));
+                emit(&[("program", s.name.as_str())], Sample::Value(seconds));
             }
         }),
     ));
@@ -409,18 +418,6 @@ fn catalogue() -> Vec<Family> {
         out.push(Family::new(name, help, kind, Source::Scalar(value)));
     }
     out
-}
-
-fn label_pairs(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
-    pairs
-        .iter()
-        .map(|(n, v)| {
-            let mut l = LabelPair::default();
-            l.set_name(n.to_string());
-            l.set_value(v.to_string());
-            l
-        })
-        .collect()
 }
 
 /// The family stem of counter `spec`: its group's, or its own name.
@@ -433,11 +430,10 @@ fn counter_samples(stem: &'static str) -> Source {
     Source::Group(Box::new(move |t, emit| {
         for (spec, value) in COUNTERS.iter().zip(t.counts.values()) {
             if counter_stem(spec) == stem {
-                let labels = match spec.group {
-                    Some(g) => vec![(g.label, spec.member.to_string())],
-                    None => Vec::new(),
-                };
-                emit(labels, Sample::Value(value as f64));
+                match spec.group {
+                    Some(g) => emit(&[(g.label, spec.member)], Sample::Value(value as f64)),
+                    None => emit(&[], Sample::Value(value as f64)),
+                }
             }
         }
     }))
@@ -451,8 +447,8 @@ fn cell_samples(i: usize) -> Source {
         for ((sc, col), cell) in &t.transfers {
             let v = cell.values()[i];
             if !field.sparse || v > 0 {
-                let l = vec![("syscall", sc.name().into()), ("column", col.name().into())];
-                emit(l, Sample::Value(v as f64));
+                let l = [("syscall", sc.name()), ("column", col.name())];
+                emit(&l, Sample::Value(v as f64));
             }
         }
         if field.with_uring {
@@ -461,11 +457,8 @@ fn cell_samples(i: usize) -> Source {
                 *per_column.entry(*col).or_default() += cell.values()[i];
             }
             for (col, v) in per_column {
-                let l = vec![
-                    ("syscall", "io_uring".into()),
-                    ("column", col.name().into()),
-                ];
-                emit(l, Sample::Value(v as f64));
+                let l = [("syscall", "io_uring"), ("column", col.name())];
+                emit(&l, Sample::Value(v as f64));
             }
         }
     }))
@@ -474,81 +467,344 @@ fn cell_samples(i: usize) -> Source {
 /// The catalogue, built once.
 static CATALOGUE: LazyLock<Vec<Family>> = LazyLock::new(catalogue);
 
-/// Every metric family of one collection.
-pub fn families(p: &Published) -> Vec<MetricFamily> {
-    CATALOGUE
-        .iter()
-        .map(|f| {
-            let mut out = MetricFamily::default();
-            out.set_name(f.name.clone());
-            out.set_help(f.help.clone());
-            out.set_field_type(f.kind);
-            let kind = f.kind;
-            let mut push = |labels: Vec<(&str, &str)>, sample: Sample| {
-                let mut m = Metric::default();
-                m.set_label(label_pairs(&labels));
-                match sample {
-                    Sample::Histogram(h) => m.set_histogram(h),
-                    Sample::Value(v) if kind == MetricType::GAUGE => {
-                        let mut g = Gauge::default();
-                        g.set_value(v);
-                        m.set_gauge(g);
+/// The exposition formats a scrape can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// The classic Prometheus text format, version 0.0.4.
+    Text,
+    /// OpenMetrics text, version 1.0.0.
+    OpenMetrics,
+}
+
+impl Format {
+    /// The format an `Accept` header asks for: OpenMetrics if it accepts
+    /// `application/openmetrics-text` at least as much as anything else (Prometheus prefers
+    /// it that way), the classic text otherwise, including when the header is absent or
+    /// unreadable.
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        let Some(accept) = accept else {
+            return Format::Text;
+        };
+        let (mut om, mut other) = (0.0f64, 0.0f64);
+        for range in accept.split(',') {
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let q = parts
+                .filter_map(|p| p.trim().strip_prefix("q="))
+                .find_map(|q| q.trim().parse::<f64>().ok())
+                .filter(|q| q.is_finite())
+                .unwrap_or(1.0);
+            if media == "application/openmetrics-text" {
+                om = om.max(q);
+            } else {
+                other = other.max(q);
+            }
+        }
+        if om > 0.0 && om >= other {
+            Format::OpenMetrics
+        } else {
+            Format::Text
+        }
+    }
+
+    /// The answer's `Content-Type`.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Text => "text/plain; version=0.0.4; charset=utf-8",
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+}
+
+/// A scrape's body, written family by family straight into one buffer (no intermediate
+/// metric objects: at 10,000 processes those cost more memory and time than the text).
+pub struct Exposition {
+    out: String,
+    format: Format,
+    histograms: HistogramMode,
+}
+
+impl Exposition {
+    /// An empty body of `format` with room for `capacity` bytes (the previous scrape's size
+    /// spares the regrowth copies of a large body).
+    pub fn new(format: Format, histograms: HistogramMode, capacity: usize) -> Self {
+        Exposition {
+            out: String::with_capacity(capacity),
+            format,
+            histograms,
+        }
+    }
+
+    /// Every family of one collection. In each group, samples that are zero are left out:
+    /// the totals only grow, so a zero means that it never happened in that group (an idle
+    /// group exports nothing), and most of a process's possible series are such zeros. The
+    /// cost: a series first appears with its first non-zero value, which rate() over the
+    /// scrape where it appears does not see as an increase.
+    pub fn published(&mut self, p: &Published) {
+        // Each group's labels rendered once, not once per sample.
+        let groups: Vec<(String, &Activity)> = p
+            .groups
+            .iter()
+            .filter(|(_, totals)| !is_idle(totals))
+            .map(|(values, totals)| {
+                let mut prefix = String::new();
+                for (i, (name, value)) in p.label_names.iter().zip(values).enumerate() {
+                    if i > 0 {
+                        prefix.push(',');
                     }
-                    Sample::Value(v) => {
-                        let mut c = Counter::default();
-                        c.set_value(v);
-                        m.set_counter(c);
-                    }
+                    push_label(&mut prefix, name, value);
                 }
-                out.mut_metric().push(m);
-            };
+                (prefix, totals)
+            })
+            .collect();
+        let created = p.daemon_started;
+        for f in CATALOGUE.iter() {
+            if f.kind == MetricType::HISTOGRAM && self.histograms.buckets().is_empty() {
+                continue;
+            }
+            self.head(&f.name, &f.help, f.kind);
             match &f.source {
                 Source::Group(of_group) => {
-                    for (values, totals) in &p.groups {
-                        let group: Vec<(&str, &str)> = p
-                            .label_names
-                            .iter()
-                            .zip(values.iter())
-                            .map(|(n, v)| (*n, v.as_str()))
-                            .collect();
-                        of_group(totals, &mut |extra, sample| {
-                            let mut l = group.clone();
-                            l.extend(extra.iter().map(|(n, v)| (*n, v.as_str())));
-                            push(l, sample);
+                    for (prefix, totals) in &groups {
+                        of_group(totals, &mut |labels, sample| {
+                            let zero = match &sample {
+                                Sample::Value(v) => *v == 0.0,
+                                Sample::Sizes(cell) => cell.size_log2.iter().all(|n| *n == 0),
+                            };
+                            if !zero {
+                                self.sample(&f.name, f.kind, prefix, labels, &sample, None);
+                            }
                         });
                     }
                 }
-                Source::Daemon(of_daemon) => of_daemon(p, &mut |l, sample| {
-                    push(l.iter().map(|(n, v)| (*n, v.as_str())).collect(), sample)
+                Source::Daemon(of_daemon) => of_daemon(p, &mut |labels, sample| {
+                    self.sample(&f.name, f.kind, "", labels, &sample, Some(created));
                 }),
-                Source::Scalar(value) => push(Vec::new(), Sample::Value(value(p))),
+                Source::Scalar(value) => {
+                    let sample = Sample::Value(value(p));
+                    self.sample(&f.name, f.kind, "", &[], &sample, Some(created));
+                }
             }
-            out
-        })
-        .collect()
-}
-/// The registry's view of the latest collection.
-pub struct LatestFamilies {
-    latest: watch::Receiver<Arc<Published>>,
-}
+        }
+    }
 
-impl LatestFamilies {
-    /// Reads from `latest`.
-    pub fn new(latest: watch::Receiver<Arc<Published>>) -> Self {
-        LatestFamilies { latest }
+    /// A histogram family the `prometheus` crate keeps (the scrape durations), whose samples
+    /// count since `created` (unix seconds).
+    pub fn proto_histograms(&mut self, families: &[MetricFamily], created: f64) {
+        for f in families {
+            let name = f.name();
+            self.head(name, f.help(), MetricType::HISTOGRAM);
+            for m in f.get_metric() {
+                let mut prefix = String::new();
+                for (i, l) in m.get_label().iter().enumerate() {
+                    if i > 0 {
+                        prefix.push(',');
+                    }
+                    push_label(&mut prefix, l.name(), l.value());
+                }
+                let h = m.get_histogram();
+                for b in h.get_bucket() {
+                    let (le, n) = (b.upper_bound(), b.cumulative_count());
+                    self.bucket(name, &prefix, &[], le, n);
+                }
+                let (n, sum) = (h.get_sample_count(), h.get_sample_sum());
+                self.histogram_tail(name, &prefix, &[], n, sum);
+                self.created(name, &prefix, &[], created);
+            }
+        }
+    }
+
+    /// The body, finished (OpenMetrics ends with `# EOF`).
+    pub fn finish(mut self) -> String {
+        if self.format == Format::OpenMetrics {
+            self.out.push_str("# EOF\n");
+        }
+        self.out
+    }
+
+    /// `# HELP`, `# TYPE` and, in OpenMetrics, `# UNIT` of family `name`.
+    fn head(&mut self, name: &str, help: &str, kind: MetricType) {
+        let om = self.format == Format::OpenMetrics;
+        // OpenMetrics names a counter family without its samples' `_total`.
+        let family = match kind {
+            MetricType::COUNTER if om => name.strip_suffix("_total").unwrap_or(name),
+            _ => name,
+        };
+        let kind = match kind {
+            MetricType::COUNTER => "counter",
+            MetricType::GAUGE => "gauge",
+            MetricType::HISTOGRAM => "histogram",
+            _ => "untyped",
+        };
+        self.out.push_str("# HELP ");
+        self.out.push_str(family);
+        self.out.push(' ');
+        for c in help.chars() {
+            match c {
+                '\\' => self.out.push_str("\\\\"),
+                '\n' => self.out.push_str("\\n"),
+                '"' if om => self.out.push_str("\\\""),
+                c => self.out.push(c),
+            }
+        }
+        self.out.push_str("\n# TYPE ");
+        self.out.push_str(family);
+        self.out.push(' ');
+        self.out.push_str(kind);
+        self.out.push('\n');
+        if om && let Some(unit) = unit(family) {
+            self.out.push_str("# UNIT ");
+            self.out.push_str(family);
+            self.out.push(' ');
+            self.out.push_str(unit);
+            self.out.push('\n');
+        }
+    }
+
+    /// One sample (a histogram's several lines), with `_created` in OpenMetrics if `created`
+    /// says since when a counter or histogram counts.
+    fn sample(
+        &mut self,
+        name: &str,
+        kind: MetricType,
+        prefix: &str,
+        labels: Labels<'_>,
+        sample: &Sample,
+        created: Option<f64>,
+    ) {
+        match sample {
+            Sample::Value(v) => self.line(name, "", prefix, labels, None, *v),
+            Sample::Sizes(cell) => {
+                size_buckets(cell, self.histograms.buckets(), |le, cumulative| {
+                    self.bucket(name, prefix, labels, le, cumulative)
+                });
+                let count: u64 = cell.size_log2.iter().sum();
+                self.histogram_tail(name, prefix, labels, count, cell.bytes as f64);
+            }
+        }
+        if let Some(created) = created
+            && kind != MetricType::GAUGE
+        {
+            let base = name.strip_suffix("_total").unwrap_or(name);
+            self.created(base, prefix, labels, created);
+        }
+    }
+
+    /// One `_bucket` line.
+    fn bucket(&mut self, name: &str, prefix: &str, labels: Labels<'_>, le: f64, n: u64) {
+        self.line(name, "_bucket", prefix, labels, Some(le), n as f64);
+    }
+
+    /// A histogram's +Inf bucket, `_count` and `_sum`.
+    fn histogram_tail(&mut self, name: &str, prefix: &str, labels: Labels<'_>, n: u64, sum: f64) {
+        self.line(
+            name,
+            "_bucket",
+            prefix,
+            labels,
+            Some(f64::INFINITY),
+            n as f64,
+        );
+        self.line(name, "_count", prefix, labels, None, n as f64);
+        self.line(name, "_sum", prefix, labels, None, sum);
+    }
+
+    /// `<base>_created`, OpenMetrics only: when the counter started at 0, in unix seconds.
+    fn created(&mut self, base: &str, prefix: &str, labels: Labels<'_>, created: f64) {
+        if self.format == Format::OpenMetrics {
+            self.line(base, "_created", prefix, labels, None, created);
+        }
+    }
+
+    /// `name+suffix{prefix,labels,le="…"} value`.
+    fn line(
+        &mut self,
+        name: &str,
+        suffix: &str,
+        prefix: &str,
+        labels: Labels<'_>,
+        le: Option<f64>,
+        value: f64,
+    ) {
+        let out = &mut self.out;
+        out.push_str(name);
+        out.push_str(suffix);
+        if !prefix.is_empty() || !labels.is_empty() || le.is_some() {
+            out.push('{');
+            out.push_str(prefix);
+            let mut first = prefix.is_empty();
+            for (n, v) in labels {
+                if !first {
+                    out.push(',');
+                }
+                first = false;
+                push_label(out, n, v);
+            }
+            if let Some(le) = le {
+                if !first {
+                    out.push(',');
+                }
+                out.push_str("le=\"");
+                // OpenMetrics wants le in a float's canonical form (`4095.0`), the classic
+                // text as the Go client writes it (`4095`).
+                push_number(out, le, self.format == Format::OpenMetrics);
+                out.push('"');
+            }
+            out.push('}');
+        }
+        out.push(' ');
+        push_number(out, value, false);
+        out.push('\n');
     }
 }
 
-impl Collector for LatestFamilies {
-    fn desc(&self) -> Vec<&Desc> {
-        // An unchecked collector: which label names the families have depends on the
-        // grouping chosen at start, and nothing else is registered under these names.
-        Vec::new()
-    }
+/// Whether a group's totals are all zero (nothing of it would be exported).
+fn is_idle(t: &Activity) -> bool {
+    t.counts == ThreadCounts::ZERO
+        && t.transfers.values().all(|c| *c == Transfer::ZERO)
+        && t.uring.values().all(|c| *c == Transfer::ZERO)
+}
 
-    fn collect(&self) -> Vec<MetricFamily> {
-        let p = self.latest.borrow().clone();
-        families(&p)
+/// The OpenMetrics unit of a family, from its name's base-unit suffix.
+fn unit(family: &str) -> Option<&'static str> {
+    ["bytes", "seconds"].into_iter().find(|u| {
+        family
+            .strip_suffix(u)
+            .is_some_and(|rest| rest.ends_with('_'))
+    })
+}
+
+/// `name="value"`, the value escaped (backslash, double quote, newline).
+fn push_label(out: &mut String, name: &str, value: &str) {
+    out.push_str(name);
+    out.push_str("=\"");
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// A sample value or bound: integers without a fraction (with `.0` if `float_form`), others
+/// as Rust's shortest round-trip form, and the special values as Prometheus spells them.
+fn push_number(out: &mut String, v: f64, float_form: bool) {
+    use std::fmt::Write as _;
+    if v.is_nan() {
+        out.push_str("NaN");
+    } else if v.is_infinite() {
+        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
+    } else if v.fract() == 0.0 && v.abs() < 1e15 {
+        // Exactly an integer: no exponent, no fraction (1e15 keeps every digit exact).
+        let _ = write!(out, "{}", v as i64);
+        if float_form {
+            out.push_str(".0");
+        }
+    } else {
+        let _ = write!(out, "{v}");
     }
 }
 
@@ -583,28 +839,154 @@ pub fn self_usage() -> (u64, f64) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn histogram_bounds_are_exact_and_cumulative() {
+    /// 3 calls of 0 bytes, 2 of 1 byte, 1 of 4096 bytes, 1 of 4 GiB.
+    fn cell() -> Transfer {
         let mut cell = Transfer::ZERO;
-        // 3 calls of 0 bytes, 2 of 1 byte, 1 of 4096 bytes, 1 of 4 GiB.
         cell.size_log2[0] = 3;
         cell.size_log2[1] = 2;
         cell.size_log2[zcprof_common::size_bucket(4096)] = 1;
         cell.size_log2[zcprof_common::size_bucket(4 << 30)] = 1;
         cell.bytes = 2 + 4096 + (4 << 30);
-        let h = size_histogram(&cell);
-        let b = h.get_bucket();
+        cell.calls = 7;
+        cell
+    }
+
+    fn buckets(mode: HistogramMode) -> Vec<(f64, u64)> {
+        let mut b = Vec::new();
+        size_buckets(&cell(), mode.buckets(), |le, n| b.push((le, n)));
+        b
+    }
+
+    #[test]
+    fn histogram_bounds_are_exact_and_cumulative() {
+        let b = buckets(HistogramMode::Full);
         assert_eq!(b.len(), 31);
-        assert_eq!((b[0].upper_bound(), b[0].cumulative_count()), (0.0, 3));
-        assert_eq!((b[1].upper_bound(), b[1].cumulative_count()), (1.0, 5));
+        assert_eq!(b[0], (0.0, 3));
+        assert_eq!(b[1], (1.0, 5));
         // 4096 is not <= 4095 ...
-        assert_eq!((b[12].upper_bound(), b[12].cumulative_count()), (4095.0, 5));
+        assert_eq!(b[12], (4095.0, 5));
         // ... but is <= 8191.
-        assert_eq!((b[13].upper_bound(), b[13].cumulative_count()), (8191.0, 6));
-        assert_eq!(b[30].upper_bound(), ((1u64 << 30) - 1) as f64);
-        assert_eq!(b[30].cumulative_count(), 6);
+        assert_eq!(b[13], (8191.0, 6));
         // The 4 GiB call is only in +Inf, i.e. in the count.
-        assert_eq!(h.get_sample_count(), 7);
-        assert_eq!(h.get_sample_sum(), cell.bytes as f64);
+        assert_eq!(b[30], (((1u64 << 30) - 1) as f64, 6));
+    }
+
+    #[test]
+    fn coarse_buckets_merge_exactly() {
+        let full = buckets(HistogramMode::Full);
+        let coarse = buckets(HistogramMode::Coarse);
+        let bounds: Vec<f64> = coarse.iter().map(|b| b.0).collect();
+        assert_eq!(
+            bounds,
+            [
+                0.0, 1.0, 15.0, 127.0, 1023.0, 4095.0, 16383.0, 65535.0, 262143.0, 1048575.0,
+                16777215.0
+            ]
+        );
+        // Every coarse bucket is the full one with the same bound.
+        for b in &coarse {
+            assert!(full.contains(b), "{b:?}");
+        }
+        assert!(buckets(HistogramMode::Off).is_empty());
+    }
+
+    #[test]
+    fn accept_header_picks_the_format() {
+        use Format::*;
+        assert_eq!(Format::negotiate(None), Text);
+        assert_eq!(Format::negotiate(Some("*/*")), Text);
+        assert_eq!(Format::negotiate(Some("text/plain;version=0.0.4")), Text);
+        assert_eq!(
+            Format::negotiate(Some("application/openmetrics-text")),
+            OpenMetrics
+        );
+        // Prometheus 2.x's header.
+        let prom = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;\
+                    version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert_eq!(Format::negotiate(Some(prom)), OpenMetrics);
+        let prefers_text = "application/openmetrics-text;q=0.3,text/plain;q=0.9";
+        assert_eq!(Format::negotiate(Some(prefers_text)), Text);
+        assert_eq!(
+            Format::negotiate(Some("application/openmetrics-text;q=0")),
+            Text
+        );
+        assert_eq!(Format::negotiate(Some(";;,q=x,\u{0}")), Text);
+    }
+
+    fn body(format: Format, mode: HistogramMode) -> String {
+        let mut p = Published::empty(&["comm"]);
+        let mut busy = Activity::default();
+        busy.counts.syscalls = 9;
+        busy.transfers
+            .insert((Syscall::ALL[0], Column::ALL[0]), cell());
+        p.groups = vec![
+            (vec!["busy \"x\"".into()], busy),
+            (vec!["idle".into()], Activity::default()),
+        ];
+        p.lost = vec![("read_failed", 0)];
+        let mut e = Exposition::new(format, mode, 0);
+        e.published(&p);
+        e.finish()
+    }
+
+    #[test]
+    fn idle_groups_and_zero_series_are_left_out() {
+        let text = body(Format::Text, HistogramMode::Coarse);
+        assert!(!text.contains("idle"), "{text}");
+        assert!(text.contains("zcprof_syscalls_total{comm=\"busy \\\"x\\\"\"} 9\n"));
+        // A zero of a group is left out, a zero of the daemon is not.
+        assert!(!text.contains("zcprof_page_faults_total{"), "{text}");
+        assert!(text.contains("zcprof_events_lost_total{reason=\"read_failed\"} 0\n"));
+        assert!(text.contains("le=\"4095\"} 5\n"));
+        assert!(text.contains("le=\"+Inf\"} 7\n"));
+        assert!(!text.contains("le=\"8191\""));
+        assert!(!text.contains("# EOF"));
+        assert!(body(Format::Text, HistogramMode::Full).contains("le=\"8191\"} 6\n"));
+        assert!(!body(Format::Text, HistogramMode::Off).contains("_bucket"));
+    }
+
+    #[test]
+    fn openmetrics_names_units_and_eof() {
+        let om = body(Format::OpenMetrics, HistogramMode::Coarse);
+        assert!(om.ends_with("\n# EOF\n"));
+        assert_eq!(om.matches("# EOF").count(), 1);
+        assert!(om.contains("# TYPE zcprof_syscalls counter\n"));
+        assert!(
+            om.contains("# TYPE zcprof_ledger_bytes counter\n# UNIT zcprof_ledger_bytes bytes\n")
+        );
+        assert!(om.contains("# UNIT zcprof_io_size_bytes bytes\n"));
+        assert!(om.contains("# UNIT process_cpu_seconds seconds\n"));
+        assert!(om.contains("le=\"4095.0\"} 5\n"));
+        // _created for the daemon's own counters only.
+        assert!(om.contains("zcprof_collections_created "));
+        assert!(!om.contains("zcprof_syscalls_created"));
+        // Every counter family's samples are <family>_total or <family>_created.
+        let mut counter = None;
+        for line in om.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                counter = (kind == "counter").then(|| name.to_string());
+            } else if !line.starts_with('#')
+                && let Some(c) = &counter
+            {
+                assert!(
+                    line.starts_with(&format!("{c}_total"))
+                        || line.starts_with(&format!("{c}_created")),
+                    "{line}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_counter_is_named_total() {
+        for f in CATALOGUE.iter() {
+            assert_eq!(
+                f.kind == MetricType::COUNTER,
+                f.name.ends_with("_total"),
+                "{}",
+                f.name
+            );
+        }
     }
 }

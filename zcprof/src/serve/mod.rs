@@ -29,7 +29,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use prometheus::{Histogram, HistogramOpts, Registry};
+use prometheus::{Histogram, HistogramOpts};
 use regex::Regex;
 use tokio::{signal::unix::SignalKind, sync::watch};
 use zcprof_common::{MAX_PROCESSES, MAX_TRANSFERS, MAX_URING};
@@ -251,6 +251,7 @@ impl Collector {
             capabilities: self.probes.capabilities().clone(),
             rss_bytes,
             cpu_seconds,
+            daemon_started: previous.daemon_started,
         };
         self.publish.send_replace(Arc::new(published));
     }
@@ -389,10 +390,6 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<i32> {
         .spawn(move || collector.run(interval, asks, thread_stop))
         .context("starting the collector thread")?;
 
-    let registry = Registry::new();
-    registry
-        .register(Box::new(metrics::LatestFamilies::new(latest.clone())))
-        .context("registering zcprof's collector")?;
     let scrape_seconds = Histogram::with_opts(
         HistogramOpts::new(
             "zcprof_scrape_duration_seconds",
@@ -404,15 +401,12 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<i32> {
         ]),
     )
     .context("creating the scrape duration histogram")?;
-    registry
-        .register(Box::new(scrape_seconds.clone()))
-        .context("registering the scrape duration histogram")?;
-    let shared = Arc::new(http::Shared {
-        registry,
+    let shared = Arc::new(http::Shared::new(
+        args.histograms,
         scrape_seconds,
         latest,
-        collect_now: ask.clone(),
-    });
+        ask.clone(),
+    ));
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -26,7 +26,7 @@ use std::{
     time::Duration,
 };
 
-use prometheus::{Histogram, HistogramOpts, Registry};
+use prometheus::{Histogram, HistogramOpts};
 use proptest::{prelude::*, sample::Index};
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
@@ -38,7 +38,7 @@ use tokio::{
 use super::{MAX_CONNECTIONS, MAX_HEAD_BYTES, Shared, serve};
 use crate::{
     fuzz,
-    serve::metrics::{LatestFamilies, Published},
+    serve::{args::HistogramMode, metrics::Published},
 };
 
 /// Longest the server may take to answer and close once the client has closed its side (well
@@ -100,22 +100,17 @@ fn start() -> Server {
             publish.send_replace(Arc::new(p));
         }
     });
-    let registry = Registry::new();
-    registry
-        .register(Box::new(LatestFamilies::new(latest.clone())))
-        .unwrap();
     let scrape_seconds = Histogram::with_opts(HistogramOpts::new(
         "zcprof_scrape_duration_seconds",
         "Scrape durations.",
     ))
     .unwrap();
-    registry.register(Box::new(scrape_seconds.clone())).unwrap();
-    let shared = Arc::new(Shared {
-        registry,
+    let shared = Arc::new(Shared::new(
+        HistogramMode::Coarse,
         scrape_seconds,
         latest,
         collect_now,
-    });
+    ));
     // As `zcprof serve` runs it: two workers.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
