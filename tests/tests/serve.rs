@@ -282,6 +282,26 @@ fn assert_nothing_lost(samples: &[Sample]) {
     }
 }
 
+/// `promtool check metrics` finds nothing to say about `text` (`what` names the scrape).
+fn promtool_accepts(text: &str, what: &str) {
+    let mut p = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    p.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = p.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics ({what}): {}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A copy of `src` named `name` (the command name its processes get) in `dir`.
 fn named_copy(src: &Path, dir: &Path, name: &str) -> PathBuf {
     let dst = dir.join(name);
@@ -478,22 +498,7 @@ fn promtool_accepts_live_scrapes() {
         let dir = scratch_dir("serve-promtool");
         run_named_child(&dir, "zcsrv-promtool", &["pwrite", "100000", "4096"]);
         let text = d.scrape();
-        let mut p = Command::new("promtool")
-            .args(["check", "metrics"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run promtool");
-        p.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-        let out = p.wait_with_output().unwrap();
-        assert!(
-            out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-            "promtool check metrics ({args:?}): {}\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        promtool_accepts(&text, &format!("{args:?}"));
         let s = parse(&text);
         // Without --program-stats the kernel keeps no run-time statistics for zcprof, and
         // no zero-valued self-cost series pretend it does.
@@ -1438,22 +1443,7 @@ fn openmetrics_when_accepted_classic_text_otherwise() {
         Some("text/plain; version=0.0.4; charset=utf-8")
     );
     assert!(!text.contains("# EOF") && !text.contains("# UNIT"));
-    let mut p = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run promtool");
-    p.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    let out = p.wait_with_output().unwrap();
-    assert!(
-        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-        "promtool check metrics: {}\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    promtool_accepts(&text, "classic text");
     // The workload's counts are the same in both formats (it has finished).
     let (o, t) = (parse(&om), parse(&text));
     for name in [
