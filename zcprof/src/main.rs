@@ -16,6 +16,7 @@ mod cli;
 mod completions;
 mod doctor;
 mod duration;
+mod findings;
 #[cfg(test)]
 mod fuzz;
 mod loader;

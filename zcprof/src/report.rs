@@ -8,6 +8,7 @@ use zcprof_common::{
 
 use crate::{
     capability::{self, Capabilities, State},
+    findings,
     snapshot::{Activity, ProcessKey, ProcessView, Snapshot},
 };
 
@@ -114,6 +115,7 @@ pub fn to_json(snap: &Snapshot, capabilities: &Capabilities, extra: Value) -> Va
     merge(
         extra,
         json!({"btf": btf, "capabilities": capabilities, "lost": snap.lost,
+               "findings": findings::findings(snap),
                "retire_deferred": snap.deferred,
                "processes": processes}),
     )
@@ -282,6 +284,20 @@ pub fn to_text(snap: &Snapshot, top: usize) -> String {
             "\n... and {} more process(es), in the total above (--top N shows more, --json all)\n",
             procs.len() - top
         ));
+    }
+    let found = findings::findings(snap);
+    if !found.is_empty() {
+        out.push_str("\nFindings (docs/findings.md says how each is made):\n");
+        for f in &found {
+            let comm = snap
+                .processes
+                .get(&ProcessKey::new(f.pid, f.start_time_ns))
+                .map_or("", |p| p.comm.as_str());
+            out.push_str(&format!(
+                "  pid {} ({comm}) {}: {}\n",
+                f.pid, f.kind, f.text
+            ));
+        }
     }
     let skipped = snap.lost.get(KERNEL_SKIPPED).copied().unwrap_or(0);
     if skipped > 0 {
