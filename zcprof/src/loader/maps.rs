@@ -105,6 +105,20 @@ impl Probes {
         }
     }
 
+    /// Whether the maps can be read (after privileges are dropped), reading every kind of map
+    /// the collectors read but taking none of the dead threads' records that
+    /// [`Probes::snapshot`] would.
+    pub fn check_readable(&self) -> Result<(), MapReadError> {
+        self.lost.get(&0, 0).map_err(map_err("LOST"))?;
+        if let Some(entry) = self.threads.iter().next() {
+            entry.map_err(map_err("THREADS"))?;
+        }
+        if let Some(entry) = self.transfers.iter().next() {
+            entry.map_err(map_err("TRANSFERS"))?;
+        }
+        Ok(())
+    }
+
     /// Reads every map, and takes the records of the threads the kernel retired since the last
     /// read (see [`super::retired`]). Only processes in `only` are kept when it is given.
     pub fn snapshot(&self, only: Option<&[u32]>) -> Result<Snapshot, MapReadError> {

@@ -42,7 +42,7 @@ use self::{
     metrics::{MapFill, Published},
 };
 use crate::{
-    loader::{LoadOptions, MapReadError, Probes},
+    loader::{LoadOptions, MapReadError, ProbeArgs, Probes},
     privileges,
     watch::{self as watching, WatchError},
 };
@@ -97,6 +97,20 @@ pub(crate) fn compile_comm(regex: &str) -> Result<Regex, ServeError> {
     })
 }
 
+/// Loads the programs as serve and top use them: counting every process, or `pids` and their
+/// children when given.
+pub(crate) fn load_scoped(probe_args: &ProbeArgs, pids: &[u32]) -> anyhow::Result<Probes> {
+    let mut probes = Probes::load(LoadOptions {
+        watch_all: pids.is_empty(),
+        ..probe_args.load_options()
+    })?;
+    probes.warn_degraded();
+    for &pid in pids {
+        watching::attach(&mut probes, pid, true)?;
+    }
+    Ok(probes)
+}
+
 /// Gives up zcprof's privileges, then checks that the maps are still readable: finds out now,
 /// not at the first scrape or screen (serve and top).
 pub(crate) fn drop_and_check_maps(
@@ -104,7 +118,7 @@ pub(crate) fn drop_and_check_maps(
     probes: &Probes,
 ) -> anyhow::Result<()> {
     privileges::drop_to(target, probes.a_map())?;
-    if let Err(err) = probes.snapshot(None) {
+    if let Err(err) = probes.check_readable() {
         let sysctl = std::fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled")
             .map(|s| s.trim().to_string())
             .unwrap_or_else(|_| "unknown".into());
@@ -328,14 +342,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<i32> {
         .local_addr()
         .context("reading the listening address")?;
 
-    let mut probes = Probes::load(LoadOptions {
-        watch_all: args.pids.is_empty(),
-        ..args.probes.load_options()
-    })?;
-    probes.warn_degraded();
-    for &pid in &args.pids {
-        watching::attach(&mut probes, pid, true)?;
-    }
+    let probes = load_scoped(&args.probes, &args.pids)?;
     // Run-time statistics cost every program run two clock reads, more than the programs'
     // own work on the hot path: only on request.
     let stats_fd = if args.program_stats {

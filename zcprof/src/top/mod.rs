@@ -41,7 +41,7 @@ use self::{
 };
 use crate::{
     duration::parse_duration,
-    loader::{LoadOptions, MapReadError, ProbeArgs, Probes},
+    loader::{MapReadError, ProbeArgs, Probes},
     privileges::{self, PrivilegeArgs},
     serve::{
         CheckedScope,
@@ -51,9 +51,9 @@ use crate::{
         container::container_of,
         drop_and_check_maps,
         engine::{self, Engine, Host as _, Retire, Scope, UNKNOWN_CGROUP},
+        load_scoped,
     },
     snapshot::{Activity, Snapshot},
-    watch::{self as watching},
 };
 
 /// What one row of `zcprof top` is.
@@ -127,14 +127,7 @@ pub fn top(args: &TopArgs) -> anyhow::Result<i32> {
     )?;
     let target = privileges::planned(&args.privileges, true)?;
 
-    let mut probes = Probes::load(LoadOptions {
-        watch_all: args.pids.is_empty(),
-        ..args.probes.load_options()
-    })?;
-    probes.warn_degraded();
-    for &pid in &args.pids {
-        watching::attach(&mut probes, pid, true)?;
-    }
+    let probes = load_scoped(&args.probes, &args.pids)?;
     if let Some(t) = &target {
         drop_and_check_maps(t, &probes)?;
     }
