@@ -149,7 +149,7 @@ pub struct ProbeArgs {
     #[arg(long, hide = true)]
     pub empty_programs: bool,
     /// Threads tracked at once (alive ones: a dead thread leaves at once). The kernel allocates
-    /// their counters up front, about 1.4 KiB each (at most 262144: 350 MiB)
+    /// their counters up front, about 2.5 KiB each (at most 262144: 634 MiB)
     #[arg(long, default_value_t = zcprof_common::MAX_THREADS - 1,
           value_parser = clap::value_parser!(u32).range(1..=262_144), value_name = "N")]
     pub max_threads: u32,
