@@ -129,6 +129,9 @@ pub fn would_block(rest: &[String]) -> Result<Job, String> {
     })
 }
 
+/// The name of `pipe-wait`'s writer process.
+pub const WRITER_NAME: &std::ffi::CStr = c"zc-pipe-writer";
+
 /// `pipe-wait MS`: one read() of one byte from a pipe whose writer (a process the supervisor
 /// forks, not the worker) sleeps MS milliseconds first, counted from the worker's word that it
 /// is about to read (one byte written to a second pipe); the worker times the read itself.
@@ -136,18 +139,28 @@ pub fn wait(rest: &[String]) -> Result<Job, String> {
     let ms = arg(rest, 0, "MS")? as u64;
     let (r, w) = pipe()?;
     let (go_r, go_w) = pipe()?;
+    // The writer has a name of its own from its first instant (it inherits the supervisor's
+    // at fork), so that neither a test looking for the worker among the supervisor's
+    // children nor serve's groups by name mistake it for the worker.
+    let mut own = [0u8; 16];
+    // SAFETY: PR_GET_NAME writes at most 16 bytes; PR_SET_NAME reads a NUL-terminated name.
+    unsafe {
+        libc::prctl(libc::PR_GET_NAME, own.as_mut_ptr());
+        libc::prctl(libc::PR_SET_NAME, WRITER_NAME.as_ptr());
+    }
     // SAFETY: fork in the single-threaded supervisor; the child only reads, sleeps, writes
     // and _exits.
-    match unsafe { libc::fork() } {
+    let pid = unsafe { libc::fork() };
+    if pid != 0 {
+        // SAFETY: as above; `own` came from PR_GET_NAME, NUL-terminated.
+        unsafe { libc::prctl(libc::PR_SET_NAME, own.as_ptr()) };
+    }
+    match pid {
         -1 => return Err(format!("fork: {}", errstr(errno()))),
         0 => {
             let mut go = [0u8; 1];
-            // SAFETY: a NUL-terminated name; one byte into a one-byte buffer; _exit never
-            // returns.
+            // SAFETY: one byte into a one-byte buffer; _exit never returns.
             unsafe {
-                // Its own name, so that its wait is not counted under the worker's (serve
-                // groups by name).
-                libc::prctl(libc::PR_SET_NAME, c"zc-pipe-writer".as_ptr());
                 libc::read(go_r, go.as_mut_ptr().cast(), 1);
                 std::thread::sleep(std::time::Duration::from_millis(ms));
                 libc::write(w, b"x".as_ptr().cast(), 1);
