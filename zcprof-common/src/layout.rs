@@ -115,6 +115,9 @@ pub mod globals {
     /// Set to 1 to time syscalls (`--latency`): the sys_enter program stamps each watched
     /// thread's entry and sys_exit adds the time spent to its counters and ledger cells.
     pub const LATENCY: &str = "LATENCY";
+    /// Set to 1 to aggregate bytes by user stack (`--folded`, `--flamegraph`, `--pprof`):
+    /// sys_exit captures the stack of every data-moving call that moved bytes.
+    pub const STACKS: &str = "STACKS_ON";
 }
 
 /// Names of the globals that tell the programs which arguments a tracepoint passes on this

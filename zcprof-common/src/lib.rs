@@ -14,6 +14,7 @@ mod ledger;
 mod lost;
 mod maps;
 mod size;
+mod stacks;
 mod syscall;
 mod thread;
 pub mod uring;
@@ -24,6 +25,7 @@ pub use ledger::*;
 pub use lost::*;
 pub use maps::*;
 pub use size::parse_size;
+pub use stacks::*;
 pub use syscall::*;
 pub use thread::*;
 pub use uring::UringKey;
@@ -43,4 +45,8 @@ mod pod {
     unsafe impl aya::Pod for Transfer {}
     // SAFETY: as above.
     unsafe impl aya::Pod for UringKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for StackKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for StackBytes {}
 }

@@ -16,6 +16,12 @@ named_enum! {
         UringTableFull = "uring_table_full",
         /// A kernel structure could not be read (a file table or socket changed under us).
         ReadFailed = "read_failed",
+        /// [`crate::MAP_STACK_BYTES`] was full: the bytes went to the `[other]` row
+        /// ([`crate::MAP_STACK_OVERFLOW`]).
+        StackTableFull = "stack_table_full",
+        /// A user stack could not be captured ([`crate::MAP_STACKS`] full or the stack
+        /// unreadable): the bytes went to `[unknown stack]`.
+        StackLost = "stack_lost",
     }
 }
 

@@ -49,6 +49,7 @@ kernel_globals!(
     WATCH_ALL,
     EMPTY_BODIES,
     LATENCY,
+    STACKS_ON,
     PROTO_SWITCH_PREV_STATE,
     PROTO_EXIT_GROUP_DEAD,
     PROTO_URING_CQE,
@@ -94,6 +95,11 @@ pub mod flags {
     #[inline(always)]
     pub fn latency() -> bool {
         global(&LATENCY) != 0
+    }
+    /// Bytes are aggregated by user stack (`--folded`, `--flamegraph`, `--pprof`).
+    #[inline(always)]
+    pub fn stacks() -> bool {
+        global(&STACKS_ON) != 0
     }
     /// Every struct member that tells fd types apart came from BTF.
     #[inline(always)]

@@ -43,7 +43,7 @@ fn fd_info(t: &mut ThreadStats, fd: u64) -> FdInfo {
 }
 
 /// Records one returned data-moving syscall of thread `tid`, which took `took_ns` (0: not
-/// timed).
+/// timed). Returns the column and the call's result in bytes (or -errno), for the stacks.
 #[inline(always)]
 pub(crate) fn record_syscall(
     t: &mut ThreadStats,
@@ -52,7 +52,7 @@ pub(crate) fn record_syscall(
     regs: *const u64,
     ret: i64,
     took_ns: u64,
-) {
+) -> (Column, i64) {
     use Syscall::*;
     // recvmmsg and sendmmsg return a message count: turn it into bytes here, at one place,
     // because the verifier walks every inlined copy of that loop (each costs ~60 ms at load).
@@ -62,11 +62,11 @@ pub(crate) fn record_syscall(
         ret
     };
     let call = Call { ret, took_ns };
-    match syscall {
+    let column = match syscall {
         Read | Write | Pread64 | Pwrite64 | Readv | Writev | Preadv | Preadv2 | Pwritev
         | Pwritev2 | Recvfrom | Tee | Vmsplice => {
             let fd = fd_info(t, arg(regs, 0));
-            record(t, tid, syscall, fd, call, false);
+            record(t, tid, syscall, fd, call, false)
         }
         Recvmsg => {
             // recvmsg(fd, msg, flags)
@@ -75,12 +75,12 @@ pub(crate) fn record_syscall(
             }
             {
                 let fd = fd_info(t, arg(regs, 0));
-                record(t, tid, syscall, fd, call, false);
+                record(t, tid, syscall, fd, call, false)
             }
         }
         Recvmmsg => {
             let fd = fd_info(t, arg(regs, 0));
-            record(t, tid, syscall, fd, call, false);
+            record(t, tid, syscall, fd, call, false)
         }
         Sendto | Sendmsg | Sendmmsg => {
             // sendto(fd, buf, len, flags, ..), sendmsg(fd, msg, flags), sendmmsg(fd, vec, n, flags)
@@ -89,19 +89,19 @@ pub(crate) fn record_syscall(
                 _ => arg(regs, 3),
             };
             let fd = fd_info(t, arg(regs, 0));
-            record(t, tid, syscall, fd, call, flags & MSG_ZEROCOPY != 0);
+            record(t, tid, syscall, fd, call, flags & MSG_ZEROCOPY != 0)
         }
         CopyFileRange => {
             // copy_file_range(fd_in, off_in, fd_out, off_out, len, flags): the destination
             // decides the path.
             let fd = fd_info(t, arg(regs, 2));
-            record(t, tid, syscall, fd, call, false);
+            record(t, tid, syscall, fd, call, false)
         }
         Sendfile => {
             // sendfile(out_fd, in_fd, offset, count): the destination decides the path.
             {
                 let fd = fd_info(t, arg(regs, 0));
-                record(t, tid, syscall, fd, call, false);
+                record(t, tid, syscall, fd, call, false)
             }
         }
         Splice => {
@@ -110,6 +110,7 @@ pub(crate) fn record_syscall(
             let dst = fd_info(t, arg(regs, 2));
             let column = classify(Splice, dst, src, false);
             add_to(t, tid, syscall, column, call, false);
+            column
         }
         MmapFile | MmapAnon => {
             // mmap(addr, len, prot, flags, fd, off) returns an address or -errno.
@@ -125,6 +126,7 @@ pub(crate) fn record_syscall(
                 ret
             };
             add_to(t, tid, kind, Column::NotMoved, Call { ret, ..call }, false);
+            Column::NotMoved
         }
         Munmap => {
             let ret = if ret == 0 {
@@ -140,9 +142,11 @@ pub(crate) fn record_syscall(
                 Call { ret, ..call },
                 false,
             );
+            Column::NotMoved
         }
-        FileFault => {}
-    }
+        FileFault => Column::NotMoved,
+    };
+    (column, ret)
 }
 
 /// Reads a MSG_ZEROCOPY completion that recvmsg(MSG_ERRQUEUE) just returned: the kernel's own
@@ -246,7 +250,7 @@ fn record(
     fd: FdInfo,
     call: Call,
     zerocopy_flag: bool,
-) {
+) -> Column {
     let column = classify(syscall, fd, FdInfo::UNKNOWN, zerocopy_flag);
     add_to(
         t,
@@ -256,6 +260,7 @@ fn record(
         call,
         zerocopy_flag && fd.so_zerocopy,
     );
+    column
 }
 
 /// Counts the pages `first..=last` of the file behind `mapping` as mapped in, except those the

@@ -25,6 +25,7 @@ mod kernel;
 mod ledger;
 mod maps;
 mod retire;
+mod stacks;
 mod switches;
 mod thread;
 
@@ -37,7 +38,7 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use zcprof_common::{
-    Lost, Syscall, THREAD_EXITED, WATCH_COUNT, WATCH_FOLLOW_CHILDREN, Watch, uring, x86_64,
+    Column, Lost, Syscall, THREAD_EXITED, WATCH_COUNT, WATCH_FOLLOW_CHILDREN, Watch, uring, x86_64,
 };
 
 use crate::{
@@ -102,7 +103,11 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<u32, u32> {
     if syscall == Syscall::Munmap {
         thread.fault_mapping = 0;
     }
-    ledger::record_syscall(thread, tid, syscall, regs, ret, took_ns);
+    let (column, moved) = ledger::record_syscall(thread, tid, syscall, regs, ret, took_ns);
+    // The verifier drops this when stacks are off.
+    if off::stacks() && moved > 0 && column != Column::NotMoved {
+        stacks::record(ctx, thread.tgid, regs, syscall as u16, column, moved as u64);
+    }
     Ok(0)
 }
 

@@ -131,7 +131,14 @@ fn reported(selection: &mut Option<Selection>, snap: Snapshot) -> Snapshot {
 
 /// Attaches, prints deltas every interval, and prints the summary at the end.
 pub async fn attach(args: &AttachArgs) -> anyhow::Result<i32> {
-    let target = privileges::planned(&args.privileges, false)?;
+    // Created before anything is loaded, so that a bad path is the first error.
+    let stack_outputs = args.stacks.open()?;
+    // Symbolizing reads the watched processes' memory maps as they run, which a process
+    // that gave up its privileges may not.
+    let target = match stack_outputs {
+        Some(_) => None,
+        None => privileges::planned(&args.privileges, false)?,
+    };
     // Check the targets before loading anything: a wrong pid is the commonest mistake.
     let mut exits = Vec::new();
     for &pid in &args.pids {
@@ -143,6 +150,7 @@ pub async fn attach(args: &AttachArgs) -> anyhow::Result<i32> {
     let mut selection = Selection::from_args(args)?;
     let mut options = args.probes.load_options();
     options.watch_all = selection.is_some();
+    options.stacks = stack_outputs.is_some();
     let mut probes = Probes::load(options)?;
     probes.warn_degraded();
     let mut watched = Vec::new();
@@ -212,6 +220,8 @@ pub async fn attach(args: &AttachArgs) -> anyhow::Result<i32> {
     let mut archive = Archive::default();
     let mut archive_failed = false;
     let mut last_archive = Instant::now();
+    let mut tracker = crate::stacks::Tracker::default();
+    let mut stack_tick = tokio::time::interval(crate::stacks::POLL_EVERY);
     if !args.json {
         println!("{}", report::INTERVAL_HEADER);
     }
@@ -260,6 +270,11 @@ pub async fn attach(args: &AttachArgs) -> anyhow::Result<i32> {
                     last_tick = Instant::now();
                 }
             }
+            _ = stack_tick.tick(), if probes.stack_maps().is_some() => {
+                if let Some(maps) = probes.stack_maps() {
+                    tracker.poll(maps);
+                }
+            }
             _ = until_deadline => break,
             _ = all_exited => break,
             _ = sigint.recv() => break,
@@ -275,6 +290,18 @@ pub async fn attach(args: &AttachArgs) -> anyhow::Result<i32> {
         .context("reading the final counts")?;
     let snap = reported(&mut selection, snap);
     let elapsed = started.elapsed().as_secs_f64();
+    if let (Some(outputs), Some(maps)) = (stack_outputs, probes.stack_maps()) {
+        let comms = crate::stacks::comms(&snap);
+        let title = format!(
+            "attach to {}",
+            watched
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        tracker.finish(maps, outputs, &comms, selection.is_some(), &title)?;
+    }
     if args.json {
         let doc = report::to_json(
             &snap,

@@ -76,6 +76,8 @@ pub struct RunArgs {
     pub privileges: PrivilegeArgs,
     #[command(flatten)]
     pub probes: ProbeArgs,
+    #[command(flatten)]
+    pub stacks: crate::stacks::StackArgs,
     /// The command and its arguments
     #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -123,4 +125,6 @@ pub struct AttachArgs {
     pub privileges: PrivilegeArgs,
     #[command(flatten)]
     pub probes: ProbeArgs,
+    #[command(flatten)]
+    pub stacks: crate::stacks::StackArgs,
 }

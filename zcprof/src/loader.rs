@@ -14,15 +14,16 @@ use std::path::{Path, PathBuf};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf, Stack},
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf, Stack, StackTraceMap},
     programs::{
         BtfTracePoint, PerfEvent, Program, ProgramError, RawTracePoint,
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
     },
 };
 use zcprof_common::{
-    MAP_DEFERRED, MAP_FREE_SLOTS, MAP_LOST, MAP_RETIRED, MAP_THREADS, MAP_TID_SLOT, MAP_TRANSFERS,
-    MAP_URING, MAP_WATCH_GEN, MAP_WATCHED, Transfer, TransferKey, UringKey, Watch, globals,
+    MAP_DEFERRED, MAP_FREE_SLOTS, MAP_LOST, MAP_RETIRED, MAP_STACK_BYTES, MAP_STACK_OVERFLOW,
+    MAP_STACKS, MAP_THREADS, MAP_TID_SLOT, MAP_TRANSFERS, MAP_URING, MAP_WATCH_GEN, MAP_WATCHED,
+    Transfer, TransferKey, UringKey, Watch, globals,
 };
 
 use self::{
@@ -116,6 +117,8 @@ pub struct Probes {
     capabilities: Capabilities,
     /// Kernel log records (aya-log), flushed by the collector.
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    /// The stacks' maps, when stacks are captured.
+    stacks: Option<crate::stacks::StackMaps>,
     /// Keeps the programs and their links alive.
     _ebpf: Ebpf,
 }
@@ -140,6 +143,8 @@ pub struct LoadOptions<'a> {
     pub retired_bytes: Option<u32>,
     /// Time syscalls (`--latency`): attach sys_enter too.
     pub latency: bool,
+    /// Aggregate bytes by user stack (`--folded`, `--flamegraph`, `--pprof`).
+    pub stacks: bool,
 }
 
 /// How the kernel programs are loaded (run, attach, serve).
@@ -194,6 +199,11 @@ pub struct ProgramStats {
 }
 
 impl Probes {
+    /// The stacks' maps, when loaded with [`LoadOptions::stacks`].
+    pub fn stack_maps(&self) -> Option<&crate::stacks::StackMaps> {
+        self.stacks.as_ref()
+    }
+
     /// Says on stderr what zcprof cannot do on this kernel (call once, after loading).
     pub fn warn_degraded(&self) {
         self.capabilities.warn();
@@ -271,6 +281,8 @@ impl Probes {
         loader.override_global(globals::EMPTY_BODIES, &empty_bodies, true);
         let latency = u64::from(options.latency);
         loader.override_global(globals::LATENCY, &latency, true);
+        let stacks = u64::from(options.stacks);
+        loader.override_global(globals::STACKS, &stacks, true);
         let slots = options
             .max_threads
             .unwrap_or(zcprof_common::MAX_THREADS - 1)
@@ -354,6 +366,19 @@ impl Probes {
                 .ok_or(LoadError::Map(MAP_DEFERRED))?,
         )
         .map_err(|e| LoadError::Load(chain(&e)))?;
+        let stacks = if options.stacks {
+            let mut take = |name| ebpf.take_map(name).ok_or(LoadError::Map(name));
+            let traces = StackTraceMap::try_from(take(MAP_STACKS)?);
+            let rows = PerCpuHashMap::try_from(take(MAP_STACK_BYTES)?);
+            let overflow = PerCpuArray::try_from(take(MAP_STACK_OVERFLOW)?);
+            Some(crate::stacks::StackMaps {
+                traces: traces.map_err(|e| LoadError::Load(chain(&e)))?,
+                rows: rows.map_err(|e| LoadError::Load(chain(&e)))?,
+                overflow: overflow.map_err(|e| LoadError::Load(chain(&e)))?,
+            })
+        } else {
+            None
+        };
         // Parsing the kernel's BTF (twice: for the offsets and for the BTF tracepoint) peaks at
         // tens of MiB that are free again now; hand them back to the system so a long-running
         // zcprof does not keep them resident.
@@ -371,6 +396,7 @@ impl Probes {
             btf_missing: layout.btf_missing,
             capabilities: layout.capabilities,
             logger,
+            stacks,
             _ebpf: ebpf,
         })
     }

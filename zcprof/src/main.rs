@@ -26,6 +26,7 @@ mod report;
 mod run;
 mod serve;
 mod snapshot;
+mod stacks;
 mod thread_table;
 mod top;
 mod watch;

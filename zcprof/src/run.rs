@@ -25,7 +25,14 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         ),
         None => None,
     };
-    let target = privileges::planned(&args.privileges, false)?;
+    // Created before anything is loaded, so that a bad path is the first error.
+    let stack_outputs = args.stacks.open()?;
+    // Symbolizing reads the profiled processes' memory maps as they run, which a process
+    // that gave up its privileges may not.
+    let target = match stack_outputs {
+        Some(_) => None,
+        None => privileges::planned(&args.privileges, false)?,
+    };
     // Opened now: once zcprof has given up its privileges it may not be allowed to.
     let mut output = match &args.output {
         Some(path) => Some(
@@ -36,6 +43,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     };
     let mut probes = Probes::load(LoadOptions {
         tracepoint_override: override_tp,
+        stacks: stack_outputs.is_some(),
         ..args.probes.load_options()
     })?;
     probes.warn_degraded();
@@ -71,10 +79,22 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     });
     let mut archive = Archive::default();
     let mut archive_failed = false;
+    let mut tracker = crate::stacks::Tracker::default();
+    let mut last_archive = Instant::now();
+    // With stacks, processes' memory maps are read while they live: more often.
+    let every = match probes.stack_maps() {
+        Some(_) => crate::stacks::POLL_EVERY,
+        None => ARCHIVE_EVERY,
+    };
     let status = loop {
-        match exit.recv_timeout(ARCHIVE_EVERY) {
+        if let Some(maps) = probes.stack_maps() {
+            tracker.poll(maps);
+        }
+        match exit.recv_timeout(every) {
             Ok(status) => break status.with_context(|| format!("waiting for `{program}`"))?,
+            Err(RecvTimeoutError::Timeout) if last_archive.elapsed() < ARCHIVE_EVERY => {}
             Err(RecvTimeoutError::Timeout) => {
+                last_archive = Instant::now();
                 if let Err(e) = archive.take_dead(&mut probes, |_, _| true)
                     && !std::mem::replace(&mut archive_failed, true)
                 {
@@ -97,6 +117,10 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
 
     probes.flush_log();
     let snap = archive.read(&probes, |_, _| true)?;
+    if let (Some(outputs), Some(maps)) = (stack_outputs, probes.stack_maps()) {
+        let comms = crate::stacks::comms(&snap);
+        tracker.finish(maps, outputs, &comms, false, &args.command.join(" "))?;
+    }
     let text = if args.json {
         let doc = report::to_json(
             &snap,

@@ -1,0 +1,58 @@
+//! Byte-weighted user stacks (`--folded`, `--flamegraph`, `--pprof`): the maps the kernel
+//! aggregates them in, their keys and values.
+
+/// Name of the stack-trace map (`BPF_MAP_TYPE_STACK_TRACE`, key: stack id `u32`, value: up
+/// to 127 user instruction pointers, innermost first, zero-terminated).
+pub const MAP_STACKS: &str = "STACKS";
+/// Name of the per-CPU hash of bytes and calls by stack (key: [`StackKey`], value:
+/// [`StackBytes`]).
+pub const MAP_STACK_BYTES: &str = "STACK_BYTES";
+/// Name of the per-CPU array of what did not fit in [`MAP_STACK_BYTES`] (index: the
+/// [`crate::Column`], value: [`StackBytes`]): the `[other]` row.
+pub const MAP_STACK_OVERFLOW: &str = "STACK_OVERFLOW";
+
+/// Capacity of [`MAP_STACKS`]: distinct user stacks (each 127 × 8 bytes: 8 MiB in all).
+pub const MAX_STACKS: u32 = 8192;
+/// Capacity of [`MAP_STACK_BYTES`]: (process, stack, caller, syscall, column) rows at once.
+pub const MAX_STACK_ROWS: u32 = 16_384;
+/// [`StackKey::stack_id`] of a call whose stack could not be captured (a hash collision in a
+/// full [`MAP_STACKS`], or an unreadable user stack): its bytes still count, under
+/// `[unknown stack]`.
+pub const NO_STACK: u32 = u32::MAX;
+/// Words at the top of the user stack searched for the return address into the libc
+/// wrapper's caller: glibc's wrappers adjust the stack by at most 0x28 bytes before
+/// `syscall` (Debian 12's `write`, multi-threaded path), so the address is one of the first
+/// six words.
+pub const LEAF_WORDS: usize = 6;
+
+/// Key of [`MAP_STACK_BYTES`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct StackKey {
+    /// The process.
+    pub tgid: u32,
+    /// Its user stack in [`MAP_STACKS`] (frame-pointer unwound), or [`NO_STACK`].
+    pub stack_id: u32,
+    /// The [`crate::Syscall`].
+    pub syscall: u16,
+    /// The [`crate::Column`].
+    pub column: u16,
+    /// Padding, always 0.
+    pub _pad: u32,
+    /// The first of the top [`LEAF_WORDS`] words of the user stack that is a return address
+    /// (the bytes before it are a call instruction), 0 if none: the return address into the
+    /// function that called a libc wrapper, which frame-pointer unwinding skips because the
+    /// wrapper pushes no frame. User space inserts it below the wrapper's frame unless the
+    /// unwound stack already has it.
+    pub caller: u64,
+}
+
+/// Value of [`MAP_STACK_BYTES`] and [`MAP_STACK_OVERFLOW`], per CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StackBytes {
+    /// Bytes the calls moved.
+    pub bytes: u64,
+    /// Calls that moved bytes.
+    pub calls: u64,
+}
