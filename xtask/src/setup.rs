@@ -21,6 +21,11 @@ const TEST_PACKAGES: &[&str] = &[
     "openjdk-17-jre-headless",
     // tests/tests/top.rs drives `zcprof top` in a terminal.
     "tmux",
+    // tests/tests/stacks.rs compiles a C program (gcc), strips a copy (binutils) and reads
+    // the SVG and the pprof profile with Python's own parsers.
+    "gcc",
+    "binutils",
+    "python3",
 ];
 
 /// Debian packages `cargo xtask dist` uses: objdump and strip (binutils); for `--verify`, man

@@ -13,7 +13,7 @@ pub const MAP_STACK_OVERFLOW: &str = "STACK_OVERFLOW";
 
 /// Capacity of [`MAP_STACKS`]: distinct user stacks (each 127 × 8 bytes: 8 MiB in all).
 pub const MAX_STACKS: u32 = 8192;
-/// Capacity of [`MAP_STACK_BYTES`]: (process, stack, caller, syscall, column) rows at once.
+/// Capacity of [`MAP_STACK_BYTES`]: (process, stack, callers, syscall, column) rows at once.
 pub const MAX_STACK_ROWS: u32 = 16_384;
 /// [`StackKey::stack_id`] of a call whose stack could not be captured (a hash collision in a
 /// full [`MAP_STACKS`], or an unreadable user stack): its bytes still count, under
@@ -39,12 +39,13 @@ pub struct StackKey {
     pub column: u16,
     /// Padding, always 0.
     pub _pad: u32,
-    /// The first of the top [`LEAF_WORDS`] words of the user stack that is a return address
-    /// (the bytes before it are a call instruction), 0 if none: the return address into the
-    /// function that called a libc wrapper, which frame-pointer unwinding skips because the
-    /// wrapper pushes no frame. User space inserts it below the wrapper's frame unless the
-    /// unwound stack already has it.
-    pub caller: u64,
+    /// The top [`LEAF_WORDS`] words of the user stack, each kept only if it may be a return
+    /// address (the bytes before it are a call instruction), else 0: one of them is the return
+    /// address into the function that called a libc wrapper, which frame-pointer unwinding
+    /// skips because the wrapper pushes no frame. User space tells which from the call
+    /// frame information (CFI) of the wrapper's code, and puts it below the wrapper's frame.
+    /// Words that are not code addresses are zeroed so that rows aggregate.
+    pub callers: [u64; LEAF_WORDS],
 }
 
 /// Value of [`MAP_STACK_BYTES`] and [`MAP_STACK_OVERFLOW`], per CPU.

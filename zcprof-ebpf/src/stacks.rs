@@ -69,7 +69,7 @@ pub extern "C" fn stack_bytes(tgid: u32, stack_id: u32, sp: u64, what: u64, byte
         syscall: (what >> 16) as u16,
         column: what as u16,
         _pad: 0,
-        caller: leaf_caller(sp),
+        callers: return_addresses(sp),
     };
     let row = match STACK_BYTES.get_ptr_mut(&key) {
         Some(r) => r,
@@ -92,30 +92,33 @@ pub extern "C" fn stack_bytes(tgid: u32, stack_id: u32, sp: u64, what: u64, byte
     0
 }
 
-/// The first of the top words of the user stack at `sp` that is a return address: the
-/// instruction before it is a call (`e8 rel32`, `ff 15 disp32`, `ff /2` through a register
-/// or through `[reg + disp8]`). 0 if none.
+/// The top words of the user stack at `sp` that may be return addresses: the instruction
+/// before each is a call (`e8 rel32`, `ff 15 disp32`, `ff /2` through a register or through
+/// `[reg + disp8]`). The others are 0.
 #[inline(always)]
-fn leaf_caller(sp: u64) -> u64 {
+fn return_addresses(sp: u64) -> [u64; LEAF_WORDS] {
     // SAFETY: probe_read_user never faults; a bad pointer yields an error.
-    let Ok(words) = (unsafe { bpf_probe_read_user(sp as *const [u64; LEAF_WORDS]) }) else {
-        return 0;
+    let Ok(mut words) = (unsafe { bpf_probe_read_user(sp as *const [u64; LEAF_WORDS]) }) else {
+        return [0; LEAF_WORDS];
     };
-    for w in words {
-        if w < 8 {
+    for w in words.iter_mut() {
+        if *w < 8 {
+            *w = 0;
             continue;
         }
         // SAFETY: as above.
-        let Ok(before) = (unsafe { bpf_probe_read_user((w - 8) as *const [u8; 8]) }) else {
-            continue;
+        let call = match unsafe { bpf_probe_read_user((*w - 8) as *const [u8; 8]) } {
+            Ok(b) => {
+                b[3] == 0xe8
+                    || (b[2] == 0xff && b[3] == 0x15)
+                    || (b[6] == 0xff && b[7] & 0xf8 == 0xd0)
+                    || (b[5] == 0xff && b[6] & 0xf8 == 0x50)
+            }
+            Err(_) => false,
         };
-        let call = before[3] == 0xe8
-            || (before[2] == 0xff && before[3] == 0x15)
-            || (before[6] == 0xff && before[7] & 0xf8 == 0xd0)
-            || (before[5] == 0xff && before[6] & 0xf8 == 0x50);
-        if call {
-            return w;
+        if !call {
+            *w = 0;
         }
     }
-    0
+    words
 }

@@ -4,9 +4,11 @@
 //!
 //! The kernel unwinds user stacks by frame pointers. A libc wrapper (`write`, `sendfile`)
 //! pushes no frame, so the unwound stack goes from the wrapper straight to its caller's
-//! caller; the kernel also keeps the return address into the caller found at the top of the
-//! user stack ([`zcprof_common::StackKey::caller`]), which is put back here.
+//! caller. The kernel also keeps the words at the top of the user stack that may be return
+//! addresses ([`zcprof_common::StackKey::callers`]); the call frame information of the
+//! wrapper's code tells which one is its return address, which is put back here.
 
+mod cfi;
 mod pprof;
 mod symbols;
 
@@ -27,7 +29,7 @@ pub use self::symbols::ProcessMaps;
 pub struct StackMaps {
     /// Stack id -> instruction pointers.
     pub traces: StackTraceMap<MapData>,
-    /// Bytes and calls by (process, stack, caller, syscall, column), per CPU.
+    /// Bytes and calls by (process, stack, callers, syscall, column), per CPU.
     pub rows: PerCpuHashMap<MapData, StackKey, StackBytes>,
     /// The `[other]` row by column, per CPU.
     pub overflow: PerCpuArray<MapData, StackBytes>,
@@ -44,9 +46,12 @@ pub struct Row {
     pub calls: u64,
 }
 
+/// The `[other]` row's bytes and calls by column.
+pub type Overflow = Vec<(Column, StackBytes)>;
+
 impl StackMaps {
     /// Every row (summed over CPUs) and the `[other]` bytes and calls by column.
-    pub fn rows(&self) -> anyhow::Result<(Vec<Row>, Vec<(Column, StackBytes)>)> {
+    pub fn rows(&self) -> anyhow::Result<(Vec<Row>, Overflow)> {
         let mut rows = Vec::new();
         for item in self.rows.iter() {
             let (key, per_cpu) = item.context("reading the kernel's STACK_BYTES map")?;
@@ -205,8 +210,12 @@ impl Tracker {
                     .entry(k.stack_id)
                     .or_insert_with(|| maps.frames(k.stack_id))
                     .clone();
-                let ips = with_caller(&ips, k.caller);
                 let procs = self.procs.get(&k.tgid);
+                let leaf = match ips.first() {
+                    Some(ip) => symbolizer.leaf(procs, *ip),
+                    None => cfi::Leaf::Unknown,
+                };
+                let ips = with_caller(&ips, &k.callers, leaf);
                 let mut inner_first = Vec::with_capacity(ips.len());
                 for (i, ip) in ips.iter().enumerate() {
                     // A return address's call is the instruction before it.
@@ -259,13 +268,20 @@ impl Tracker {
     }
 }
 
-/// `ips` (innermost first) with `caller` put back after the innermost frame, unless the
-/// unwound stack already has it (the innermost function had a frame).
-fn with_caller(ips: &[u64], caller: u64) -> Vec<u64> {
+/// `ips` (innermost first) with the return address into the innermost function's caller put
+/// back after it: the candidate word `leaf` names, or without CFI the first candidate;
+/// unless the innermost function has a frame, or the unwound stack already has it.
+fn with_caller(ips: &[u64], callers: &[u64], leaf: cfi::Leaf) -> Vec<u64> {
     let mut out = ips.to_vec();
+    let caller = match leaf {
+        cfi::Leaf::Word(n) => callers.get(n).copied().unwrap_or(0),
+        cfi::Leaf::Framed => 0,
+        cfi::Leaf::Unknown => callers.iter().copied().find(|&w| w != 0).unwrap_or(0),
+    };
     if caller != 0 && !ips.is_empty() && ips.get(1) != Some(&caller) {
         out.insert(1, caller);
     }
+    log::debug!("leaf {leaf:?}, candidates {callers:x?}: caller {caller:#x}");
     out
 }
 

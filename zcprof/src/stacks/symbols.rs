@@ -3,6 +3,7 @@
 
 use std::{collections::HashMap, path::PathBuf};
 
+use super::cfi::{Cfi, Leaf};
 use blazesym::symbolize::{
     Input, Symbolized,
     source::{Elf, Source},
@@ -73,6 +74,7 @@ pub struct Symbolizer {
     inner: blazesym::symbolize::Symbolizer,
     cache: HashMap<(PathBuf, u64), String>,
     perf_maps: HashMap<u32, Vec<(u64, u64, String)>>,
+    cfi: Cfi,
 }
 
 impl Symbolizer {
@@ -82,6 +84,16 @@ impl Symbolizer {
             inner: blazesym::symbolize::Symbolizer::new(),
             cache: HashMap::new(),
             perf_maps: HashMap::new(),
+            cfi: Cfi::default(),
+        }
+    }
+
+    /// Where the return address of the innermost frame at `ip` is, from the CFI of the file
+    /// mapped there (while the process lived).
+    pub fn leaf(&mut self, maps: Option<&ProcessMaps>, ip: u64) -> Leaf {
+        match maps.and_then(|p| p.find(ip)) {
+            Some(m) if !m.deleted => self.cfi.leaf(&m.path, ip - m.start + m.offset),
+            _ => Leaf::Unknown,
         }
     }
 
