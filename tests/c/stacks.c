@@ -1,19 +1,21 @@
 /* The workload of tests/tests/stacks.rs: two functions that move bytes through libc wrappers,
  * each keeping the exact count of the bytes it moved, per syscall, in the tally it prints.
  *
- *   stacks SRC DST TALLY [--unlink-self]
+ *   stacks SRC DST TALLY [--unlink-self] [--wait-for GATE]
  *
  * copy_with_read_write copies SRC to DST with read() and write(), first while the process is
  * single-threaded (glibc's wrappers then make the syscall with no stack adjustment) and again
  * once a thread exists (the wrappers' cancellable path, after `sub $0x28,%rsp`).
  * copy_with_sendfile sends SRC into a pipe with sendfile() (zero copy), which the thread
  * drains with read() in drain(). With --unlink-self it first deletes its own binary (the
- * profiler must still name its frames, by address). */
+ * profiler must still name its frames, by address); with --wait-for it waits until GATE
+ * exists before it moves anything (a profiler attaches meanwhile). */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/sendfile.h>
 #include <unistd.h>
 
@@ -80,11 +82,23 @@ void *drain(void *arg) {
 }
 
 int main(int argc, char **argv) {
-	if (argc != 4 && argc != 5) {
-		fprintf(stderr, "usage: stacks SRC DST TALLY [--unlink-self]\n");
+	int unlink_self = 0;
+	const char *gate = NULL;
+	for (int i = 4; i < argc; i++) {
+		if (strcmp(argv[i], "--unlink-self") == 0)
+			unlink_self = 1;
+		else if (strcmp(argv[i], "--wait-for") == 0 && i + 1 < argc)
+			gate = argv[++i];
+		else
+			argc = 0;
+	}
+	if (argc < 4) {
+		fprintf(stderr, "usage: stacks SRC DST TALLY [--unlink-self] [--wait-for GATE]\n");
 		return 2;
 	}
-	if (argc == 5) {
+	while (gate && access(gate, F_OK) != 0)
+		usleep(10000);
+	if (unlink_self) {
 		char self[4096];
 		ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
 		if (n < 0)

@@ -6,7 +6,7 @@
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, Stdio},
 };
 
 use serde_json::Value;
@@ -101,11 +101,8 @@ fn compile(dir: &Path, name: &str, strip: bool) -> PathBuf {
     bin
 }
 
-/// Runs the program (built as `name`) under `zcprof run` with all three outputs.
-fn profile(tag: &str, name: &str, strip: bool, unlink_self: bool) -> Profiled {
-    let dir = scratch_dir(tag);
-    let bin = compile(&dir, name, strip);
-    // 3 MiB and a bit of data that no run could mistake for another's.
+/// Writes the program's input, `dir/src`: 3 MiB and a bit.
+fn write_source(dir: &Path) {
     let mut x = 0x2545_f491_4f6c_dd1du64;
     let data: Vec<u8> = (0..3 * 1024 * 1024 + 123)
         .map(|_| {
@@ -116,6 +113,40 @@ fn profile(tag: &str, name: &str, strip: bool, unlink_self: bool) -> Profiled {
         })
         .collect();
     std::fs::write(dir.join("src"), &data).unwrap();
+}
+
+/// The folded lines of `path`: frames (comm first, column last) and bytes.
+fn read_folded(path: &Path) -> Vec<(Vec<String>, u64)> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (stack, bytes) = l
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("bad line {l:?}"));
+            let frames = stack.split(';').map(String::from).collect::<Vec<_>>();
+            (frames, bytes.parse::<u64>().expect("bytes"))
+        })
+        .collect()
+}
+
+/// The program's tally: (function, syscall) -> bytes.
+fn read_tally(path: &Path) -> BTreeMap<(String, String), u64> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            ((f[0].to_string(), f[1].to_string()), f[2].parse().unwrap())
+        })
+        .collect()
+}
+
+/// Runs the program (built as `name`) under `zcprof run` with all three outputs.
+fn profile(tag: &str, name: &str, strip: bool, unlink_self: bool) -> Profiled {
+    let dir = scratch_dir(tag);
+    let bin = compile(&dir, name, strip);
+    write_source(&dir);
     let p = |f: &str| dir.join(f).to_str().unwrap().to_string();
     let (json, folded, svg, pb) = (p("out.json"), p("out.folded"), p("out.svg"), p("out.pb.gz"));
     let (src, dst, tally) = (p("src"), p("dst"), p("tally"));
@@ -145,25 +176,8 @@ fn profile(tag: &str, name: &str, strip: bool, unlink_self: bool) -> Profiled {
         out.stderr
     );
     let doc: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    let folded = std::fs::read_to_string(&folded)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let (stack, bytes) = l
-                .rsplit_once(' ')
-                .unwrap_or_else(|| panic!("bad line {l:?}"));
-            let frames = stack.split(';').map(String::from).collect::<Vec<_>>();
-            (frames, bytes.parse::<u64>().expect("bytes"))
-        })
-        .collect();
-    let tally = std::fs::read_to_string(&tally)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let f: Vec<&str> = l.split(' ').collect();
-            ((f[0].to_string(), f[1].to_string()), f[2].parse().unwrap())
-        })
-        .collect();
+    let folded = read_folded(Path::new(&folded));
+    let tally = read_tally(Path::new(&tally));
     Profiled {
         dir,
         doc,
@@ -214,13 +228,9 @@ impl Profiled {
     }
 }
 
-#[test]
-fn each_function_appears_as_the_direct_caller_with_exactly_its_bytes() {
-    if !require_root_or_skip() {
-        return;
-    }
-    let run = profile("stacks", "stacks-prog", false, false);
-    let text = run.text();
+/// Each of the program's functions is the direct caller of its libc wrapper, under its own
+/// caller, with exactly the bytes it counted.
+fn assert_direct_callers(run: &Profiled, text: &str) {
     for (func, syscall, column) in EXPECTED {
         let want = run.tally[&(func.to_string(), syscall.to_string())];
         assert!(want > 0, "the program moved no bytes with {func}/{syscall}");
@@ -252,6 +262,16 @@ fn each_function_appears_as_the_direct_caller_with_exactly_its_bytes() {
             "{func} is not under {outer}:\n{text}"
         );
     }
+}
+
+#[test]
+fn each_function_appears_as_the_direct_caller_with_exactly_its_bytes() {
+    if !require_root_or_skip() {
+        return;
+    }
+    let run = profile("stacks", "stacks-prog", false, false);
+    let text = run.text();
+    assert_direct_callers(&run, &text);
     // Every byte the ledger has for the process is in some stack, and no more.
     assert_eq!(
         run.folded_by_cell("stacks-prog"),
@@ -408,4 +428,68 @@ fn an_unwritable_flamegraph_path_fails_before_loading() {
     );
     // The first and only error: nothing was tried before it.
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+}
+
+#[test]
+fn attach_writes_the_stacks_of_a_running_process() {
+    use std::io::BufRead as _;
+    if !require_root_or_skip() {
+        return;
+    }
+    let dir = scratch_dir("stacks-attach");
+    let bin = compile(&dir, "stacks-att", false);
+    write_source(&dir);
+    let p = |f: &str| dir.join(f);
+    let mut prog = Command::new(&bin)
+        .arg(p("src"))
+        .arg(p("dst"))
+        .arg(p("tally"))
+        .arg("--wait-for")
+        .arg(p("go"))
+        .spawn()
+        .expect("start the program");
+    let pid = prog.id().to_string();
+    let folded = p("out.folded");
+    let mut z = Command::new(zcprof_bin())
+        .args(["attach", "--json", "--pid", &pid, "--folded"])
+        .arg(&folded)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn zcprof attach");
+    let mut lines = std::io::BufReader::new(z.stderr.take().unwrap()).lines();
+    loop {
+        let line = lines
+            .next()
+            .expect("zcprof attach ended before attaching")
+            .unwrap();
+        if line.starts_with("zcprof: attached") {
+            break;
+        }
+    }
+    let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    std::fs::write(p("go"), b"").unwrap();
+    assert!(prog.wait().unwrap().success(), "the program failed");
+    let out = z.wait_with_output().unwrap();
+    let stderr = rest.join().unwrap().join("\n");
+    assert!(
+        out.status.success(),
+        "zcprof attach: {:?}\n{stderr}",
+        out.status
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("attach --json");
+    let run = Profiled {
+        folded: read_folded(&folded),
+        tally: read_tally(&p("tally")),
+        dir,
+        doc,
+    };
+    let text = run.text();
+    assert_direct_callers(&run, &text);
+    assert_eq!(
+        run.folded_by_cell("stacks-att"),
+        run.ledger("stacks-att"),
+        "folded sums vs the JSON ledger per (syscall, column)\n{text}"
+    );
 }
