@@ -25,6 +25,39 @@ pub const NO_STACK: u32 = u32::MAX;
 /// six words.
 pub const LEAF_WORDS: usize = 6;
 
+/// Name of the per-CPU one-entry array of the last stack captured on the CPU (value:
+/// [`StackCache`]).
+pub const MAP_STACK_CACHE: &str = "STACK_CACHE";
+
+/// Value of [`MAP_STACK_CACHE`]: the last user stack captured on this CPU and what identifies
+/// it cheaply. Capturing a user stack (`bpf_get_stackid`) costs microseconds; a thread that
+/// loops over `read`/`write` makes its calls from the same stack, which the same thread,
+/// instruction pointer, stack and frame pointers, the first two return addresses of the
+/// frame-pointer chain and the return-address words at the top of the stack identify. Calls
+/// from stacks that differ only deeper, at the same depth, are counted under the first one.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StackCache {
+    /// The thread (0: none).
+    pub tid: u32,
+    /// 1 once `stack_id` is set for this signature.
+    pub valid: u32,
+    /// User instruction pointer, stack pointer and frame pointer at the syscall.
+    pub ip: u64,
+    /// See `ip`.
+    pub sp: u64,
+    /// See `ip`.
+    pub bp: u64,
+    /// The first two return addresses of the frame-pointer chain.
+    pub ret: [u64; 2],
+    /// The stack's id in [`MAP_STACKS`] (or [`NO_STACK`]).
+    pub stack_id: u32,
+    /// Padding, always 0.
+    pub _pad: u32,
+    /// The return-address words at the top of the stack ([`StackKey::callers`]).
+    pub callers: [u64; LEAF_WORDS],
+}
+
 /// Key of [`MAP_STACK_BYTES`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

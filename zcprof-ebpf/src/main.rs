@@ -106,7 +106,15 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<u32, u32> {
     let (column, moved) = ledger::record_syscall(thread, tid, syscall, regs, ret, took_ns);
     // The verifier drops this when stacks are off.
     if off::stacks() && moved > 0 && column != Column::NotMoved {
-        stacks::record(ctx, thread.tgid, regs, syscall as u16, column, moved as u64);
+        stacks::record(
+            ctx,
+            thread.tgid,
+            tid,
+            regs,
+            syscall as u16,
+            column,
+            moved as u64,
+        );
     }
     Ok(0)
 }

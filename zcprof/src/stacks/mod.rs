@@ -85,6 +85,11 @@ impl StackMaps {
     }
 }
 
+/// The flame graph of a run in which no data-moving call moved bytes.
+const EMPTY_SVG: &str = "<?xml version=\"1.0\" standalone=\"no\"?>\n\
+<svg version=\"1.1\" width=\"600\" height=\"40\" xmlns=\"http://www.w3.org/2000/svg\">\
+<text x=\"10\" y=\"24\">zcprof: no data-moving call moved bytes</text></svg>\n";
+
 /// How often the memory maps of processes with new stacks are read.
 pub const POLL_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -170,6 +175,7 @@ impl Tracker {
                 continue;
             }
             if let Some(m) = ProcessMaps::read(tgid) {
+                log::debug!("stacks: process {tgid}: {n} rows, its memory maps read");
                 self.rows_seen.insert(tgid, n);
                 self.procs.insert(tgid, m);
             }
@@ -247,19 +253,21 @@ impl Tracker {
             file.write_all(text.as_bytes())
                 .with_context(|| format!("writing {}", path.display()))?;
         }
-        if let Some((path, file)) = outputs.flamegraph {
-            let totals = totals(&stacks);
-            let mut opt = inferno::flamegraph::Options::default();
-            opt.title = format!("zcprof: {title}");
-            opt.subtitle = Some(totals);
-            opt.count_name = "bytes".into();
-            let writer = std::io::BufWriter::new(file);
-            let lines = folded.iter().map(String::as_str);
-            if folded.is_empty() {
-                opt.subtitle = Some("no data-moving call moved bytes".into());
-            }
-            inferno::flamegraph::from_lines(&mut opt, lines, writer)
-                .with_context(|| format!("writing the flame graph {}", path.display()))?;
+        if let Some((path, mut file)) = outputs.flamegraph {
+            let written = if folded.is_empty() {
+                // inferno refuses an empty profile: say so in an SVG of our own.
+                file.write_all(EMPTY_SVG.as_bytes())
+            } else {
+                let mut palette = column_colours();
+                let mut opt = inferno::flamegraph::Options::default();
+                opt.palette_map = Some(&mut palette);
+                opt.title = format!("zcprof: {title}");
+                opt.subtitle = Some(totals(&stacks));
+                opt.count_name = "bytes".into();
+                let lines = folded.iter().map(String::as_str);
+                inferno::flamegraph::from_lines(&mut opt, lines, std::io::BufWriter::new(file))
+            };
+            written.with_context(|| format!("writing the flame graph {}", path.display()))?;
         }
         if let Some((path, file)) = outputs.pprof {
             pprof::write(&stacks, file).with_context(|| format!("writing {}", path.display()))?;
@@ -291,6 +299,35 @@ fn syscall_name(v: u16) -> String {
 
 fn column_name(v: u16) -> String {
     Column::from_u16(v).map_or_else(|| format!("column {v}"), |c| c.name().into())
+}
+
+/// The columns' frames in colours of their own: the CPU's copies red, zero copy green, DMA
+/// blue.
+fn column_colours() -> inferno::flamegraph::color::PaletteMap {
+    use inferno::flamegraph::color::Color;
+    let mut map = inferno::flamegraph::color::PaletteMap::default();
+    for column in Column::ALL {
+        let colour = match column {
+            Column::ZeroCopy => Color {
+                r: 26,
+                g: 152,
+                b: 80,
+            },
+            Column::DmaDirect => Color {
+                r: 69,
+                g: 117,
+                b: 180,
+            },
+            c if Column::CPU_COPIES.contains(&c) => Color {
+                r: 215,
+                g: 48,
+                b: 39,
+            },
+            _ => continue,
+        };
+        map.insert(column.name(), colour);
+    }
+    map
 }
 
 /// The totals by column, for the flame graph's subtitle.
