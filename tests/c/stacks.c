@@ -117,8 +117,8 @@ int main(int argc, char **argv) {
 	copy_with_sendfile(argv[1], pipe_fds[1]);
 	close(pipe_fds[1]);
 	pthread_join(t, NULL);
-	/* The profiler reads this process's memory maps while it lives (every 100 ms, later on
-	 * a loaded machine). */
+	/* The profiler reads this process's memory maps while it lives, within 20 ms of a new
+	 * stack (later on a loaded machine). */
 	usleep(1000000);
 	FILE *f = fopen(argv[3], "w");
 	if (!f)

@@ -250,13 +250,15 @@ fn is_counter(name: &str) -> bool {
 }
 
 /// The `reason` label values of `zcprof_events_lost_total`, written out here rather than taken
-/// from zcprof: one per kernel table that can fill up (threads, transfers, processes, io_uring)
-/// or be unreadable, and the kernel's own skips of zcprof's programs (`kernel_skipped`, the
+/// from zcprof: one per kernel table that can fill up (threads, transfers, processes, io_uring,
+/// stacks) or be unreadable, and the kernel's own skips of zcprof's programs (`kernel_skipped`, the
 /// README's "How exact it is"). A reason added or renamed in zcprof must show up here.
 const LOST_REASONS: &[&str] = &[
     "kernel_skipped",
     "process_table_full",
     "read_failed",
+    "stack_lost",
+    "stack_table_full",
     "thread_table_full",
     "transfer_table_full",
     "uring_table_full",

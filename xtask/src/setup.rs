@@ -21,8 +21,9 @@ const TEST_PACKAGES: &[&str] = &[
     "openjdk-17-jre-headless",
     // tests/tests/top.rs drives `zcprof top` in a terminal.
     "tmux",
-    // tests/tests/stacks.rs compiles a C program (gcc), strips a copy (binutils) and reads
-    // the SVG and the pprof profile with Python's own parsers.
+    // tests/tests/stacks.rs compiles a C program (gcc) and a Java one (javac), strips a copy
+    // (binutils) and reads the SVG and the pprof profile with Python's own parsers.
+    "openjdk-17-jdk-headless",
     "gcc",
     "binutils",
     "python3",

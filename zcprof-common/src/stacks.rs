@@ -11,8 +11,16 @@ pub const MAP_STACK_BYTES: &str = "STACK_BYTES";
 /// [`crate::Column`], value: [`StackBytes`]): the `[other]` row.
 pub const MAP_STACK_OVERFLOW: &str = "STACK_OVERFLOW";
 
-/// Capacity of [`MAP_STACKS`]: distinct user stacks (each 127 × 8 bytes: 8 MiB in all).
-pub const MAX_STACKS: u32 = 8192;
+/// Name of the per-CPU count of rows added to [`MAP_STACK_BYTES`] (index 0, `u64`): user space
+/// reads the memory maps of the processes with new rows while they live, and looks for new
+/// rows only when this moves.
+pub const MAP_STACK_ROWS_ADDED: &str = "STACK_ROWS_ADDED";
+
+/// Capacity of [`MAP_STACKS`]: distinct user stacks (each 127 × 8 bytes: 16 MiB in all). The
+/// kernel files a stack under a hash of its frames; a new stack whose bucket holds another is
+/// not captured (counted as `stack_lost`), so the map is kept much larger than the stacks
+/// expected.
+pub const MAX_STACKS: u32 = 16_384;
 /// Capacity of [`MAP_STACK_BYTES`]: (process, stack, callers, syscall, column) rows at once.
 pub const MAX_STACK_ROWS: u32 = 16_384;
 /// [`StackKey::stack_id`] of a call whose stack could not be captured (a hash collision in a

@@ -47,6 +47,10 @@ static STACK_BYTES: PerCpuHashMap<StackKey, StackBytes> =
 #[map(name = "STACK_CACHE")]
 static STACK_CACHE: PerCpuArray<StackCache> = PerCpuArray::with_max_entries(CACHE_SLOTS as u32, 0);
 
+/// Rows added to `STACK_BYTES`, per CPU: user space looks for new rows when it moves.
+#[map(name = "STACK_ROWS_ADDED")]
+static STACK_ROWS_ADDED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
 /// What did not fit in `STACK_BYTES`, by column: the `[other]` row.
 #[map(name = "STACK_OVERFLOW")]
 static STACK_OVERFLOW: PerCpuArray<StackBytes> =
@@ -168,7 +172,8 @@ pub extern "C" fn stack_bytes(tgid: u32, stack_id: u32, sp: u64, what: u64, byte
         let e = unsafe { &mut *e };
         if e.tid == tid {
             callers = e.callers;
-            if what & NEW_STACK != 0 {
+            // A failed capture is not remembered: the next call tries again.
+            if what & NEW_STACK != 0 && stack_id != NO_STACK {
                 e.stack_id = stack_id;
                 e.valid = 1;
             }
@@ -193,6 +198,10 @@ pub extern "C" fn stack_bytes(tgid: u32, stack_id: u32, sp: u64, what: u64, byte
         None => {
             let new = StackBytes { bytes, calls: 1 };
             if STACK_BYTES.insert(&key, &new, 0).is_ok() {
+                if let Some(n) = STACK_ROWS_ADDED.get_ptr_mut(0) {
+                    // SAFETY: this CPU's slot; a lost increment only delays a look.
+                    unsafe { *n += 1 };
+                }
                 return 0;
             }
             lost(Lost::StackTableFull);

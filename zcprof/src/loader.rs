@@ -22,8 +22,8 @@ use aya::{
 };
 use zcprof_common::{
     MAP_DEFERRED, MAP_FREE_SLOTS, MAP_LOST, MAP_RETIRED, MAP_STACK_BYTES, MAP_STACK_OVERFLOW,
-    MAP_STACKS, MAP_THREADS, MAP_TID_SLOT, MAP_TRANSFERS, MAP_URING, MAP_WATCH_GEN, MAP_WATCHED,
-    Transfer, TransferKey, UringKey, Watch, globals,
+    MAP_STACK_ROWS_ADDED, MAP_STACKS, MAP_THREADS, MAP_TID_SLOT, MAP_TRANSFERS, MAP_URING,
+    MAP_WATCH_GEN, MAP_WATCHED, Transfer, TransferKey, UringKey, Watch, globals,
 };
 
 use self::{
@@ -283,6 +283,12 @@ impl Probes {
         loader.override_global(globals::LATENCY, &latency, true);
         let stacks = u64::from(options.stacks);
         loader.override_global(globals::STACKS, &stacks, true);
+        if !options.stacks {
+            // Unused then: not worth their 16 MiB.
+            for map in [MAP_STACKS, MAP_STACK_BYTES] {
+                loader.map_max_entries(map, 1);
+            }
+        }
         let slots = options
             .max_threads
             .unwrap_or(zcprof_common::MAX_THREADS - 1)
@@ -371,10 +377,12 @@ impl Probes {
             let traces = StackTraceMap::try_from(take(MAP_STACKS)?);
             let rows = PerCpuHashMap::try_from(take(MAP_STACK_BYTES)?);
             let overflow = PerCpuArray::try_from(take(MAP_STACK_OVERFLOW)?);
+            let added = PerCpuArray::try_from(take(MAP_STACK_ROWS_ADDED)?);
             Some(crate::stacks::StackMaps {
                 traces: traces.map_err(|e| LoadError::Load(chain(&e)))?,
                 rows: rows.map_err(|e| LoadError::Load(chain(&e)))?,
                 overflow: overflow.map_err(|e| LoadError::Load(chain(&e)))?,
+                added: added.map_err(|e| LoadError::Load(chain(&e)))?,
             })
         } else {
             None

@@ -33,6 +33,8 @@ pub struct StackMaps {
     pub rows: PerCpuHashMap<MapData, StackKey, StackBytes>,
     /// The `[other]` row by column, per CPU.
     pub overflow: PerCpuArray<MapData, StackBytes>,
+    /// Rows added, per CPU.
+    pub added: PerCpuArray<MapData, u64>,
 }
 
 /// One aggregated row, summed over CPUs.
@@ -91,7 +93,7 @@ const EMPTY_SVG: &str = "<?xml version=\"1.0\" standalone=\"no\"?>\n\
 <text x=\"10\" y=\"24\">zcprof: no data-moving call moved bytes</text></svg>\n";
 
 /// How often the memory maps of processes with new stacks are read.
-pub const POLL_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+pub const POLL_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// The names of the processes of `snap`, by pid.
 pub fn comms(snap: &crate::snapshot::Snapshot) -> HashMap<u32, String> {
@@ -161,11 +163,21 @@ pub struct Tracker {
     /// Rows seen per process at the last look: new rows make its maps be read again (a
     /// library loaded since).
     rows_seen: HashMap<u32, usize>,
+    /// The kernel's count of rows added at the last look.
+    added: u64,
 }
 
 impl Tracker {
     /// Reads the memory maps of the processes with new rows in the kernel's table.
     pub fn poll(&mut self, maps: &StackMaps) {
+        let added = maps
+            .added
+            .get(&0, 0)
+            .map_or(u64::MAX, |per_cpu| per_cpu.iter().sum());
+        if added == self.added {
+            return;
+        }
+        self.added = added;
         let mut per_process: HashMap<u32, usize> = HashMap::new();
         for key in maps.rows.keys().flatten() {
             *per_process.entry(key.tgid).or_default() += 1;
@@ -175,8 +187,15 @@ impl Tracker {
                 continue;
             }
             if let Some(m) = ProcessMaps::read(tgid) {
-                log::debug!("stacks: process {tgid}: {n} rows, its memory maps read");
+                log::debug!(
+                    "stacks: process {tgid}: {n} rows, its memory maps read ({} mappings)",
+                    m.len()
+                );
                 self.rows_seen.insert(tgid, n);
+                let m = match self.procs.remove(&tgid) {
+                    Some(older) => m.merge(older),
+                    None => m,
+                };
                 self.procs.insert(tgid, m);
             }
         }

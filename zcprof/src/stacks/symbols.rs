@@ -40,6 +40,30 @@ impl ProcessMaps {
         Some(ProcessMaps { comm, maps })
     }
 
+    /// Keeps the mappings of `older` that `self` lacks, after its own: a process that is
+    /// exiting shows fewer mappings, and a library unloaded since still named the code that
+    /// ran there.
+    pub fn merge(mut self, older: ProcessMaps) -> ProcessMaps {
+        for m in older.maps {
+            if !self
+                .maps
+                .iter()
+                .any(|n| n.start == m.start && n.end == m.end && n.path == m.path)
+            {
+                self.maps.push(m);
+            }
+        }
+        if self.comm.is_empty() {
+            self.comm = older.comm;
+        }
+        self
+    }
+
+    /// File-backed mappings.
+    pub fn len(&self) -> usize {
+        self.maps.len()
+    }
+
     fn find(&self, ip: u64) -> Option<&Mapping> {
         self.maps.iter().find(|m| m.start <= ip && ip < m.end)
     }
