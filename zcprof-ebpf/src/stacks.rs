@@ -25,8 +25,8 @@ const IP_WORD: usize = 16;
 const SP_WORD: usize = 19;
 /// [`stack_bytes`]'s `what`: the stack id is new, remember it.
 const NEW_STACK: u64 = 1 << 63;
-/// Entries of `STACK_CACHE` per CPU, chosen by instruction pointer: a loop that alternates
-/// `read` and `write` keeps one for each.
+/// Entries of `STACK_CACHE` per CPU, chosen by instruction pointer and thread: a loop that
+/// alternates `read` and `write` keeps one for each.
 const CACHE_SLOTS: u64 = 16;
 /// Farthest a frame pointer is followed from the stack pointer or the previous frame.
 const MAX_FRAME: u64 = 8 << 20;
@@ -71,7 +71,9 @@ pub(crate) fn record<C: EbpfContext + aya_ebpf::programs::tracing::StackIdContex
     bytes: u64,
 ) {
     let ip = reg(regs, IP_WORD);
-    let slot = (ip ^ ip >> 12) % CACHE_SLOTS;
+    // Two processes looping on the same libc wrapper (a sender and its receiver) share an
+    // instruction pointer: the thread picks the slot too.
+    let slot = (ip ^ ip >> 12 ^ tid as u64) % CACHE_SLOTS;
     let what = slot << 56 | (tid as u64) << 32 | (syscall as u64) << 16 | column as u64;
     let cached = same_stack(
         slot << 32 | tid as u64,
