@@ -222,14 +222,24 @@ fn record(
     zerocopy_flag: bool,
 ) {
     let column = classify(syscall, fd, FdInfo::UNKNOWN, zerocopy_flag);
-    add_to(
-        t,
-        tid,
-        syscall,
-        column,
-        ret,
-        zerocopy_flag && fd.so_zerocopy,
-    );
+    let zc = zerocopy_flag && fd.so_zerocopy;
+    if ret >= 0 {
+        by_fd_kind(t, column, fd.kind, zc, ret as u64);
+    }
+    add_to(t, tid, syscall, column, ret, zc);
+}
+
+/// Counts the copies a relay by copy is made of: the ledger's cells do not say what kind of
+/// descriptor their bytes came from or went to, and a finding (`file_to_socket_by_copy`)
+/// needs it. Sends that asked for zero-copy are left out: `zerocopy_fell_back` speaks of them.
+#[inline(always)]
+fn by_fd_kind(t: &mut ThreadStats, column: Column, kind: FdKind, zc: bool, bytes: u64) {
+    if column == Column::CpuKernelToUser && kind == FdKind::Regular {
+        t.counts.file_read_copy_calls += 1;
+        t.counts.file_read_copy_bytes += bytes;
+    } else if column == Column::CpuUserToKernel && kind == FdKind::Socket && !zc {
+        t.counts.socket_write_copy_bytes += bytes;
+    }
 }
 
 /// Counts the pages `first..=last` of the file behind `mapping` as mapped in, except those the

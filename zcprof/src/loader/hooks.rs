@@ -44,7 +44,7 @@ pub struct Hook {
 
 /// Every hook, in attach order: the single list the loader attaches and `zcprof doctor`
 /// probes.
-pub const HOOKS: [Hook; 11] = [
+pub const HOOKS: [Hook; 12] = [
     Hook {
         program: "sys_exit",
         target: "sys_exit",
@@ -121,5 +121,12 @@ pub const HOOKS: [Hook; 11] = [
         kind: HookKind::PerfEvent(SoftwareEvent::PageFaultsMaj),
         required: true,
         feeds: "page_faults",
+    },
+    Hook {
+        program: "io_uring_queue_async_work",
+        target: "io_uring_queue_async_work",
+        kind: HookKind::RawTracepoint,
+        required: false,
+        feeds: "io_uring_punted",
     },
 ];
