@@ -64,14 +64,15 @@ pub fn expected(tally: &Tally, report: &Report) -> Expected {
         }
         _ => {}
     }
-    // small_io: a data syscall of many calls of under 4 KiB on average (every chunk but the
-    // last is the same size, so the average is the median's side of 4 KiB).
+    // small_io: a data syscall of many calls, each of at most one chunk, when chunks are under
+    // 4 KiB (with bigger chunks the median call is a whole chunk). Counted over the syscall's
+    // control calls too, which share its cell when they share its column.
     let mut by_syscall: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
     for (name, c) in tally.syscalls.iter().chain(&tally.control_syscalls) {
         let Some(z) = zcprof_syscall(name) else {
             continue;
         };
-        if matches!(z, "mmap_file" | "mmap_anon" | "munmap") {
+        if matches!(z, "mmap_file" | "mmap_anon" | "munmap") || !tally.syscalls.contains_key(name) {
             continue;
         }
         let s = by_syscall.entry(z).or_default();
@@ -79,7 +80,7 @@ pub fn expected(tally: &Tally, report: &Report) -> Expected {
         s.1 += c.bytes;
     }
     for (name, (calls, bytes)) in by_syscall {
-        if calls < SMALL_IO_MIN_CALLS || bytes >= SMALL_IO_BELOW * calls {
+        if calls < SMALL_IO_MIN_CALLS || tally.buffer >= SMALL_IO_BELOW {
             continue;
         }
         let key = format!("small_io({name})");
