@@ -177,3 +177,106 @@ pub fn describe(tally: &Tally, report: &Report) -> Vec<String> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn tally(strategy: &str, buffer: u64, syscalls: serde_json::Value) -> Tally {
+        serde_json::from_value(json!({
+            "strategy": strategy, "sender_pid": 10, "receiver_pid": 11, "buffer": buffer,
+            "bytes": 4u64 << 20, "syscalls": syscalls,
+            "control_syscalls": {"read": {"calls": 2, "bytes": 9}}, "io_uring_ops": {},
+            "user_space_copies": {"calls": 0, "bytes": 0}, "zerocopy": null,
+            "throughput_mib_s": 1.0, "cpu_user_s": 0.0, "cpu_sys_s": 0.0,
+            "receiver_bytes": 4u64 << 20,
+        }))
+        .unwrap()
+    }
+
+    fn report(mmap_fault_in: &str, findings: serde_json::Value) -> Report {
+        serde_json::from_value(json!({
+            "processes": [], "lost": {}, "btf": true,
+            "capabilities": [{"name": "mmap_fault_in", "state": mmap_fault_in}],
+            "findings": findings,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn each_strategy_expects_its_findings() {
+        let rw = json!({"read": {"calls": 64, "bytes": 4u64 << 20},
+                        "write": {"calls": 64, "bytes": 4u64 << 20}});
+        let e = expected(
+            &tally("read-write", 65536, rw.clone()),
+            &report("exact", json!([])),
+        );
+        assert_eq!(e.sender, ["file_to_socket_by_copy"]);
+        let mmap = json!({"write": {"calls": 64, "bytes": 4u64 << 20}});
+        let t = tally("mmap-write", 65536, mmap);
+        assert_eq!(
+            expected(&t, &report("exact", json!([]))).sender,
+            ["mmap_write_to_socket"]
+        );
+        assert!(
+            expected(&t, &report("unavailable", json!([])))
+                .sender
+                .is_empty()
+        );
+        let small = json!({"read": {"calls": 4096, "bytes": 4u64 << 20},
+                           "write": {"calls": 4096, "bytes": 4u64 << 20}});
+        let e = expected(
+            &tally("read-write", 1024, small),
+            &report("exact", json!([])),
+        );
+        assert_eq!(
+            e.sender,
+            [
+                "file_to_socket_by_copy",
+                "small_io(read)",
+                "small_io(write)"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_missing_or_extra_finding_is_a_mismatch() {
+        let rw = json!({"read": {"calls": 64, "bytes": 4u64 << 20}});
+        let t = tally("read-write", 65536, rw);
+        let finding = |kind: &str, pid: u32| {
+            json!({"kind": kind, "pid": pid, "evidence": {}, "saving_bytes": 0,
+                   "saving_mode_switches": 0})
+        };
+        let ok = |r: &Report| check(&t, r).0.iter().all(|c| c.ok);
+        assert!(ok(&report(
+            "exact",
+            json!([
+                finding("file_to_socket_by_copy", 10),
+                finding("small_io", 11)
+            ])
+        )));
+        assert!(!ok(&report("exact", json!([]))), "missing");
+        assert!(
+            !ok(&report(
+                "exact",
+                json!([
+                    finding("file_to_socket_by_copy", 10),
+                    finding("io_uring_punted", 10)
+                ])
+            )),
+            "extra"
+        );
+        assert!(
+            !ok(&report(
+                "exact",
+                json!([
+                    finding("file_to_socket_by_copy", 10),
+                    finding("io_uring_punted", 11)
+                ])
+            )),
+            "the receiver's"
+        );
+    }
+}
