@@ -36,6 +36,9 @@ pub struct CounterSpec {
     pub member: &'static str,
     /// Short header of its column in text tables.
     pub column: &'static str,
+    /// The counter counts nanoseconds: exported in seconds (its metric's name ends in
+    /// `_seconds` where the counter's ends in `_ns`), shown as a duration.
+    pub ns: bool,
 }
 
 impl CounterSpec {
@@ -47,6 +50,7 @@ impl CounterSpec {
         group: None,
         member: "",
         column: "",
+        ns: false,
     };
 }
 
@@ -223,6 +227,15 @@ counters! {
         help: "Data-moving calls that failed with EAGAIN (a non-blocking descriptor was not \
                ready): two mode switches that moved nothing.",
         column: "EAGAIN",
+    }
+    /// Nanoseconds spent inside syscalls, from entry to return (blocking included); only
+    /// with `--latency`, and only for calls whose entry the thread was watched at.
+    syscall_time_ns {
+        unit: "ns",
+        help: "Time spent inside syscalls (wall clock, from entry to return, blocking \
+               included); only with --latency.",
+        column: "sys time",
+        ns: true,
     }
     /// Bytes read into user memory by CPU copy from regular files (read, pread64, readv,
     /// preadv, preadv2 on a file not opened O_DIRECT): what a relay by copy reads.

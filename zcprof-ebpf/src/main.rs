@@ -29,7 +29,9 @@ mod switches;
 mod thread;
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+    },
     macros::{btf_tracepoint, perf_event, raw_tracepoint},
     programs::{BtfTracePointContext, PerfEventContext, RawTracePointContext},
 };
@@ -74,6 +76,15 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<u32, u32> {
         return Ok(0);
     };
     thread.counts.syscalls += 1;
+    // 0: not timed. The verifier drops this branch when the mode is off.
+    let mut took_ns = 0;
+    if off::latency() && thread.entered_ns != 0 {
+        // SAFETY: the helper has no preconditions.
+        let now = unsafe { bpf_ktime_get_ns() };
+        took_ns = now.saturating_sub(thread.entered_ns);
+        thread.entered_ns = 0;
+        thread.counts.syscall_time_ns += took_ns;
+    }
     // Only the syscall number now; arguments are read where a syscall needs them.
     let nr = reg(regs, ORIG_AX_WORD);
     let syscall = match abi::syscall(nr) {
@@ -91,7 +102,38 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<u32, u32> {
     if syscall == Syscall::Munmap {
         thread.fault_mapping = 0;
     }
-    ledger::record_syscall(thread, tid, syscall, regs, ret);
+    ledger::record_syscall(thread, tid, syscall, regs, ret, took_ns);
+    Ok(0)
+}
+
+/// `raw_syscalls:sys_enter`, TP_PROTO(struct pt_regs *regs, long id), attached only with
+/// `--latency`. Format (/sys/kernel/tracing/events/raw_syscalls/sys_enter/format):
+///   field:long id; offset:8; size:8; signed:1;
+///   field:unsigned long args[6]; offset:16; size:48; signed:0;
+/// Stamps the watched thread's entry with the time it entered the syscall; sys_exit takes the
+/// stamp. Threads not entered yet (a thread `serve` has not met) are not timed until their
+/// next syscall.
+#[btf_tracepoint(function = "sys_enter")]
+#[inline(always)]
+pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
+    if off::empty_bodies() {
+        return 0;
+    }
+    match try_sys_enter(&ctx) {
+        Ok(r) | Err(r) => r as i32,
+    }
+}
+
+#[inline(always)]
+fn try_sys_enter(ctx: &BtfTracePointContext) -> Result<u32, u32> {
+    let regs: *const u64 = ctx.arg(0);
+    let Some(thread) = entry_by_regs(regs as u64) else {
+        return Ok(0);
+    };
+    if thread.flags & THREAD_EXITED == 0 {
+        // SAFETY: the helper has no preconditions.
+        thread.entered_ns = unsafe { bpf_ktime_get_ns() };
+    }
     Ok(0)
 }
 
