@@ -392,3 +392,40 @@ fn python_http_server_findings_match_strace() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn without_the_punt_tracepoint_punts_are_not_counted_and_io_uring_says_so() {
+    if !require_root_or_skip() {
+        return;
+    }
+    let size = 1usize << 20;
+    let file = data_file("no-punt", size);
+    let tally = file.with_extension("json");
+    let (doc, status, stderr) = run_json(&[
+        "run",
+        "--json",
+        "--tracepoint-override",
+        "io_uring_queue_async_work=no_such_tracepoint",
+        "--",
+        env!("CARGO_BIN_EXE_zc-relay"),
+        tally.to_str().expect("utf-8 path"),
+        "uring-punt",
+        file.to_str().expect("utf-8 path"),
+        "16384",
+    ]);
+    assert!(status.success(), "{stderr}");
+    assert_eq!(capability(&doc, "io_uring"), "degraded", "{stderr}");
+    assert!(
+        stderr.contains("io_uring_punted is not counted"),
+        "{stderr}"
+    );
+    let pid = u(&doc, "pid");
+    assert!(findings_of(&doc, "io_uring_punted", pid).is_empty());
+    // The reads themselves are still counted, one completion each.
+    let reads: u64 = uring_cells(process(&doc, pid), "read")
+        .iter()
+        .map(|c| u(c, "calls"))
+        .sum();
+    assert_eq!(reads, 64);
+    let _ = std::fs::remove_dir_all(file.parent().expect("scratch dir"));
+}
