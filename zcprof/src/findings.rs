@@ -44,6 +44,10 @@ pub struct Finding {
     pub saving_bytes: u64,
     /// Mode switches that would no longer happen.
     pub saving_mode_switches: u64,
+    /// With `--latency`: the time the calls that would go took (at their measured average),
+    /// in seconds; absent where the calls were not timed or the rule saves no calls.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub saving_seconds: Option<f64>,
     /// The finding in one sentence, for the text summary.
     #[serde(skip)]
     pub text: String,
@@ -62,6 +66,7 @@ impl Finding {
             evidence,
             saving_bytes: 0,
             saving_mode_switches: 0,
+            saving_seconds: None,
             text: String::new(),
         }
     }
@@ -73,11 +78,38 @@ impl Finding {
         self
     }
 
+    /// The time saved: `calls` calls at the measured average of `cells` (none if untimed).
+    fn saving_time<'a>(
+        mut self,
+        calls: u64,
+        cells: impl IntoIterator<Item = &'a Transfer>,
+    ) -> Self {
+        let (mut ns, mut timed) = (0u64, 0u64);
+        for c in cells {
+            ns += c.time_ns;
+            timed += c.time_log2.iter().sum::<u64>();
+        }
+        if timed > 0 && calls > 0 {
+            let seconds = mul_div(ns, calls.min(timed), timed) as f64 / 1e9;
+            self.saving_seconds = Some(seconds);
+            self.text.push_str(&format!(
+                " (about {} of time in those calls)",
+                duration(seconds)
+            ));
+        }
+        self
+    }
+
     /// The sentence of the text summary.
     fn text(mut self, text: String) -> Self {
         self.text = text;
         self
     }
+}
+
+/// Seconds as the text summary writes durations.
+fn duration(seconds: f64) -> String {
+    crate::report::duration((seconds * 1e9) as u64)
 }
 
 /// Every finding of `snap`, by process (pid order), then by rule.
@@ -94,8 +126,29 @@ pub fn findings(snap: &Snapshot) -> Vec<Finding> {
 }
 
 /// What a per-thread rule finds in one thread's (or a process's) activity: the evidence, the
-/// saving in bytes and in mode switches, and the sentence (after the thread's name).
-type Verdict = (Value, u64, u64, String);
+/// saving in bytes and in mode switches, the sentence (after the thread's name), and the calls
+/// that would go with the syscalls whose `cpu_kernel_to_user` cells time them.
+type Verdict = (Value, u64, u64, String, SavedCalls);
+
+/// Calls a rule's change removes, and the syscalls of the cells whose average time they take.
+type SavedCalls = (u64, &'static [Syscall]);
+
+/// The syscalls that read from a file into user memory.
+const FILE_READS: &[Syscall] = &[
+    Syscall::Read,
+    Syscall::Pread64,
+    Syscall::Readv,
+    Syscall::Preadv,
+    Syscall::Preadv2,
+];
+
+/// The cells of `a` that `saved` names.
+fn saved_cells(a: &Activity, saved: SavedCalls) -> impl Iterator<Item = &Transfer> {
+    a.transfers
+        .iter()
+        .filter(move |((s, c), _)| saved.1.contains(s) && *c == Column::CpuKernelToUser)
+        .map(|(_, t)| t)
+}
 
 /// Rule `kind` (`rule`) on each thread of `p`; if it finds nothing in any thread, on the
 /// process as a whole (the work may be split between threads: one reads, another writes).
@@ -108,23 +161,25 @@ fn per_thread(
 ) {
     let mut found = false;
     for (&tid, t) in &p.threads {
-        if let Some((evidence, bytes, switches, text)) = rule(&t.activity) {
+        if let Some((evidence, bytes, switches, text, saved)) = rule(&t.activity) {
             out.push(
                 Finding::new(kind, key, Some(tid), evidence)
                     .saving(bytes, switches)
-                    .text(format!("thread {tid} {text}")),
+                    .text(format!("thread {tid} {text}"))
+                    .saving_time(saved.0, saved_cells(&t.activity, saved)),
             );
             found = true;
         }
     }
     if !found
         && p.threads.len() > 1
-        && let Some((evidence, bytes, switches, text)) = rule(&p.activity)
+        && let Some((evidence, bytes, switches, text, saved)) = rule(&p.activity)
     {
         out.push(
             Finding::new(kind, key, None, evidence)
                 .saving(bytes, switches)
-                .text(format!("its threads together {text}")),
+                .text(format!("its threads together {text}"))
+                .saving_time(saved.0, saved_cells(&p.activity, saved)),
         );
     }
 }
@@ -162,7 +217,13 @@ fn relay_by_copy(a: &Activity) -> Option<Verdict> {
          twice ({} B fewer copied, {reads_saved} reads fewer)",
         2 * relayed
     );
-    Some((evidence, 2 * relayed, 2 * reads_saved, text))
+    Some((
+        evidence,
+        2 * relayed,
+        2 * reads_saved,
+        text,
+        (reads_saved, FILE_READS),
+    ))
 }
 
 /// `mmap_write_to_socket`: bytes written to sockets by copy that were not read from files by
@@ -188,7 +249,7 @@ fn send_from_mappings(a: &Activity) -> Option<Verdict> {
          {faulted_in} B of file pages were mapped in by faults: it sends from file mappings; \
          sendfile would skip the copy of about {from_mappings} B, and the page faults"
     );
-    Some((evidence, from_mappings, 0, text))
+    Some((evidence, from_mappings, 0, text, (0, &[])))
 }
 
 /// `io_uring_punted`: a thread whose io_uring requests the kernel handed to io-wq worker
@@ -266,7 +327,8 @@ fn small_io(key: ProcessKey, p: &ProcessView, out: &mut Vec<Finding>) {
                      switches",
                     syscall.name(),
                     BATCHED_BYTES >> 10
-                )),
+                ))
+                .saving_time(saving / 2, [cell]),
         );
     }
 }
@@ -358,6 +420,22 @@ mod tests {
         // 100,000 one-byte reads fit in two 64 KiB calls: 2 × 99,998 switches saved; 5,000
         // writes of 4,095 B in 313 calls: 2 × 4,687.
         assert_eq!(found, vec![("read", 199_996), ("pwrite64", 9_374)]);
+        assert!(f.iter().all(|f| f.saving_seconds.is_none()), "untimed");
+    }
+
+    #[test]
+    fn timed_calls_say_what_the_saved_calls_took() {
+        // 100,000 one-byte reads that took 300 ns each: the 99,998 calls that bigger buffers
+        // remove took 99,998 × 300 ns.
+        let mut read = cell(100_000, 1);
+        read.time_ns = 100_000 * 300;
+        read.time_log2[size_bucket(300)] = 100_000;
+        let snap = process(&[(Syscall::Read, Column::CpuKernelToUser, read)]);
+        let f = findings(&snap);
+        assert_eq!(f.len(), 1);
+        let s = f[0].saving_seconds.expect("timed");
+        assert!((s - 99_998.0 * 300e-9).abs() < 1e-9, "{s}");
+        assert!(f[0].text.contains("30.0 ms of time"), "{}", f[0].text);
     }
 
     #[test]
