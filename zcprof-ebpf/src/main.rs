@@ -24,6 +24,7 @@ mod files;
 mod kernel;
 mod ledger;
 mod maps;
+mod objects;
 mod retire;
 mod switches;
 mod thread;
@@ -104,6 +105,22 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<u32, u32> {
     }
     ledger::record_syscall(thread, tid, syscall, regs, ret, took_ns);
     Ok(0)
+}
+
+/// `raw_syscalls:sys_exit` again, attached after [`sys_exit`] only with `--by-file` or
+/// `--by-peer`: attributes the bytes of the call sys_exit just counted to the files and sockets
+/// they went through (`objects`), with a stack of its own. Format: as [`sys_exit`].
+#[btf_tracepoint(function = "sys_exit")]
+#[inline(always)]
+pub fn sys_exit_objects(ctx: BtfTracePointContext) -> i32 {
+    if off::empty_bodies() {
+        return 0;
+    }
+    let regs: *const u64 = ctx.arg(0);
+    if let Some(thread) = entry_by_regs(regs as u64) {
+        objects::take_pending(thread);
+    }
+    0
 }
 
 /// `raw_syscalls:sys_enter`, TP_PROTO(struct pt_regs *regs, long id), attached only with
