@@ -9,7 +9,7 @@ use super::{
     Results,
     daemon::DaemonCase,
     dd::{self, Case},
-    latency,
+    latency, pertask, service,
     soak::{self, ServeRun},
     workload,
 };
@@ -81,18 +81,18 @@ impl Tab {
     }
 }
 
-fn opt(v: Option<f64>, decimals: usize) -> String {
+pub(super) fn opt(v: Option<f64>, decimals: usize) -> String {
     v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.decimals$}"))
 }
 
-fn samples(v: &[f64], decimals: usize) -> String {
+pub(super) fn samples(v: &[f64], decimals: usize) -> String {
     v.iter()
         .map(|x| format!("{x:.decimals$}"))
         .collect::<Vec<_>>()
         .join(" ")
 }
 
-fn status(error: &Option<String>, skipped: &Option<String>) -> Option<String> {
+pub(super) fn status(error: &Option<String>, skipped: &Option<String>) -> Option<String> {
     if skipped.is_some() {
         Some("skipped".into())
     } else {
@@ -122,6 +122,12 @@ pub fn tables(r: &Results) -> Vec<Tab> {
     }
     if let Some(s) = &r.soak {
         tabs.extend(tables_e(s));
+    }
+    if let Some(s) = &r.service {
+        tabs.extend(service::tables(s));
+    }
+    if let Some(s) = &r.per_task {
+        tabs.push(pertask::table(s));
     }
     tabs
 }
@@ -650,7 +656,7 @@ fn tables_e(s: &soak::Section) -> Vec<Tab> {
     tabs
 }
 
-fn first_line(s: &str) -> String {
+pub(super) fn first_line(s: &str) -> String {
     let line = s.lines().next().unwrap_or_default();
     if s.lines().nth(1).is_some() {
         format!("{line} …")
@@ -675,7 +681,12 @@ pub struct Target {
 }
 
 impl Target {
-    fn new(what: String, measured: Option<f64>, limit: f64, unit: &'static str) -> Target {
+    pub(super) fn new(
+        what: String,
+        measured: Option<f64>,
+        limit: f64,
+        unit: &'static str,
+    ) -> Target {
         Target {
             what,
             measured,
@@ -686,7 +697,7 @@ impl Target {
         }
     }
 
-    fn because(mut self, why: Option<String>) -> Target {
+    pub(super) fn because(mut self, why: Option<String>) -> Target {
         if self.met.is_none() {
             self.why = why;
         }
@@ -801,6 +812,9 @@ pub fn targets(r: &Results) -> Vec<Target> {
     }
     if let Some(s) = &r.soak {
         targets_e(s, &mut t);
+    }
+    if let Some(s) = &r.service {
+        service::targets(s, &mut t);
     }
     t
 }
