@@ -484,7 +484,15 @@ pub fn run(zcprof: &Path, args: &Args) -> Result<()> {
             .with_context(|| format!("writing {}", md_path.display()))?;
         println!("Markdown: {}", md_path.display());
     } else {
-        println!("Markdown: {} left as it was (--only)", md_path.display());
+        // The selected cases' tables beside the JSON, to paste into BENCHMARKS.md.
+        let part = json_path.with_extension("md");
+        let text: String = tabs.iter().map(|t| t.markdown() + "\n").collect();
+        std::fs::write(&part, text).with_context(|| format!("writing {}", part.display()))?;
+        println!(
+            "Markdown: {} left as it was (--only); these cases' tables: {}",
+            md_path.display(),
+            part.display()
+        );
     }
     println!(
         "conditions before: {}",

@@ -222,7 +222,7 @@ pub fn bpftrace_program(pid: u32) -> String {
 
 /// `zcprof attach --json --pid PID` (with empty programs for a floor), once it says it is
 /// attached.
-fn attached(zcprof: &Path, pid: u32, empty_programs: bool) -> Result<Child> {
+pub(super) fn attached(zcprof: &Path, pid: u32, empty_programs: bool) -> Result<Child> {
     let mut cmd = process::command(zcprof);
     cmd.args(["attach", "--json", "--pid", &pid.to_string()]);
     if empty_programs {
@@ -402,11 +402,6 @@ fn sample(zcprof: &Path, case: Case, count: u64) -> Result<Sample> {
             })
         }
     }
-}
-
-/// One run of `case` with dd's count: dd's own seconds and the tool's count of its syscalls.
-pub(super) fn sample_case(zcprof: &Path, case: Case, count: u64) -> Result<(f64, Option<u64>)> {
-    sample(zcprof, case, count).map(|s| (s.seconds, s.counted))
 }
 
 /// The one key of bpftrace's @syscalls map: dd's pid (the gate's: exec keeps it).

@@ -11,9 +11,11 @@
 //!
 //! The experiment builds the same tiny program (count the call in a per-CPU array) by hand,
 //! without aya or the product's programs, loads it through the bpf syscall, hooks it in each
-//! way, and times `dd bs=1` (dd's own clock, as in (a)) unwatched and watched, with the
-//! program's own count of the calls it ran for: a program that counts an unwatched dd's
-//! syscalls ran for them, whatever the perf event's pid says.
+//! way, and measures `dd bs=1` unwatched and watched: its CPU time (the hooks run in its
+//! context; unlike its elapsed time, which (a) uses, it does not grow while other jobs hold
+//! the CPUs) and its own elapsed time, with the program's own count of the calls it ran for:
+//! a program that counts an unwatched dd's syscalls ran for them, whatever the perf event's
+//! pid says.
 
 use std::{
     ffi::CString,
@@ -27,7 +29,7 @@ use serde::Serialize;
 
 use super::{
     Config,
-    child::{self, Child},
+    child::Child,
     dd, median,
     report::{self, Tab},
 };
@@ -103,9 +105,15 @@ impl Way {
 pub struct WayResult {
     pub way: Way,
     pub label: &'static str,
+    /// dd's own elapsed time, per round.
     pub samples_s: Vec<f64>,
+    /// dd's CPU time (user + system), per round.
+    pub cpu_s: Vec<f64>,
     pub median_s: Option<f64>,
+    pub cpu_median_s: Option<f64>,
+    /// From the elapsed times, and from the CPU times.
     pub added_ns_per_syscall: Option<f64>,
+    pub cpu_added_ns_per_syscall: Option<f64>,
     /// The calls the counting program ran for during the dd run (smallest over rounds):
     /// at least 2 per dd syscall (entry and exit) when it ran for dd.
     pub program_runs: Option<u64>,
@@ -361,15 +369,51 @@ fn dd_args() -> Vec<String> {
     ]
 }
 
-/// Runs dd (gated: started once the hooks are on its pid, if it is watched) and returns its
-/// own time and the program's runs over the dd run.
-fn sample(zcprof: &Path, way: Way) -> Result<(f64, Option<u64>)> {
-    let plain_dd = || -> Result<f64> {
+/// One dd run: its own elapsed time, its CPU time, and the program's runs over it.
+struct Sample {
+    seconds: f64,
+    cpu_s: f64,
+    runs: Option<u64>,
+}
+
+/// Waits for `dd` to exit without reaping it, reads its run time (user + system, ns, from
+/// /proc/PID/schedstat: unlike its elapsed time, not stretched by waiting for a CPU that
+/// other jobs hold), then reaps it and reads its own elapsed time.
+fn finish_dd(dd: Child) -> Result<(f64, f64)> {
+    let pid = dd.pid();
+    // SAFETY: an all-zero siginfo_t is a valid value of this plain C struct.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: pid is our unreaped child; info is valid for writes.
+    let r = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOWAIT,
+        )
+    };
+    ensure!(
+        r == 0,
+        "waiting for dd: {}",
+        std::io::Error::last_os_error()
+    );
+    let path = format!("/proc/{pid}/schedstat");
+    let ns: u64 = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .with_context(|| format!("reading {path} of the exited dd"))?;
+    let out = dd.finish(RUN_TIMEOUT)?;
+    out.ensure_success()?;
+    Ok((dd::dd_seconds(&out.stderr(), COUNT)?, ns as f64 * 1e-9))
+}
+
+/// Runs dd (gated: started once the hooks are on its pid, if it is watched) with the hooks
+/// of `way` in place.
+fn sample(zcprof: &Path, way: Way) -> Result<Sample> {
+    let plain_dd = || -> Result<(f64, f64)> {
         let mut cmd = process::command("dd");
         cmd.args(dd_args());
-        let out = child::run(cmd, RUN_TIMEOUT)?;
-        out.ensure_success()?;
-        dd::dd_seconds(&out.stderr(), COUNT)
+        finish_dd(Child::spawn(cmd, false)?)
     };
     let sleeper = || -> Result<Child> {
         let mut cmd = process::command("sleep");
@@ -384,37 +428,45 @@ fn sample(zcprof: &Path, way: Way) -> Result<(f64, Option<u64>)> {
             .transpose()
     };
     let before = |hooks: &Hooks| hooks.counter.as_ref().map_or(Ok(0), Counter::total);
+    let done = |(seconds, cpu_s): (f64, f64), runs| {
+        Ok(Sample {
+            seconds,
+            cpu_s,
+            runs,
+        })
+    };
     match way {
-        Way::Bare => Ok((plain_dd()?, None)),
+        Way::Bare => done(plain_dd()?, None),
         Way::ZcprofUnwatched => {
-            // (a)'s own unwatched case, with its check that zcprof did not count dd.
-            let (s, _) = dd::sample_case(zcprof, dd::Case::Bystander, COUNT)?;
-            Ok((s, None))
+            let sleeper = sleeper()?;
+            let attach = dd::attached(zcprof, sleeper.pid(), false)?;
+            let t = plain_dd();
+            sleeper.stop(libc::SIGKILL, RUN_TIMEOUT)?;
+            attach.finish(RUN_TIMEOUT)?.ensure_success()?;
+            done(t?, None)
         }
         Way::RawTpUnwatched => {
             let hooks = raw_tracepoints()?;
             let b = before(&hooks)?;
-            let s = plain_dd()?;
-            Ok((s, runs(&hooks, b)?))
+            let t = plain_dd()?;
+            done(t, runs(&hooks, b)?)
         }
         Way::PerTaskBpfUnwatched | Way::PerTaskNoBpfUnwatched => {
             let sleeper = sleeper()?;
             let hooks = per_task(sleeper.pid(), way == Way::PerTaskBpfUnwatched)?;
             let b = before(&hooks)?;
-            let s = plain_dd();
+            let t = plain_dd();
             let r = runs(&hooks, b);
             sleeper.stop(libc::SIGKILL, RUN_TIMEOUT)?;
-            Ok((s?, r?))
+            done(t?, r?)
         }
         Way::PerTaskBpfWatched | Way::PerTaskNoBpfWatched => {
             let mut gate = dd::gated_dd(COUNT)?;
             let hooks = per_task(gate.pid(), way == Way::PerTaskBpfWatched)?;
             let b = before(&hooks)?;
             dd::release(&mut gate)?;
-            let out = gate.finish(RUN_TIMEOUT)?;
-            out.ensure_success()?;
-            let r = runs(&hooks, b)?;
-            Ok((dd::dd_seconds(&out.stderr(), COUNT)?, r))
+            let t = finish_dd(gate)?;
+            done(t, runs(&hooks, b)?)
         }
     }
 }
@@ -430,8 +482,11 @@ pub fn run(zcprof: &Path, config: &Config, say: &dyn Fn(String)) -> Section {
                 way,
                 label: way.label(),
                 samples_s: Vec::new(),
+                cpu_s: Vec::new(),
                 median_s: None,
+                cpu_median_s: None,
                 added_ns_per_syscall: None,
+                cpu_added_ns_per_syscall: None,
                 program_runs: None,
                 error: None,
             })
@@ -453,16 +508,20 @@ pub fn run(zcprof: &Path, config: &Config, say: &dyn Fn(String)) -> Section {
                 continue;
             }
             match sample(zcprof, w.way) {
-                Ok((s, r)) => {
+                Ok(x) => {
                     say(format!(
-                        "bench: (g) round {}/{}: {:<70} {s:.3} s{}",
+                        "bench: (g) round {}/{}: {:<70} {:.3} s, {:.3} s CPU{}",
                         round + 1,
                         config.rounds,
                         w.label,
-                        r.map_or_else(String::new, |r| format!(", program ran {r} times"))
+                        x.seconds,
+                        x.cpu_s,
+                        x.runs
+                            .map_or_else(String::new, |r| format!(", program ran {r} times"))
                     ));
-                    w.samples_s.push(s);
-                    if let Some(r) = r {
+                    w.samples_s.push(x.seconds);
+                    w.cpu_s.push(x.cpu_s);
+                    if let Some(r) = x.runs {
                         w.program_runs = Some(w.program_runs.map_or(r, |m| m.min(r)));
                     }
                 }
@@ -476,13 +535,13 @@ pub fn run(zcprof: &Path, config: &Config, say: &dyn Fn(String)) -> Section {
     section.loadavg_after = super::conditions().loadavg;
     for w in &mut section.ways {
         w.median_s = median(&w.samples_s);
+        w.cpu_median_s = median(&w.cpu_s);
     }
-    let bare = section.ways[0].median_s;
+    let (bare, bare_cpu) = (section.ways[0].median_s, section.ways[0].cpu_median_s);
+    let added = |m: Option<f64>, b: Option<f64>| Some((m? - b?) / syscalls as f64 * 1e9);
     for w in &mut section.ways[1..] {
-        w.added_ns_per_syscall = match (w.median_s, bare) {
-            (Some(m), Some(b)) => Some((m - b) / syscalls as f64 * 1e9),
-            _ => None,
-        };
+        w.added_ns_per_syscall = added(w.median_s, bare);
+        w.cpu_added_ns_per_syscall = added(w.cpu_median_s, bare_cpu);
     }
     section
 }
@@ -495,27 +554,39 @@ pub fn table(s: &Section) -> Tab {
             let mut row = vec![w.label.to_owned()];
             if w.error.is_some() {
                 row.push("NOT MEASURED".into());
-                row.extend(std::iter::repeat_n(String::new(), 3));
+                row.extend(std::iter::repeat_n(String::new(), 5));
                 return row;
             }
-            row.push(report::opt(w.median_s, 3));
-            row.push(if w.way == Way::Bare {
+            let per_syscall = |v: Option<f64>| {
                 format!(
                     "({:.0} per syscall)",
-                    w.median_s.unwrap_or(f64::NAN) / s.syscalls as f64 * 1e9
+                    v.unwrap_or(f64::NAN) / s.syscalls as f64 * 1e9
                 )
+            };
+            row.push(report::opt(w.cpu_median_s, 3));
+            row.push(if w.way == Way::Bare {
+                per_syscall(w.cpu_median_s)
+            } else {
+                report::opt(w.cpu_added_ns_per_syscall, 1)
+            });
+            row.push(report::opt(w.median_s, 3));
+            row.push(if w.way == Way::Bare {
+                per_syscall(w.median_s)
             } else {
                 report::opt(w.added_ns_per_syscall, 1)
             });
             row.push(w.program_runs.map_or("—".into(), |r| r.to_string()));
-            row.push(report::samples(&w.samples_s, 3));
+            row.push(report::samples(&w.cpu_s, 3));
             row
         })
         .collect();
     let mut notes = vec![
         format!(
-            "`dd if=/dev/zero of=/dev/null bs=1 count={COUNT}`: {} syscalls; dd's own time; \
-             median of {} interleaved rounds; added = (median − bare median) / {}. The \
+            "`dd if=/dev/zero of=/dev/null bs=1 count={COUNT}`: {} syscalls; CPU = dd's user + \
+             system time (/proc/PID/schedstat once it exited, before it was reaped: the hooks \
+             run in dd's context, and unlike the elapsed time it does not grow while other \
+             jobs hold the CPUs); time = dd's own elapsed time; medians of {} interleaved \
+             rounds; added = (median − bare median) / {}. The \
              counting program (a per-CPU counter, built by hand, not zcprof's) is the same in \
              every hooked row; program runs = its count over the dd run (the host's other \
              syscalls included), one run at entry and one at exit: at least {} when it ran for \
@@ -543,10 +614,12 @@ pub fn table(s: &Section) -> Tab {
         title: "(g) Experiment: per-task hooks on the syscall tracepoints".into(),
         header: [
             "way",
+            "dd CPU (s)",
+            "added CPU ns/syscall",
             "dd time (s)",
-            "added ns/syscall",
+            "added ns/syscall (time)",
             "program runs",
-            "rounds (s)",
+            "rounds, CPU (s)",
         ]
         .map(String::from)
         .to_vec(),

@@ -1031,5 +1031,10 @@ counted line (programs loaded and attached, plus one 10 ms interval). (e) is the
 a million short-lived processes forked as fast as the machine forks: nothing may be lost, every \
 write must be counted, and the kernel's thread table and the daemon's memory must come back to \
 where they started; the fork rates say how fast this machine forks without zcprof and with it. \
+(f) is a web server: nginx serving a 4 KiB and a 1 MiB file to wrk over keep-alive loopback, \
+under each mode, its floor and the peers; the loss in requests/s is taken round by round \
+against the bare run of the same round, and the worker's CPU time per request shows the cost \
+even where requests/s do not move. (g) is an experiment, not the product: whether hooking only \
+the watched tasks (per-task perf events on the syscall tracepoints) spares the others. \
 Each target is printed \
 as met or MISSED; the bench is a measurement, not a test.\n";

@@ -360,6 +360,9 @@ fn load(nginx: &Nginx, file: &str, seconds: u32) -> Result<Load> {
         format!("-t{WRK_THREADS}"),
         format!("-c{WRK_CONNECTIONS}"),
         format!("-d{seconds}s"),
+        // wrk's default of 2 s counts a 1 MiB answer delayed by other jobs as an error.
+        "--timeout".into(),
+        "30s".into(),
         url,
     ])
     .stdout(Stdio::piped())
@@ -787,6 +790,12 @@ pub fn run(zcprof: &Path, config: &Config, say: &dyn Fn(String)) -> Section {
     }
 }
 
+/// a / b when both are positive costs: a loss or an added time at or below zero is lost in
+/// the noise, and a ratio of it would read as a target met.
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    dd::ratio(a.filter(|a| *a > 0.0), b)
+}
+
 /// Medians, per-round losses against the bare run of the same round, and the ratios.
 fn derive(results: &mut [CaseResult]) {
     for r in results.iter_mut() {
@@ -839,13 +848,13 @@ fn derive(results: &mut [CaseResult]) {
         for (i, f) in r.files.iter_mut().enumerate() {
             let floor = r.floor.and_then(|c| file_of(c, i));
             let bpftrace = file_of(Case::Bpftrace, i);
-            f.loss_vs_floor = dd::ratio(f.loss_pct, floor.as_ref().and_then(|x| x.loss_pct));
-            f.cpu_vs_floor = dd::ratio(
+            f.loss_vs_floor = ratio(f.loss_pct, floor.as_ref().and_then(|x| x.loss_pct));
+            f.cpu_vs_floor = ratio(
                 f.worker_added_us,
                 floor.as_ref().and_then(|x| x.worker_added_us),
             );
             if r.case != Case::Bpftrace {
-                f.loss_vs_bpftrace = dd::ratio(f.loss_pct, bpftrace.and_then(|x| x.loss_pct));
+                f.loss_vs_bpftrace = ratio(f.loss_pct, bpftrace.and_then(|x| x.loss_pct));
             }
         }
     }
@@ -1112,5 +1121,8 @@ mod tests {
         assert_eq!(a.worker_added_us, Some(3.0));
         assert_eq!(a.cpu_vs_floor, Some(1.5));
         assert_eq!(spread(&a.round_loss_pct), "10.0 … 20.0");
+        // A loss lost in the noise has no ratio (it would read as a target met).
+        assert_eq!(ratio(Some(-3.0), Some(2.0)), None);
+        assert_eq!(ratio(Some(3.0), Some(-2.0)), None);
     }
 }
