@@ -86,8 +86,9 @@ pub struct FileResult {
     /// This loss ÷ the floor's loss, and ÷ bpftrace's.
     pub loss_vs_floor: Option<f64>,
     pub loss_vs_bpftrace: Option<f64>,
-    /// The worker's added CPU per request ÷ the floor's.
+    /// The worker's added CPU per request ÷ the floor's, and ÷ bpftrace's.
     pub cpu_vs_floor: Option<f64>,
+    pub cpu_vs_bpftrace: Option<f64>,
 }
 
 /// One case's results.
@@ -679,6 +680,7 @@ pub fn run(zcprof: &Path, config: &Config, say: &dyn Fn(String)) -> Section {
                     loss_vs_floor: None,
                     loss_vs_bpftrace: None,
                     cpu_vs_floor: None,
+                    cpu_vs_bpftrace: None,
                 })
                 .collect(),
             counted_syscalls: None,
@@ -854,7 +856,11 @@ fn derive(results: &mut [CaseResult]) {
                 floor.as_ref().and_then(|x| x.worker_added_us),
             );
             if r.case != Case::Bpftrace {
-                f.loss_vs_bpftrace = ratio(f.loss_pct, bpftrace.and_then(|x| x.loss_pct));
+                f.loss_vs_bpftrace = ratio(f.loss_pct, bpftrace.as_ref().and_then(|x| x.loss_pct));
+                f.cpu_vs_bpftrace = ratio(
+                    f.worker_added_us,
+                    bpftrace.as_ref().and_then(|x| x.worker_added_us),
+                );
             }
         }
     }
@@ -911,10 +917,18 @@ pub fn tables(s: &Section) -> Vec<Tab> {
             row.push(if is_bare {
                 dash()
             } else {
+                let mut ratios = Vec::new();
+                if let (Some(_), Some(v)) = (c.floor, f.cpu_vs_floor) {
+                    ratios.push(format!("{v:.2}× floor's"));
+                }
+                if let Some(v) = f.cpu_vs_bpftrace {
+                    ratios.push(format!("{v:.2}× bpftrace's"));
+                }
                 let added = report::opt(f.worker_added_us, 1);
-                match (c.floor, f.cpu_vs_floor) {
-                    (Some(_), Some(v)) => format!("{added} ({v:.2}× floor's)"),
-                    _ => added,
+                if ratios.is_empty() {
+                    added
+                } else {
+                    format!("{added} ({})", ratios.join(", "))
                 }
             });
             row.push(report::opt(f.wrk_us_median, 1));
@@ -1100,6 +1114,7 @@ mod tests {
                 loss_vs_floor: None,
                 loss_vs_bpftrace: None,
                 cpu_vs_floor: None,
+                cpu_vs_bpftrace: None,
             }],
             counted_syscalls: None,
             error: None,
@@ -1120,6 +1135,7 @@ mod tests {
         assert_eq!(a.loss_vs_bpftrace, Some(0.2));
         assert_eq!(a.worker_added_us, Some(3.0));
         assert_eq!(a.cpu_vs_floor, Some(1.5));
+        assert_eq!(a.cpu_vs_bpftrace, Some(0.15));
         assert_eq!(spread(&a.round_loss_pct), "10.0 … 20.0");
         // A loss lost in the noise has no ratio (it would read as a target met).
         assert_eq!(ratio(Some(-3.0), Some(2.0)), None);
