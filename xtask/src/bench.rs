@@ -354,13 +354,15 @@ pub fn run(zcprof: &Path, args: &Args) -> Result<()> {
     let say = |line: String| eprintln!("{line}");
     say(format!(
         "bench: {} run: dd count={}, {} rounds, workloads {}, {} daemon processes, soak of {} \
-         processes",
+         processes, service {} rounds of {} s",
         if args.quick { "quick" } else { "full" },
         config.dd_count,
         config.rounds,
         config.workload_size,
         config.daemon_processes,
-        config.soak_processes
+        config.soak_processes,
+        config.service_rounds,
+        config.service_seconds
     ));
     let machine = machine(zcprof);
     let date = now_utc();

@@ -202,8 +202,8 @@ impl Drop for Prefix {
 
 /// A running nginx: its process (or the tool that started it), its master and worker.
 struct Nginx {
-    /// nginx's master, or `zcprof run` whose child the master is.
-    child: Child,
+    /// nginx's master, or `zcprof run` whose child the master is; None once stopped.
+    child: Option<Child>,
     master: u32,
     worker: u32,
     port: u16,
@@ -284,7 +284,7 @@ impl Nginx {
                     && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
                 {
                     return Ok(Nginx {
-                        child,
+                        child: Some(child),
                         master,
                         worker: workers[0],
                         port,
@@ -292,6 +292,9 @@ impl Nginx {
                 }
             }
             if Instant::now() >= deadline {
+                if let Some(master) = master {
+                    kill_nginx(master);
+                }
                 let out = child.stop(libc::SIGKILL, STOP_TIMEOUT)?;
                 bail!(
                     "`{}` did not serve on 127.0.0.1:{port} with one worker within \
@@ -306,14 +309,39 @@ impl Nginx {
 
     /// SIGTERM to the master (fast shutdown); waits for the child (nginx or the tool
     /// around it) and returns what it printed.
-    fn stop(self) -> Result<super::child::Finished> {
+    fn stop(mut self) -> Result<super::child::Finished> {
         // SAFETY: kill has no memory-safety preconditions; the master is nginx's, ours.
         unsafe {
             libc::kill(self.master as libc::pid_t, libc::SIGTERM);
         }
-        let out = self.child.finish(STOP_TIMEOUT)?;
+        let child = self.child.take().context("nginx already stopped")?;
+        let out = child.finish(STOP_TIMEOUT)?;
         out.ensure_success()?;
         Ok(out)
+    }
+}
+
+/// SIGKILL to nginx's workers and master: a worker outlives a killed master (and keeps the
+/// port), and a master outlives a killed `zcprof run`.
+fn kill_nginx(master: u32) {
+    for pid in children_named(master, "nginx")
+        .into_iter()
+        .chain(std::iter::once(master))
+    {
+        // SAFETY: kill has no memory-safety preconditions; these are nginx processes we
+        // started, still alive when listed.
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGKILL);
+        }
+    }
+}
+
+impl Drop for Nginx {
+    /// A measurement that failed half-way leaves no nginx behind.
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            kill_nginx(self.master);
+        }
     }
 }
 
