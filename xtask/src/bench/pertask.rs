@@ -75,6 +75,7 @@ pub enum Way {
     PerTaskNoBpfWatched,
 }
 
+/// Every way, in the order of the table.
 pub const WAYS: [Way; 7] = [
     Way::Bare,
     Way::ZcprofUnwatched,
@@ -86,6 +87,7 @@ pub const WAYS: [Way; 7] = [
 ];
 
 impl Way {
+    /// The way's row label.
     pub fn label(self) -> &'static str {
         match self {
             Way::Bare => "bare dd",
@@ -101,6 +103,7 @@ impl Way {
     }
 }
 
+/// One way's results.
 #[derive(Debug, Clone, Serialize)]
 pub struct WayResult {
     pub way: Way,
@@ -120,6 +123,7 @@ pub struct WayResult {
     pub error: Option<String>,
 }
 
+/// Case (g)'s results.
 #[derive(Debug, Clone, Serialize)]
 pub struct Section {
     pub syscalls: u64,
@@ -471,6 +475,7 @@ fn sample(zcprof: &Path, way: Way) -> Result<Sample> {
     }
 }
 
+/// Runs every way `config.rounds` times, interleaved (the order rotated by one each round).
 pub fn run(zcprof: &Path, config: &Config, say: &dyn Fn(String)) -> Section {
     let syscalls = 2 * COUNT;
     let mut section = Section {
@@ -546,6 +551,7 @@ pub fn run(zcprof: &Path, config: &Config, say: &dyn Fn(String)) -> Section {
     section
 }
 
+/// The experiment's table.
 pub fn table(s: &Section) -> Tab {
     let rows = s
         .ways

@@ -106,10 +106,14 @@ pub struct CaseResult {
     pub skipped: Option<String>,
 }
 
+/// Case (f)'s results.
 #[derive(Debug, Clone, Serialize)]
 pub struct Section {
+    /// `nginx -v`.
     pub nginx: String,
+    /// wrk's command line, with PORT and FILE for what varies.
     pub wrk: String,
+    /// Seconds of each wrk run, and rounds.
     pub seconds: u32,
     pub rounds: usize,
     pub cases: Vec<CaseResult>,
@@ -118,10 +122,12 @@ pub struct Section {
     pub loadavg_after: String,
     /// Other BPF programs on sys_enter/sys_exit at the start of each round.
     pub foreign_hooks_per_round: Vec<usize>,
+    /// How long the whole case took.
     pub wall_s: f64,
 }
 
 impl Section {
+    /// The results of `case`.
     pub fn get(&self, case: Case) -> Option<&CaseResult> {
         self.cases.iter().find(|c| c.case == case)
     }
