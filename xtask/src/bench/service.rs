@@ -1047,46 +1047,65 @@ fn spread(v: &[f64]) -> String {
 }
 
 /// The targets: in every mode and for both files, zcprof's loss ≤ 1.3× its floor's
-/// and ≤ 0.3× bpftrace's.
+/// and ≤ 0.3× bpftrace's; each on requests/s (the measure) and on the worker's CPU per
+/// request (which shows a cost where requests/s are lost in the noise of a busy machine).
 pub fn targets(s: &Section, t: &mut Vec<Target>) {
-    for case in [Case::Run, Case::Attach, Case::Serve] {
-        let Some(c) = s.get(case) else { continue };
-        for (i, &(_, bytes)) in FILES.iter().enumerate() {
-            let f = &c.files[i];
-            let why = |other: Option<Case>| {
-                let mut reasons = Vec::new();
-                for x in std::iter::once(c).chain(other.and_then(|o| s.get(o))) {
-                    if let Some(e) = x.error.as_ref().or(x.skipped.as_ref()) {
-                        reasons.push(format!("{}: {}", x.label, report::first_line(e)));
-                    } else if x.files[i].loss_pct.is_some_and(|l| l <= 0.0) {
-                        reasons.push(format!("{}: loss ≤ 0 (noise)", x.label));
+    type Measure = fn(&FileResult) -> Option<f64>;
+    let views: [(&str, &str, Measure, Measure, Measure); 2] = [
+        (
+            "req/s loss",
+            "loss",
+            |f| f.loss_pct,
+            |f| f.loss_vs_floor,
+            |f| f.loss_vs_bpftrace,
+        ),
+        (
+            "worker's added CPU per request",
+            "added CPU",
+            |f| f.worker_added_us,
+            |f| f.cpu_vs_floor,
+            |f| f.cpu_vs_bpftrace,
+        ),
+    ];
+    for (what, short, measure, vs_floor, vs_bpftrace) in views {
+        for case in [Case::Run, Case::Attach, Case::Serve] {
+            let Some(c) = s.get(case) else { continue };
+            for (i, f) in c.files.iter().enumerate() {
+                let why = |other: Option<Case>| {
+                    let mut reasons = Vec::new();
+                    for x in std::iter::once(c).chain(other.and_then(|o| s.get(o))) {
+                        if let Some(e) = x.error.as_ref().or(x.skipped.as_ref()) {
+                            reasons.push(format!("{}: {}", x.label, report::first_line(e)));
+                        } else if x.files.get(i).and_then(measure).is_some_and(|l| l <= 0.0) {
+                            reasons.push(format!("{}: {short} ≤ 0 (noise)", x.label));
+                        }
                     }
-                }
-                if reasons.is_empty() {
-                    reasons.push("bare nginx not measured".into());
-                }
-                Some(reasons.join("; "))
-            };
-            let name = c.label;
-            let size = size_text(bytes);
-            t.push(
-                Target::new(
-                    format!("(f) {name}, {size}: req/s loss ÷ its floor's loss"),
-                    f.loss_vs_floor,
-                    1.3,
-                    "×",
-                )
-                .because(why(c.floor)),
-            );
-            t.push(
-                Target::new(
-                    format!("(f) {name}, {size}: req/s loss ÷ bpftrace's loss"),
-                    f.loss_vs_bpftrace,
-                    0.3,
-                    "×",
-                )
-                .because(why(Some(Case::Bpftrace))),
-            );
+                    if reasons.is_empty() {
+                        reasons.push("bare nginx not measured".into());
+                    }
+                    Some(reasons.join("; "))
+                };
+                let name = c.label;
+                let size = size_text(f.bytes);
+                t.push(
+                    Target::new(
+                        format!("(f) {name}, {size}: {what} ÷ its floor's"),
+                        vs_floor(f),
+                        1.3,
+                        "×",
+                    )
+                    .because(why(c.floor)),
+                );
+                t.push(
+                    Target::new(
+                        format!("(f) {name}, {size}: {what} ÷ bpftrace's"),
+                        vs_bpftrace(f),
+                        0.3,
+                        "×",
+                    )
+                    .because(why(Some(Case::Bpftrace))),
+                );
+            }
         }
     }
 }
@@ -1171,6 +1190,38 @@ mod tests {
         assert_eq!(a.cpu_vs_floor, Some(1.5));
         assert_eq!(a.cpu_vs_bpftrace, Some(0.15));
         assert_eq!(spread(&a.round_loss_pct), "10.0 … 20.0");
+        let section = Section {
+            nginx: String::new(),
+            wrk: String::new(),
+            seconds: 1,
+            rounds: 3,
+            cases: r.clone(),
+            loadavg_before: String::new(),
+            loadavg_after: String::new(),
+            foreign_hooks_per_round: Vec::new(),
+            wall_s: 0.0,
+        };
+        let mut t = Vec::new();
+        targets(&section, &mut t);
+        let verdict = |what: &str| {
+            t.iter()
+                .find(|x| x.what == format!("(f) zcprof attach --pid WORKER, 4 KiB: {what}"))
+                .map(|x| (x.measured, x.met))
+        };
+        assert_eq!(
+            verdict("req/s loss ÷ its floor's"),
+            Some((Some(1.0), Some(true)))
+        );
+        assert_eq!(
+            verdict("req/s loss ÷ bpftrace's"),
+            Some((Some(0.2), Some(true)))
+        );
+        assert_eq!(
+            verdict("worker's added CPU per request ÷ its floor's"),
+            Some((Some(1.5), Some(false)))
+        );
+        // Attach is the only mode here: two targets per view, four in all.
+        assert_eq!(t.len(), 4);
         // A loss lost in the noise has no ratio (it would read as a target met).
         assert_eq!(ratio(Some(-3.0), Some(2.0)), None);
         assert_eq!(ratio(Some(3.0), Some(-2.0)), None);
