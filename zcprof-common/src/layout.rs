@@ -112,6 +112,9 @@ pub mod globals {
     /// Set to 1 when every [`super::Need::Classify`] member came from BTF; 0 makes the
     /// programs fall back to syscall-only classes (no fd types).
     pub const HAVE_BTF: &str = "HAVE_BTF";
+    /// Set to 1 to time syscalls (`--latency`): the sys_enter program stamps each watched
+    /// thread's entry and sys_exit adds the time spent to its counters and ledger cells.
+    pub const LATENCY: &str = "LATENCY";
 }
 
 /// Names of the globals that tell the programs which arguments a tracepoint passes on this

@@ -58,6 +58,10 @@ pub struct ThreadStats {
     /// fault-around windows are not counted twice; `fault_first`, `fault_last`). Cleared by
     /// munmap.
     pub fault_mapping: u64,
+    /// State, not a statistic: when the thread entered the syscall it is in (ns since boot,
+    /// `bpf_ktime_get_ns`), 0 when it is in none or was not timed (`--latency` only). Set at
+    /// sys_enter, taken at sys_exit.
+    pub entered_ns: u64,
     /// The thread's counters (see [`crate::COUNTERS`]). The fields around them are ordered so
     /// that those the hottest programs touch lie within 128 bytes of the entry's start, where
     /// the JIT encodes their offsets in one byte.
@@ -115,6 +119,7 @@ impl ThreadStats {
             regs: 0,
             last_nvcsw,
             fault_mapping: 0,
+            entered_ns: 0,
             counts: ThreadCounts::ZERO,
             fault_first: 0,
             fault_last: 0,

@@ -48,6 +48,7 @@ kernel_globals!(
     HAVE_BTF,
     WATCH_ALL,
     EMPTY_BODIES,
+    LATENCY,
     PROTO_SWITCH_PREV_STATE,
     PROTO_EXIT_GROUP_DEAD,
     PROTO_URING_CQE,
@@ -88,6 +89,11 @@ pub mod flags {
     #[inline(always)]
     pub fn watch_all() -> bool {
         global(&WATCH_ALL) != 0
+    }
+    /// Syscalls are timed (`--latency`).
+    #[inline(always)]
+    pub fn latency() -> bool {
+        global(&LATENCY) != 0
     }
     /// Every struct member that tells fd types apart came from BTF.
     #[inline(always)]

@@ -138,6 +138,8 @@ pub struct LoadOptions<'a> {
     /// Bytes of the ring buffer of dead threads (default: `RETIRED_BYTES`); a hidden option
     /// that tests the way round it when it is full.
     pub retired_bytes: Option<u32>,
+    /// Time syscalls (`--latency`): attach sys_enter too.
+    pub latency: bool,
 }
 
 /// How the kernel programs are loaded (run, attach, serve).
@@ -147,7 +149,7 @@ pub struct ProbeArgs {
     #[arg(long, hide = true)]
     pub empty_programs: bool,
     /// Threads tracked at once (alive ones: a dead thread leaves at once). The kernel allocates
-    /// their counters up front, about 1.4 KiB each (at most 262144: 350 MiB)
+    /// their counters up front, about 2.5 KiB each (at most 262144: 634 MiB)
     #[arg(long, default_value_t = zcprof_common::MAX_THREADS - 1,
           value_parser = clap::value_parser!(u32).range(1..=262_144), value_name = "N")]
     pub max_threads: u32,
@@ -159,6 +161,10 @@ pub struct ProbeArgs {
     /// tests make it too small for any record, so that every dead thread takes the way round
     #[arg(long, hide = true, value_name = "BYTES")]
     pub retired_ring_bytes: Option<u32>,
+    /// Time syscalls: the time spent inside each ledger cell's calls (sum and log2
+    /// histogram) and in all syscalls per process. Adds a program on every syscall's entry
+    #[arg(long)]
+    pub latency: bool,
 }
 
 impl ProbeArgs {
@@ -169,6 +175,7 @@ impl ProbeArgs {
             max_threads: Some(self.max_threads),
             btf: self.btf.as_deref(),
             retired_bytes: self.retired_ring_bytes,
+            latency: self.latency,
             ..Default::default()
         }
     }
@@ -262,6 +269,8 @@ impl Probes {
         loader.override_global(globals::WATCH_ALL, &watch_all, true);
         let empty_bodies = u64::from(options.empty_bodies);
         loader.override_global(globals::EMPTY_BODIES, &empty_bodies, true);
+        let latency = u64::from(options.latency);
+        loader.override_global(globals::LATENCY, &latency, true);
         let slots = options
             .max_threads
             .unwrap_or(zcprof_common::MAX_THREADS - 1)
@@ -304,7 +313,7 @@ impl Probes {
         let cpus = aya::util::online_cpus()
             .map_err(|(what, e)| LoadError::Load(format!("{what}: {e}")))?;
         for hook in &HOOKS {
-            if layout.skipped.contains(&hook.target) {
+            if layout.skipped.contains(&hook.target) || (hook.latency_only && !options.latency) {
                 continue;
             }
             let tp = match tracepoint_override {

@@ -37,6 +37,7 @@ pub enum Case {
     Bare,
     RunFloor,
     Run,
+    RunLatency,
     AttachFloor,
     Attach,
     Bystander,
@@ -46,10 +47,11 @@ pub enum Case {
     PerfStat,
 }
 
-pub const CASES: [Case; 10] = [
+pub const CASES: [Case; 11] = [
     Case::Bare,
     Case::RunFloor,
     Case::Run,
+    Case::RunLatency,
     Case::AttachFloor,
     Case::Attach,
     Case::Bystander,
@@ -65,6 +67,7 @@ impl Case {
             Case::Bare => "bare dd",
             Case::RunFloor => "floor: zcprof run --empty-programs",
             Case::Run => "zcprof run",
+            Case::RunLatency => "zcprof run --latency",
             Case::AttachFloor => "floor: zcprof attach --empty-programs",
             Case::Attach => "zcprof attach",
             Case::Bystander => "unwatched dd, zcprof attach on another process",
@@ -79,6 +82,8 @@ impl Case {
     pub fn floor(self) -> Option<Case> {
         match self {
             Case::Run => Some(Case::RunFloor),
+            // --latency's budget is against zcprof run without it, not against a floor.
+            Case::RunLatency => Some(Case::Run),
             Case::Attach | Case::Bystander => Some(Case::AttachFloor),
             Case::Serve => Some(Case::ServeFloor),
             _ => None,
@@ -249,16 +254,18 @@ fn sample(zcprof: &Path, case: Case, count: u64) -> Result<Sample> {
                 counted: None,
             })
         }
-        Case::Run | Case::RunFloor => {
+        Case::Run | Case::RunFloor | Case::RunLatency => {
             let mut cmd = process::command(zcprof);
             cmd.args(["run", "--json"]);
-            if case == Case::RunFloor {
-                cmd.arg("--empty-programs");
-            }
+            match case {
+                Case::RunFloor => cmd.arg("--empty-programs"),
+                Case::RunLatency => cmd.arg("--latency"),
+                _ => &mut cmd,
+            };
             cmd.args(["--", "dd"]).args(dd_args(count));
             let out = child::run(cmd, RUN_TIMEOUT)?;
             out.ensure_success()?;
-            let counted = (case == Case::Run)
+            let counted = (case != Case::RunFloor)
                 .then(|| zcprof_count(&out.stdout()))
                 .transpose()?;
             Ok(Sample {

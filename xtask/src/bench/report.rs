@@ -257,7 +257,7 @@ fn table_b(workloads: &[workload::StrategyResult], added_ns: Option<f64>) -> Tab
         let mut row = vec![w.strategy.to_owned(), w.size.clone()];
         if let Some(e) = &w.error {
             row.push("NOT MEASURED".into());
-            row.extend(std::iter::repeat_n(String::new(), 5));
+            row.extend(std::iter::repeat_n(String::new(), 6));
             notes.push(format!("{}: {}", w.strategy, first_line(e)));
         } else {
             row.push(opt(w.bare_median_mib_s, 0));
@@ -268,11 +268,13 @@ fn table_b(workloads: &[workload::StrategyResult], added_ns: Option<f64>) -> Tab
                     .map_or("n/a".into(), |(a, b)| format!("{a:.1} … {b:.1}")),
             );
             row.push(opt(expected_loss_pct(w, added_ns), 2));
+            row.push(opt(w.latency_loss_pct, 1));
             row.push(format!(
-                "bare {} / run {} / loss % {}",
+                "bare {} / run {} / loss % {} / --latency loss % {}",
                 samples(&w.bare_mib_s, 0),
                 samples(&w.run_mib_s, 0),
-                samples(&w.round_loss_pct, 1)
+                samples(&w.round_loss_pct, 1),
+                samples(&w.latency_round_loss_pct, 1)
             ));
         }
         rows.push(row);
@@ -287,6 +289,7 @@ fn table_b(workloads: &[workload::StrategyResult], added_ns: Option<f64>) -> Tab
             "loss %",
             "middle half of round losses %",
             "expected loss %",
+            "loss % with --latency",
             "rounds",
         ]
         .map(String::from)
@@ -435,7 +438,7 @@ fn tables_e(s: &soak::Section) -> Vec<Tab> {
         let mut row = vec![what, r.storm.loops.to_string()];
         if r.error.is_some() {
             row.push("NOT MEASURED".into());
-            row.extend(std::iter::repeat_n(String::new(), 5));
+            row.extend(std::iter::repeat_n(String::new(), 6));
             return row;
         }
         row.push(count(r.storm.processes as f64));
@@ -750,6 +753,18 @@ pub fn targets(r: &Results) -> Vec<Target> {
             )
             .because(w.error.as_deref().map(first_line)),
         );
+        t.push(
+            Target::new(
+                format!(
+                    "(b) {} {}: throughput lost under zcprof run --latency",
+                    w.strategy, w.size
+                ),
+                w.latency_loss_pct,
+                2.0,
+                "%",
+            )
+            .because(w.error.as_deref().map(first_line)),
+        );
     }
     for d in r.daemon.iter().flatten() {
         // The growth rows show how cost follows the series; they have no target of their own.
@@ -924,6 +939,17 @@ fn targets_a(s: &dd::Section, t: &mut Vec<Target>) {
                 "×",
             )
             .because(why_a(c, Some(Case::Bpftrace))),
+        );
+    }
+    if let Some(c) = s.get(Case::RunLatency) {
+        t.push(
+            Target::new(
+                "(a) zcprof run --latency: added time per syscall ÷ that of zcprof run".into(),
+                c.vs_floor,
+                2.0,
+                "×",
+            )
+            .because(why_a(c, c.floor)),
         );
     }
 }

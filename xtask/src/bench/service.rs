@@ -47,12 +47,28 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest a stopped tool or nginx may take to exit and print its report.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The cases of (f), in the order of its tables: (a)'s, less `--latency` (its budget is
+/// measured in (a) and (b)).
+pub const CASES: [Case; 10] = [
+    Case::Bare,
+    Case::RunFloor,
+    Case::Run,
+    Case::AttachFloor,
+    Case::Attach,
+    Case::Bystander,
+    Case::ServeFloor,
+    Case::Serve,
+    Case::Bpftrace,
+    Case::PerfStat,
+];
+
 /// How each case is labelled in this case's tables.
 pub fn label(case: Case) -> &'static str {
     match case {
         Case::Bare => "bare nginx",
         Case::RunFloor => "floor: zcprof run --empty-programs",
         Case::Run => "zcprof run -- nginx",
+        Case::RunLatency => "zcprof run --latency -- nginx",
         Case::AttachFloor => "floor: zcprof attach --empty-programs",
         Case::Attach => "zcprof attach --pid WORKER",
         Case::Bystander => "unwatched nginx, zcprof attach on another process",
@@ -524,16 +540,18 @@ fn sample(zcprof: &Path, prefix: &Prefix, case: Case, seconds: u32) -> Result<Ou
             nginx.stop()?;
             done(loads?, None)
         }
-        Case::Run | Case::RunFloor => {
+        Case::Run | Case::RunFloor | Case::RunLatency => {
             let mut wrapper = vec![zc, "run".into(), "--json".into()];
-            if case == Case::RunFloor {
-                wrapper.push("--empty-programs".into());
+            match case {
+                Case::RunFloor => wrapper.push("--empty-programs".into()),
+                Case::RunLatency => wrapper.push("--latency".into()),
+                _ => {}
             }
             wrapper.push("--".into());
             let nginx = Nginx::start(prefix, &wrapper)?;
             let loads = loads(&nginx, seconds);
             let report = nginx.stop()?;
-            let counted = (case == Case::Run)
+            let counted = (case != Case::RunFloor)
                 .then(|| zcprof_nginx_syscalls(&report.stdout()))
                 .transpose()?;
             done(loads?, counted)
@@ -691,7 +709,7 @@ pub fn run(zcprof: &Path, config: &Config, say: &dyn Fn(String)) -> Section {
     let seconds = config.service_seconds;
     let rounds = config.service_rounds;
     let loadavg_before = super::conditions().loadavg;
-    let mut results: Vec<CaseResult> = dd::CASES
+    let mut results: Vec<CaseResult> = CASES
         .iter()
         .map(|&case| CaseResult {
             case,

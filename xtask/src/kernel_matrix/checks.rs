@@ -138,8 +138,20 @@ fn reader(stream: Option<impl std::io::Read + Send + 'static>) -> mpsc::Receiver
 
 /// `zcprof run --json -- <command>`, its document and declared capabilities.
 fn zcprof_run(env: &Env, check: &str, command: &[&str]) -> Result<(Ran, Value), Box<CheckResult>> {
+    zcprof_run_with(env, check, &[], command)
+}
+
+/// As [`zcprof_run`], with `options` for `zcprof run`.
+fn zcprof_run_with(
+    env: &Env,
+    check: &str,
+    options: &[&str],
+    command: &[&str],
+) -> Result<(Ran, Value), Box<CheckResult>> {
     let mut cmd = process::command(&env.zcprof);
-    cmd.args(["run", "--json", "--"])
+    cmd.args(["run", "--json"])
+        .args(options)
+        .arg("--")
         .args(command)
         .env("LC_ALL", "C")
         .current_dir(&env.scratch);
@@ -235,10 +247,25 @@ fn finish(
 // ---------------------------------------------------------------------------------------
 // The checks
 
+/// The checks that are not workload strategies, in the order they run: the single source of
+/// the guest's list and the table's columns.
+pub const SINGLE: [&str; 6] = ["dd", "cp", "sendfile", "churn", "serve", "latency"];
+
 /// (a) `dd bs=1 count=20000`: exactly 20,000 one-byte reads and writes. `status=none`
 /// silences dd's closing statistics (one of which is a one-byte write of "\n"), so that every
 /// other read and write of dd (the loader's, the locale's) is larger than one byte.
 pub fn dd(env: &Env) -> CheckResult {
+    dd_with(env, "dd", &[])
+}
+
+/// `dd` again under `--latency` (the sys_enter program loads on this kernel, and timing
+/// changes no count): the same exact counts, and every read and write of dd timed once (zcprof
+/// watched dd from before its exec, so it saw each call's entry).
+pub fn latency(env: &Env) -> CheckResult {
+    dd_with(env, "latency", &["--latency"])
+}
+
+fn dd_with(env: &Env, check: &str, options: &[&str]) -> CheckResult {
     let count = format!("count={DD_RECORDS}");
     let cmd = [
         "dd",
@@ -248,13 +275,28 @@ pub fn dd(env: &Env) -> CheckResult {
         &count,
         "status=none",
     ];
-    let (ran, doc) = match zcprof_run(env, "dd", &cmd) {
+    let (ran, doc) = match zcprof_run_with(env, check, options, &cmd) {
         Ok(x) => x,
         Err(r) => return *r,
     };
     let bucket = zcprof_common::size_bucket(1);
     let mut m = Vec::new();
     basics(&doc, &mut m);
+    if !options.is_empty() {
+        for syscall in ["read", "write"] {
+            let (calls, timed) = processes(&doc)
+                .iter()
+                .flat_map(transfers)
+                .filter(|t| t["syscall"] == syscall)
+                .fold((0, 0), |(c, n), t| {
+                    let timed: u64 = t["time_log2"]
+                        .as_array()
+                        .map_or(0, |h| h.iter().filter_map(Value::as_u64).sum());
+                    (c + t["calls"].as_u64().unwrap_or(0), n + timed)
+                });
+            eq(&mut m, &format!("timed {syscall} calls"), calls, timed, &[]);
+        }
+    }
     for syscall in ["read", "write"] {
         let (_, _, one_byte) = syscall_total(&doc, syscall, bucket);
         eq(
@@ -284,12 +326,17 @@ pub fn dd(env: &Env) -> CheckResult {
             &[FD_TYPES],
         );
     }
+    let timed = if options.is_empty() {
+        ""
+    } else {
+        ", each timed"
+    };
     finish(
-        "dd",
+        check,
         &ran,
         doc,
         m,
-        &format!("{DD_RECORDS} one-byte reads and writes"),
+        &format!("{DD_RECORDS} one-byte reads and writes{timed}"),
     )
 }
 

@@ -40,17 +40,28 @@ pub struct Hook {
     pub required: bool,
     /// What it counts.
     pub feeds: &'static str,
+    /// Attached only with `--latency`: it would cost every syscall of the host otherwise.
+    pub latency_only: bool,
 }
 
 /// Every hook, in attach order: the single list the loader attaches and `zcprof doctor`
 /// probes.
-pub const HOOKS: [Hook; 11] = [
+pub const HOOKS: [Hook; 13] = [
     Hook {
         program: "sys_exit",
         target: "sys_exit",
         kind: HookKind::BtfTracepoint,
         required: true,
         feeds: "syscalls and every transfer",
+        latency_only: false,
+    },
+    Hook {
+        program: "sys_enter",
+        target: "sys_enter",
+        kind: HookKind::BtfTracepoint,
+        required: false,
+        feeds: "syscall time (--latency)",
+        latency_only: true,
     },
     Hook {
         program: "sched_switch",
@@ -58,6 +69,7 @@ pub const HOOKS: [Hook; 11] = [
         kind: HookKind::RawTracepoint,
         required: true,
         feeds: "context_switches",
+        latency_only: false,
     },
     Hook {
         program: "sched_process_fork",
@@ -65,6 +77,7 @@ pub const HOOKS: [Hook; 11] = [
         kind: HookKind::RawTracepoint,
         required: true,
         feeds: "following children and new threads",
+        latency_only: false,
     },
     Hook {
         program: "sched_process_exec",
@@ -72,6 +85,7 @@ pub const HOOKS: [Hook; 11] = [
         kind: HookKind::RawTracepoint,
         required: true,
         feeds: "command names at exec",
+        latency_only: false,
     },
     Hook {
         program: "task_rename",
@@ -79,6 +93,7 @@ pub const HOOKS: [Hook; 11] = [
         kind: HookKind::RawTracepoint,
         required: true,
         feeds: "thread names after a rename",
+        latency_only: false,
     },
     Hook {
         program: "sched_process_exit",
@@ -86,6 +101,7 @@ pub const HOOKS: [Hook; 11] = [
         kind: HookKind::RawTracepoint,
         required: true,
         feeds: "process exit, exit_syscalls",
+        latency_only: false,
     },
     Hook {
         program: "mm_filemap_fault",
@@ -93,6 +109,7 @@ pub const HOOKS: [Hook; 11] = [
         kind: HookKind::RawTracepoint,
         required: false,
         feeds: "mmap_fault_in",
+        latency_only: false,
     },
     Hook {
         program: "mm_filemap_map_pages",
@@ -100,6 +117,7 @@ pub const HOOKS: [Hook; 11] = [
         kind: HookKind::RawTracepoint,
         required: false,
         feeds: "mmap_fault_in",
+        latency_only: false,
     },
     Hook {
         program: "io_uring_complete",
@@ -107,6 +125,7 @@ pub const HOOKS: [Hook; 11] = [
         kind: HookKind::RawTracepoint,
         required: false,
         feeds: "io_uring",
+        latency_only: false,
     },
     Hook {
         program: "fault_minor",
@@ -114,6 +133,7 @@ pub const HOOKS: [Hook; 11] = [
         kind: HookKind::PerfEvent(SoftwareEvent::PageFaultsMin),
         required: true,
         feeds: "page_faults",
+        latency_only: false,
     },
     Hook {
         program: "fault_major",
@@ -121,5 +141,14 @@ pub const HOOKS: [Hook; 11] = [
         kind: HookKind::PerfEvent(SoftwareEvent::PageFaultsMaj),
         required: true,
         feeds: "page_faults",
+        latency_only: false,
+    },
+    Hook {
+        program: "io_uring_queue_async_work",
+        target: "io_uring_queue_async_work",
+        kind: HookKind::RawTracepoint,
+        required: false,
+        feeds: "io_uring_punted",
+        latency_only: false,
     },
 ];
