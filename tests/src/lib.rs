@@ -28,6 +28,7 @@ pub const PROGRAM_NAMES: &[&str] = &[
     "mm_filemap_fault",
     "mm_filemap_map_pages",
     "io_uring_complete",
+    "io_uring_queue_async_work",
 ];
 
 /// The ledger columns, in zcprof's JSON spelling.

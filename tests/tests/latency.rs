@@ -94,6 +94,21 @@ fn every_one_byte_read_is_timed_and_the_process_total_covers_its_cells() {
         "time in all syscalls {total} ns < time in the data-moving cells {cells} ns"
     );
 
+    // The small_io finding on those reads says what the calls it would remove took: at most
+    // the reads' whole time.
+    let saved = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["kind"] == "small_io" && f["evidence"]["syscall"] == "read")
+        .and_then(|f| f["saving_seconds"].as_f64())
+        .expect("a timed small_io finding for dd's reads");
+    let read_s = u(read, "time_ns") as f64 / 1e9;
+    assert!(
+        saved > 0.0 && saved <= read_s,
+        "saving {saved} s of {read_s} s"
+    );
+
     // The same run without --latency: no time anywhere, and the counts unchanged.
     let mut args = vec!["run", "--json", "--"];
     args.extend_from_slice(&dd);

@@ -26,7 +26,13 @@ const TEST_PACKAGES: &[&str] = &[
     "openjdk-17-jdk-headless",
     "gcc",
     "binutils",
+    // tests/tests/findings.rs profiles `python3 -m http.server` serving a file to curl.
     "python3",
+    "curl",
+    // The bench's service case (f): nginx serves files to wrk. The bench runs its own nginx
+    // from a private prefix; a system nginx the package may start is left alone.
+    "nginx",
+    "wrk",
 ];
 
 /// Debian packages `cargo xtask dist` uses: objdump and strip (binutils); for `--verify`, man

@@ -13,6 +13,7 @@ mod layout;
 mod ledger;
 mod lost;
 mod maps;
+mod objects;
 mod size;
 mod stacks;
 mod syscall;
@@ -24,6 +25,7 @@ pub use layout::{KERNEL_FIELDS, KernelField, Need, globals, prototypes};
 pub use ledger::*;
 pub use lost::*;
 pub use maps::*;
+pub use objects::*;
 pub use size::parse_size;
 pub use stacks::*;
 pub use syscall::*;
@@ -49,4 +51,11 @@ mod pod {
     unsafe impl aya::Pod for StackKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for StackBytes {}
+    unsafe impl aya::Pod for ObjectKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for ObjectId {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for ObjectBytes {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for ObjectName {}
 }

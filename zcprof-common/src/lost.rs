@@ -22,6 +22,9 @@ named_enum! {
         /// A user stack could not be captured ([`crate::MAP_STACKS`] full or the stack
         /// unreadable): the bytes went to `[unknown stack]`.
         StackLost = "stack_lost",
+        /// [`crate::MAP_OBJECTS`] was full (`--by-file`, `--by-peer`): the bytes went to the
+        /// `[other]` rows.
+        ObjectTableFull = "object_table_full",
     }
 }
 

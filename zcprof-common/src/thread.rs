@@ -92,6 +92,9 @@ pub struct ThreadStats {
     /// that exits can be reaped, and its tid given to a new thread, before its final context
     /// switch, which must then not be counted as the new thread's.
     pub task: u64,
+    /// State: the attribution sys_exit leaves for `sys_exit_objects` (`--by-file`,
+    /// `--by-peer`).
+    pub pending: crate::PendingObjects,
 }
 
 /// A record of [`crate::MAP_RETIRED`]: a dead thread's entry as its final context switch left
@@ -128,6 +131,7 @@ impl ThreadStats {
             process_start: 0,
             spilled: [0; SPILLED_CELLS],
             task: 0,
+            pending: crate::PendingObjects::NONE,
         }
     }
 }

@@ -50,6 +50,7 @@ kernel_globals!(
     EMPTY_BODIES,
     LATENCY,
     STACKS_ON,
+    ATTRIBUTE,
     PROTO_SWITCH_PREV_STATE,
     PROTO_EXIT_GROUP_DEAD,
     PROTO_URING_CQE,
@@ -100,6 +101,11 @@ pub mod flags {
     #[inline(always)]
     pub fn stacks() -> bool {
         global(&STACKS_ON) != 0
+    }
+    /// Bytes are attributed to files and peers (`--by-file`, `--by-peer`).
+    #[inline(always)]
+    pub fn attribute() -> bool {
+        global(&ATTRIBUTE) != 0
     }
     /// Every struct member that tells fd types apart came from BTF.
     #[inline(always)]

@@ -16,6 +16,7 @@ use crate::{
     },
     files,
     maps::{FD_EPOCH, NEW_CELL, NEW_URING_CELL, TRANSFERS, URING, lost},
+    objects,
 };
 
 /// What descriptor `fd` of the current thread is: from the thread's fd cache when the
@@ -64,9 +65,18 @@ pub(crate) fn record_syscall(
     let call = Call { ret, took_ns };
     let column = match syscall {
         Read | Write | Pread64 | Pwrite64 | Readv | Writev | Preadv | Preadv2 | Pwritev
-        | Pwritev2 | Recvfrom | Tee | Vmsplice => {
+        | Pwritev2 | Recvfrom | Vmsplice => {
             let fd = fd_info(t, arg(regs, 0));
-            record(t, tid, syscall, fd, call, false)
+            let column = record(t, tid, syscall, fd, call, false);
+            objects::note(t, [arg(regs, 0), 0], 1, column, ret);
+            column
+        }
+        Tee => {
+            // tee(fd_in, fd_out, len, flags): both pipes.
+            let fd = fd_info(t, arg(regs, 0));
+            let column = record(t, tid, syscall, fd, call, false);
+            objects::note(t, [arg(regs, 0), arg(regs, 1)], 2, column, ret);
+            column
         }
         Recvmsg => {
             // recvmsg(fd, msg, flags)
@@ -75,12 +85,16 @@ pub(crate) fn record_syscall(
             }
             {
                 let fd = fd_info(t, arg(regs, 0));
-                record(t, tid, syscall, fd, call, false)
+                let column = record(t, tid, syscall, fd, call, false);
+                objects::note(t, [arg(regs, 0), 0], 1, column, ret);
+                column
             }
         }
         Recvmmsg => {
             let fd = fd_info(t, arg(regs, 0));
-            record(t, tid, syscall, fd, call, false)
+            let column = record(t, tid, syscall, fd, call, false);
+            objects::note(t, [arg(regs, 0), 0], 1, column, ret);
+            column
         }
         Sendto | Sendmsg | Sendmmsg => {
             // sendto(fd, buf, len, flags, ..), sendmsg(fd, msg, flags), sendmmsg(fd, vec, n, flags)
@@ -89,19 +103,26 @@ pub(crate) fn record_syscall(
                 _ => arg(regs, 3),
             };
             let fd = fd_info(t, arg(regs, 0));
-            record(t, tid, syscall, fd, call, flags & MSG_ZEROCOPY != 0)
+            let column = record(t, tid, syscall, fd, call, flags & MSG_ZEROCOPY != 0);
+            objects::note(t, [arg(regs, 0), 0], 1, column, ret);
+            column
         }
         CopyFileRange => {
             // copy_file_range(fd_in, off_in, fd_out, off_out, len, flags): the destination
-            // decides the path.
+            // decides the path; both files moved the bytes.
             let fd = fd_info(t, arg(regs, 2));
-            record(t, tid, syscall, fd, call, false)
+            let column = record(t, tid, syscall, fd, call, false);
+            objects::note(t, [arg(regs, 0), arg(regs, 2)], 2, column, ret);
+            column
         }
         Sendfile => {
-            // sendfile(out_fd, in_fd, offset, count): the destination decides the path.
+            // sendfile(out_fd, in_fd, offset, count): the destination decides the path; the
+            // source file and the destination both moved the bytes.
             {
                 let fd = fd_info(t, arg(regs, 0));
-                record(t, tid, syscall, fd, call, false)
+                let column = record(t, tid, syscall, fd, call, false);
+                objects::note(t, [arg(regs, 1), arg(regs, 0)], 2, column, ret);
+                column
             }
         }
         Splice => {
@@ -110,6 +131,7 @@ pub(crate) fn record_syscall(
             let dst = fd_info(t, arg(regs, 2));
             let column = classify(Splice, dst, src, false);
             add_to(t, tid, syscall, column, call, false);
+            objects::note(t, [arg(regs, 0), arg(regs, 2)], 2, column, ret);
             column
         }
         MmapFile | MmapAnon => {
@@ -241,7 +263,7 @@ impl Call {
     }
 }
 
-/// Records a transfer on descriptor `fd` classified by the shared rules.
+/// Records a transfer on descriptor `fd` classified by the shared rules; returns its column.
 #[inline(always)]
 fn record(
     t: &mut ThreadStats,
@@ -252,15 +274,25 @@ fn record(
     zerocopy_flag: bool,
 ) -> Column {
     let column = classify(syscall, fd, FdInfo::UNKNOWN, zerocopy_flag);
-    add_to(
-        t,
-        tid,
-        syscall,
-        column,
-        call,
-        zerocopy_flag && fd.so_zerocopy,
-    );
+    let zc = zerocopy_flag && fd.so_zerocopy;
+    if call.ret >= 0 {
+        by_fd_kind(t, column, fd.kind, zc, call.ret as u64);
+    }
+    add_to(t, tid, syscall, column, call, zc);
     column
+}
+
+/// Counts the copies a relay by copy is made of: the ledger's cells do not say what kind of
+/// descriptor their bytes came from or went to, and a finding (`file_to_socket_by_copy`)
+/// needs it. Sends that asked for zero-copy are left out: `zerocopy_fell_back` speaks of them.
+#[inline(always)]
+fn by_fd_kind(t: &mut ThreadStats, column: Column, kind: FdKind, zc: bool, bytes: u64) {
+    if column == Column::CpuKernelToUser && kind == FdKind::Regular {
+        t.counts.file_read_copy_calls += 1;
+        t.counts.file_read_copy_bytes += bytes;
+    } else if column == Column::CpuUserToKernel && kind == FdKind::Socket && !zc {
+        t.counts.socket_write_copy_bytes += bytes;
+    }
 }
 
 /// Counts the pages `first..=last` of the file behind `mapping` as mapped in, except those the
@@ -296,7 +328,7 @@ pub(crate) fn file_pages_mapped(
         t.fault_first = first;
         t.fault_last = last;
     }
-    record(
+    let column = record(
         t,
         tid,
         Syscall::FileFault,
@@ -304,6 +336,7 @@ pub(crate) fn file_pages_mapped(
         Call::untimed((pages * PAGE_SIZE) as i64),
         false,
     );
+    objects::mapping(t.tgid, mapping, column, pages * PAGE_SIZE);
 }
 
 /// Adds `call` to the cell (tid, syscall, column): in
@@ -370,6 +403,7 @@ fn spilled(t: &mut ThreadStats, cell_key: u32) {
 /// at `file`) to its cell in `URING`.
 pub(crate) fn record_uring(tgid: u32, opcode: u8, file: u64, cflags: u32, res: i32) {
     let column = uring_column(opcode, files::file_info(file), cflags);
+    objects::file(tgid, file, column, res as i64);
     let key = UringKey {
         tgid,
         opcode: opcode as u16,

@@ -24,6 +24,7 @@ mod files;
 mod kernel;
 mod ledger;
 mod maps;
+mod objects;
 mod retire;
 mod stacks;
 mod switches;
@@ -117,6 +118,22 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<u32, u32> {
         );
     }
     Ok(0)
+}
+
+/// `raw_syscalls:sys_exit` again, attached after [`sys_exit`] only with `--by-file` or
+/// `--by-peer`: attributes the bytes of the call sys_exit just counted to the files and sockets
+/// they went through (`objects`), with a stack of its own. Format: as [`sys_exit`].
+#[btf_tracepoint(function = "sys_exit")]
+#[inline(always)]
+pub fn sys_exit_objects(ctx: BtfTracePointContext) -> i32 {
+    if off::empty_bodies() {
+        return 0;
+    }
+    let regs: *const u64 = ctx.arg(0);
+    if let Some(thread) = entry_by_regs(regs as u64) {
+        objects::take_pending(thread);
+    }
+    0
 }
 
 /// `raw_syscalls:sys_enter`, TP_PROTO(struct pt_regs *regs, long id), attached only with
@@ -499,3 +516,26 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+
+/// `io_uring:io_uring_queue_async_work`, TP_PROTO(struct io_kiocb *req, int rw) (5.18+);
+/// TP_PROTO(void *ctx, int rw, void *req, struct io_wq_work *work, unsigned int flags) before.
+/// Format (6.18): field:void * ctx; offset:8; size:8 / field:void * req; offset:16; size:8 /
+///   field:u64 user_data; offset:24; size:8 / field:u8 opcode; offset:32; size:1 /
+///   field:unsigned long long flags; offset:40; size:8 / field:struct io_wq_work * work;
+///   offset:48; size:8 / field:int rw; offset:56; size:4 / field:__data_loc char[] op_str;
+///   offset:60; size:4
+///
+/// A request io_uring hands to an io-wq worker thread instead of running it inline ("punted"):
+/// fires in the task that queues it, the submitter (or its task work). Only counted, so the
+/// arguments, whose layout changed, are not read.
+#[raw_tracepoint(tracepoint = "io_uring_queue_async_work")]
+#[inline(always)]
+pub fn io_uring_queue_async_work(_ctx: RawTracePointContext) -> u32 {
+    if off::empty_bodies() {
+        return 0;
+    }
+    if let Some((t, _)) = current_thread() {
+        t.counts.io_uring_punted += 1;
+    }
+    0
+}

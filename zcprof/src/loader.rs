@@ -6,6 +6,8 @@ pub mod hooks;
 pub mod layout;
 mod limits;
 mod maps;
+pub use objects::ObjectCounts;
+mod objects;
 pub mod retired;
 
 pub use self::maps::MapReadError;
@@ -21,13 +23,14 @@ use aya::{
     },
 };
 use zcprof_common::{
-    MAP_DEFERRED, MAP_FREE_SLOTS, MAP_LOST, MAP_RETIRED, MAP_STACK_BYTES, MAP_STACK_OVERFLOW,
-    MAP_STACK_ROWS_ADDED, MAP_STACKS, MAP_THREADS, MAP_TID_SLOT, MAP_TRANSFERS, MAP_URING,
-    MAP_WATCH_GEN, MAP_WATCHED, Transfer, TransferKey, UringKey, Watch, globals,
+    MAP_DEFERRED, MAP_FREE_SLOTS, MAP_LOST, MAP_OBJECT_NAMES, MAP_OBJECTS, MAP_OBJECTS_OTHER,
+    MAP_RETIRED, MAP_STACK_BYTES, MAP_STACK_OVERFLOW, MAP_STACK_ROWS_ADDED, MAP_STACKS,
+    MAP_THREADS, MAP_TID_SLOT, MAP_TRANSFERS, MAP_URING, MAP_WATCH_GEN, MAP_WATCHED, Transfer,
+    TransferKey, UringKey, Watch, globals,
 };
 
 use self::{
-    hooks::{HOOKS, HookKind},
+    hooks::{HOOKS, HookKind, When},
     layout::KernelLayout,
     retired::RetiredFeed,
 };
@@ -108,6 +111,8 @@ pub struct Probes {
     retired: RetiredFeed,
     /// Dead threads the kernel left to user space, by reason.
     deferred: PerCpuArray<MapData, u64>,
+    /// Bytes per file and socket (`--by-file`, `--by-peer`), when asked for.
+    objects: Option<objects::ObjectMaps>,
     /// The process start each pid with io_uring cells was last seen with (`URING` is keyed by
     /// pid alone).
     uring_starts: std::sync::Mutex<std::collections::HashMap<u32, u64>>,
@@ -145,6 +150,9 @@ pub struct LoadOptions<'a> {
     pub latency: bool,
     /// Aggregate bytes by user stack (`--folded`, `--flamegraph`, `--pprof`).
     pub stacks: bool,
+    /// Attribute bytes to files and sockets (`--by-file`, `--by-peer`) in tables of this
+    /// many entries.
+    pub objects: Option<u32>,
 }
 
 /// How the kernel programs are loaded (run, attach, serve).
@@ -272,6 +280,11 @@ impl Probes {
         if let Some(bytes) = options.retired_bytes {
             loader.map_max_entries(MAP_RETIRED, bytes);
         }
+        // Without attribution the maps must still exist for the programs to load; they stay
+        // empty.
+        for map in [MAP_OBJECTS, MAP_OBJECT_NAMES] {
+            loader.map_max_entries(map, options.objects.unwrap_or(1));
+        }
         for (name, value) in &layout.globals {
             loader.override_global(name, value, true);
         }
@@ -289,6 +302,8 @@ impl Probes {
                 loader.map_max_entries(map, 1);
             }
         }
+        let attribute = u64::from(options.objects.is_some());
+        loader.override_global(globals::ATTRIBUTE, &attribute, true);
         let slots = options
             .max_threads
             .unwrap_or(zcprof_common::MAX_THREADS - 1)
@@ -331,7 +346,12 @@ impl Probes {
         let cpus = aya::util::online_cpus()
             .map_err(|(what, e)| LoadError::Load(format!("{what}: {e}")))?;
         for hook in &HOOKS {
-            if layout.skipped.contains(&hook.target) || (hook.latency_only && !options.latency) {
+            let wanted = match hook.when {
+                When::Always => true,
+                When::Latency => options.latency,
+                When::Attribution => options.objects.is_some(),
+            };
+            if layout.skipped.contains(&hook.target) || !wanted {
                 continue;
             }
             let tp = match tracepoint_override {
@@ -387,6 +407,21 @@ impl Probes {
         } else {
             None
         };
+        let objects = if options.objects.is_some() {
+            let mut take = |name| ebpf.take_map(name).ok_or(LoadError::Map(name));
+            let (bytes, names, other) = (
+                take(MAP_OBJECTS)?,
+                take(MAP_OBJECT_NAMES)?,
+                take(MAP_OBJECTS_OTHER)?,
+            );
+            Some(objects::ObjectMaps {
+                bytes: PerCpuHashMap::try_from(bytes).map_err(|e| LoadError::Load(chain(&e)))?,
+                names: HashMap::try_from(names).map_err(|e| LoadError::Load(chain(&e)))?,
+                other: PerCpuArray::try_from(other).map_err(|e| LoadError::Load(chain(&e)))?,
+            })
+        } else {
+            None
+        };
         // Parsing the kernel's BTF (twice: for the offsets and for the BTF tracepoint) peaks at
         // tens of MiB that are free again now; hand them back to the system so a long-running
         // zcprof does not keep them resident.
@@ -400,6 +435,7 @@ impl Probes {
             lost,
             retired,
             deferred,
+            objects,
             uring_starts: Default::default(),
             btf_missing: layout.btf_missing,
             capabilities: layout.capabilities,
@@ -441,7 +477,7 @@ fn attach_btf_tracepoint(
                 reason,
             }
         } else {
-            LoadError::Load(format!("{prog}: {reason}"))
+            refused(prog, &e)
         }
     })?;
     program.attach().map_err(|e| LoadError::Attach {
@@ -464,7 +500,7 @@ fn attach_raw_tracepoint(
         if permission(&e) {
             limits::not_permitted(None)
         } else {
-            LoadError::Load(format!("{prog}: {}", chain(&e)))
+            refused(prog, &e)
         }
     })?;
     program
@@ -491,9 +527,7 @@ fn attach_perf_event(
     cpus: &[u32],
 ) -> Result<(), LoadError> {
     let program: &mut PerfEvent = program(ebpf, prog)?;
-    program
-        .load()
-        .map_err(|e| LoadError::Load(format!("{prog}: {}", chain(&e))))?;
+    program.load().map_err(|e| refused(prog, &e))?;
     for &cpu in cpus {
         program
             .attach(
@@ -511,6 +545,11 @@ fn attach_perf_event(
 }
 
 fn permission(e: &dyn std::error::Error) -> bool {
+    // The verifier refuses a program with EACCES too; a load that got as far as its log failed
+    // on the program, not on privileges.
+    if verifier_log(&chain(e)).is_some() {
+        return false;
+    }
     let mut cur: Option<&dyn std::error::Error> = Some(e);
     while let Some(err) = cur {
         let s = err.to_string();
@@ -520,6 +559,30 @@ fn permission(e: &dyn std::error::Error) -> bool {
         cur = err.source();
     }
     false
+}
+
+/// The verifier's log in an error's text, if it has one.
+fn verifier_log(text: &str) -> Option<&str> {
+    let (_, log) = text.split_once("Verifier output:")?;
+    let log = log.trim();
+    (!log.is_empty()).then_some(log)
+}
+
+/// Why program `prog` did not load: the error, and of a verifier's log its last lines (where
+/// it says what it refused; the whole log runs to thousands of lines).
+fn refused(prog: &str, e: &dyn std::error::Error) -> LoadError {
+    const TAIL: usize = 30;
+    let text = chain(e);
+    match verifier_log(&text) {
+        Some(log) => {
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(TAIL)..].join("\n");
+            LoadError::Load(format!(
+                "the kernel's verifier refused program {prog}; the end of its log:\n{tail}"
+            ))
+        }
+        None => LoadError::Load(format!("{prog}: {text}")),
+    }
 }
 
 fn chain(e: &dyn std::error::Error) -> String {

@@ -9,7 +9,7 @@ use super::{
     Results,
     daemon::DaemonCase,
     dd::{self, Case},
-    latency,
+    latency, pertask, service,
     soak::{self, ServeRun},
     workload,
 };
@@ -81,18 +81,18 @@ impl Tab {
     }
 }
 
-fn opt(v: Option<f64>, decimals: usize) -> String {
+pub(super) fn opt(v: Option<f64>, decimals: usize) -> String {
     v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.decimals$}"))
 }
 
-fn samples(v: &[f64], decimals: usize) -> String {
+pub(super) fn samples(v: &[f64], decimals: usize) -> String {
     v.iter()
         .map(|x| format!("{x:.decimals$}"))
         .collect::<Vec<_>>()
         .join(" ")
 }
 
-fn status(error: &Option<String>, skipped: &Option<String>) -> Option<String> {
+pub(super) fn status(error: &Option<String>, skipped: &Option<String>) -> Option<String> {
     if skipped.is_some() {
         Some("skipped".into())
     } else {
@@ -122,6 +122,12 @@ pub fn tables(r: &Results) -> Vec<Tab> {
     }
     if let Some(s) = &r.soak {
         tabs.extend(tables_e(s));
+    }
+    if let Some(s) = &r.service {
+        tabs.extend(service::tables(s));
+    }
+    if let Some(s) = &r.per_task {
+        tabs.push(pertask::table(s));
     }
     tabs
 }
@@ -653,7 +659,7 @@ fn tables_e(s: &soak::Section) -> Vec<Tab> {
     tabs
 }
 
-fn first_line(s: &str) -> String {
+pub(super) fn first_line(s: &str) -> String {
     let line = s.lines().next().unwrap_or_default();
     if s.lines().nth(1).is_some() {
         format!("{line} …")
@@ -678,7 +684,12 @@ pub struct Target {
 }
 
 impl Target {
-    fn new(what: String, measured: Option<f64>, limit: f64, unit: &'static str) -> Target {
+    pub(super) fn new(
+        what: String,
+        measured: Option<f64>,
+        limit: f64,
+        unit: &'static str,
+    ) -> Target {
         Target {
             what,
             measured,
@@ -689,7 +700,7 @@ impl Target {
         }
     }
 
-    fn because(mut self, why: Option<String>) -> Target {
+    pub(super) fn because(mut self, why: Option<String>) -> Target {
         if self.met.is_none() {
             self.why = why;
         }
@@ -816,6 +827,9 @@ pub fn targets(r: &Results) -> Vec<Target> {
     }
     if let Some(s) = &r.soak {
         targets_e(s, &mut t);
+    }
+    if let Some(s) = &r.service {
+        service::targets(s, &mut t);
     }
     t
 }
@@ -1043,5 +1057,10 @@ counted line (programs loaded and attached, plus one 10 ms interval). (e) is the
 a million short-lived processes forked as fast as the machine forks: nothing may be lost, every \
 write must be counted, and the kernel's thread table and the daemon's memory must come back to \
 where they started; the fork rates say how fast this machine forks without zcprof and with it. \
+(f) is a web server: nginx serving a 4 KiB and a 1 MiB file to wrk over keep-alive loopback, \
+under each mode, its floor and the peers; the loss in requests/s is taken round by round \
+against the bare run of the same round, and the worker's CPU time per request shows the cost \
+even where requests/s do not move. (g) is an experiment, not the product: whether hooking only \
+the watched tasks (per-task perf events on the syscall tracepoints) spares the others. \
 Each target is printed \
 as met or MISSED; the bench is a measurement, not a test.\n";

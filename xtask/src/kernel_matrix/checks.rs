@@ -249,7 +249,15 @@ fn finish(
 
 /// The checks that are not workload strategies, in the order they run: the single source of
 /// the guest's list and the table's columns.
-pub const SINGLE: [&str; 6] = ["dd", "cp", "sendfile", "churn", "serve", "latency"];
+pub const SINGLE: [&str; 7] = [
+    "dd",
+    "cp",
+    "sendfile",
+    "churn",
+    "serve",
+    "latency",
+    "attribution",
+];
 
 /// (a) `dd bs=1 count=20000`: exactly 20,000 one-byte reads and writes. `status=none`
 /// silences dd's closing statistics (one of which is a one-byte write of "\n"), so that every
@@ -359,14 +367,25 @@ fn source_file(env: &Env) -> Result<PathBuf> {
 /// (b) `cp` of an 8 MiB file: coreutils' cp moves it with copy_file_range, a copy between
 /// kernel buffers: `cpu_in_kernel` holds the file's size.
 pub fn cp(env: &Env) -> CheckResult {
+    cp_with(env, "cp", &[])
+}
+
+/// `cp` again under `--by-file`: the attribution code loads on this kernel, and the source
+/// and the copy each have the file's size in `cpu_in_kernel`, under their own paths (the
+/// kernel's names for them joined below their mount point).
+pub fn attribution(env: &Env) -> CheckResult {
+    cp_with(env, "attribution", &["--by-file"])
+}
+
+fn cp_with(env: &Env, check: &str, options: &[&str]) -> CheckResult {
     let src = match source_file(env) {
         Ok(p) => p,
-        Err(e) => return CheckResult::new("cp", Status::Fail, format!("{e:#}")),
+        Err(e) => return CheckResult::new(check, Status::Fail, format!("{e:#}")),
     };
     let dst = env.scratch.join("copy.bin");
     let _ = fs::remove_file(&dst);
     let (s, d) = (src.to_string_lossy(), dst.to_string_lossy());
-    let (ran, doc) = match zcprof_run(env, "cp", &["cp", &s, &d]) {
+    let (ran, doc) = match zcprof_run_with(env, check, options, &["cp", &s, &d]) {
         Ok(x) => x,
         Err(r) => return *r,
     };
@@ -386,8 +405,31 @@ pub fn cp(env: &Env) -> CheckResult {
         column_total(&doc, "cpu_in_kernel"),
         &[FD_TYPES],
     );
+    if !options.is_empty() {
+        for path in [&s, &d] {
+            let attributed: u64 = doc["files"]
+                .as_array()
+                .map_or(&[][..], Vec::as_slice)
+                .iter()
+                .filter(|r| r["column"] == "cpu_in_kernel" && r["path"] == path.as_ref())
+                .map(|r| r["bytes"].as_u64().unwrap_or(0))
+                .sum();
+            eq(
+                &mut m,
+                &format!("bytes attributed to {path}"),
+                FILE_SIZE,
+                attributed,
+                &[],
+            );
+        }
+    }
     let _ = fs::remove_file(&dst);
-    finish("cp", &ran, doc, m, "cpu_in_kernel = file size")
+    let what = if options.is_empty() {
+        "cpu_in_kernel = file size"
+    } else {
+        "cpu_in_kernel = file size, for the source and the copy by path"
+    };
+    finish(check, &ran, doc, m, what)
 }
 
 /// The sender and receiver of (c): one process, the receiver a thread; exits non-zero unless

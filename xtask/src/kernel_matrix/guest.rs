@@ -119,6 +119,7 @@ fn run_check(env: &Env, name: &str) -> CheckResult {
         "churn" => checks::churn(env),
         "serve" => checks::serve(env),
         "latency" => checks::latency(env),
+        "attribution" => checks::attribution(env),
         _ => match name
             .strip_prefix("workload:")
             .and_then(|s| workloads::STRATEGIES.iter().find(|k| **k == s))

@@ -40,20 +40,32 @@ pub struct Hook {
     pub required: bool,
     /// What it counts.
     pub feeds: &'static str,
-    /// Attached only with `--latency`: it would cost every syscall of the host otherwise.
-    pub latency_only: bool,
+    /// When it is attached: hooks that serve an option only with it (they would cost every
+    /// syscall of the host otherwise).
+    pub when: When,
+}
+
+/// When a hook is attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    /// Always.
+    Always,
+    /// With `--latency`.
+    Latency,
+    /// With `--by-file` or `--by-peer`.
+    Attribution,
 }
 
 /// Every hook, in attach order: the single list the loader attaches and `zcprof doctor`
 /// probes.
-pub const HOOKS: [Hook; 12] = [
+pub const HOOKS: [Hook; 14] = [
     Hook {
         program: "sys_exit",
         target: "sys_exit",
         kind: HookKind::BtfTracepoint,
         required: true,
         feeds: "syscalls and every transfer",
-        latency_only: false,
+        when: When::Always,
     },
     Hook {
         program: "sys_enter",
@@ -61,7 +73,15 @@ pub const HOOKS: [Hook; 12] = [
         kind: HookKind::BtfTracepoint,
         required: false,
         feeds: "syscall time (--latency)",
-        latency_only: true,
+        when: When::Latency,
+    },
+    Hook {
+        program: "sys_exit_objects",
+        target: "sys_exit",
+        kind: HookKind::BtfTracepoint,
+        required: false,
+        feeds: "files and peers (--by-file, --by-peer)",
+        when: When::Attribution,
     },
     Hook {
         program: "sched_switch",
@@ -69,7 +89,7 @@ pub const HOOKS: [Hook; 12] = [
         kind: HookKind::RawTracepoint,
         required: true,
         feeds: "context_switches",
-        latency_only: false,
+        when: When::Always,
     },
     Hook {
         program: "sched_process_fork",
@@ -77,7 +97,7 @@ pub const HOOKS: [Hook; 12] = [
         kind: HookKind::RawTracepoint,
         required: true,
         feeds: "following children and new threads",
-        latency_only: false,
+        when: When::Always,
     },
     Hook {
         program: "sched_process_exec",
@@ -85,7 +105,7 @@ pub const HOOKS: [Hook; 12] = [
         kind: HookKind::RawTracepoint,
         required: true,
         feeds: "command names at exec",
-        latency_only: false,
+        when: When::Always,
     },
     Hook {
         program: "task_rename",
@@ -93,7 +113,7 @@ pub const HOOKS: [Hook; 12] = [
         kind: HookKind::RawTracepoint,
         required: true,
         feeds: "thread names after a rename",
-        latency_only: false,
+        when: When::Always,
     },
     Hook {
         program: "sched_process_exit",
@@ -101,7 +121,7 @@ pub const HOOKS: [Hook; 12] = [
         kind: HookKind::RawTracepoint,
         required: true,
         feeds: "process exit, exit_syscalls",
-        latency_only: false,
+        when: When::Always,
     },
     Hook {
         program: "mm_filemap_fault",
@@ -109,7 +129,7 @@ pub const HOOKS: [Hook; 12] = [
         kind: HookKind::RawTracepoint,
         required: false,
         feeds: "mmap_fault_in",
-        latency_only: false,
+        when: When::Always,
     },
     Hook {
         program: "mm_filemap_map_pages",
@@ -117,7 +137,7 @@ pub const HOOKS: [Hook; 12] = [
         kind: HookKind::RawTracepoint,
         required: false,
         feeds: "mmap_fault_in",
-        latency_only: false,
+        when: When::Always,
     },
     Hook {
         program: "io_uring_complete",
@@ -125,7 +145,7 @@ pub const HOOKS: [Hook; 12] = [
         kind: HookKind::RawTracepoint,
         required: false,
         feeds: "io_uring",
-        latency_only: false,
+        when: When::Always,
     },
     Hook {
         program: "fault_minor",
@@ -133,7 +153,7 @@ pub const HOOKS: [Hook; 12] = [
         kind: HookKind::PerfEvent(SoftwareEvent::PageFaultsMin),
         required: true,
         feeds: "page_faults",
-        latency_only: false,
+        when: When::Always,
     },
     Hook {
         program: "fault_major",
@@ -141,6 +161,14 @@ pub const HOOKS: [Hook; 12] = [
         kind: HookKind::PerfEvent(SoftwareEvent::PageFaultsMaj),
         required: true,
         feeds: "page_faults",
-        latency_only: false,
+        when: When::Always,
+    },
+    Hook {
+        program: "io_uring_queue_async_work",
+        target: "io_uring_queue_async_work",
+        kind: HookKind::RawTracepoint,
+        required: false,
+        feeds: "io_uring_punted",
+        when: When::Always,
     },
 ];
