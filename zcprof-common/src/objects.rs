@@ -107,23 +107,26 @@ impl ObjectName {
     };
 }
 
-/// What sys_exit leaves in a thread's entry for the attribution program that runs after it on
-/// the same event (`sys_exit_objects`): the descriptors a call moved bytes through, its column
-/// and its bytes. The work is done in a program of its own because sys_exit has no stack to
-/// spare for it (5.10 allows 512 bytes for a program and the functions it calls together).
+/// What sys_exit leaves in a thread's entry for the program that runs after it on the same
+/// event (`sys_exit_detail`, attached only with `--by-file`, `--by-peer` or the stack options):
+/// the call it just counted. The detail is done in a program of its own because sys_exit has no
+/// stack to spare for it (5.10 allows 512 bytes for a program and the functions it calls
+/// together).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PendingObjects {
     /// Bytes moved, 0 when nothing is pending.
     pub bytes: u64,
-    /// The descriptors (`fd_count` of them).
+    /// The descriptors the bytes went through (`fd_count` of them; 0 without attribution).
     pub fds: [u32; 2],
     /// [`crate::Column`] discriminant.
     pub column: u16,
-    /// 1 or 2.
+    /// 0, 1 or 2.
     pub fd_count: u16,
+    /// [`crate::Syscall`] discriminant.
+    pub syscall: u16,
     /// Padding, always 0.
-    pub _pad: u32,
+    pub _pad: u16,
 }
 
 impl PendingObjects {
@@ -133,6 +136,7 @@ impl PendingObjects {
         fds: [0; 2],
         column: 0,
         fd_count: 0,
+        syscall: 0,
         _pad: 0,
     };
 }

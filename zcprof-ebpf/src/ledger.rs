@@ -68,14 +68,14 @@ pub(crate) fn record_syscall(
         | Pwritev2 | Recvfrom | Vmsplice => {
             let fd = fd_info(t, arg(regs, 0));
             let column = record(t, tid, syscall, fd, call, false);
-            objects::note(t, [arg(regs, 0), 0], 1, column, ret);
+            objects::note(t, [arg(regs, 0), 0], 1);
             column
         }
         Tee => {
             // tee(fd_in, fd_out, len, flags): both pipes.
             let fd = fd_info(t, arg(regs, 0));
             let column = record(t, tid, syscall, fd, call, false);
-            objects::note(t, [arg(regs, 0), arg(regs, 1)], 2, column, ret);
+            objects::note(t, [arg(regs, 0), arg(regs, 1)], 2);
             column
         }
         Recvmsg => {
@@ -86,14 +86,14 @@ pub(crate) fn record_syscall(
             {
                 let fd = fd_info(t, arg(regs, 0));
                 let column = record(t, tid, syscall, fd, call, false);
-                objects::note(t, [arg(regs, 0), 0], 1, column, ret);
+                objects::note(t, [arg(regs, 0), 0], 1);
                 column
             }
         }
         Recvmmsg => {
             let fd = fd_info(t, arg(regs, 0));
             let column = record(t, tid, syscall, fd, call, false);
-            objects::note(t, [arg(regs, 0), 0], 1, column, ret);
+            objects::note(t, [arg(regs, 0), 0], 1);
             column
         }
         Sendto | Sendmsg | Sendmmsg => {
@@ -104,7 +104,7 @@ pub(crate) fn record_syscall(
             };
             let fd = fd_info(t, arg(regs, 0));
             let column = record(t, tid, syscall, fd, call, flags & MSG_ZEROCOPY != 0);
-            objects::note(t, [arg(regs, 0), 0], 1, column, ret);
+            objects::note(t, [arg(regs, 0), 0], 1);
             column
         }
         CopyFileRange => {
@@ -112,7 +112,7 @@ pub(crate) fn record_syscall(
             // decides the path; both files moved the bytes.
             let fd = fd_info(t, arg(regs, 2));
             let column = record(t, tid, syscall, fd, call, false);
-            objects::note(t, [arg(regs, 0), arg(regs, 2)], 2, column, ret);
+            objects::note(t, [arg(regs, 0), arg(regs, 2)], 2);
             column
         }
         Sendfile => {
@@ -121,7 +121,7 @@ pub(crate) fn record_syscall(
             {
                 let fd = fd_info(t, arg(regs, 0));
                 let column = record(t, tid, syscall, fd, call, false);
-                objects::note(t, [arg(regs, 1), arg(regs, 0)], 2, column, ret);
+                objects::note(t, [arg(regs, 1), arg(regs, 0)], 2);
                 column
             }
         }
@@ -131,7 +131,7 @@ pub(crate) fn record_syscall(
             let dst = fd_info(t, arg(regs, 2));
             let column = classify(Splice, dst, src, false);
             add_to(t, tid, syscall, column, call, false);
-            objects::note(t, [arg(regs, 0), arg(regs, 2)], 2, column, ret);
+            objects::note(t, [arg(regs, 0), arg(regs, 2)], 2);
             column
         }
         MmapFile | MmapAnon => {

@@ -39,7 +39,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use zcprof_common::{
-    Column, Lost, Syscall, THREAD_EXITED, WATCH_COUNT, WATCH_FOLLOW_CHILDREN, Watch, uring, x86_64,
+    Column, Lost, PendingObjects, Syscall, THREAD_EXITED, WATCH_COUNT, WATCH_FOLLOW_CHILDREN,
+    Watch, uring, x86_64,
 };
 
 use crate::{
@@ -105,33 +106,51 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<u32, u32> {
         thread.fault_mapping = 0;
     }
     let (column, moved) = ledger::record_syscall(thread, tid, syscall, regs, ret, took_ns);
-    // The verifier drops this when stacks are off.
-    if off::stacks() && moved > 0 && column != Column::NotMoved {
-        stacks::record(
-            ctx,
-            thread.tgid,
-            tid,
-            regs,
-            syscall as u16,
-            column,
-            moved as u64,
-        );
+    // For `sys_exit_detail`. The verifier drops this when neither option is on.
+    if (off::stacks() || off::attribute()) && moved > 0 && column != Column::NotMoved {
+        thread.pending.bytes = moved as u64;
+        thread.pending.column = column as u16;
+        thread.pending.syscall = syscall as u16;
     }
     Ok(0)
 }
 
-/// `raw_syscalls:sys_exit` again, attached after [`sys_exit`] only with `--by-file` or
-/// `--by-peer`: attributes the bytes of the call sys_exit just counted to the files and sockets
-/// they went through (`objects`), with a stack of its own. Format: as [`sys_exit`].
+/// `raw_syscalls:sys_exit` again, attached after [`sys_exit`] only with `--by-file`,
+/// `--by-peer` or the stack options (`--folded`, `--flamegraph`, `--pprof`): takes the call
+/// sys_exit just counted (`ThreadStats::pending`) and attributes its bytes to the files and
+/// sockets they went through (`objects`) and to the user stack that made it (`stacks`), with
+/// a stack of its own: sys_exit leaves too little of the 512 bytes 5.10 allows a program and
+/// the functions it calls together. Format: as [`sys_exit`].
 #[btf_tracepoint(function = "sys_exit")]
 #[inline(always)]
-pub fn sys_exit_objects(ctx: BtfTracePointContext) -> i32 {
+pub fn sys_exit_detail(ctx: BtfTracePointContext) -> i32 {
     if off::empty_bodies() {
         return 0;
     }
     let regs: *const u64 = ctx.arg(0);
-    if let Some(thread) = entry_by_regs(regs as u64) {
-        objects::take_pending(thread);
+    let Some(thread) = entry_by_regs(regs as u64) else {
+        return 0;
+    };
+    let p = thread.pending;
+    if p.bytes == 0 {
+        return 0;
+    }
+    thread.pending = PendingObjects::NONE;
+    if off::attribute() {
+        objects::attribute(thread.tgid, &p);
+    }
+    if off::stacks()
+        && let Some(column) = Column::from_u16(p.column)
+    {
+        stacks::record(
+            &ctx,
+            thread.tgid,
+            thread.tid,
+            regs,
+            p.syscall,
+            column,
+            p.bytes,
+        );
     }
     0
 }

@@ -62,31 +62,23 @@ const S_IFIFO: u16 = 0o010000;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 
-/// Leaves, for [`take_pending`], that the current call moved `bytes` in `column` through the
-/// first `count` of `fds`.
+/// Leaves, for [`attribute`], that the current call moved its bytes through the first `count`
+/// of `fds` (sys_exit then adds the bytes, the column and the syscall).
 #[inline(always)]
-pub(crate) fn note(t: &mut ThreadStats, fds: [u64; 2], count: u16, column: Column, bytes: i64) {
-    if off::attribute() && bytes > 0 {
-        t.pending = PendingObjects {
-            bytes: bytes as u64,
-            fds: [fds[0] as u32, fds[1] as u32],
-            column: column as u16,
-            fd_count: count,
-            _pad: 0,
-        };
+pub(crate) fn note(t: &mut ThreadStats, fds: [u64; 2], count: u16) {
+    if off::attribute() {
+        t.pending.fds = [fds[0] as u32, fds[1] as u32];
+        t.pending.fd_count = count;
     }
 }
 
-/// Attributes what sys_exit left in thread `t`'s entry (see [`PendingObjects`]).
+/// Attributes the call `p` that sys_exit left (see [`PendingObjects`]) to its objects.
 #[inline(always)]
-pub(crate) fn take_pending(t: &mut ThreadStats) {
-    let p = t.pending;
-    if p.bytes == 0 {
-        return;
+pub(crate) fn attribute(tgid: u32, p: &PendingObjects) {
+    let tgid = tgid as u64;
+    if p.fd_count > 0 {
+        attribute_fd(tgid, p.fds[0] as u64, p.column as u64, p.bytes);
     }
-    t.pending = PendingObjects::NONE;
-    let tgid = t.tgid as u64;
-    attribute_fd(tgid, p.fds[0] as u64, p.column as u64, p.bytes);
     if p.fd_count > 1 {
         attribute_fd(tgid, p.fds[1] as u64, p.column as u64, p.bytes);
     }

@@ -349,7 +349,7 @@ impl Probes {
             let wanted = match hook.when {
                 When::Always => true,
                 When::Latency => options.latency,
-                When::Attribution => options.objects.is_some(),
+                When::Detail => options.objects.is_some() || options.stacks,
             };
             if layout.skipped.contains(&hook.target) || !wanted {
                 continue;

@@ -52,8 +52,8 @@ pub enum When {
     Always,
     /// With `--latency`.
     Latency,
-    /// With `--by-file` or `--by-peer`.
-    Attribution,
+    /// With `--by-file`, `--by-peer` or a stack option (`--folded`, `--flamegraph`, `--pprof`).
+    Detail,
 }
 
 /// Every hook, in attach order: the single list the loader attaches and `zcprof doctor`
@@ -76,12 +76,12 @@ pub const HOOKS: [Hook; 14] = [
         when: When::Latency,
     },
     Hook {
-        program: "sys_exit_objects",
+        program: "sys_exit_detail",
         target: "sys_exit",
         kind: HookKind::BtfTracepoint,
         required: false,
-        feeds: "files and peers (--by-file, --by-peer)",
-        when: When::Attribution,
+        feeds: "files, peers and stacks (--by-file, --by-peer, --folded, --flamegraph, --pprof)",
+        when: When::Detail,
     },
     Hook {
         program: "sched_switch",
