@@ -14,9 +14,156 @@ use std::collections::BTreeMap;
 use zcprof_common::{Column, Syscall, ThreadCounts, Transfer};
 
 /// Ledger cells keyed by (syscall, column).
-pub type Transfers = BTreeMap<(Syscall, Column), Transfer>;
+pub type Transfers = Cells<(Syscall, Column)>;
 /// io_uring cells keyed by (opcode, column).
-pub type UringCells = BTreeMap<(u16, Column), Transfer>;
+pub type UringCells = Cells<(u16, Column)>;
+
+/// Cells by key, sorted, in exactly as much memory as they need: a `BTreeMap` node holds 11
+/// cells of about 300 bytes even for the one cell most threads have, and the daemon keeps
+/// several of these per process (10,000 processes made that 3.3 KiB each, times five).
+/// The methods are `BTreeMap`'s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cells<K>(Vec<(K, Transfer)>);
+
+impl<K> Default for Cells<K> {
+    fn default() -> Self {
+        Cells(Vec::new())
+    }
+}
+
+impl<K: Ord + Copy> Cells<K> {
+    fn find(&self, k: &K) -> Result<usize, usize> {
+        self.0.binary_search_by(|(key, _)| key.cmp(k))
+    }
+
+    /// The cell of `k`.
+    pub fn get(&self, k: &K) -> Option<&Transfer> {
+        self.find(k).ok().map(|i| &self.0[i].1)
+    }
+
+    /// The cell of `k`, to change.
+    pub fn get_mut(&mut self, k: &K) -> Option<&mut Transfer> {
+        self.find(k).ok().map(|i| &mut self.0[i].1)
+    }
+
+    /// Whether `k` has a cell.
+    pub fn contains_key(&self, k: &K) -> bool {
+        self.find(k).is_ok()
+    }
+
+    /// Sets the cell of `k`, returning the one it replaces.
+    pub fn insert(&mut self, k: K, cell: Transfer) -> Option<Transfer> {
+        match self.find(&k) {
+            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, cell)),
+            Err(i) => {
+                // One more cell, not the doubling of a growing Vec.
+                self.0.reserve_exact(1);
+                self.0.insert(i, (k, cell));
+                None
+            }
+        }
+    }
+
+    /// The cell of `k`, to fill in or change.
+    pub fn entry(&mut self, k: K) -> CellEntry<'_, K> {
+        CellEntry {
+            cells: self,
+            key: k,
+        }
+    }
+
+    /// Adds every cell of `other` (a merge: both are sorted).
+    pub fn add_all(&mut self, other: &Cells<K>) {
+        add_cells(self, other);
+    }
+
+    /// The cells in key order.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&K, &Transfer)> + ExactSizeIterator {
+        self.0.iter().map(|(k, c)| (k, c))
+    }
+
+    /// The keys in order.
+    pub fn keys(&self) -> impl DoubleEndedIterator<Item = &K> + ExactSizeIterator {
+        self.0.iter().map(|(k, _)| k)
+    }
+
+    /// The cells in key order.
+    pub fn values(&self) -> impl DoubleEndedIterator<Item = &Transfer> + ExactSizeIterator {
+        self.0.iter().map(|(_, c)| c)
+    }
+
+    /// The cells in key order, to change.
+    pub fn values_mut(
+        &mut self,
+    ) -> impl DoubleEndedIterator<Item = &mut Transfer> + ExactSizeIterator {
+        self.0.iter_mut().map(|(_, c)| c)
+    }
+
+    /// Cells.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// No cell.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<K: Ord + Copy> std::ops::Index<&K> for Cells<K> {
+    type Output = Transfer;
+
+    /// The cell of `k`; panics if there is none, as a map's index does.
+    fn index(&self, k: &K) -> &Transfer {
+        self.get(k).expect("no cell for this key")
+    }
+}
+
+/// [`Cells::entry`].
+pub struct CellEntry<'a, K> {
+    cells: &'a mut Cells<K>,
+    key: K,
+}
+
+impl<'a, K: Ord + Copy> CellEntry<'a, K> {
+    /// The cell, inserted as zero if it was not there.
+    pub fn or_default(self) -> &'a mut Transfer {
+        let i = match self.cells.find(&self.key) {
+            Ok(i) => i,
+            Err(i) => {
+                self.cells.0.reserve_exact(1);
+                self.cells.0.insert(i, (self.key, Transfer::ZERO));
+                i
+            }
+        };
+        &mut self.cells.0[i].1
+    }
+}
+
+impl<'a, K> IntoIterator for &'a Cells<K> {
+    type Item = (&'a K, &'a Transfer);
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, (K, Transfer)>,
+        fn(&'a (K, Transfer)) -> (&'a K, &'a Transfer),
+    >;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().map(|(k, c)| (k, c))
+    }
+}
+
+impl<K: Ord + Copy> FromIterator<(K, Transfer)> for Cells<K> {
+    fn from_iter<I: IntoIterator<Item = (K, Transfer)>>(iter: I) -> Self {
+        let mut v: Vec<(K, Transfer)> = iter.into_iter().collect();
+        v.sort_by_key(|c| c.0);
+        // The last of equal keys wins, as in a map.
+        v.reverse();
+        v.dedup_by(|later, kept| later.0 == kept.0);
+        v.reverse();
+        v.shrink_to_fit();
+        Cells(v)
+    }
+}
 
 /// What a thread, a process or a group did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -80,16 +227,13 @@ impl Activity {
     }
 }
 
-fn add_cells<K: Ord + Copy>(into: &mut BTreeMap<K, Transfer>, from: &BTreeMap<K, Transfer>) {
+fn add_cells<K: Ord + Copy>(into: &mut Cells<K>, from: &Cells<K>) {
     for (k, c) in from {
         into.entry(*k).or_default().add(c);
     }
 }
 
-fn cells_since<K: Ord + Copy>(
-    now: &BTreeMap<K, Transfer>,
-    earlier: &BTreeMap<K, Transfer>,
-) -> BTreeMap<K, Transfer> {
+fn cells_since<K: Ord + Copy>(now: &Cells<K>, earlier: &Cells<K>) -> Cells<K> {
     now.iter()
         .map(|(k, c)| {
             (
@@ -102,14 +246,11 @@ fn cells_since<K: Ord + Copy>(
 }
 
 /// `now - last` cell by cell; `None` if a cell went down or vanished.
-fn cells_delta<K: Ord + Copy>(
-    now: &BTreeMap<K, Transfer>,
-    last: &BTreeMap<K, Transfer>,
-) -> Option<BTreeMap<K, Transfer>> {
+fn cells_delta<K: Ord + Copy>(now: &Cells<K>, last: &Cells<K>) -> Option<Cells<K>> {
     if last.keys().any(|k| !now.contains_key(k)) {
         return None;
     }
-    let mut out = BTreeMap::new();
+    let mut out = Vec::new();
     for (k, c) in now {
         let d = match last.get(k) {
             Some(l) if l.saturating_sub(c) != Transfer::ZERO => return None,
@@ -117,10 +258,11 @@ fn cells_delta<K: Ord + Copy>(
             None => *c,
         };
         if d.calls != 0 {
-            out.insert(*k, d);
+            out.push((*k, d));
         }
     }
-    Some(out)
+    out.shrink_to_fit();
+    Some(Cells(out))
 }
 
 /// One thread's view.

@@ -14,6 +14,7 @@ use zcprof_common::{
 };
 
 use super::args::HistogramMode;
+use super::engine::SharedGroup;
 use crate::{capability::Capabilities, loader::ProgramStats, snapshot::Activity};
 
 /// Fill of one kernel map.
@@ -35,7 +36,10 @@ pub struct Published {
     /// Names of the group labels.
     pub label_names: &'static [&'static str],
     /// Label values and totals of every group.
-    pub groups: Vec<(Vec<String>, Activity)>,
+    pub groups: Vec<SharedGroup>,
+    /// With `--per-pid`: the ledger cells by command name (label `comm`), which the size
+    /// histograms are exported by; `None`: by the groups.
+    pub histogram_groups: Option<Vec<SharedGroup>>,
     /// Events the kernel side could not record, by reason.
     pub lost: Vec<(&'static str, u64)>,
     /// Dead threads the kernel left to user space to collect, by reason.
@@ -78,6 +82,7 @@ impl Published {
             started: Instant::now(),
             label_names,
             groups: Vec::new(),
+            histogram_groups: None,
             lost: Vec::new(),
             deferred: Vec::new(),
             maps: Vec::new(),
@@ -161,6 +166,10 @@ enum Source {
     /// Samples of each group, from the group's totals; their labels follow the group's own.
     /// Zero samples are left out (see [`Exposition::published`]).
     Group(GroupSamples),
+    /// Histogram samples of each group, or with `--per-pid` of each command name
+    /// ([`Published::histogram_groups`]): a histogram per process would be most of the
+    /// exposition, and the per-process count and sum are the cell counters already.
+    Histograms(GroupSamples),
     /// Samples of the daemon itself.
     Daemon(fn(&Published, Emit<'_>)),
     /// One unlabelled sample of the daemon itself.
@@ -312,7 +321,7 @@ fn catalogue() -> Vec<Family> {
         "Sizes of successful data-moving calls, by syscall. Bucket bounds are 2^k-1 bytes: \
          a call of exactly 2^k bytes is in the next bucket.",
         HISTOGRAM,
-        Source::Group(Box::new(|t, emit| {
+        Source::Histograms(Box::new(|t, emit| {
             let mut per_syscall: Vec<(Syscall, Transfer)> = Vec::new();
             for ((sc, _), cell) in &t.transfers {
                 match per_syscall.last_mut() {
@@ -542,21 +551,12 @@ impl Exposition {
     /// scrape where it appears does not see as an increase.
     pub fn published(&mut self, p: &Published) {
         // Each group's labels rendered once, not once per sample.
-        let groups: Vec<(String, &Activity)> = p
-            .groups
-            .iter()
-            .filter(|(_, totals)| !is_idle(totals))
-            .map(|(values, totals)| {
-                let mut prefix = String::new();
-                for (i, (name, value)) in p.label_names.iter().zip(values).enumerate() {
-                    if i > 0 {
-                        prefix.push(',');
-                    }
-                    push_label(&mut prefix, name, value);
-                }
-                (prefix, totals)
-            })
-            .collect();
+        let groups = prefixes(p.label_names, &p.groups);
+        let by_comm = p
+            .histogram_groups
+            .as_deref()
+            .map(|g| prefixes(&["comm"], g));
+        let histogram_groups = by_comm.as_ref().unwrap_or(&groups);
         let created = p.daemon_started;
         for f in CATALOGUE.iter() {
             if f.kind == MetricType::HISTOGRAM && self.histograms.buckets().is_empty() {
@@ -564,8 +564,12 @@ impl Exposition {
             }
             self.head(&f.name, &f.help, f.kind);
             match &f.source {
-                Source::Group(of_group) => {
-                    for (prefix, totals) in &groups {
+                Source::Group(of_group) | Source::Histograms(of_group) => {
+                    let groups = match &f.source {
+                        Source::Histograms(_) => histogram_groups,
+                        _ => &groups,
+                    };
+                    for (prefix, totals) in groups {
                         of_group(totals, &mut |labels, sample| {
                             let zero = match &sample {
                                 Sample::Value(v) => *v == 0.0,
@@ -758,6 +762,24 @@ impl Exposition {
     }
 }
 
+/// The groups that have something to export, each with its labels rendered.
+fn prefixes<'a>(names: &[&str], groups: &'a [SharedGroup]) -> Vec<(String, &'a Activity)> {
+    groups
+        .iter()
+        .filter(|(_, totals)| !is_idle(totals))
+        .map(|(values, totals)| {
+            let mut prefix = String::new();
+            for (i, (name, value)) in names.iter().zip(values.iter()).enumerate() {
+                if i > 0 {
+                    prefix.push(',');
+                }
+                push_label(&mut prefix, name, value);
+            }
+            (prefix, &**totals)
+        })
+        .collect()
+}
+
 /// Whether a group's totals are all zero (nothing of it would be exported).
 fn is_idle(t: &Activity) -> bool {
     t.counts == ThreadCounts::ZERO
@@ -837,6 +859,8 @@ pub fn self_usage() -> (u64, f64) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     /// 3 calls of 0 bytes, 2 of 1 byte, 1 of 4096 bytes, 1 of 4 GiB.
@@ -920,8 +944,8 @@ mod tests {
         busy.transfers
             .insert((Syscall::ALL[0], Column::ALL[0]), cell());
         p.groups = vec![
-            (vec!["busy \"x\"".into()], busy),
-            (vec!["idle".into()], Activity::default()),
+            (Arc::from(vec!["busy \"x\"".to_string()]), Arc::new(busy)),
+            (Arc::from(vec!["idle".to_string()]), Arc::default()),
         ];
         p.lost = vec![("read_failed", 0)];
         let mut e = Exposition::new(format, mode, 0);

@@ -245,7 +245,8 @@ impl Collector {
         let published = Published {
             started,
             label_names: self.engine.label_names(),
-            groups: self.engine.groups(),
+            groups: self.engine.shared_groups(),
+            histogram_groups: self.engine.shared_histogram_groups(),
             lost,
             deferred,
             maps,

@@ -96,7 +96,7 @@ fn start() -> Server {
             collections += 1;
             let mut p = Published::empty(LABELS);
             p.collections = collections;
-            p.groups = vec![(vec!["fuzz".into()], Default::default())];
+            p.groups = vec![(Arc::from(vec!["fuzz".to_string()]), Default::default())];
             publish.send_replace(Arc::new(p));
         }
     });
