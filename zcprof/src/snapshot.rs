@@ -22,8 +22,19 @@ pub type UringCells = Cells<(u16, Column)>;
 /// cells of about 300 bytes even for the one cell most threads have, and the daemon keeps
 /// several of these per process (10,000 processes made that 3.3 KiB each, times five).
 /// The methods are `BTreeMap`'s.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct Cells<K>(Vec<(K, Transfer)>);
+
+impl<K: Clone> Clone for Cells<K> {
+    fn clone(&self) -> Self {
+        Cells(self.0.clone())
+    }
+
+    /// Into the memory `self` has (the daemon does this for every thread at every read).
+    fn clone_from(&mut self, source: &Self) {
+        self.0.clone_from(&source.0);
+    }
+}
 
 impl<K> Default for Cells<K> {
     fn default() -> Self {
@@ -166,7 +177,7 @@ impl<K: Ord + Copy> FromIterator<(K, Transfer)> for Cells<K> {
 }
 
 /// What a thread, a process or a group did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct Activity {
     /// Syscalls, context switches, page faults, zero-copy completions.
     pub counts: ThreadCounts,
@@ -174,6 +185,22 @@ pub struct Activity {
     pub transfers: Transfers,
     /// io_uring completions (kept per process by the kernel: threads have none).
     pub uring: UringCells,
+}
+
+impl Clone for Activity {
+    fn clone(&self) -> Self {
+        Activity {
+            counts: self.counts,
+            transfers: self.transfers.clone(),
+            uring: self.uring.clone(),
+        }
+    }
+
+    fn clone_from(&mut self, source: &Self) {
+        self.counts = source.counts;
+        self.transfers.clone_from(&source.transfers);
+        self.uring.clone_from(&source.uring);
+    }
 }
 
 impl Activity {

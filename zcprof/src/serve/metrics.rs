@@ -436,13 +436,17 @@ fn counter_stem(spec: &CounterSpec) -> &'static str {
 
 /// The samples of the counter family `stem` in one group: one per counter declared in it.
 fn counter_samples(stem: &'static str) -> Source {
+    // Its counters' positions, found once rather than by name in every group.
+    let members: Vec<usize> = (0..COUNTERS.len())
+        .filter(|&i| counter_stem(&COUNTERS[i]) == stem)
+        .collect();
     Source::Group(Box::new(move |t, emit| {
-        for (spec, value) in COUNTERS.iter().zip(t.counts.values()) {
-            if counter_stem(spec) == stem {
-                match spec.group {
-                    Some(g) => emit(&[(g.label, spec.member)], Sample::Value(value as f64)),
-                    None => emit(&[], Sample::Value(value as f64)),
-                }
+        let values = t.counts.values();
+        for &i in &members {
+            let (spec, value) = (&COUNTERS[i], values[i] as f64);
+            match spec.group {
+                Some(g) => emit(&[(g.label, spec.member)], Sample::Value(value)),
+                None => emit(&[], Sample::Value(value)),
             }
         }
     }))

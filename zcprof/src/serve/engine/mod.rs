@@ -152,7 +152,7 @@ pub type SharedGroup = (Arc<[String]>, Arc<Activity>);
 pub struct Engine {
     scope: Scope,
     groups: HashMap<GroupKey, Group>,
-    /// With `--by pid`: the ledger cells by command name (size histograms per process would
+    /// With `--by pid`: the ledger cells by process name (size histograms per process would
     /// be most of the exposition; per command they are what dashboards sum them into).
     by_comm: HashMap<GroupKey, Group>,
     threads: HashMap<u32, ThreadRec>,
@@ -374,6 +374,13 @@ impl Engine {
                     *rec = ThreadRec::new(key);
                 }
                 rec.seen = generation;
+                if exited && rec.exited.is_none() {
+                    rec.exited = Some((now, generation));
+                }
+                // Most threads of a large host did nothing since the last read.
+                if t.activity == rec.last {
+                    continue;
+                }
                 // Counts that went down: the entry was replaced behind our back; what it
                 // holds now is all new.
                 let delta = t
@@ -381,9 +388,6 @@ impl Engine {
                     .delta(&rec.last)
                     .unwrap_or_else(|| t.activity.clone());
                 rec.last.clone_from(&t.activity);
-                if exited && rec.exited.is_none() {
-                    rec.exited = Some((now, generation));
-                }
                 if !delta.is_empty() {
                     self.credit(host, key, &t.comm, t.cgroup_id, &delta);
                 }
@@ -497,6 +501,9 @@ impl Engine {
         let totals = &mut self.groups.entry(group).or_default().totals;
         Arc::make_mut(totals).add(delta);
         if self.scope.by == GroupBy::Pid && !delta.transfers.is_empty() {
+            // By the process's name, as its series are labelled: its threads' own names
+            // can be as many as its threads (a compiler's "opt 0dk7d3x03c2"…).
+            let comm = self.procs.get(&process).map_or(comm, |r| r.comm.as_str());
             let mut key = match comm {
                 OTHER => GroupKey::Other,
                 _ => GroupKey::Comm(comm.to_string()),

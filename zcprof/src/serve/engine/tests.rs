@@ -520,3 +520,24 @@ fn per_pid_keeps_cells_by_comm_that_only_grow() {
             .is_none()
     );
 }
+
+/// The per-comm cells of `--per-pid` go by the process's name, as its series are labelled,
+/// not by its threads' own names (which can be one per thread).
+#[test]
+fn per_pid_histogram_cells_go_by_process_name() {
+    let mut e = Engine::new(scope(GroupBy::Pid, 10));
+    let mut host = FakeHost::default();
+    host.alive.insert(1);
+    e.ingest_all(
+        &snap(&[
+            (1, 1, thread("rustc", 1, 0, false)),
+            (1, 2, thread("opt 0dk7d3x03c2", 1, 64, false)),
+        ]),
+        &mut host,
+        Instant::now(),
+    );
+    let g = e.shared_histogram_groups().expect("by comm with --per-pid");
+    assert_eq!(g.len(), 1);
+    assert_eq!(&*g[0].0, ["rustc"]);
+    assert_eq!(g[0].1.transfers.values().map(|c| c.bytes).sum::<u64>(), 64);
+}
