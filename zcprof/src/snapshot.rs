@@ -18,16 +18,20 @@ pub type Transfers = Cells<(Syscall, Column)>;
 /// io_uring cells keyed by (opcode, column).
 pub type UringCells = Cells<(u16, Column)>;
 
-/// Cells by key, sorted, in exactly as much memory as they need: a `BTreeMap` node holds 11
-/// cells of about 300 bytes even for the one cell most threads have, and the daemon keeps
-/// several of these per process (10,000 processes made that 3.3 KiB each, times five).
+/// Ledger cells by key.
+pub type Cells<K> = SortedMap<K, Transfer>;
+
+/// A map kept as a vector sorted by key, grown a quarter at a time: a `BTreeMap` node holds
+/// 11 entries even for the one cell (about 300 bytes) most threads have, or the one thread
+/// most processes have, and the daemon holds several such maps per process (10,000
+/// processes made that 3.3 KiB each, five times over, plus 2.7 KiB per process and read).
 /// The methods are `BTreeMap`'s.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Cells<K>(Vec<(K, Transfer)>);
+pub struct SortedMap<K, V>(Vec<(K, V)>);
 
-impl<K: Clone> Clone for Cells<K> {
+impl<K: Clone, V: Clone> Clone for SortedMap<K, V> {
     fn clone(&self) -> Self {
-        Cells(self.0.clone())
+        SortedMap(self.0.clone())
     }
 
     /// Into the memory `self` has (the daemon does this for every thread at every read).
@@ -36,61 +40,59 @@ impl<K: Clone> Clone for Cells<K> {
     }
 }
 
-impl<K> Default for Cells<K> {
+impl<K, V> Default for SortedMap<K, V> {
     fn default() -> Self {
-        Cells(Vec::new())
+        SortedMap(Vec::new())
     }
 }
 
-impl<K: Ord + Copy> Cells<K> {
+impl<K: Ord + Copy, V> SortedMap<K, V> {
     fn find(&self, k: &K) -> Result<usize, usize> {
         self.0.binary_search_by(|(key, _)| key.cmp(k))
     }
 
-    /// The cell of `k`.
-    pub fn get(&self, k: &K) -> Option<&Transfer> {
+    fn insert_at(&mut self, i: usize, k: K, v: V) {
+        if self.0.len() == self.0.capacity() {
+            // A quarter more (at least one): most maps stay at one or two entries.
+            self.0.reserve_exact(1 + self.0.len() / 4);
+        }
+        self.0.insert(i, (k, v));
+    }
+
+    /// The value of `k`.
+    pub fn get(&self, k: &K) -> Option<&V> {
         self.find(k).ok().map(|i| &self.0[i].1)
     }
 
-    /// The cell of `k`, to change.
-    pub fn get_mut(&mut self, k: &K) -> Option<&mut Transfer> {
+    /// The value of `k`, to change.
+    pub fn get_mut(&mut self, k: &K) -> Option<&mut V> {
         self.find(k).ok().map(|i| &mut self.0[i].1)
     }
 
-    /// Whether `k` has a cell.
+    /// Whether `k` has a value.
     pub fn contains_key(&self, k: &K) -> bool {
         self.find(k).is_ok()
     }
 
-    /// Sets the cell of `k`, returning the one it replaces.
-    pub fn insert(&mut self, k: K, cell: Transfer) -> Option<Transfer> {
+    /// Sets the value of `k`, returning the one it replaces.
+    pub fn insert(&mut self, k: K, v: V) -> Option<V> {
         match self.find(&k) {
-            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, cell)),
+            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, v)),
             Err(i) => {
-                // One more cell, not the doubling of a growing Vec.
-                self.0.reserve_exact(1);
-                self.0.insert(i, (k, cell));
+                self.insert_at(i, k, v);
                 None
             }
         }
     }
 
-    /// The cell of `k`, to fill in or change.
-    pub fn entry(&mut self, k: K) -> CellEntry<'_, K> {
-        CellEntry {
-            cells: self,
-            key: k,
-        }
+    /// The value of `k`, to fill in or change.
+    pub fn entry(&mut self, k: K) -> MapEntry<'_, K, V> {
+        MapEntry { map: self, key: k }
     }
 
-    /// Adds every cell of `other` (a merge: both are sorted).
-    pub fn add_all(&mut self, other: &Cells<K>) {
-        add_cells(self, other);
-    }
-
-    /// The cells in key order.
-    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&K, &Transfer)> + ExactSizeIterator {
-        self.0.iter().map(|(k, c)| (k, c))
+    /// The entries in key order.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&K, &V)> + ExactSizeIterator {
+        self.0.iter().map(|(k, v)| (k, v))
     }
 
     /// The keys in order.
@@ -98,81 +100,82 @@ impl<K: Ord + Copy> Cells<K> {
         self.0.iter().map(|(k, _)| k)
     }
 
-    /// The cells in key order.
-    pub fn values(&self) -> impl DoubleEndedIterator<Item = &Transfer> + ExactSizeIterator {
-        self.0.iter().map(|(_, c)| c)
+    /// The values in key order.
+    pub fn values(&self) -> impl DoubleEndedIterator<Item = &V> + ExactSizeIterator {
+        self.0.iter().map(|(_, v)| v)
     }
 
-    /// The cells in key order, to change.
-    pub fn values_mut(
-        &mut self,
-    ) -> impl DoubleEndedIterator<Item = &mut Transfer> + ExactSizeIterator {
-        self.0.iter_mut().map(|(_, c)| c)
+    /// The values in key order, to change.
+    pub fn values_mut(&mut self) -> impl DoubleEndedIterator<Item = &mut V> + ExactSizeIterator {
+        self.0.iter_mut().map(|(_, v)| v)
     }
 
-    /// Cells.
+    /// Entries.
     pub fn len(&self) -> usize {
         self.0.len()
     }
 
-    /// No cell.
+    /// No entry.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 }
 
-impl<K: Ord + Copy> std::ops::Index<&K> for Cells<K> {
-    type Output = Transfer;
-
-    /// The cell of `k`; panics if there is none, as a map's index does.
-    fn index(&self, k: &K) -> &Transfer {
-        self.get(k).expect("no cell for this key")
+impl<K: Ord + Copy> Cells<K> {
+    /// Adds every cell of `other`, cell by cell.
+    pub fn add_all(&mut self, other: &Cells<K>) {
+        add_cells(self, other);
     }
 }
 
-/// [`Cells::entry`].
-pub struct CellEntry<'a, K> {
-    cells: &'a mut Cells<K>,
+impl<K: Ord + Copy, V> std::ops::Index<&K> for SortedMap<K, V> {
+    type Output = V;
+
+    /// The value of `k`; panics if there is none, as a map's index does.
+    fn index(&self, k: &K) -> &V {
+        self.get(k).expect("no entry for this key")
+    }
+}
+
+/// [`SortedMap::entry`].
+pub struct MapEntry<'a, K, V> {
+    map: &'a mut SortedMap<K, V>,
     key: K,
 }
 
-impl<'a, K: Ord + Copy> CellEntry<'a, K> {
-    /// The cell, inserted as zero if it was not there.
-    pub fn or_default(self) -> &'a mut Transfer {
-        let i = match self.cells.find(&self.key) {
+impl<'a, K: Ord + Copy, V: Default> MapEntry<'a, K, V> {
+    /// The value, inserted as the default if it was not there.
+    pub fn or_default(self) -> &'a mut V {
+        let i = match self.map.find(&self.key) {
             Ok(i) => i,
             Err(i) => {
-                self.cells.0.reserve_exact(1);
-                self.cells.0.insert(i, (self.key, Transfer::ZERO));
+                self.map.insert_at(i, self.key, V::default());
                 i
             }
         };
-        &mut self.cells.0[i].1
+        &mut self.map.0[i].1
     }
 }
 
-impl<'a, K> IntoIterator for &'a Cells<K> {
-    type Item = (&'a K, &'a Transfer);
-    type IntoIter = std::iter::Map<
-        std::slice::Iter<'a, (K, Transfer)>,
-        fn(&'a (K, Transfer)) -> (&'a K, &'a Transfer),
-    >;
+impl<'a, K, V> IntoIterator for &'a SortedMap<K, V> {
+    type Item = (&'a K, &'a V);
+    type IntoIter = std::iter::Map<std::slice::Iter<'a, (K, V)>, fn(&'a (K, V)) -> (&'a K, &'a V)>;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.0.iter().map(|(k, c)| (k, c))
+        self.0.iter().map(|(k, v)| (k, v))
     }
 }
 
-impl<K: Ord + Copy> FromIterator<(K, Transfer)> for Cells<K> {
-    fn from_iter<I: IntoIterator<Item = (K, Transfer)>>(iter: I) -> Self {
-        let mut v: Vec<(K, Transfer)> = iter.into_iter().collect();
-        v.sort_by_key(|c| c.0);
+impl<K: Ord + Copy, V> FromIterator<(K, V)> for SortedMap<K, V> {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        let mut v: Vec<(K, V)> = iter.into_iter().collect();
+        v.sort_by_key(|e| e.0);
         // The last of equal keys wins, as in a map.
         v.reverse();
         v.dedup_by(|later, kept| later.0 == kept.0);
         v.reverse();
         v.shrink_to_fit();
-        Cells(v)
+        SortedMap(v)
     }
 }
 
@@ -289,7 +292,7 @@ fn cells_delta<K: Ord + Copy>(now: &Cells<K>, last: &Cells<K>) -> Option<Cells<K
         }
     }
     out.shrink_to_fit();
-    Some(Cells(out))
+    Some(SortedMap(out))
 }
 
 /// One thread's view.
@@ -348,7 +351,7 @@ pub struct ProcessView {
     /// The sum of its threads, plus its io_uring cells.
     pub activity: Activity,
     /// Threads by tid.
-    pub threads: BTreeMap<u32, ThreadView>,
+    pub threads: SortedMap<u32, ThreadView>,
 }
 
 impl ProcessView {
@@ -360,12 +363,10 @@ impl ProcessView {
         if (tid == tgid || self.comm.is_empty()) && !thread.comm.is_empty() {
             self.comm.clone_from(&thread.comm);
         }
-        match self.threads.entry(tid) {
-            std::collections::btree_map::Entry::Vacant(v) => {
-                v.insert(thread);
-            }
-            std::collections::btree_map::Entry::Occupied(mut o) => {
-                o.get_mut().activity.add(&thread.activity);
+        match self.threads.get_mut(&tid) {
+            Some(t) => t.activity.add(&thread.activity),
+            None => {
+                self.threads.insert(tid, thread);
             }
         }
         self.exited = self.threads.values().all(|t| t.exited);
