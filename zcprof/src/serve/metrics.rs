@@ -33,8 +33,6 @@ pub struct MapFill {
 pub struct Published {
     /// When the collection started: a scrape that arrived before it sees fresh counts.
     pub started: Instant,
-    /// Names of the group labels.
-    pub label_names: &'static [&'static str],
     /// Label values and totals of every group.
     pub groups: Vec<SharedGroup>,
     /// With `--per-pid`: the ledger cells by command name (label `comm`), which the size
@@ -77,10 +75,9 @@ pub struct Published {
 
 impl Published {
     /// Before the first collection (made at the daemon's start).
-    pub fn empty(label_names: &'static [&'static str]) -> Self {
+    pub fn empty() -> Self {
         Published {
             started: Instant::now(),
-            label_names,
             groups: Vec::new(),
             histogram_groups: None,
             lost: Vec::new(),
@@ -554,12 +551,8 @@ impl Exposition {
     /// cost: a series first appears with its first non-zero value, which rate() over the
     /// scrape where it appears does not see as an increase.
     pub fn published(&mut self, p: &Published) {
-        // Each group's labels rendered once, not once per sample.
-        let groups = prefixes(p.label_names, &p.groups);
-        let by_comm = p
-            .histogram_groups
-            .as_deref()
-            .map(|g| prefixes(&["comm"], g));
+        let groups = prefixes(&p.groups);
+        let by_comm = p.histogram_groups.as_deref().map(prefixes);
         let histogram_groups = by_comm.as_ref().unwrap_or(&groups);
         let created = p.daemon_started;
         for f in CATALOGUE.iter() {
@@ -766,22 +759,25 @@ impl Exposition {
     }
 }
 
-/// The groups that have something to export, each with its labels rendered.
-fn prefixes<'a>(names: &[&str], groups: &'a [SharedGroup]) -> Vec<(String, &'a Activity)> {
+/// The groups that have something to export, each with its labels as written.
+fn prefixes(groups: &[SharedGroup]) -> Vec<(&str, &Activity)> {
     groups
         .iter()
         .filter(|(_, totals)| !is_idle(totals))
-        .map(|(values, totals)| {
-            let mut prefix = String::new();
-            for (i, (name, value)) in names.iter().zip(values.iter()).enumerate() {
-                if i > 0 {
-                    prefix.push(',');
-                }
-                push_label(&mut prefix, name, value);
-            }
-            (prefix, &**totals)
-        })
+        .map(|(labels, totals)| (labels.rendered.as_str(), &**totals))
         .collect()
+}
+
+/// `name="value",…` of a group, escaped.
+pub fn render_labels(names: &[&str], values: &[String]) -> String {
+    let mut out = String::new();
+    for (i, (name, value)) in names.iter().zip(values).enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_label(&mut out, name, value);
+    }
+    out
 }
 
 /// Whether a group's totals are all zero (nothing of it would be exported).
@@ -866,6 +862,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::serve::engine::Labels;
 
     /// 3 calls of 0 bytes, 2 of 1 byte, 1 of 4096 bytes, 1 of 4 GiB.
     fn cell() -> Transfer {
@@ -941,15 +938,20 @@ mod tests {
         assert_eq!(Format::negotiate(Some(";;,q=x,\u{0}")), Text);
     }
 
+    fn labels(values: &[&str]) -> Arc<Labels> {
+        let values = values.iter().map(|v| v.to_string()).collect();
+        Arc::new(Labels::new(&["comm"], values))
+    }
+
     fn body(format: Format, mode: HistogramMode) -> String {
-        let mut p = Published::empty(&["comm"]);
+        let mut p = Published::empty();
         let mut busy = Activity::default();
         busy.counts.syscalls = 9;
         busy.transfers
             .insert((Syscall::ALL[0], Column::ALL[0]), cell());
         p.groups = vec![
-            (Arc::from(vec!["busy \"x\"".to_string()]), Arc::new(busy)),
-            (Arc::from(vec!["idle".to_string()]), Arc::default()),
+            (labels(&["busy \"x\""]), Arc::new(busy)),
+            (labels(&["idle"]), Arc::default()),
         ];
         p.lost = vec![("read_failed", 0)];
         let mut e = Exposition::new(format, mode, 0);

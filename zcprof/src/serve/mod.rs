@@ -244,7 +244,6 @@ impl Collector {
         let (rss_bytes, cpu_seconds) = metrics::self_usage();
         let published = Published {
             started,
-            label_names: self.engine.label_names(),
             groups: self.engine.shared_groups(),
             histogram_groups: self.engine.shared_histogram_groups(),
             lost,
@@ -388,7 +387,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<i32> {
         max_groups: args.max_series as usize,
     };
     let engine = Engine::new(scope);
-    let (publish, latest) = watch::channel(Arc::new(Published::empty(engine.label_names())));
+    let (publish, latest) = watch::channel(Arc::new(Published::empty()));
     let (ask, asks) = mpsc::channel();
     let stop = Arc::new(AtomicBool::new(false));
     let collector = Collector {

@@ -140,12 +140,37 @@ struct ProcRec {
 #[derive(Debug, Default)]
 struct Group {
     totals: Arc<Activity>,
-    /// Its label values, made once (a `--per-pid` group's again when its process exec'd).
-    labels: Option<Arc<[String]>>,
+    /// Its labels, made once (a `--per-pid` group's again when its process exec'd).
+    labels: Option<Arc<Labels>>,
 }
 
-/// Label values and totals of one group, as published.
-pub type SharedGroup = (Arc<[String]>, Arc<Activity>);
+/// A group's label values, and the labels as the exposition writes them (made once per
+/// group rather than at every scrape).
+#[derive(Debug)]
+pub struct Labels {
+    values: Vec<String>,
+    /// `name="value",…`, escaped.
+    pub rendered: String,
+}
+
+impl Labels {
+    /// The labels `names` with `values`.
+    pub fn new(names: &[&str], values: Vec<String>) -> Self {
+        let rendered = super::metrics::render_labels(names, &values);
+        Labels { values, rendered }
+    }
+}
+
+impl std::ops::Deref for Labels {
+    type Target = [String];
+
+    fn deref(&self) -> &[String] {
+        &self.values
+    }
+}
+
+/// Labels and totals of one group, as published.
+pub type SharedGroup = (Arc<Labels>, Arc<Activity>);
 
 /// The accounting state.
 #[derive(Debug)]
@@ -527,11 +552,13 @@ impl Engine {
         out
     }
 
-    /// What [`Engine::groups`] says, shared rather than copied: for the daemon, which
-    /// publishes every group at every collection.
+    /// What [`Engine::groups`] says (in the order of the group keys: by name, by pid),
+    /// shared rather than copied: for the daemon, which publishes every group at every
+    /// collection.
     pub fn shared_groups(&mut self) -> Vec<SharedGroup> {
         let mut groups = std::mem::take(&mut self.groups);
-        let out = self.shared(&mut groups, |e, k| e.labels(k));
+        let names = self.label_names();
+        let out = self.shared(&mut groups, |e, k| Labels::new(names, e.labels(k)));
         self.groups = groups;
         out
     }
@@ -543,9 +570,12 @@ impl Engine {
             return None;
         }
         let mut groups = std::mem::take(&mut self.by_comm);
-        let out = self.shared(&mut groups, |_, k| match k {
-            GroupKey::Comm(c) => vec![c.clone()],
-            _ => vec![OTHER.to_string()],
+        let out = self.shared(&mut groups, |_, k| {
+            let name = match k {
+                GroupKey::Comm(c) => c.clone(),
+                _ => OTHER.to_string(),
+            };
+            Labels::new(&["comm"], vec![name])
         });
         self.by_comm = groups;
         Some(out)
@@ -554,10 +584,14 @@ impl Engine {
     fn shared(
         &self,
         groups: &mut HashMap<GroupKey, Group>,
-        labels: impl Fn(&Engine, &GroupKey) -> Vec<String>,
+        labels: impl Fn(&Engine, &GroupKey) -> Labels,
     ) -> Vec<SharedGroup> {
-        let mut out: Vec<SharedGroup> = groups
-            .iter_mut()
+        // In the order of the keys, which compare as numbers where the labels would compare
+        // as strings (a pid's).
+        let mut sorted: Vec<(&GroupKey, &mut Group)> = groups.iter_mut().collect();
+        sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        sorted
+            .into_iter()
             .map(|(k, g)| {
                 // A process's label carries its current name: made again after an exec.
                 let stale = match (&g.labels, k) {
@@ -568,15 +602,13 @@ impl Engine {
                         .is_some_and(|r| l.get(1).is_none_or(|c| *c != r.comm)),
                     _ => false,
                 };
-                if stale {
-                    g.labels = Some(labels(self, k).into());
-                }
-                let l = g.labels.clone().unwrap_or_else(|| Arc::from(Vec::new()));
+                let l = match &g.labels {
+                    Some(l) if !stale => l.clone(),
+                    _ => g.labels.insert(Arc::new(labels(self, k))).clone(),
+                };
                 (l, g.totals.clone())
             })
-            .collect();
-        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        out
+            .collect()
     }
 
     /// Names of the group labels.

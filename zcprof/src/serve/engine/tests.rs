@@ -538,6 +538,6 @@ fn per_pid_histogram_cells_go_by_process_name() {
     );
     let g = e.shared_histogram_groups().expect("by comm with --per-pid");
     assert_eq!(g.len(), 1);
-    assert_eq!(&*g[0].0, ["rustc"]);
+    assert_eq!(&**g[0].0, ["rustc"]);
     assert_eq!(g[0].1.transfers.values().map(|c| c.bytes).sum::<u64>(), 64);
 }
