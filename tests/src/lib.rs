@@ -28,6 +28,7 @@ pub const PROGRAM_NAMES: &[&str] = &[
     "mm_filemap_fault",
     "mm_filemap_map_pages",
     "io_uring_complete",
+    "io_uring_queue_async_work",
 ];
 
 /// The ledger columns, in zcprof's JSON spelling.
@@ -703,10 +704,16 @@ pub fn spawn_waiting_child(
         .stdin(Stdio::null())
         .spawn()
         .expect("spawn zc-child");
-    // The worker is the supervisor's only child.
+    // The worker is the supervisor's child (`pipe-wait` adds a writer, named so from birth).
     let mut worker = 0u64;
     wait_for("the worker", std::time::Duration::from_secs(10), || {
-        worker = children_of(sup.id()).first().copied().map_or(0, u64::from);
+        worker = children_of(sup.id())
+            .into_iter()
+            .find(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|c| c.trim_end() != "zc-pipe-writer")
+            })
+            .map_or(0, u64::from);
         worker != 0
     });
     // Its pre-attach activity is done once it polls (10 ms a poll).

@@ -31,6 +31,73 @@ fn assert_error_line(stderr: &str) {
     );
 }
 
+/// `zcprof attach --json --duration 60s --pid WORKER [extra]` on a `wait-then` worker: lets
+/// the worker go once zcprof is attached, and returns zcprof's document, its stderr and the
+/// worker's tally once both have ended.
+fn attach_to_waiting(
+    tag: &str,
+    extra: &[&str],
+    action: &[&str],
+) -> (serde_json::Value, String, Tally) {
+    let before = zcprof_program_ids();
+    let dir = scratch_dir(tag);
+    let tally = dir.join("tally.json");
+    let go = dir.join("go");
+    let (mut child, worker) = spawn_waiting_child(CHILD, &dir, &tally, &go, action);
+    let pid = worker.to_string();
+    let mut args = vec!["attach", "--pid", &pid, "--json", "--duration", "60s"];
+    args.extend_from_slice(extra);
+    let mut z = Command::new(zcprof_bin())
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn zcprof attach");
+    wait_for("zcprof's programs", Duration::from_secs(30), || {
+        !new_zcprof_programs_after(&before, Duration::ZERO).is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    std::fs::write(&go, b"").unwrap();
+    let cs = wait_child(&mut child, Duration::from_secs(60), "zc-child");
+    assert!(cs.success(), "zc-child failed");
+    let zs = wait_child(&mut z, Duration::from_secs(30), "zcprof attach");
+    let out = z.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(zs.success(), "zcprof attach: {zs:?}\n{stderr}");
+    let doc = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("attach --json stdout is not JSON ({e})"));
+    let t = Tally::read(&tally);
+    assert_eq!(t.worker_pid(), worker);
+    (doc, stderr, t)
+}
+
+/// `attach --latency`: the worker's one blocked read after the attach is timed, within what
+/// the worker measured around it; the poll it sat in when zcprof attached is not.
+#[test]
+fn attach_latency_times_the_calls_after_attaching() {
+    if !require_root_or_skip() {
+        return;
+    }
+    let (doc, _, t) = attach_to_waiting("attach-latency", &["--latency"], &["pipe-wait", "200"]);
+    let worker = process(&doc, t.worker_pid());
+    let read = transfer(worker, "read", "cpu_kernel_to_user").expect("the read");
+    let outside = t.0["calls"]["read"]["ns"].as_u64().unwrap();
+    let took = u(read, "time_ns");
+    assert!(
+        took >= 180_000_000 && took <= outside,
+        "read took {took} ns by zcprof, {outside} ns by the worker"
+    );
+    let timed: u64 = read["time_log2"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n.as_u64())
+        .sum();
+    assert_eq!((u(read, "calls"), timed), (1, 1), "{read}");
+    assert!(u(worker, "syscall_time_ns") >= took);
+}
+
 /// The worker reads/writes /dev/zero and /dev/null before the attach, polls for a file, then
 /// reads a file: only the part after the attach is counted, and it is counted exactly.
 #[test]
@@ -39,52 +106,12 @@ fn attach_counts_only_after_attach() {
         return;
     }
     let before = zcprof_program_ids();
-    let dir = scratch_dir("attach");
-    let tally = dir.join("tally.json");
-    let go = dir.join("go");
-    let (mut child, worker) =
-        spawn_waiting_child(CHILD, &dir, &tally, &go, &["read-file", "1000003", "65536"]);
-
-    let mut z = Command::new(zcprof_bin())
-        .args([
-            "attach",
-            "--pid",
-            &worker.to_string(),
-            "--json",
-            "--duration",
-            "60s",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn zcprof attach");
-    // Attached once its programs are loaded; a little more for the target to be registered.
-    wait_for("zcprof's programs", Duration::from_secs(30), || {
-        !new_zcprof_programs_after(&before, Duration::ZERO).is_empty()
-    });
-    std::thread::sleep(Duration::from_millis(1500));
-    std::fs::write(&go, b"").unwrap();
-
-    let cs = wait_child(&mut child, Duration::from_secs(60), "zc-child");
-    assert!(cs.success(), "zc-child failed");
-    let zs = wait_child(
-        &mut z,
-        Duration::from_secs(30),
-        "zcprof attach (target exited)",
-    );
-    let out = z.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(zs.success(), "zcprof attach: {zs:?}\n{stderr}");
+    let (doc, stderr, t) = attach_to_waiting("attach", &[], &["read-file", "1000003", "65536"]);
+    let worker = t.worker_pid();
     assert!(
         stderr.contains(&format!("process {worker} exited")),
         "stderr should say the target exited:\n{stderr}"
     );
-    let doc: serde_json::Value = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("attach --json stdout is not JSON ({e}):\n{stdout}"));
-    let t = Tally::read(&tally);
-    assert_eq!(t.worker_pid(), worker);
     let w = process(&doc, worker);
     assert!(
         find_process(&doc, t.supervisor_pid()).is_none(),

@@ -1459,3 +1459,57 @@ fn openmetrics_when_accepted_classic_text_otherwise() {
     let (status, _) = d.stop();
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn latency_is_exported_in_seconds() {
+    if !require_root_or_skip() {
+        return;
+    }
+    let d = start_daemon(&["--latency"]);
+    let dir = scratch_dir("serve-latency");
+    let t = run_named_child(&dir, "zcsrv-lat", &["pipe-wait", "200"]);
+    // The worker timed its one blocked read from user space, around the syscall.
+    let outside = t.0["calls"]["read"]["ns"].as_u64().unwrap() as f64 * 1e-9;
+    let s = parse(&d.scrape());
+    let read = [("comm", "zcsrv-lat"), ("syscall", "read")];
+    let seconds = sum(&s, "zcprof_transfer_seconds_total", &read);
+    // Inside the kernel, so a little less than the worker measured around the call; the
+    // supervisor's other reads (of /proc) take microseconds. (The writer renames itself.)
+    assert!(
+        (0.18..=outside + 0.005).contains(&seconds),
+        "read time {seconds} s exported, the worker measured {outside} s around its read"
+    );
+    let le = |b: &str| {
+        let mut want = read.to_vec();
+        want.push(("le", b));
+        sum(&s, "zcprof_transfer_duration_seconds_bucket", &want)
+    };
+    // Coarse bounds (the default): the 200 ms read is the one read above 134 ms.
+    assert_eq!(
+        le("1.073741823") - le("0.134217727"),
+        1.0,
+        "one read between 134 ms and 1.07 s"
+    );
+    assert!(
+        sum(
+            &s,
+            "zcprof_syscall_time_seconds_total",
+            &[("comm", "zcsrv-lat")]
+        ) >= seconds
+    );
+    // A daemon without --latency exports no time at all.
+    drop(d);
+    let plain = start_daemon(&[]);
+    run_named_child(&dir, "zcsrv-lat", &["pipe-wait", "1"]);
+    let s = parse(&plain.scrape());
+    for name in [
+        "zcprof_transfer_seconds_total",
+        "zcprof_transfer_duration_seconds_count",
+        "zcprof_syscall_time_seconds_total",
+    ] {
+        assert!(
+            s.iter().all(|x| x.name != name),
+            "{name} exported without --latency"
+        );
+    }
+}

@@ -5,7 +5,9 @@
 //! Cases: (a) the worst case, one-byte syscalls (`dd.rs`); (b) realistic transfers
 //! (`workload.rs`); (c) the daemon's memory and scrape latency (`daemon.rs`); (d) attach
 //! latency (`latency.rs`); (e) the soak, `zcprof serve` through a million short-lived processes
-//! (`soak.rs`). `child.rs` runs processes with deadlines, `sleepers.rs` makes many
+//! (`soak.rs`); (f) a service, nginx serving files to wrk under each mode and peer
+//! (`service.rs`); (g) an experiment, per-task hooks on the syscall tracepoints
+//! (`pertask.rs`). `child.rs` runs processes with deadlines, `sleepers.rs` makes many
 //! live processes, `report.rs` renders the tables, the targets and BENCHMARKS.md.
 //!
 //! The bench is a measurement, not a test: it exits 0 when targets are missed (they are
@@ -15,7 +17,9 @@ mod child;
 mod daemon;
 mod dd;
 mod latency;
+mod pertask;
 mod report;
+mod service;
 mod sleepers;
 mod soak;
 mod workload;
@@ -40,10 +44,17 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
     /// Run only these cases (a: syscalls, b: workloads, c: daemon, d: attach latency,
-    /// e: soak); BENCHMARKS.md is then left as it is
+    /// e: soak, f: service, g: per-task hooks experiment); BENCHMARKS.md is then left as it is
     #[arg(long, value_name = "CASE", value_delimiter = ',', num_args = 1..,
-          value_parser = clap::builder::PossibleValuesParser::new(["a", "b", "c", "d", "e"]))]
+          value_parser = clap::builder::PossibleValuesParser::new(
+              ["a", "b", "c", "d", "e", "f", "g"]))]
     pub only: Vec<String>,
+    /// Seconds of each wrk run of the service (f), one per file and case [default: 2]
+    #[arg(long, value_name = "S", value_parser = clap::value_parser!(u32).range(1..))]
+    pub service_seconds: Option<u32>,
+    /// Interleaved rounds of the service (f) [default: 3]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub service_rounds: Option<u64>,
     /// Processes of the soak (e) [default: 1,000,000; 100,000 with --quick]
     #[arg(long, value_name = "N")]
     pub soak_processes: Option<usize>,
@@ -79,10 +90,20 @@ pub struct Config {
     /// Processes of each storm of (e)'s fork-rate ladders (bare, and under serve after the
     /// soak): enough for a rate that a second of noise does not move much.
     pub soak_ladder_processes: usize,
+    /// Seconds of each wrk run of (f): short by default, so that (f)'s ten cases × two files
+    /// × three rounds take about three minutes; `--service-seconds` for steadier figures.
+    pub service_seconds: u32,
+    /// Rounds of (f) (`--service-rounds`).
+    pub service_rounds: usize,
 }
 
 impl Config {
-    fn new(quick: bool, soak_processes: Option<usize>) -> Config {
+    fn new(
+        quick: bool,
+        soak_processes: Option<usize>,
+        service_seconds: Option<u32>,
+        service_rounds: Option<u64>,
+    ) -> Config {
         Config {
             dd_count: if quick { 500_000 } else { 2_000_000 },
             rounds: if quick { 3 } else { 9 },
@@ -93,6 +114,8 @@ impl Config {
             attach_samples: 5,
             soak_processes: soak_processes.unwrap_or(if quick { 100_000 } else { 1_000_000 }),
             soak_ladder_processes: if quick { 20_000 } else { 100_000 },
+            service_seconds: service_seconds.unwrap_or(2),
+            service_rounds: service_rounds.map_or(3, |n| n as usize),
         }
     }
 }
@@ -218,6 +241,8 @@ pub struct Results {
     pub daemon: Option<Vec<daemon::DaemonCase>>,
     pub attach_latency: Option<latency::Section>,
     pub soak: Option<soak::Section>,
+    pub service: Option<service::Section>,
+    pub per_task: Option<pertask::Section>,
     pub targets: Vec<report::Target>,
     /// Measurements that could not be made, and why.
     pub not_measured: Vec<String>,
@@ -316,7 +341,12 @@ fn now_utc() -> String {
 
 /// Runs every case with the zcprof binary at `zcprof`.
 pub fn run(zcprof: &Path, args: &Args) -> Result<()> {
-    let config = Config::new(args.quick, args.soak_processes);
+    let config = Config::new(
+        args.quick,
+        args.soak_processes,
+        args.service_seconds,
+        args.service_rounds,
+    );
     let json_path = match &args.json {
         Some(p) => p.clone(),
         None => cargo::target_dir()?.join("bench.json"),
@@ -324,13 +354,15 @@ pub fn run(zcprof: &Path, args: &Args) -> Result<()> {
     let say = |line: String| eprintln!("{line}");
     say(format!(
         "bench: {} run: dd count={}, {} rounds, workloads {}, {} daemon processes, soak of {} \
-         processes",
+         processes, service {} rounds of {} s",
         if args.quick { "quick" } else { "full" },
         config.dd_count,
         config.rounds,
         config.workload_size,
         config.daemon_processes,
-        config.soak_processes
+        config.soak_processes,
+        config.service_rounds,
+        config.service_seconds
     ));
     let machine = machine(zcprof);
     let date = now_utc();
@@ -349,6 +381,12 @@ pub fn run(zcprof: &Path, args: &Args) -> Result<()> {
         .selected("d")
         .then(|| latency::run(zcprof, &config, &say));
     let soak = args.selected("e").then(|| soak::run(zcprof, &config, &say));
+    let service = args
+        .selected("f")
+        .then(|| service::run(zcprof, &config, &say));
+    let per_task = args
+        .selected("g")
+        .then(|| pertask::run(zcprof, &config, &say));
     let conditions_after = conditions();
 
     let mut not_measured = Vec::new();
@@ -393,6 +431,20 @@ pub fn run(zcprof: &Path, args: &Args) -> Result<()> {
         }
     }
 
+    for c in service.iter().flat_map(|s| &s.cases) {
+        if let Some(e) = &c.error {
+            not_measured.push(format!("(f) {}: {e}", c.label));
+        }
+        if let Some(s) = &c.skipped {
+            skipped.push(format!("(f) {}: {s}", c.label));
+        }
+    }
+    for w in per_task.iter().flat_map(|s| &s.ways) {
+        if let Some(e) = &w.error {
+            not_measured.push(format!("(g) {}: {e}", w.label));
+        }
+    }
+
     let mut results = Results {
         quick: args.quick,
         date,
@@ -406,6 +458,8 @@ pub fn run(zcprof: &Path, args: &Args) -> Result<()> {
         daemon,
         attach_latency,
         soak,
+        service,
+        per_task,
         targets: Vec::new(),
         not_measured,
         skipped,
@@ -432,7 +486,15 @@ pub fn run(zcprof: &Path, args: &Args) -> Result<()> {
             .with_context(|| format!("writing {}", md_path.display()))?;
         println!("Markdown: {}", md_path.display());
     } else {
-        println!("Markdown: {} left as it was (--only)", md_path.display());
+        // The selected cases' tables beside the JSON, to paste into BENCHMARKS.md.
+        let part = json_path.with_extension("md");
+        let text: String = tabs.iter().map(|t| t.markdown() + "\n").collect();
+        std::fs::write(&part, text).with_context(|| format!("writing {}", part.display()))?;
+        println!(
+            "Markdown: {} left as it was (--only); these cases' tables: {}",
+            md_path.display(),
+            part.display()
+        );
     }
     println!(
         "conditions before: {}",
@@ -501,10 +563,15 @@ mod tests {
         let cli = Cli::try_parse_from(["x", "--only", "e", "--soak-processes", "5000"]).unwrap();
         assert!(cli.args.selected("e") && !cli.args.selected("a"));
         assert_eq!(
-            Config::new(false, cli.args.soak_processes).soak_processes,
+            Config::new(false, cli.args.soak_processes, None, None).soak_processes,
             5000
         );
-        assert_eq!(Config::new(true, None).soak_processes, 100_000);
-        assert!(Cli::try_parse_from(["x", "--only", "f"]).is_err());
+        assert_eq!(Config::new(true, None, None, None).soak_processes, 100_000);
+        assert!(Cli::try_parse_from(["x", "--only", "h"]).is_err());
+        let cli = Cli::try_parse_from(["x", "--only", "f", "--service-seconds", "10"]).unwrap();
+        assert!(cli.args.selected("f") && !cli.args.selected("a"));
+        let config = Config::new(false, None, cli.args.service_seconds, None);
+        assert_eq!((config.service_seconds, config.service_rounds), (10, 3));
+        assert!(Cli::try_parse_from(["x", "--service-seconds", "0"]).is_err());
     }
 }

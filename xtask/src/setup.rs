@@ -21,6 +21,13 @@ const TEST_PACKAGES: &[&str] = &[
     "openjdk-17-jre-headless",
     // tests/tests/top.rs drives `zcprof top` in a terminal.
     "tmux",
+    // tests/tests/findings.rs profiles `python3 -m http.server` serving a file to curl.
+    "python3",
+    "curl",
+    // The bench's service case (f): nginx serves files to wrk. The bench runs its own nginx
+    // from a private prefix; a system nginx the package may start is left alone.
+    "nginx",
+    "wrk",
 ];
 
 /// Debian packages `cargo xtask dist` uses: objdump and strip (binutils); for `--verify`, man

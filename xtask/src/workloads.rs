@@ -5,11 +5,13 @@
 //!
 //! Files: `runner.rs` (one run: the workload behind its start gate, zcprof attach, the go),
 //! `data.rs` (the two JSON documents), `model.rs` (the model's expected ledger columns and its
-//! classic counts), `check.rs` (the comparison), `table.rs`, `chart.rs` (`--chart`).
+//! classic counts), `check.rs` (the comparison), `findings.rs` (the findings each strategy must
+//! give), `table.rs`, `chart.rs` (`--chart`).
 
 mod chart;
 mod check;
 mod data;
+mod findings;
 mod model;
 mod runner;
 mod table;
@@ -236,6 +238,17 @@ fn print_findings(runs: &[Run]) -> (usize, usize) {
                     notes.push(format!("  {}: {n}", run.strategy));
                 }
                 not_itemised.extend(m.evaluation.not_itemised.iter().cloned());
+            }
+        }
+    }
+    println!("Findings (zcprof's, docs/findings.md):");
+    for run in runs {
+        if let Outcome::Measured(m) = &run.outcome {
+            if m.evaluation.findings.is_empty() {
+                println!("  {}: none", run.strategy);
+            }
+            for f in &m.evaluation.findings {
+                println!("  {}: {f}", run.strategy);
             }
         }
     }

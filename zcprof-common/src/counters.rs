@@ -36,6 +36,9 @@ pub struct CounterSpec {
     pub member: &'static str,
     /// Short header of its column in text tables.
     pub column: &'static str,
+    /// The counter counts nanoseconds: exported in seconds (its metric's name ends in
+    /// `_seconds` where the counter's ends in `_ns`), shown as a duration.
+    pub ns: bool,
 }
 
 impl CounterSpec {
@@ -47,6 +50,7 @@ impl CounterSpec {
         group: None,
         member: "",
         column: "",
+        ns: false,
     };
 }
 
@@ -83,6 +87,25 @@ pub const ZEROCOPY_COMPLETIONS: CounterGroup = CounterGroup {
     label: "kind",
     help: "MSG_ZEROCOPY sends whose completion the process read (kind=\"sends\"), and of those \
            the ones the kernel reports it copied after all (kind=\"copied\").",
+};
+
+/// Bytes copied between user space and a descriptor of a given kind, by kind.
+pub const COPIED_BY_FD_KIND: CounterGroup = CounterGroup {
+    json: "copied_bytes_by_fd_kind",
+    metric: "copied_by_fd_kind_bytes",
+    label: "kind",
+    help: "Bytes the CPU copied from regular files into user memory (kind=\"file_read\"), and \
+           from user memory to sockets by calls that did not ask for zero-copy \
+           (kind=\"socket_write\"): the two halves of a relay by copy.",
+};
+
+/// Calls that copied from a descriptor of a given kind, by kind.
+pub const COPY_CALLS_BY_FD_KIND: CounterGroup = CounterGroup {
+    json: "copy_calls_by_fd_kind",
+    metric: "copy_calls_by_fd_kind",
+    label: "kind",
+    help: "Successful read calls that copied from regular files into user memory \
+           (kind=\"file_read\").",
 };
 
 macro_rules! counters {
@@ -204,6 +227,49 @@ counters! {
         help: "Data-moving calls that failed with EAGAIN (a non-blocking descriptor was not \
                ready): two mode switches that moved nothing.",
         column: "EAGAIN",
+    }
+    /// Nanoseconds spent inside syscalls, from entry to return (blocking included); only
+    /// with `--latency`, and only for calls whose entry the thread was watched at.
+    syscall_time_ns {
+        unit: "ns",
+        help: "Time spent inside syscalls (wall clock, from entry to return, blocking \
+               included); only with --latency.",
+        column: "sys time",
+        ns: true,
+    }
+    /// Bytes read into user memory by CPU copy from regular files (read, pread64, readv,
+    /// preadv, preadv2 on a file not opened O_DIRECT): what a relay by copy reads.
+    file_read_copy_bytes {
+        unit: "bytes",
+        help: "Bytes read into user memory by CPU copy from regular files.",
+        group: Some(COPIED_BY_FD_KIND),
+        member: "file_read",
+        column: "file rd copy B",
+    }
+    /// The successful calls that read those bytes (end-of-file reads included).
+    file_read_copy_calls {
+        unit: "calls",
+        help: "Successful reads from regular files by CPU copy.",
+        group: Some(COPY_CALLS_BY_FD_KIND),
+        member: "file_read",
+        column: "file rd copy",
+    }
+    /// Bytes written to sockets by CPU copy (write, writev, sendto, sendmsg, sendmmsg) by calls
+    /// that did not ask for zero-copy (MSG_ZEROCOPY on an SO_ZEROCOPY socket): what a relay by
+    /// copy writes.
+    socket_write_copy_bytes {
+        unit: "bytes",
+        help: "Bytes written to sockets by CPU copy, zero-copy not asked for.",
+        group: Some(COPIED_BY_FD_KIND),
+        member: "socket_write",
+        column: "sock wr copy B",
+    }
+    /// io_uring requests the thread submitted that the kernel handed to an io-wq worker
+    /// thread instead of running them inline (`io_uring:io_uring_queue_async_work`).
+    io_uring_punted {
+        unit: "requests",
+        help: "io_uring requests handed to io-wq worker threads instead of run inline.",
+        column: "uring punted",
     }
 }
 

@@ -72,6 +72,22 @@ macro_rules! kernel_fields {
             // The threads of the process not yet exiting: 0 at the exit of its last thread,
             // which is how `group_dead` is known where `sched_process_exit` does not pass it.
             signal_live = OFF_SIGNAL_LIVE: "signal_struct", ["live"], BestEffort;
+            // Attribution (`--by-file`, `--by-peer`): an object's identity and name.
+            inode_ino = OFF_INODE_INO: "inode", ["i_ino"], BestEffort;
+            inode_sb = OFF_INODE_SB: "inode", ["i_sb"], BestEffort;
+            sb_dev = OFF_SB_DEV: "super_block", ["s_dev"], BestEffort;
+            file_dentry = OFF_FILE_DENTRY: "file", ["f_path.dentry"], BestEffort;
+            dentry_name = OFF_DENTRY_NAME: "dentry", ["d_name.name"], BestEffort;
+            dentry_parent = OFF_DENTRY_PARENT: "dentry", ["d_parent"], BestEffort;
+            // A mapping's file has no `struct file` at a fault: its inode's first dentry.
+            inode_dentries = OFF_INODE_DENTRIES: "inode", ["i_dentry"], BestEffort;
+            dentry_alias = OFF_DENTRY_ALIAS: "dentry", ["d_u.d_alias"], BestEffort;
+            mapping_host = OFF_MAPPING_HOST: "address_space", ["host"], BestEffort;
+            sock_type = OFF_SOCK_TYPE: "sock", ["sk_type"], BestEffort;
+            sock_num = OFF_SOCK_NUM: "sock", ["__sk_common.skc_num"], BestEffort;
+            sock_dport = OFF_SOCK_DPORT: "sock", ["__sk_common.skc_dport"], BestEffort;
+            sock_rcv_saddr = OFF_SOCK_RCV_SADDR: "sock", ["__sk_common.skc_rcv_saddr"], BestEffort;
+            sock_v6_rcv_saddr = OFF_SOCK_V6_RCV_SADDR: "sock", ["__sk_common.skc_v6_rcv_saddr"], BestEffort;
         }
     };
 }
@@ -112,6 +128,12 @@ pub mod globals {
     /// Set to 1 when every [`super::Need::Classify`] member came from BTF; 0 makes the
     /// programs fall back to syscall-only classes (no fd types).
     pub const HAVE_BTF: &str = "HAVE_BTF";
+    /// Set to 1 to time syscalls (`--latency`): the sys_enter program stamps each watched
+    /// thread's entry and sys_exit adds the time spent to its counters and ledger cells.
+    pub const LATENCY: &str = "LATENCY";
+    /// Set to 1 to attribute bytes to the files and sockets they moved through (`--by-file`,
+    /// `--by-peer`).
+    pub const ATTRIBUTE: &str = "ATTRIBUTE";
 }
 
 /// Names of the globals that tell the programs which arguments a tracepoint passes on this

@@ -271,11 +271,13 @@ pub struct CellFieldSpec {
     /// The family also carries the io_uring cells, summed per column, as
     /// `syscall="io_uring"` (io_uring operations have a family of their own otherwise).
     pub with_uring: bool,
+    /// The field counts nanoseconds: exported in seconds, Prometheus's base unit.
+    pub ns: bool,
 }
 
 /// Declares [`Transfer`]'s scalar fields once, with how each is shown ([`CELL_FIELDS`]).
 macro_rules! cell_fields {
-    ($( $(#[$doc:meta])* $field:ident { metric: $metric:literal, help: $help:literal, sparse: $sparse:literal, with_uring: $uring:literal $(,)? } )*) => {
+    ($( $(#[$doc:meta])* $field:ident { metric: $metric:literal, help: $help:literal, sparse: $sparse:literal, with_uring: $uring:literal, ns: $ns:literal $(,)? } )*) => {
         /// Value of [`crate::MAP_TRANSFERS`] and [`crate::MAP_URING`], and of a thread's inline
         /// cells: calls and bytes of one ledger cell.
         #[repr(C)]
@@ -284,6 +286,10 @@ macro_rules! cell_fields {
             $( $(#[$doc])* pub $field: u64, )*
             /// Log2 histogram of successful calls' byte counts (see [`HIST_BUCKETS`]).
             pub size_log2: [u64; HIST_BUCKETS],
+            /// Log2 histogram of the timed calls' durations in nanoseconds, failed ones
+            /// included (bucket `k` holds `[2^(k-1), 2^k)` ns; the last one, 2^30 ns and
+            /// more); all zero unless `--latency`.
+            pub time_log2: [u64; HIST_BUCKETS],
         }
 
         /// How each scalar field of [`Transfer`] is named and shown, in field order.
@@ -294,12 +300,17 @@ macro_rules! cell_fields {
                 help: $help,
                 sparse: $sparse,
                 with_uring: $uring,
+                ns: $ns,
             }, )*
         ];
 
         impl Transfer {
             /// An empty cell.
-            pub const ZERO: Transfer = Transfer { $( $field: 0, )* size_log2: [0; HIST_BUCKETS] };
+            pub const ZERO: Transfer = Transfer {
+                $( $field: 0, )*
+                size_log2: [0; HIST_BUCKETS],
+                time_log2: [0; HIST_BUCKETS],
+            };
 
             /// The scalar fields in the order of [`CELL_FIELDS`].
             pub const fn values(&self) -> [u64; CELL_FIELDS.len()] {
@@ -321,6 +332,7 @@ cell_fields! {
         help: "Calls of data-moving syscalls by syscall and ledger column, failed ones included.",
         sparse: false,
         with_uring: false,
+        ns: false,
     }
     /// Bytes moved by the successful ones.
     bytes {
@@ -329,6 +341,7 @@ cell_fields! {
                io_uring operations are syscall=\"io_uring\". See docs/ledger.md.",
         sparse: false,
         with_uring: true,
+        ns: false,
     }
     /// Calls that returned an error.
     errors {
@@ -336,6 +349,7 @@ cell_fields! {
         help: "Failed calls of data-moving syscalls by syscall and ledger column.",
         sparse: false,
         with_uring: false,
+        ns: false,
     }
     /// For the MSG_ZEROCOPY sends in this cell: how many there were (the kernel copies them
     /// when the peer is on this host, and they land in `cpu_user_to_kernel`).
@@ -344,6 +358,17 @@ cell_fields! {
         help: "Sends that asked for MSG_ZEROCOPY, by syscall and the column they landed in.",
         sparse: true,
         with_uring: false,
+        ns: false,
+    }
+    /// Nanoseconds spent inside the timed calls, from entry to return (waiting included),
+    /// failed ones too; 0 unless `--latency`.
+    time_ns {
+        metric: "transfer_seconds",
+        help: "Time spent inside data-moving syscalls (wall clock, from entry to return, \
+               blocking included), by syscall and ledger column; only with --latency.",
+        sparse: true,
+        with_uring: false,
+        ns: true,
     }
 }
 
@@ -362,6 +387,9 @@ impl Transfer {
         for (a, b) in self.size_log2.iter_mut().zip(other.size_log2.iter()) {
             *a += b;
         }
+        for (a, b) in self.time_log2.iter_mut().zip(other.time_log2.iter()) {
+            *a += b;
+        }
     }
 
     /// `self - earlier`, field by field and bucket by bucket, 0 where one went down.
@@ -371,6 +399,9 @@ impl Transfer {
             *a = a.saturating_sub(b);
         }
         for (a, b) in out.size_log2.iter_mut().zip(earlier.size_log2.iter()) {
+            *a = a.saturating_sub(*b);
+        }
+        for (a, b) in out.time_log2.iter_mut().zip(earlier.time_log2.iter()) {
             *a = a.saturating_sub(*b);
         }
         out
@@ -584,9 +615,11 @@ mod tests {
             *v = 10 * (i as u64 + 1);
         }
         a.size_log2[3] = 7;
+        a.time_log2[9] = 5;
         let mut b = a;
         b.add(&a);
         assert_eq!((b.calls, b.bytes, b.size_log2[3]), (20, 40, 14));
+        assert_eq!(b.time_log2[9], 10);
         assert_eq!(b.saturating_sub(&a), a);
         assert_eq!(a.saturating_sub(&b), Transfer::ZERO);
     }

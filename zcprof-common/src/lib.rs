@@ -13,6 +13,7 @@ mod layout;
 mod ledger;
 mod lost;
 mod maps;
+mod objects;
 mod size;
 mod syscall;
 mod thread;
@@ -23,6 +24,7 @@ pub use layout::{KERNEL_FIELDS, KernelField, Need, globals, prototypes};
 pub use ledger::*;
 pub use lost::*;
 pub use maps::*;
+pub use objects::*;
 pub use size::parse_size;
 pub use syscall::*;
 pub use thread::*;
@@ -43,4 +45,12 @@ mod pod {
     unsafe impl aya::Pod for Transfer {}
     // SAFETY: as above.
     unsafe impl aya::Pod for UringKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for ObjectKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for ObjectId {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for ObjectBytes {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for ObjectName {}
 }

@@ -16,6 +16,9 @@ named_enum! {
         UringTableFull = "uring_table_full",
         /// A kernel structure could not be read (a file table or socket changed under us).
         ReadFailed = "read_failed",
+        /// [`crate::MAP_OBJECTS`] was full (`--by-file`, `--by-peer`): the bytes went to the
+        /// `[other]` rows.
+        ObjectTableFull = "object_table_full",
     }
 }
 

@@ -58,6 +58,10 @@ pub struct ThreadStats {
     /// fault-around windows are not counted twice; `fault_first`, `fault_last`). Cleared by
     /// munmap.
     pub fault_mapping: u64,
+    /// State, not a statistic: when the thread entered the syscall it is in (ns since boot,
+    /// `bpf_ktime_get_ns`), 0 when it is in none or was not timed (`--latency` only). Set at
+    /// sys_enter, taken at sys_exit.
+    pub entered_ns: u64,
     /// The thread's counters (see [`crate::COUNTERS`]). The fields around them are ordered so
     /// that those the hottest programs touch lie within 128 bytes of the entry's start, where
     /// the JIT encodes their offsets in one byte.
@@ -88,6 +92,9 @@ pub struct ThreadStats {
     /// that exits can be reaped, and its tid given to a new thread, before its final context
     /// switch, which must then not be counted as the new thread's.
     pub task: u64,
+    /// State: the attribution sys_exit leaves for `sys_exit_objects` (`--by-file`,
+    /// `--by-peer`).
+    pub pending: crate::PendingObjects,
 }
 
 /// A record of [`crate::MAP_RETIRED`]: a dead thread's entry as its final context switch left
@@ -115,6 +122,7 @@ impl ThreadStats {
             regs: 0,
             last_nvcsw,
             fault_mapping: 0,
+            entered_ns: 0,
             counts: ThreadCounts::ZERO,
             fault_first: 0,
             fault_last: 0,
@@ -123,6 +131,7 @@ impl ThreadStats {
             process_start: 0,
             spilled: [0; SPILLED_CELLS],
             task: 0,
+            pending: crate::PendingObjects::NONE,
         }
     }
 }

@@ -48,6 +48,8 @@ kernel_globals!(
     HAVE_BTF,
     WATCH_ALL,
     EMPTY_BODIES,
+    LATENCY,
+    ATTRIBUTE,
     PROTO_SWITCH_PREV_STATE,
     PROTO_EXIT_GROUP_DEAD,
     PROTO_URING_CQE,
@@ -88,6 +90,16 @@ pub mod flags {
     #[inline(always)]
     pub fn watch_all() -> bool {
         global(&WATCH_ALL) != 0
+    }
+    /// Syscalls are timed (`--latency`).
+    #[inline(always)]
+    pub fn latency() -> bool {
+        global(&LATENCY) != 0
+    }
+    /// Bytes are attributed to files and peers (`--by-file`, `--by-peer`).
+    #[inline(always)]
+    pub fn attribute() -> bool {
+        global(&ATTRIBUTE) != 0
     }
     /// Every struct member that tells fd types apart came from BTF.
     #[inline(always)]

@@ -16,6 +16,7 @@ use crate::{
     },
     files,
     maps::{FD_EPOCH, NEW_CELL, NEW_URING_CELL, TRANSFERS, URING, lost},
+    objects,
 };
 
 /// What descriptor `fd` of the current thread is: from the thread's fd cache when the
@@ -42,7 +43,8 @@ fn fd_info(t: &mut ThreadStats, fd: u64) -> FdInfo {
     info
 }
 
-/// Records one returned data-moving syscall of thread `tid`.
+/// Records one returned data-moving syscall of thread `tid`, which took `took_ns` (0: not
+/// timed).
 #[inline(always)]
 pub(crate) fn record_syscall(
     t: &mut ThreadStats,
@@ -50,6 +52,7 @@ pub(crate) fn record_syscall(
     syscall: Syscall,
     regs: *const u64,
     ret: i64,
+    took_ns: u64,
 ) {
     use Syscall::*;
     // recvmmsg and sendmmsg return a message count: turn it into bytes here, at one place,
@@ -59,11 +62,19 @@ pub(crate) fn record_syscall(
     } else {
         ret
     };
+    let call = Call { ret, took_ns };
     match syscall {
         Read | Write | Pread64 | Pwrite64 | Readv | Writev | Preadv | Preadv2 | Pwritev
-        | Pwritev2 | Recvfrom | Tee | Vmsplice => {
+        | Pwritev2 | Recvfrom | Vmsplice => {
             let fd = fd_info(t, arg(regs, 0));
-            record(t, tid, syscall, fd, ret, false);
+            let column = record(t, tid, syscall, fd, call, false);
+            objects::note(t, [arg(regs, 0), 0], 1, column, ret);
+        }
+        Tee => {
+            // tee(fd_in, fd_out, len, flags): both pipes.
+            let fd = fd_info(t, arg(regs, 0));
+            let column = record(t, tid, syscall, fd, call, false);
+            objects::note(t, [arg(regs, 0), arg(regs, 1)], 2, column, ret);
         }
         Recvmsg => {
             // recvmsg(fd, msg, flags)
@@ -72,12 +83,14 @@ pub(crate) fn record_syscall(
             }
             {
                 let fd = fd_info(t, arg(regs, 0));
-                record(t, tid, syscall, fd, ret, false);
+                let column = record(t, tid, syscall, fd, call, false);
+                objects::note(t, [arg(regs, 0), 0], 1, column, ret);
             }
         }
         Recvmmsg => {
             let fd = fd_info(t, arg(regs, 0));
-            record(t, tid, syscall, fd, ret, false);
+            let column = record(t, tid, syscall, fd, call, false);
+            objects::note(t, [arg(regs, 0), 0], 1, column, ret);
         }
         Sendto | Sendmsg | Sendmmsg => {
             // sendto(fd, buf, len, flags, ..), sendmsg(fd, msg, flags), sendmmsg(fd, vec, n, flags)
@@ -86,19 +99,23 @@ pub(crate) fn record_syscall(
                 _ => arg(regs, 3),
             };
             let fd = fd_info(t, arg(regs, 0));
-            record(t, tid, syscall, fd, ret, flags & MSG_ZEROCOPY != 0);
+            let column = record(t, tid, syscall, fd, call, flags & MSG_ZEROCOPY != 0);
+            objects::note(t, [arg(regs, 0), 0], 1, column, ret);
         }
         CopyFileRange => {
             // copy_file_range(fd_in, off_in, fd_out, off_out, len, flags): the destination
-            // decides the path.
+            // decides the path; both files moved the bytes.
             let fd = fd_info(t, arg(regs, 2));
-            record(t, tid, syscall, fd, ret, false);
+            let column = record(t, tid, syscall, fd, call, false);
+            objects::note(t, [arg(regs, 0), arg(regs, 2)], 2, column, ret);
         }
         Sendfile => {
-            // sendfile(out_fd, in_fd, offset, count): the destination decides the path.
+            // sendfile(out_fd, in_fd, offset, count): the destination decides the path; the
+            // source file and the destination both moved the bytes.
             {
                 let fd = fd_info(t, arg(regs, 0));
-                record(t, tid, syscall, fd, ret, false);
+                let column = record(t, tid, syscall, fd, call, false);
+                objects::note(t, [arg(regs, 1), arg(regs, 0)], 2, column, ret);
             }
         }
         Splice => {
@@ -106,7 +123,8 @@ pub(crate) fn record_syscall(
             let src = fd_info(t, arg(regs, 0));
             let dst = fd_info(t, arg(regs, 2));
             let column = classify(Splice, dst, src, false);
-            add_to(t, tid, syscall, column, ret, false);
+            add_to(t, tid, syscall, column, call, false);
+            objects::note(t, [arg(regs, 0), arg(regs, 2)], 2, column, ret);
         }
         MmapFile | MmapAnon => {
             // mmap(addr, len, prot, flags, fd, off) returns an address or -errno.
@@ -116,20 +134,27 @@ pub(crate) fn record_syscall(
                 MmapFile
             };
             let ok = !(-4095..0).contains(&ret);
-            let bytes = if ok {
+            let ret = if ok {
                 page_round(arg(regs, 1)) as i64
             } else {
                 ret
             };
-            add_to(t, tid, kind, Column::NotMoved, bytes, false);
+            add_to(t, tid, kind, Column::NotMoved, Call { ret, ..call }, false);
         }
         Munmap => {
-            let bytes = if ret == 0 {
+            let ret = if ret == 0 {
                 page_round(arg(regs, 1)) as i64
             } else {
                 ret
             };
-            add_to(t, tid, Munmap, Column::NotMoved, bytes, false);
+            add_to(
+                t,
+                tid,
+                Munmap,
+                Column::NotMoved,
+                Call { ret, ..call },
+                false,
+            );
         }
         FileFault => {}
     }
@@ -211,25 +236,52 @@ fn page_round(len: u64) -> u64 {
     (len + PAGE_SIZE - 1) & !(PAGE_SIZE - 1)
 }
 
-/// Records a transfer on descriptor `fd` classified by the shared rules.
+/// One call as the ledger counts it.
+#[derive(Clone, Copy)]
+struct Call {
+    /// Its result: bytes, or -errno.
+    ret: i64,
+    /// How long it took, 0 if not timed.
+    took_ns: u64,
+}
+
+impl Call {
+    /// A call that was not timed (a fault, an io_uring completion).
+    const fn untimed(ret: i64) -> Call {
+        Call { ret, took_ns: 0 }
+    }
+}
+
+/// Records a transfer on descriptor `fd` classified by the shared rules; returns its column.
 #[inline(always)]
 fn record(
     t: &mut ThreadStats,
     tid: u32,
     syscall: Syscall,
     fd: FdInfo,
-    ret: i64,
+    call: Call,
     zerocopy_flag: bool,
-) {
+) -> Column {
     let column = classify(syscall, fd, FdInfo::UNKNOWN, zerocopy_flag);
-    add_to(
-        t,
-        tid,
-        syscall,
-        column,
-        ret,
-        zerocopy_flag && fd.so_zerocopy,
-    );
+    let zc = zerocopy_flag && fd.so_zerocopy;
+    if call.ret >= 0 {
+        by_fd_kind(t, column, fd.kind, zc, call.ret as u64);
+    }
+    add_to(t, tid, syscall, column, call, zc);
+    column
+}
+
+/// Counts the copies a relay by copy is made of: the ledger's cells do not say what kind of
+/// descriptor their bytes came from or went to, and a finding (`file_to_socket_by_copy`)
+/// needs it. Sends that asked for zero-copy are left out: `zerocopy_fell_back` speaks of them.
+#[inline(always)]
+fn by_fd_kind(t: &mut ThreadStats, column: Column, kind: FdKind, zc: bool, bytes: u64) {
+    if column == Column::CpuKernelToUser && kind == FdKind::Regular {
+        t.counts.file_read_copy_calls += 1;
+        t.counts.file_read_copy_bytes += bytes;
+    } else if column == Column::CpuUserToKernel && kind == FdKind::Socket && !zc {
+        t.counts.socket_write_copy_bytes += bytes;
+    }
 }
 
 /// Counts the pages `first..=last` of the file behind `mapping` as mapped in, except those the
@@ -265,23 +317,24 @@ pub(crate) fn file_pages_mapped(
         t.fault_first = first;
         t.fault_last = last;
     }
-    record(
+    let column = record(
         t,
         tid,
         Syscall::FileFault,
         FdInfo::UNKNOWN,
-        (pages * PAGE_SIZE) as i64,
+        Call::untimed((pages * PAGE_SIZE) as i64),
         false,
     );
+    objects::mapping(t.tgid, mapping, column, pages * PAGE_SIZE);
 }
 
-/// Adds one call with result `ret` (bytes, or -errno) to the cell (tid, syscall, column): in
+/// Adds `call` to the cell (tid, syscall, column): in
 /// the thread's entry if the cell lives there or a slot is free, else in `TRANSFERS`.
 /// mmap and munmap move no bytes and are rare, so they never take one of the few inline
 /// slots: the dynamic loader's mmaps would otherwise push a program's hot read and write
 /// cells out into the hash map.
 #[inline(always)]
-fn add_to(t: &mut ThreadStats, tid: u32, syscall: Syscall, column: Column, ret: i64, zc: bool) {
+fn add_to(t: &mut ThreadStats, tid: u32, syscall: Syscall, column: Column, call: Call, zc: bool) {
     let key = InlineCell::key(syscall, column);
     let mut free = INLINE_CELLS;
     for i in 0..INLINE_CELLS {
@@ -289,7 +342,7 @@ fn add_to(t: &mut ThreadStats, tid: u32, syscall: Syscall, column: Column, ret: 
             break;
         }
         if t.cells[i].key == key {
-            add(&mut t.cells[i].cell, ret, zc);
+            add(&mut t.cells[i].cell, call, zc);
             return;
         }
         if t.cells[i].key == 0 && free == INLINE_CELLS {
@@ -298,7 +351,7 @@ fn add_to(t: &mut ThreadStats, tid: u32, syscall: Syscall, column: Column, ret: 
     }
     if free < INLINE_CELLS {
         t.cells[free].key = key;
-        add(&mut t.cells[free].cell, ret, zc);
+        add(&mut t.cells[free].cell, call, zc);
         return;
     }
     let cell_key = key;
@@ -319,7 +372,7 @@ fn add_to(t: &mut ThreadStats, tid: u32, syscall: Syscall, column: Column, ret: 
     };
     // SAFETY: the cell belongs to thread `tid`, which is the current thread: nobody else
     // writes it (see ThreadStats).
-    add(unsafe { &mut *cell }, ret, zc);
+    add(unsafe { &mut *cell }, call, zc);
 }
 
 /// Notes that thread `t` has the cell `cell_key` in `TRANSFERS`, so that the cell can be
@@ -339,6 +392,7 @@ fn spilled(t: &mut ThreadStats, cell_key: u32) {
 /// at `file`) to its cell in `URING`.
 pub(crate) fn record_uring(tgid: u32, opcode: u8, file: u64, cflags: u32, res: i32) {
     let column = uring_column(opcode, files::file_info(file), cflags);
+    objects::file(tgid, file, column, res as i64);
     let key = UringKey {
         tgid,
         opcode: opcode as u16,
@@ -359,13 +413,22 @@ pub(crate) fn record_uring(tgid: u32, opcode: u8, file: u64, cflags: u32, res: i
     };
     // SAFETY: per-CPU value of a successful lookup; this CPU is the only writer.
     let cell = unsafe { &mut *cell };
-    add(cell, res as i64, false);
+    add(cell, Call::untimed(res as i64), false);
 }
 
-/// Adds one call with result `ret` to `cell`.
+/// Adds `call` to `cell`.
 #[inline(always)]
-fn add(cell: &mut Transfer, ret: i64, zerocopy_requested: bool) {
+fn add(cell: &mut Transfer, call: Call, zerocopy_requested: bool) {
     cell.calls += 1;
+    if call.took_ns != 0 {
+        cell.time_ns += call.took_ns;
+        // As for the size bucket below.
+        let b = size_bucket(call.took_ns);
+        // SAFETY: reading a local through a valid reference.
+        let b = unsafe { core::ptr::read_volatile(&b) } & (HIST_BUCKETS - 1);
+        cell.time_log2[b] += 1;
+    }
+    let ret = call.ret;
     if ret < 0 {
         cell.errors += 1;
         return;

@@ -24,12 +24,15 @@ mod files;
 mod kernel;
 mod ledger;
 mod maps;
+mod objects;
 mod retire;
 mod switches;
 mod thread;
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+    },
     macros::{btf_tracepoint, perf_event, raw_tracepoint},
     programs::{BtfTracePointContext, PerfEventContext, RawTracePointContext},
 };
@@ -74,6 +77,15 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<u32, u32> {
         return Ok(0);
     };
     thread.counts.syscalls += 1;
+    // 0: not timed. The verifier drops this branch when the mode is off.
+    let mut took_ns = 0;
+    if off::latency() && thread.entered_ns != 0 {
+        // SAFETY: the helper has no preconditions.
+        let now = unsafe { bpf_ktime_get_ns() };
+        took_ns = now.saturating_sub(thread.entered_ns);
+        thread.entered_ns = 0;
+        thread.counts.syscall_time_ns += took_ns;
+    }
     // Only the syscall number now; arguments are read where a syscall needs them.
     let nr = reg(regs, ORIG_AX_WORD);
     let syscall = match abi::syscall(nr) {
@@ -91,7 +103,54 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<u32, u32> {
     if syscall == Syscall::Munmap {
         thread.fault_mapping = 0;
     }
-    ledger::record_syscall(thread, tid, syscall, regs, ret);
+    ledger::record_syscall(thread, tid, syscall, regs, ret, took_ns);
+    Ok(0)
+}
+
+/// `raw_syscalls:sys_exit` again, attached after [`sys_exit`] only with `--by-file` or
+/// `--by-peer`: attributes the bytes of the call sys_exit just counted to the files and sockets
+/// they went through (`objects`), with a stack of its own. Format: as [`sys_exit`].
+#[btf_tracepoint(function = "sys_exit")]
+#[inline(always)]
+pub fn sys_exit_objects(ctx: BtfTracePointContext) -> i32 {
+    if off::empty_bodies() {
+        return 0;
+    }
+    let regs: *const u64 = ctx.arg(0);
+    if let Some(thread) = entry_by_regs(regs as u64) {
+        objects::take_pending(thread);
+    }
+    0
+}
+
+/// `raw_syscalls:sys_enter`, TP_PROTO(struct pt_regs *regs, long id), attached only with
+/// `--latency`. Format (/sys/kernel/tracing/events/raw_syscalls/sys_enter/format):
+///   field:long id; offset:8; size:8; signed:1;
+///   field:unsigned long args[6]; offset:16; size:48; signed:0;
+/// Stamps the watched thread's entry with the time it entered the syscall; sys_exit takes the
+/// stamp. Threads not entered yet (a thread `serve` has not met) are not timed until their
+/// next syscall.
+#[btf_tracepoint(function = "sys_enter")]
+#[inline(always)]
+pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
+    if off::empty_bodies() {
+        return 0;
+    }
+    match try_sys_enter(&ctx) {
+        Ok(r) | Err(r) => r as i32,
+    }
+}
+
+#[inline(always)]
+fn try_sys_enter(ctx: &BtfTracePointContext) -> Result<u32, u32> {
+    let regs: *const u64 = ctx.arg(0);
+    let Some(thread) = entry_by_regs(regs as u64) else {
+        return Ok(0);
+    };
+    if thread.flags & THREAD_EXITED == 0 {
+        // SAFETY: the helper has no preconditions.
+        thread.entered_ns = unsafe { bpf_ktime_get_ns() };
+    }
     Ok(0)
 }
 
@@ -444,3 +503,26 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+
+/// `io_uring:io_uring_queue_async_work`, TP_PROTO(struct io_kiocb *req, int rw) (5.18+);
+/// TP_PROTO(void *ctx, int rw, void *req, struct io_wq_work *work, unsigned int flags) before.
+/// Format (6.18): field:void * ctx; offset:8; size:8 / field:void * req; offset:16; size:8 /
+///   field:u64 user_data; offset:24; size:8 / field:u8 opcode; offset:32; size:1 /
+///   field:unsigned long long flags; offset:40; size:8 / field:struct io_wq_work * work;
+///   offset:48; size:8 / field:int rw; offset:56; size:4 / field:__data_loc char[] op_str;
+///   offset:60; size:4
+///
+/// A request io_uring hands to an io-wq worker thread instead of running it inline ("punted"):
+/// fires in the task that queues it, the submitter (or its task work). Only counted, so the
+/// arguments, whose layout changed, are not read.
+#[raw_tracepoint(tracepoint = "io_uring_queue_async_work")]
+#[inline(always)]
+pub fn io_uring_queue_async_work(_ctx: RawTracePointContext) -> u32 {
+    if off::empty_bodies() {
+        return 0;
+    }
+    if let Some((t, _)) = current_thread() {
+        t.counts.io_uring_punted += 1;
+    }
+    0
+}

@@ -12,6 +12,7 @@ use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 
 use crate::{
     archive::{ARCHIVE_EVERY, Archive},
+    attribution::Attribution,
     cli::AttachArgs,
     loader::Probes,
     privileges, report,
@@ -143,6 +144,7 @@ pub async fn attach(args: &AttachArgs) -> anyhow::Result<i32> {
     let mut selection = Selection::from_args(args)?;
     let mut options = args.probes.load_options();
     options.watch_all = selection.is_some();
+    options.objects = args.attribution.objects();
     let mut probes = Probes::load(options)?;
     probes.warn_degraded();
     let mut watched = Vec::new();
@@ -275,16 +277,21 @@ pub async fn attach(args: &AttachArgs) -> anyhow::Result<i32> {
         .context("reading the final counts")?;
     let snap = reported(&mut selection, snap);
     let elapsed = started.elapsed().as_secs_f64();
+    let attribution = Attribution::new(
+        probes.objects().context("reading the attribution")?,
+        args.attribution,
+    );
     if args.json {
-        let doc = report::to_json(
-            &snap,
-            probes.capabilities(),
-            json!({"pids": args.pids, "watched": watched, "elapsed_s": elapsed}),
-        );
+        let mut extra = json!({"pids": args.pids, "watched": watched, "elapsed_s": elapsed});
+        if let Some(extra) = extra.as_object_mut() {
+            extra.extend(attribution.json(args.top));
+        }
+        let doc = report::to_json(&snap, probes.capabilities(), extra);
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         println!("\nzcprof: summary of {elapsed:.3}s since attach");
         print!("{}", report::to_text(&snap, args.top));
+        print!("{}", attribution.text(args.top));
     }
     Ok(0)
 }

@@ -7,8 +7,8 @@ use std::{path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
-    doctor::DoctorArgs, duration::parse_duration, loader::ProbeArgs, privileges::PrivilegeArgs,
-    serve::ServeArgs, top::TopArgs, workload::WorkloadArgs,
+    attribution::AttributionArgs, doctor::DoctorArgs, duration::parse_duration, loader::ProbeArgs,
+    privileges::PrivilegeArgs, serve::ServeArgs, top::TopArgs, workload::WorkloadArgs,
 };
 
 /// Where do my bytes get copied? Per process: bytes copied by the CPU across the user/kernel
@@ -76,6 +76,8 @@ pub struct RunArgs {
     pub privileges: PrivilegeArgs,
     #[command(flatten)]
     pub probes: ProbeArgs,
+    #[command(flatten)]
+    pub attribution: AttributionArgs,
     /// The command and its arguments
     #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -123,4 +125,6 @@ pub struct AttachArgs {
     pub privileges: PrivilegeArgs,
     #[command(flatten)]
     pub probes: ProbeArgs,
+    #[command(flatten)]
+    pub attribution: AttributionArgs,
 }

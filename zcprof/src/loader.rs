@@ -7,6 +7,8 @@ pub mod hooks;
 pub mod layout;
 mod limits;
 mod maps;
+pub use objects::ObjectCounts;
+mod objects;
 pub mod retired;
 
 pub use self::maps::MapReadError;
@@ -22,12 +24,13 @@ use aya::{
     },
 };
 use zcprof_common::{
-    MAP_DEFERRED, MAP_FREE_SLOTS, MAP_LOST, MAP_RETIRED, MAP_THREADS, MAP_TID_SLOT, MAP_TRANSFERS,
-    MAP_URING, MAP_WATCH_GEN, MAP_WATCHED, Transfer, TransferKey, UringKey, Watch, globals,
+    MAP_DEFERRED, MAP_FREE_SLOTS, MAP_LOST, MAP_OBJECT_NAMES, MAP_OBJECTS, MAP_OBJECTS_OTHER,
+    MAP_RETIRED, MAP_THREADS, MAP_TID_SLOT, MAP_TRANSFERS, MAP_URING, MAP_WATCH_GEN, MAP_WATCHED,
+    Transfer, TransferKey, UringKey, Watch, globals,
 };
 
 use self::{
-    hooks::{HOOKS, HookKind},
+    hooks::{HOOKS, HookKind, When},
     layout::KernelLayout,
     retired::RetiredFeed,
 };
@@ -108,6 +111,8 @@ pub struct Probes {
     retired: RetiredFeed,
     /// Dead threads the kernel left to user space, by reason.
     deferred: PerCpuArray<MapData, u64>,
+    /// Bytes per file and socket (`--by-file`, `--by-peer`), when asked for.
+    objects: Option<objects::ObjectMaps>,
     /// The process start each pid with io_uring cells was last seen with (`URING` is keyed by
     /// pid alone).
     uring_starts: std::sync::Mutex<std::collections::HashMap<u32, u64>>,
@@ -139,6 +144,11 @@ pub struct LoadOptions<'a> {
     /// Bytes of the ring buffer of dead threads (default: `RETIRED_BYTES`); a hidden option
     /// that tests the way round it when it is full.
     pub retired_bytes: Option<u32>,
+    /// Time syscalls (`--latency`): attach sys_enter too.
+    pub latency: bool,
+    /// Attribute bytes to files and sockets (`--by-file`, `--by-peer`) in tables of this
+    /// many entries.
+    pub objects: Option<u32>,
 }
 
 /// How the kernel programs are loaded (run, attach, serve).
@@ -148,7 +158,7 @@ pub struct ProbeArgs {
     #[arg(long, hide = true)]
     pub empty_programs: bool,
     /// Threads tracked at once (alive ones: a dead thread leaves at once). The kernel allocates
-    /// their counters up front, about 1.4 KiB each (at most 262144: 350 MiB)
+    /// their counters up front, about 2.5 KiB each (at most 262144: 634 MiB)
     #[arg(long, default_value_t = zcprof_common::MAX_THREADS - 1,
           value_parser = clap::value_parser!(u32).range(1..=262_144), value_name = "N")]
     pub max_threads: u32,
@@ -160,6 +170,10 @@ pub struct ProbeArgs {
     /// tests make it too small for any record, so that every dead thread takes the way round
     #[arg(long, hide = true, value_name = "BYTES")]
     pub retired_ring_bytes: Option<u32>,
+    /// Time syscalls: the time spent inside each ledger cell's calls (sum and log2
+    /// histogram) and in all syscalls per process. Adds a program on every syscall's entry
+    #[arg(long)]
+    pub latency: bool,
 }
 
 impl ProbeArgs {
@@ -170,6 +184,7 @@ impl ProbeArgs {
             max_threads: Some(self.max_threads),
             btf: self.btf.as_deref(),
             retired_bytes: self.retired_ring_bytes,
+            latency: self.latency,
             ..Default::default()
         }
     }
@@ -256,6 +271,11 @@ impl Probes {
         if let Some(bytes) = options.retired_bytes {
             loader.map_max_entries(MAP_RETIRED, bytes);
         }
+        // Without attribution the maps must still exist for the programs to load; they stay
+        // empty.
+        for map in [MAP_OBJECTS, MAP_OBJECT_NAMES] {
+            loader.map_max_entries(map, options.objects.unwrap_or(1));
+        }
         for (name, value) in &layout.globals {
             loader.override_global(name, value, true);
         }
@@ -263,6 +283,10 @@ impl Probes {
         loader.override_global(globals::WATCH_ALL, &watch_all, true);
         let empty_bodies = u64::from(options.empty_bodies);
         loader.override_global(globals::EMPTY_BODIES, &empty_bodies, true);
+        let latency = u64::from(options.latency);
+        loader.override_global(globals::LATENCY, &latency, true);
+        let attribute = u64::from(options.objects.is_some());
+        loader.override_global(globals::ATTRIBUTE, &attribute, true);
         let slots = options
             .max_threads
             .unwrap_or(zcprof_common::MAX_THREADS - 1)
@@ -305,7 +329,12 @@ impl Probes {
         let cpus = aya::util::online_cpus()
             .map_err(|(what, e)| LoadError::Load(format!("{what}: {e}")))?;
         for hook in &HOOKS {
-            if layout.skipped.contains(&hook.target) {
+            let wanted = match hook.when {
+                When::Always => true,
+                When::Latency => options.latency,
+                When::Attribution => options.objects.is_some(),
+            };
+            if layout.skipped.contains(&hook.target) || !wanted {
                 continue;
             }
             let tp = match tracepoint_override {
@@ -346,6 +375,21 @@ impl Probes {
                 .ok_or(LoadError::Map(MAP_DEFERRED))?,
         )
         .map_err(|e| LoadError::Load(chain(&e)))?;
+        let objects = if options.objects.is_some() {
+            let mut take = |name| ebpf.take_map(name).ok_or(LoadError::Map(name));
+            let (bytes, names, other) = (
+                take(MAP_OBJECTS)?,
+                take(MAP_OBJECT_NAMES)?,
+                take(MAP_OBJECTS_OTHER)?,
+            );
+            Some(objects::ObjectMaps {
+                bytes: PerCpuHashMap::try_from(bytes).map_err(|e| LoadError::Load(chain(&e)))?,
+                names: HashMap::try_from(names).map_err(|e| LoadError::Load(chain(&e)))?,
+                other: PerCpuArray::try_from(other).map_err(|e| LoadError::Load(chain(&e)))?,
+            })
+        } else {
+            None
+        };
         // Parsing the kernel's BTF (twice: for the offsets and for the BTF tracepoint) peaks at
         // tens of MiB that are free again now; hand them back to the system so a long-running
         // zcprof does not keep them resident.
@@ -359,6 +403,7 @@ impl Probes {
             lost,
             retired,
             deferred,
+            objects,
             uring_starts: Default::default(),
             btf_missing: layout.btf_missing,
             capabilities: layout.capabilities,
@@ -399,7 +444,7 @@ fn attach_btf_tracepoint(
                 reason,
             }
         } else {
-            LoadError::Load(format!("{prog}: {reason}"))
+            refused(prog, &e)
         }
     })?;
     program.attach().map_err(|e| LoadError::Attach {
@@ -422,7 +467,7 @@ fn attach_raw_tracepoint(
         if permission(&e) {
             limits::not_permitted(None)
         } else {
-            LoadError::Load(format!("{prog}: {}", chain(&e)))
+            refused(prog, &e)
         }
     })?;
     program
@@ -449,9 +494,7 @@ fn attach_perf_event(
     cpus: &[u32],
 ) -> Result<(), LoadError> {
     let program: &mut PerfEvent = program(ebpf, prog)?;
-    program
-        .load()
-        .map_err(|e| LoadError::Load(format!("{prog}: {}", chain(&e))))?;
+    program.load().map_err(|e| refused(prog, &e))?;
     for &cpu in cpus {
         program
             .attach(
@@ -469,6 +512,11 @@ fn attach_perf_event(
 }
 
 fn permission(e: &dyn std::error::Error) -> bool {
+    // The verifier refuses a program with EACCES too; a load that got as far as its log failed
+    // on the program, not on privileges.
+    if verifier_log(&chain(e)).is_some() {
+        return false;
+    }
     let mut cur: Option<&dyn std::error::Error> = Some(e);
     while let Some(err) = cur {
         let s = err.to_string();
@@ -478,6 +526,30 @@ fn permission(e: &dyn std::error::Error) -> bool {
         cur = err.source();
     }
     false
+}
+
+/// The verifier's log in an error's text, if it has one.
+fn verifier_log(text: &str) -> Option<&str> {
+    let (_, log) = text.split_once("Verifier output:")?;
+    let log = log.trim();
+    (!log.is_empty()).then_some(log)
+}
+
+/// Why program `prog` did not load: the error, and of a verifier's log its last lines (where
+/// it says what it refused; the whole log runs to thousands of lines).
+fn refused(prog: &str, e: &dyn std::error::Error) -> LoadError {
+    const TAIL: usize = 30;
+    let text = chain(e);
+    match verifier_log(&text) {
+        Some(log) => {
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(TAIL)..].join("\n");
+            LoadError::Load(format!(
+                "the kernel's verifier refused program {prog}; the end of its log:\n{tail}"
+            ))
+        }
+        None => LoadError::Load(format!("{prog}: {text}")),
+    }
 }
 
 fn chain(e: &dyn std::error::Error) -> String {

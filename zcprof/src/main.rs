@@ -10,6 +10,7 @@
 
 mod archive;
 mod attach;
+mod attribution;
 mod btf;
 mod capability;
 mod cli;

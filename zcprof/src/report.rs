@@ -41,6 +41,10 @@ fn cell_json(c: &Transfer) -> Value {
         .map(|(f, v)| (f.name.to_string(), json!(v)))
         .collect();
     out.insert("size_log2".into(), json!(c.size_log2.to_vec()));
+    // Only timed cells (--latency) have a duration histogram.
+    if c.time_log2.iter().any(|n| *n > 0) {
+        out.insert("time_log2".into(), json!(c.time_log2.to_vec()));
+    }
     Value::Object(out)
 }
 
@@ -136,6 +140,29 @@ pub fn bytes(n: u64) -> String {
     format!("{v:.1} {}", UNITS[u])
 }
 
+/// Human-readable duration of `ns` nanoseconds, three significant digits.
+pub fn duration(ns: u64) -> String {
+    let (v, unit) = match ns {
+        0..1_000 => return format!("{ns} ns"),
+        1_000..1_000_000 => (ns as f64 / 1e3, "µs"),
+        1_000_000..1_000_000_000 => (ns as f64 / 1e6, "ms"),
+        _ => (ns as f64 / 1e9, "s"),
+    };
+    let decimals = if v < 10.0 {
+        2
+    } else if v < 100.0 {
+        1
+    } else {
+        0
+    };
+    format!("{v:.decimals$} {unit}")
+}
+
+/// A counter's value as text: a duration for the counters that count nanoseconds.
+fn counter_text(spec: &CounterSpec, v: u64) -> String {
+    if spec.ns { duration(v) } else { v.to_string() }
+}
+
 fn right(s: impl ToString) -> TCell {
     TCell::new(s.to_string()).set_alignment(CellAlignment::Right)
 }
@@ -156,7 +183,9 @@ fn counts_text(c: &ThreadCounts) -> String {
             continue;
         }
         match spec.group {
-            None if values[i] > 0 => parts.push(format!("{} {}", values[i], spec.column)),
+            None if values[i] > 0 => {
+                parts.push(format!("{} {}", counter_text(spec, values[i]), spec.column))
+            }
             None => {}
             Some(g) => {
                 // Every member of the group (and of groups shown under the same JSON object).
@@ -256,23 +285,30 @@ pub fn to_text(snap: &Snapshot, top: usize) -> String {
             out.push('\n');
         }
         if !a.transfers.is_empty() || !a.uring.is_empty() {
+            let timed = a.transfers.values().any(|c| c.time_ns > 0);
             let mut t = Table::new();
             t.load_preset(UTF8_BORDERS_ONLY);
-            t.set_header(vec![
-                "syscall", "column", "calls", "errors", "bytes", "avg size",
-            ]);
+            let mut header = vec!["syscall", "column", "calls", "errors", "bytes", "avg size"];
+            if timed {
+                header.extend(["time", "avg time"]);
+            }
+            t.set_header(header);
             for ((s, col), cell) in &a.transfers {
-                t.add_row(row(s.name(), *col, cell));
+                t.add_row(row(s.name(), *col, cell, timed));
             }
             for ((op, col), cell) in &a.uring {
                 t.add_row(row(
                     &format!("io_uring {}", uring::op_name(*op)),
                     *col,
                     cell,
+                    false,
                 ));
             }
             out.push_str(&t.to_string());
             out.push('\n');
+            if timed {
+                out.push_str(&time_line(a));
+            }
         }
         if p.threads.len() > 1 {
             out.push_str(&threads_table(p));
@@ -347,13 +383,41 @@ fn threads_table(p: &ProcessView) -> String {
     for (tid, th) in &p.threads {
         let values = th.activity.counts.values();
         let mut cells = vec![right(tid), TCell::new(&th.comm)];
-        cells.extend(shown.iter().map(|&i| right(values[i])));
+        cells.extend(
+            shown
+                .iter()
+                .map(|&i| right(counter_text(&COUNTERS[i], values[i]))),
+        );
         t.add_row(cells);
     }
     t.to_string()
 }
 
-fn row(name: &str, col: Column, cell: &Transfer) -> Vec<TCell> {
+/// Where the process's syscall time went: data-moving calls against all syscalls (both wall
+/// clock inside the calls, waiting included).
+fn time_line(a: &Activity) -> String {
+    let moving: u64 = a
+        .transfers
+        .iter()
+        .filter(|((_, col), _)| *col != Column::NotMoved)
+        .map(|(_, c)| c.time_ns)
+        .sum();
+    let all = a.counts.syscall_time_ns;
+    let share = if all > 0 {
+        format!(" ({:.1} %)", 100.0 * moving as f64 / all as f64)
+    } else {
+        String::new()
+    };
+    format!(
+        "time inside data-moving calls: {}{share} of {} inside all syscalls (wall clock, \
+         blocking included)\n",
+        duration(moving),
+        duration(all),
+    )
+}
+
+/// One row of the transfers table; `timed` adds the time columns.
+fn row(name: &str, col: Column, cell: &Transfer, timed: bool) -> Vec<TCell> {
     let ok = cell.calls - cell.errors;
     let avg = cell.bytes.checked_div(ok).unwrap_or(0);
     let col_name = if col == Column::NotMoved && (name.starts_with("mmap") || name == "munmap") {
@@ -361,14 +425,23 @@ fn row(name: &str, col: Column, cell: &Transfer) -> Vec<TCell> {
     } else {
         col.name().to_string()
     };
-    vec![
+    let mut cells = vec![
         TCell::new(name),
         TCell::new(col_name),
         right(cell.calls),
         right(cell.errors),
         right(bytes(cell.bytes)),
         right(bytes(avg)),
-    ]
+    ];
+    if timed {
+        // Faults and io_uring completions are not calls the thread waited in.
+        let calls: u64 = cell.time_log2.iter().sum();
+        match cell.time_ns.checked_div(calls) {
+            Some(avg) => cells.extend([right(duration(cell.time_ns)), right(duration(avg))]),
+            None => cells.extend([right("-"), right("-")]),
+        }
+    }
+    cells
 }
 
 /// An `attach` interval: a time-stamp line, then one line per process active in the interval
@@ -436,3 +509,18 @@ fn clock_time() -> String {
 
 /// Header for [`interval_lines`].
 pub const INTERVAL_HEADER: &str = "     pid comm            syscalls/s     cpu copied      zero-copy    dma+mmap-in   vol cs invol cs   faults";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_have_three_significant_digits() {
+        assert_eq!(duration(0), "0 ns");
+        assert_eq!(duration(999), "999 ns");
+        assert_eq!(duration(1_500), "1.50 µs");
+        assert_eq!(duration(27_340_000), "27.3 ms");
+        assert_eq!(duration(204_279_531), "204 ms");
+        assert_eq!(duration(3_000_000_000), "3.00 s");
+    }
+}

@@ -10,6 +10,7 @@ use serde_json::json;
 
 use crate::{
     archive::{ARCHIVE_EVERY, Archive},
+    attribution::Attribution,
     cli::RunArgs,
     loader::{LoadOptions, Probes},
     privileges, report, watch,
@@ -36,6 +37,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     };
     let mut probes = Probes::load(LoadOptions {
         tracepoint_override: override_tp,
+        objects: args.attribution.objects(),
         ..args.probes.load_options()
     })?;
     probes.warn_degraded();
@@ -97,19 +99,21 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
 
     probes.flush_log();
     let snap = archive.read(&probes, |_, _| true)?;
+    let attribution = Attribution::new(probes.objects()?, args.attribution);
     let text = if args.json {
-        let doc = report::to_json(
-            &snap,
-            probes.capabilities(),
-            json!({"command": args.command, "exit_code": exit_code, "pid": pid,
-                   "elapsed_s": elapsed}),
-        );
+        let mut extra = json!({"command": args.command, "exit_code": exit_code, "pid": pid,
+                               "elapsed_s": elapsed});
+        if let Some(extra) = extra.as_object_mut() {
+            extra.extend(attribution.json(args.top));
+        }
+        let doc = report::to_json(&snap, probes.capabilities(), extra);
         format!("{}\n", serde_json::to_string_pretty(&doc)?)
     } else {
         format!(
-            "zcprof: `{}` exited with code {exit_code} after {elapsed:.3}s\n{}",
+            "zcprof: `{}` exited with code {exit_code} after {elapsed:.3}s\n{}{}",
             args.command.join(" "),
-            report::to_text(&snap, args.top)
+            report::to_text(&snap, args.top),
+            attribution.text(args.top)
         )
     };
     match (&mut output, &args.output) {

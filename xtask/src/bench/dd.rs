@@ -37,6 +37,7 @@ pub enum Case {
     Bare,
     RunFloor,
     Run,
+    RunLatency,
     AttachFloor,
     Attach,
     Bystander,
@@ -46,10 +47,11 @@ pub enum Case {
     PerfStat,
 }
 
-pub const CASES: [Case; 10] = [
+pub const CASES: [Case; 11] = [
     Case::Bare,
     Case::RunFloor,
     Case::Run,
+    Case::RunLatency,
     Case::AttachFloor,
     Case::Attach,
     Case::Bystander,
@@ -65,6 +67,7 @@ impl Case {
             Case::Bare => "bare dd",
             Case::RunFloor => "floor: zcprof run --empty-programs",
             Case::Run => "zcprof run",
+            Case::RunLatency => "zcprof run --latency",
             Case::AttachFloor => "floor: zcprof attach --empty-programs",
             Case::Attach => "zcprof attach",
             Case::Bystander => "unwatched dd, zcprof attach on another process",
@@ -79,6 +82,8 @@ impl Case {
     pub fn floor(self) -> Option<Case> {
         match self {
             Case::Run => Some(Case::RunFloor),
+            // --latency's budget is against zcprof run without it, not against a floor.
+            Case::RunLatency => Some(Case::Run),
             Case::Attach | Case::Bystander => Some(Case::AttachFloor),
             Case::Serve => Some(Case::ServeFloor),
             _ => None,
@@ -194,14 +199,14 @@ fn zcprof_count(report: &str) -> Result<u64> {
 
 /// `sh -c 'read go && exec dd …'`: dd starts when a line arrives on stdin, with the shell's
 /// pid, so that a tool can be attached to that pid first.
-fn gated_dd(count: u64) -> Result<Child> {
+pub(super) fn gated_dd(count: u64) -> Result<Child> {
     let mut cmd = process::command("sh");
     cmd.args(["-c", "read go && exec dd \"$@\"", "sh"])
         .args(dd_args(count));
     Child::spawn(cmd, true)
 }
 
-fn release(gate: &mut Child) -> Result<()> {
+pub(super) fn release(gate: &mut Child) -> Result<()> {
     let stdin = gate.stdin.as_mut().context("the gate has no stdin")?;
     stdin.write_all(b"go\n").context("releasing dd")?;
     gate.close_stdin();
@@ -222,7 +227,7 @@ pub fn bpftrace_program(pid: u32) -> String {
 
 /// `zcprof attach --json --pid PID` (with empty programs for a floor), once it says it is
 /// attached.
-fn attached(zcprof: &Path, pid: u32, empty_programs: bool) -> Result<Child> {
+pub(super) fn attached(zcprof: &Path, pid: u32, empty_programs: bool) -> Result<Child> {
     let mut cmd = process::command(zcprof);
     cmd.args(["attach", "--json", "--pid", &pid.to_string()]);
     if empty_programs {
@@ -249,16 +254,18 @@ fn sample(zcprof: &Path, case: Case, count: u64) -> Result<Sample> {
                 counted: None,
             })
         }
-        Case::Run | Case::RunFloor => {
+        Case::Run | Case::RunFloor | Case::RunLatency => {
             let mut cmd = process::command(zcprof);
             cmd.args(["run", "--json"]);
-            if case == Case::RunFloor {
-                cmd.arg("--empty-programs");
-            }
+            match case {
+                Case::RunFloor => cmd.arg("--empty-programs"),
+                Case::RunLatency => cmd.arg("--latency"),
+                _ => &mut cmd,
+            };
             cmd.args(["--", "dd"]).args(dd_args(count));
             let out = child::run(cmd, RUN_TIMEOUT)?;
             out.ensure_success()?;
-            let counted = (case == Case::Run)
+            let counted = (case != Case::RunFloor)
                 .then(|| zcprof_count(&out.stdout()))
                 .transpose()?;
             Ok(Sample {
@@ -561,12 +568,12 @@ pub fn run(zcprof: &Path, config: &Config, say: &dyn Fn(String)) -> Section {
 
 /// a / b, if both are known and b is a positive cost (a ratio to a cost lost in the noise
 /// would mean nothing).
-fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+pub(super) fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     let (a, b) = (a?, b?);
     (b > 0.0).then(|| a / b)
 }
 
-fn which(name: &str) -> Option<std::path::PathBuf> {
+pub(super) fn which(name: &str) -> Option<std::path::PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?)
         .map(|d| d.join(name))
         .find(|p| p.is_file())

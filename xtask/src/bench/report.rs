@@ -9,7 +9,7 @@ use super::{
     Results,
     daemon::DaemonCase,
     dd::{self, Case},
-    latency,
+    latency, pertask, service,
     soak::{self, ServeRun},
     workload,
 };
@@ -81,18 +81,18 @@ impl Tab {
     }
 }
 
-fn opt(v: Option<f64>, decimals: usize) -> String {
+pub(super) fn opt(v: Option<f64>, decimals: usize) -> String {
     v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.decimals$}"))
 }
 
-fn samples(v: &[f64], decimals: usize) -> String {
+pub(super) fn samples(v: &[f64], decimals: usize) -> String {
     v.iter()
         .map(|x| format!("{x:.decimals$}"))
         .collect::<Vec<_>>()
         .join(" ")
 }
 
-fn status(error: &Option<String>, skipped: &Option<String>) -> Option<String> {
+pub(super) fn status(error: &Option<String>, skipped: &Option<String>) -> Option<String> {
     if skipped.is_some() {
         Some("skipped".into())
     } else {
@@ -122,6 +122,12 @@ pub fn tables(r: &Results) -> Vec<Tab> {
     }
     if let Some(s) = &r.soak {
         tabs.extend(tables_e(s));
+    }
+    if let Some(s) = &r.service {
+        tabs.extend(service::tables(s));
+    }
+    if let Some(s) = &r.per_task {
+        tabs.push(pertask::table(s));
     }
     tabs
 }
@@ -251,7 +257,7 @@ fn table_b(workloads: &[workload::StrategyResult], added_ns: Option<f64>) -> Tab
         let mut row = vec![w.strategy.to_owned(), w.size.clone()];
         if let Some(e) = &w.error {
             row.push("NOT MEASURED".into());
-            row.extend(std::iter::repeat_n(String::new(), 5));
+            row.extend(std::iter::repeat_n(String::new(), 6));
             notes.push(format!("{}: {}", w.strategy, first_line(e)));
         } else {
             row.push(opt(w.bare_median_mib_s, 0));
@@ -262,11 +268,13 @@ fn table_b(workloads: &[workload::StrategyResult], added_ns: Option<f64>) -> Tab
                     .map_or("n/a".into(), |(a, b)| format!("{a:.1} … {b:.1}")),
             );
             row.push(opt(expected_loss_pct(w, added_ns), 2));
+            row.push(opt(w.latency_loss_pct, 1));
             row.push(format!(
-                "bare {} / run {} / loss % {}",
+                "bare {} / run {} / loss % {} / --latency loss % {}",
                 samples(&w.bare_mib_s, 0),
                 samples(&w.run_mib_s, 0),
-                samples(&w.round_loss_pct, 1)
+                samples(&w.round_loss_pct, 1),
+                samples(&w.latency_round_loss_pct, 1)
             ));
         }
         rows.push(row);
@@ -281,6 +289,7 @@ fn table_b(workloads: &[workload::StrategyResult], added_ns: Option<f64>) -> Tab
             "loss %",
             "middle half of round losses %",
             "expected loss %",
+            "loss % with --latency",
             "rounds",
         ]
         .map(String::from)
@@ -429,7 +438,7 @@ fn tables_e(s: &soak::Section) -> Vec<Tab> {
         let mut row = vec![what, r.storm.loops.to_string()];
         if r.error.is_some() {
             row.push("NOT MEASURED".into());
-            row.extend(std::iter::repeat_n(String::new(), 5));
+            row.extend(std::iter::repeat_n(String::new(), 6));
             return row;
         }
         row.push(count(r.storm.processes as f64));
@@ -650,7 +659,7 @@ fn tables_e(s: &soak::Section) -> Vec<Tab> {
     tabs
 }
 
-fn first_line(s: &str) -> String {
+pub(super) fn first_line(s: &str) -> String {
     let line = s.lines().next().unwrap_or_default();
     if s.lines().nth(1).is_some() {
         format!("{line} …")
@@ -675,7 +684,12 @@ pub struct Target {
 }
 
 impl Target {
-    fn new(what: String, measured: Option<f64>, limit: f64, unit: &'static str) -> Target {
+    pub(super) fn new(
+        what: String,
+        measured: Option<f64>,
+        limit: f64,
+        unit: &'static str,
+    ) -> Target {
         Target {
             what,
             measured,
@@ -686,7 +700,7 @@ impl Target {
         }
     }
 
-    fn because(mut self, why: Option<String>) -> Target {
+    pub(super) fn because(mut self, why: Option<String>) -> Target {
         if self.met.is_none() {
             self.why = why;
         }
@@ -734,6 +748,18 @@ pub fn targets(r: &Results) -> Vec<Target> {
                     w.strategy, w.size
                 ),
                 w.loss_pct,
+                2.0,
+                "%",
+            )
+            .because(w.error.as_deref().map(first_line)),
+        );
+        t.push(
+            Target::new(
+                format!(
+                    "(b) {} {}: throughput lost under zcprof run --latency",
+                    w.strategy, w.size
+                ),
+                w.latency_loss_pct,
                 2.0,
                 "%",
             )
@@ -801,6 +827,9 @@ pub fn targets(r: &Results) -> Vec<Target> {
     }
     if let Some(s) = &r.soak {
         targets_e(s, &mut t);
+    }
+    if let Some(s) = &r.service {
+        service::targets(s, &mut t);
     }
     t
 }
@@ -912,6 +941,17 @@ fn targets_a(s: &dd::Section, t: &mut Vec<Target>) {
             .because(why_a(c, Some(Case::Bpftrace))),
         );
     }
+    if let Some(c) = s.get(Case::RunLatency) {
+        t.push(
+            Target::new(
+                "(a) zcprof run --latency: added time per syscall ÷ that of zcprof run".into(),
+                c.vs_floor,
+                2.0,
+                "×",
+            )
+            .because(why_a(c, c.floor)),
+        );
+    }
 }
 
 pub fn targets_tab(targets: &[Target]) -> Tab {
@@ -1017,5 +1057,10 @@ counted line (programs loaded and attached, plus one 10 ms interval). (e) is the
 a million short-lived processes forked as fast as the machine forks: nothing may be lost, every \
 write must be counted, and the kernel's thread table and the daemon's memory must come back to \
 where they started; the fork rates say how fast this machine forks without zcprof and with it. \
+(f) is a web server: nginx serving a 4 KiB and a 1 MiB file to wrk over keep-alive loopback, \
+under each mode, its floor and the peers; the loss in requests/s is taken round by round \
+against the bare run of the same round, and the worker's CPU time per request shows the cost \
+even where requests/s do not move. (g) is an experiment, not the product: whether hooking only \
+the watched tasks (per-task perf events on the syscall tracepoints) spares the others. \
 Each target is printed \
 as met or MISSED; the bench is a measurement, not a test.\n";

@@ -27,30 +27,55 @@ pub struct StrategyResult {
     /// Seconds of one bare transfer (median).
     pub bare_median_s: Option<f64>,
     pub run_median_mib_s: Option<f64>,
-    /// Per round, (bare − under zcprof run) / bare in percent, from the two runs of the round
+    /// Per round, (bare − under zcprof run) / bare in percent, from the runs of the round
     /// (back to back, so that the VM's slow swings hit both alike).
     pub round_loss_pct: Vec<f64>,
     /// The median of `round_loss_pct`.
     pub loss_pct: Option<f64>,
+    /// The same under `zcprof run --latency`.
+    pub latency_mib_s: Vec<f64>,
+    pub latency_round_loss_pct: Vec<f64>,
+    pub latency_loss_pct: Option<f64>,
     pub error: Option<String>,
 }
 
 /// One run's throughput (MiB/s) and elapsed seconds, from the workload's tally, and for a
 /// profiled run the syscalls zcprof counted in all of the workload's processes (sender and
 /// receiver, start-up included).
+/// How a run of (b) is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Profile {
+    Bare,
+    Run,
+    /// `zcprof run --latency`.
+    RunLatency,
+}
+
+impl Profile {
+    fn label(self) -> &'static str {
+        match self {
+            Profile::Bare => "bare",
+            Profile::Run => "under zcprof run",
+            Profile::RunLatency => "under zcprof run --latency",
+        }
+    }
+}
+
 fn throughput(
     zcprof: &Path,
     strategy: &str,
     size: &str,
-    profiled: bool,
+    profile: Profile,
 ) -> Result<(f64, f64, Option<u64>)> {
+    let profiled = profile != Profile::Bare;
     let report = std::env::temp_dir().join(format!("zcprof-bench-b-{}.json", std::process::id()));
     let mut cmd = process::command(zcprof);
     if profiled {
-        cmd.args(["run", "--json", "-o"])
-            .arg(&report)
-            .arg("--")
-            .arg(zcprof);
+        cmd.args(["run", "--json", "-o"]).arg(&report);
+        if profile == Profile::RunLatency {
+            cmd.arg("--latency");
+        }
+        cmd.arg("--").arg(zcprof);
     }
     cmd.args(["workload", "--strategy", strategy, "--size", size]);
     let out = child::run(cmd, RUN_TIMEOUT)?;
@@ -104,12 +129,15 @@ pub fn run(zcprof: &Path, config: &Config, say: &dyn Fn(String)) -> Vec<Strategy
             run_median_mib_s: None,
             round_loss_pct: Vec::new(),
             loss_pct: None,
+            latency_mib_s: Vec::new(),
+            latency_round_loss_pct: Vec::new(),
+            latency_loss_pct: None,
             error: None,
         })
         .collect();
     let mut bare_s: Vec<Vec<f64>> = vec![Vec::new(); results.len()];
     for r in &mut results {
-        if let Err(e) = throughput(zcprof, r.strategy, size, false) {
+        if let Err(e) = throughput(zcprof, r.strategy, size, Profile::Bare) {
             say(format!("bench: (b) {}: FAILED: {e:#}", r.strategy));
             r.error = Some(format!("{e:#}"));
         }
@@ -119,27 +147,29 @@ pub fn run(zcprof: &Path, config: &Config, say: &dyn Fn(String)) -> Vec<Strategy
             if r.error.is_some() {
                 continue;
             }
-            let order = if round % 2 == 0 {
-                [false, true]
-            } else {
-                [true, false]
-            };
-            for profiled in order {
-                match throughput(zcprof, r.strategy, size, profiled) {
+            // Each profile goes first in turn.
+            let mut order = [Profile::Bare, Profile::Run, Profile::RunLatency];
+            order.rotate_left(round % 3);
+            for profile in order {
+                match throughput(zcprof, r.strategy, size, profile) {
                     Ok((t, elapsed, syscalls)) => {
                         say(format!(
                             "bench: (b) round {}/{}: {} {}: {t:.0} MiB/s",
                             round + 1,
                             config.workload_rounds,
                             r.strategy,
-                            if profiled { "under zcprof run" } else { "bare" }
+                            profile.label()
                         ));
-                        if profiled {
-                            r.run_mib_s.push(t);
-                            r.syscalls_per_run = syscalls;
-                        } else {
-                            r.bare_mib_s.push(t);
-                            bare_s.push(elapsed);
+                        match profile {
+                            Profile::Run => {
+                                r.run_mib_s.push(t);
+                                r.syscalls_per_run = syscalls;
+                            }
+                            Profile::RunLatency => r.latency_mib_s.push(t),
+                            Profile::Bare => {
+                                r.bare_mib_s.push(t);
+                                bare_s.push(elapsed);
+                            }
                         }
                     }
                     Err(e) => {
@@ -158,14 +188,19 @@ pub fn run(zcprof: &Path, config: &Config, say: &dyn Fn(String)) -> Vec<Strategy
         r.bare_median_s = median(bare_s);
         r.bare_median_mib_s = median(&r.bare_mib_s);
         r.run_median_mib_s = median(&r.run_mib_s);
-        r.round_loss_pct = r
-            .bare_mib_s
-            .iter()
-            .zip(&r.run_mib_s)
-            .filter(|(b, _)| **b > 0.0)
-            .map(|(b, p)| (b - p) / b * 100.0)
-            .collect();
+        r.round_loss_pct = losses(&r.bare_mib_s, &r.run_mib_s);
         r.loss_pct = median(&r.round_loss_pct);
+        r.latency_round_loss_pct = losses(&r.bare_mib_s, &r.latency_mib_s);
+        r.latency_loss_pct = median(&r.latency_round_loss_pct);
     }
     results
+}
+
+/// Per round, (bare − profiled) / bare in percent.
+fn losses(bare: &[f64], profiled: &[f64]) -> Vec<f64> {
+    bare.iter()
+        .zip(profiled)
+        .filter(|(b, _)| **b > 0.0)
+        .map(|(b, p)| (b - p) / b * 100.0)
+        .collect()
 }

@@ -138,8 +138,20 @@ fn reader(stream: Option<impl std::io::Read + Send + 'static>) -> mpsc::Receiver
 
 /// `zcprof run --json -- <command>`, its document and declared capabilities.
 fn zcprof_run(env: &Env, check: &str, command: &[&str]) -> Result<(Ran, Value), Box<CheckResult>> {
+    zcprof_run_with(env, check, &[], command)
+}
+
+/// As [`zcprof_run`], with `options` for `zcprof run`.
+fn zcprof_run_with(
+    env: &Env,
+    check: &str,
+    options: &[&str],
+    command: &[&str],
+) -> Result<(Ran, Value), Box<CheckResult>> {
     let mut cmd = process::command(&env.zcprof);
-    cmd.args(["run", "--json", "--"])
+    cmd.args(["run", "--json"])
+        .args(options)
+        .arg("--")
         .args(command)
         .env("LC_ALL", "C")
         .current_dir(&env.scratch);
@@ -235,10 +247,33 @@ fn finish(
 // ---------------------------------------------------------------------------------------
 // The checks
 
+/// The checks that are not workload strategies, in the order they run: the single source of
+/// the guest's list and the table's columns.
+pub const SINGLE: [&str; 7] = [
+    "dd",
+    "cp",
+    "sendfile",
+    "churn",
+    "serve",
+    "latency",
+    "attribution",
+];
+
 /// (a) `dd bs=1 count=20000`: exactly 20,000 one-byte reads and writes. `status=none`
 /// silences dd's closing statistics (one of which is a one-byte write of "\n"), so that every
 /// other read and write of dd (the loader's, the locale's) is larger than one byte.
 pub fn dd(env: &Env) -> CheckResult {
+    dd_with(env, "dd", &[])
+}
+
+/// `dd` again under `--latency` (the sys_enter program loads on this kernel, and timing
+/// changes no count): the same exact counts, and every read and write of dd timed once (zcprof
+/// watched dd from before its exec, so it saw each call's entry).
+pub fn latency(env: &Env) -> CheckResult {
+    dd_with(env, "latency", &["--latency"])
+}
+
+fn dd_with(env: &Env, check: &str, options: &[&str]) -> CheckResult {
     let count = format!("count={DD_RECORDS}");
     let cmd = [
         "dd",
@@ -248,13 +283,28 @@ pub fn dd(env: &Env) -> CheckResult {
         &count,
         "status=none",
     ];
-    let (ran, doc) = match zcprof_run(env, "dd", &cmd) {
+    let (ran, doc) = match zcprof_run_with(env, check, options, &cmd) {
         Ok(x) => x,
         Err(r) => return *r,
     };
     let bucket = zcprof_common::size_bucket(1);
     let mut m = Vec::new();
     basics(&doc, &mut m);
+    if !options.is_empty() {
+        for syscall in ["read", "write"] {
+            let (calls, timed) = processes(&doc)
+                .iter()
+                .flat_map(transfers)
+                .filter(|t| t["syscall"] == syscall)
+                .fold((0, 0), |(c, n), t| {
+                    let timed: u64 = t["time_log2"]
+                        .as_array()
+                        .map_or(0, |h| h.iter().filter_map(Value::as_u64).sum());
+                    (c + t["calls"].as_u64().unwrap_or(0), n + timed)
+                });
+            eq(&mut m, &format!("timed {syscall} calls"), calls, timed, &[]);
+        }
+    }
     for syscall in ["read", "write"] {
         let (_, _, one_byte) = syscall_total(&doc, syscall, bucket);
         eq(
@@ -284,12 +334,17 @@ pub fn dd(env: &Env) -> CheckResult {
             &[FD_TYPES],
         );
     }
+    let timed = if options.is_empty() {
+        ""
+    } else {
+        ", each timed"
+    };
     finish(
-        "dd",
+        check,
         &ran,
         doc,
         m,
-        &format!("{DD_RECORDS} one-byte reads and writes"),
+        &format!("{DD_RECORDS} one-byte reads and writes{timed}"),
     )
 }
 
@@ -312,14 +367,25 @@ fn source_file(env: &Env) -> Result<PathBuf> {
 /// (b) `cp` of an 8 MiB file: coreutils' cp moves it with copy_file_range, a copy between
 /// kernel buffers: `cpu_in_kernel` holds the file's size.
 pub fn cp(env: &Env) -> CheckResult {
+    cp_with(env, "cp", &[])
+}
+
+/// `cp` again under `--by-file`: the attribution code loads on this kernel, and the source
+/// and the copy each have the file's size in `cpu_in_kernel`, under their own paths (the
+/// kernel's names for them joined below their mount point).
+pub fn attribution(env: &Env) -> CheckResult {
+    cp_with(env, "attribution", &["--by-file"])
+}
+
+fn cp_with(env: &Env, check: &str, options: &[&str]) -> CheckResult {
     let src = match source_file(env) {
         Ok(p) => p,
-        Err(e) => return CheckResult::new("cp", Status::Fail, format!("{e:#}")),
+        Err(e) => return CheckResult::new(check, Status::Fail, format!("{e:#}")),
     };
     let dst = env.scratch.join("copy.bin");
     let _ = fs::remove_file(&dst);
     let (s, d) = (src.to_string_lossy(), dst.to_string_lossy());
-    let (ran, doc) = match zcprof_run(env, "cp", &["cp", &s, &d]) {
+    let (ran, doc) = match zcprof_run_with(env, check, options, &["cp", &s, &d]) {
         Ok(x) => x,
         Err(r) => return *r,
     };
@@ -339,8 +405,31 @@ pub fn cp(env: &Env) -> CheckResult {
         column_total(&doc, "cpu_in_kernel"),
         &[FD_TYPES],
     );
+    if !options.is_empty() {
+        for path in [&s, &d] {
+            let attributed: u64 = doc["files"]
+                .as_array()
+                .map_or(&[][..], Vec::as_slice)
+                .iter()
+                .filter(|r| r["column"] == "cpu_in_kernel" && r["path"] == path.as_ref())
+                .map(|r| r["bytes"].as_u64().unwrap_or(0))
+                .sum();
+            eq(
+                &mut m,
+                &format!("bytes attributed to {path}"),
+                FILE_SIZE,
+                attributed,
+                &[],
+            );
+        }
+    }
     let _ = fs::remove_file(&dst);
-    finish("cp", &ran, doc, m, "cpu_in_kernel = file size")
+    let what = if options.is_empty() {
+        "cpu_in_kernel = file size"
+    } else {
+        "cpu_in_kernel = file size, for the source and the copy by path"
+    };
+    finish(check, &ran, doc, m, what)
 }
 
 /// The sender and receiver of (c): one process, the receiver a thread; exits non-zero unless

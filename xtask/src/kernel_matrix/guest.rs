@@ -38,9 +38,7 @@ pub struct Args {
 
 /// The checks in the order they run; `workload:*` expands to every strategy.
 pub fn check_names() -> Vec<String> {
-    let mut names: Vec<String> = ["dd", "cp", "sendfile", "churn", "serve"]
-        .map(str::to_owned)
-        .to_vec();
+    let mut names: Vec<String> = checks::SINGLE.map(str::to_owned).to_vec();
     names.extend(
         workloads::STRATEGIES
             .iter()
@@ -120,6 +118,8 @@ fn run_check(env: &Env, name: &str) -> CheckResult {
         "sendfile" => checks::sendfile(env),
         "churn" => checks::churn(env),
         "serve" => checks::serve(env),
+        "latency" => checks::latency(env),
+        "attribution" => checks::attribution(env),
         _ => match name
             .strip_prefix("workload:")
             .and_then(|s| workloads::STRATEGIES.iter().find(|k| **k == s))

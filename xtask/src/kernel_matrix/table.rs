@@ -8,11 +8,9 @@ use comfy_table::{ContentArrangement, Table, presets};
 
 use super::{
     KernelRun,
+    checks::SINGLE,
     verdict::{CheckResult, Status},
 };
-
-/// The columns of single checks (the workloads follow in one column).
-const SINGLE: [&str; 5] = ["dd", "cp", "sendfile", "churn", "serve"];
 
 /// The table and its notes, ready to print.
 pub fn render(runs: &[KernelRun]) -> String {

@@ -9,7 +9,8 @@
 //! - each byte-moving ledger column of the sender (control calls and output removed) against the
 //!   model's multiple of the bytes sent, and the CPU-copied total against the model's copies;
 //! - the receiver's `cpu_kernel_to_user` against the bytes it counted;
-//! - zero-copy facts the kernel reported (copied over loopback; zerocopy_requested).
+//! - zero-copy facts the kernel reported (copied over loopback; zerocopy_requested);
+//! - zcprof's findings: the sender's exactly those the strategy must give (`findings.rs`).
 //!
 //! Shown but not checked: `mmap_fault_in` (an upper bound by design), page faults, context
 //! switches. Mode switches against the model's classic counts are notes: their unit (a chunk, a
@@ -55,7 +56,11 @@ impl Check {
         }
     }
 
-    fn fact(what: impl Into<String>, expected: impl ToString, measured: impl ToString) -> Self {
+    pub(super) fn fact(
+        what: impl Into<String>,
+        expected: impl ToString,
+        measured: impl ToString,
+    ) -> Self {
         let (expected, measured) = (expected.to_string(), measured.to_string());
         Self {
             what: what.into(),
@@ -120,6 +125,8 @@ pub struct Evaluation {
     pub not_itemised: Vec<String>,
     /// Differences from the model's classic counts that are not errors, with the reason.
     pub notes: Vec<String>,
+    /// zcprof's findings about the run, one line each (kind, thread, saving, evidence).
+    pub findings: Vec<String>,
 }
 
 impl Evaluation {
@@ -437,7 +444,13 @@ pub fn evaluate(model: &Model, tally: &Tally, report: &Report, epilogue: Epilogu
         }
     }
 
+    // 6. zcprof's findings against those the strategy must give.
+    let (finding_checks, finding_notes) = super::findings::check(tally, report);
+    checks.extend(finding_checks);
+    notes.extend(finding_notes);
+
     Evaluation {
+        findings: super::findings::describe(tally, report),
         derived: Derived {
             bytes: size,
             buffer: tally.buffer,

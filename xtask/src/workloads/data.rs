@@ -69,6 +69,31 @@ pub struct Report {
     pub lost: BTreeMap<String, u64>,
     /// Whether the kernel's BTF let zcprof see descriptor types.
     pub btf: bool,
+    /// What zcprof can count on this kernel.
+    #[serde(default)]
+    pub capabilities: Vec<Capability>,
+    /// What zcprof found (docs/findings.md).
+    #[serde(default)]
+    pub findings: Vec<Finding>,
+}
+
+/// One capability of zcprof on the kernel of the run.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Capability {
+    pub name: String,
+    /// `exact`, `degraded` or `unavailable`.
+    pub state: String,
+}
+
+/// One finding of zcprof's report.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Finding {
+    pub kind: String,
+    pub pid: u32,
+    pub tid: Option<u32>,
+    pub evidence: serde_json::Value,
+    pub saving_bytes: u64,
+    pub saving_mode_switches: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -40,17 +40,48 @@ pub struct Hook {
     pub required: bool,
     /// What it counts.
     pub feeds: &'static str,
+    /// When it is attached: hooks that serve an option only with it (they would cost every
+    /// syscall of the host otherwise).
+    pub when: When,
+}
+
+/// When a hook is attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    /// Always.
+    Always,
+    /// With `--latency`.
+    Latency,
+    /// With `--by-file` or `--by-peer`.
+    Attribution,
 }
 
 /// Every hook, in attach order: the single list the loader attaches and `zcprof doctor`
 /// probes.
-pub const HOOKS: [Hook; 11] = [
+pub const HOOKS: [Hook; 14] = [
     Hook {
         program: "sys_exit",
         target: "sys_exit",
         kind: HookKind::BtfTracepoint,
         required: true,
         feeds: "syscalls and every transfer",
+        when: When::Always,
+    },
+    Hook {
+        program: "sys_enter",
+        target: "sys_enter",
+        kind: HookKind::BtfTracepoint,
+        required: false,
+        feeds: "syscall time (--latency)",
+        when: When::Latency,
+    },
+    Hook {
+        program: "sys_exit_objects",
+        target: "sys_exit",
+        kind: HookKind::BtfTracepoint,
+        required: false,
+        feeds: "files and peers (--by-file, --by-peer)",
+        when: When::Attribution,
     },
     Hook {
         program: "sched_switch",
@@ -58,6 +89,7 @@ pub const HOOKS: [Hook; 11] = [
         kind: HookKind::RawTracepoint,
         required: true,
         feeds: "context_switches",
+        when: When::Always,
     },
     Hook {
         program: "sched_process_fork",
@@ -65,6 +97,7 @@ pub const HOOKS: [Hook; 11] = [
         kind: HookKind::RawTracepoint,
         required: true,
         feeds: "following children and new threads",
+        when: When::Always,
     },
     Hook {
         program: "sched_process_exec",
@@ -72,6 +105,7 @@ pub const HOOKS: [Hook; 11] = [
         kind: HookKind::RawTracepoint,
         required: true,
         feeds: "command names at exec",
+        when: When::Always,
     },
     Hook {
         program: "task_rename",
@@ -79,6 +113,7 @@ pub const HOOKS: [Hook; 11] = [
         kind: HookKind::RawTracepoint,
         required: true,
         feeds: "thread names after a rename",
+        when: When::Always,
     },
     Hook {
         program: "sched_process_exit",
@@ -86,6 +121,7 @@ pub const HOOKS: [Hook; 11] = [
         kind: HookKind::RawTracepoint,
         required: true,
         feeds: "process exit, exit_syscalls",
+        when: When::Always,
     },
     Hook {
         program: "mm_filemap_fault",
@@ -93,6 +129,7 @@ pub const HOOKS: [Hook; 11] = [
         kind: HookKind::RawTracepoint,
         required: false,
         feeds: "mmap_fault_in",
+        when: When::Always,
     },
     Hook {
         program: "mm_filemap_map_pages",
@@ -100,6 +137,7 @@ pub const HOOKS: [Hook; 11] = [
         kind: HookKind::RawTracepoint,
         required: false,
         feeds: "mmap_fault_in",
+        when: When::Always,
     },
     Hook {
         program: "io_uring_complete",
@@ -107,6 +145,7 @@ pub const HOOKS: [Hook; 11] = [
         kind: HookKind::RawTracepoint,
         required: false,
         feeds: "io_uring",
+        when: When::Always,
     },
     Hook {
         program: "fault_minor",
@@ -114,6 +153,7 @@ pub const HOOKS: [Hook; 11] = [
         kind: HookKind::PerfEvent(SoftwareEvent::PageFaultsMin),
         required: true,
         feeds: "page_faults",
+        when: When::Always,
     },
     Hook {
         program: "fault_major",
@@ -121,5 +161,14 @@ pub const HOOKS: [Hook; 11] = [
         kind: HookKind::PerfEvent(SoftwareEvent::PageFaultsMaj),
         required: true,
         feeds: "page_faults",
+        when: When::Always,
+    },
+    Hook {
+        program: "io_uring_queue_async_work",
+        target: "io_uring_queue_async_work",
+        kind: HookKind::RawTracepoint,
+        required: false,
+        feeds: "io_uring_punted",
+        when: When::Always,
     },
 ];

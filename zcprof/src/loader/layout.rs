@@ -158,6 +158,19 @@ impl KernelLayout {
             self.globals.push((URING_CQE, 0));
         }
 
+        // Punts are counted where the tracepoint exists (every kernel with io_uring has it).
+        if args("io_uring_queue_async_work").is_none() {
+            self.skip("io_uring_queue_async_work");
+            if self.capabilities.state(capability::IO_URING) == State::Exact {
+                self.capabilities.set(
+                    capability::IO_URING,
+                    State::Degraded,
+                    "this kernel has no io_uring:io_uring_queue_async_work tracepoint: \
+                     io_uring_punted is not counted",
+                );
+            }
+        }
+
         // Both or neither: either alone would count part of the pages.
         const FILEMAP: [&str; 2] = ["mm_filemap_fault", "mm_filemap_map_pages"];
         if let Some(tp) = FILEMAP.iter().find(|tp| args(tp).is_none()) {

@@ -5,7 +5,7 @@
 //! from a catalogue rather than kept in the `prometheus` crate's counters (which only go up by
 //! increments), and straight into the body ([`Exposition`]).
 
-use std::{collections::BTreeMap, sync::LazyLock, time::Instant};
+use std::{borrow::Cow, collections::BTreeMap, sync::LazyLock, time::Instant};
 
 use prometheus::proto::{MetricFamily, MetricType};
 use zcprof_common::{
@@ -109,16 +109,30 @@ impl Published {
 /// common sizes that are powers of two, which are in the next bucket). The last kernel bucket
 /// is open-ended and is only in +Inf (the count). Merging buckets is exact: a kept bound's
 /// cumulative count is the sum of every kernel bucket up to it, whichever are kept.
-pub fn size_buckets(cell: &Transfer, kept: &[usize], mut bucket: impl FnMut(f64, u64)) {
+pub fn size_buckets(cell: &Transfer, kept: &[usize], bucket: impl FnMut(f64, u64)) {
+    log2_buckets(&cell.size_log2, kept, 1.0, bucket)
+}
+
+/// As [`size_buckets`] for any of the kernel's log2 histograms, its bounds multiplied by
+/// `unit` (1e-9 turns the duration histogram's nanoseconds into seconds).
+fn log2_buckets(
+    hist: &[u64; HIST_BUCKETS],
+    kept: &[usize],
+    unit: f64,
+    mut bucket: impl FnMut(f64, u64),
+) {
     let mut cumulative = 0u64;
     let mut next = kept.iter().peekable();
-    for (k, n) in cell.size_log2.iter().enumerate().take(HIST_BUCKETS - 1) {
+    for (k, n) in hist.iter().enumerate().take(HIST_BUCKETS - 1) {
         cumulative += n;
         if next.next_if(|&&want| want == k).is_some() {
-            bucket(((1u64 << k) - 1) as f64, cumulative);
+            bucket(((1u64 << k) - 1) as f64 * unit, cumulative);
         }
     }
 }
+
+/// Seconds in one nanosecond: the kernel counts time in ns, Prometheus in seconds.
+const NS: f64 = 1e-9;
 
 /// Every finite kernel bucket: `--histograms full`.
 const FULL_BUCKETS: [usize; HIST_BUCKETS - 1] = {
@@ -138,12 +152,26 @@ const FULL_BUCKETS: [usize; HIST_BUCKETS - 1] = {
 /// then 16 MiB - 1 and +Inf: 12 buckets instead of 32, about 1.5 per decade.
 pub const COARSE_BUCKETS: [usize; 11] = [0, 1, 4, 7, 10, 12, 14, 16, 18, 20, 24];
 
+/// The kernel buckets of the duration histogram `--histograms coarse` keeps, by upper bound:
+/// 127 ns (a syscall that did almost nothing), 1 µs, 4 µs, 16 µs, 131 µs, 1 ms, 16.8 ms,
+/// 134 ms, 1.07 s, then +Inf: about one and a half per decade, where syscalls take their time.
+pub const COARSE_TIME_BUCKETS: [usize; 9] = [7, 10, 12, 14, 17, 20, 24, 27, 30];
+
 impl HistogramMode {
     /// The kernel buckets (indices into `size_log2`) this mode exports; empty: no histograms.
     pub fn buckets(self) -> &'static [usize] {
         match self {
             HistogramMode::Full => &FULL_BUCKETS,
             HistogramMode::Coarse => &COARSE_BUCKETS,
+            HistogramMode::Off => &[],
+        }
+    }
+
+    /// The same for the duration histogram (indices into `time_log2`).
+    pub fn time_buckets(self) -> &'static [usize] {
+        match self {
+            HistogramMode::Full => &FULL_BUCKETS,
+            HistogramMode::Coarse => &COARSE_TIME_BUCKETS,
             HistogramMode::Off => &[],
         }
     }
@@ -179,6 +207,20 @@ enum Sample {
     /// A ledger cell's size histogram: its buckets, its count (successful calls) and its sum
     /// (their bytes).
     Sizes(Box<Transfer>),
+    /// A ledger cell's duration histogram (`--latency`): its buckets, its count (timed calls)
+    /// and its sum (their time), in seconds.
+    Durations(Box<Transfer>),
+}
+
+impl Sample {
+    /// Nothing happened: a zero value, or a histogram without a call.
+    fn is_zero(&self) -> bool {
+        match self {
+            Sample::Value(v) => *v == 0.0,
+            Sample::Sizes(cell) => cell.size_log2.iter().all(|n| *n == 0),
+            Sample::Durations(cell) => cell.time_log2.iter().all(|n| *n == 0),
+        }
+    }
 }
 
 /// A metric family, declared once: name, help, type, and how its samples are computed.
@@ -319,15 +361,19 @@ fn catalogue() -> Vec<Family> {
          a call of exactly 2^k bytes is in the next bucket.",
         HISTOGRAM,
         Source::Histograms(Box::new(|t, emit| {
-            let mut per_syscall: Vec<(Syscall, Transfer)> = Vec::new();
-            for ((sc, _), cell) in &t.transfers {
-                match per_syscall.last_mut() {
-                    Some((s, acc)) if s == sc => acc.add(cell),
-                    _ => per_syscall.push((*sc, *cell)),
-                }
-            }
-            for (sc, cell) in per_syscall {
+            for (sc, cell) in per_syscall(t) {
                 emit(&[("syscall", sc.name())], Sample::Sizes(Box::new(cell)));
+            }
+        })),
+    ));
+    out.push(Family::new(
+        "zcprof_transfer_duration_seconds",
+        "Time spent inside data-moving syscalls, by syscall (wall clock, blocking included); \
+         only with --latency. Bucket bounds are (2^k-1) ns.",
+        HISTOGRAM,
+        Source::Histograms(Box::new(|t, emit| {
+            for (sc, cell) in per_syscall(t) {
+                emit(&[("syscall", sc.name())], Sample::Durations(Box::new(cell)));
             }
         })),
     ));
@@ -426,13 +472,38 @@ fn catalogue() -> Vec<Family> {
     out
 }
 
-/// The family stem of counter `spec`: its group's, or its own name.
-fn counter_stem(spec: &CounterSpec) -> &'static str {
-    spec.group.map_or(spec.name, |g| g.metric)
+/// A group's ledger cells summed per syscall, over the columns.
+fn per_syscall(t: &Activity) -> Vec<(Syscall, Transfer)> {
+    let mut out: Vec<(Syscall, Transfer)> = Vec::new();
+    for ((sc, _), cell) in &t.transfers {
+        match out.last_mut() {
+            Some((s, acc)) if s == sc => acc.add(cell),
+            _ => out.push((*sc, *cell)),
+        }
+    }
+    out
+}
+
+/// The family stem of counter `spec`: its group's, or its own name; a counter of nanoseconds
+/// is exported in seconds, and named so (`syscall_time_ns` is `syscall_time_seconds`).
+fn counter_stem(spec: &CounterSpec) -> Cow<'static, str> {
+    match spec.group {
+        Some(g) => Cow::Borrowed(g.metric),
+        None if spec.ns => {
+            let stem = spec.name.strip_suffix("_ns").unwrap_or(spec.name);
+            Cow::Owned(format!("{stem}_seconds"))
+        }
+        None => Cow::Borrowed(spec.name),
+    }
+}
+
+/// A counter's value in its metric's unit.
+fn counter_value(spec: &CounterSpec, v: u64) -> f64 {
+    if spec.ns { v as f64 * NS } else { v as f64 }
 }
 
 /// The samples of the counter family `stem` in one group: one per counter declared in it.
-fn counter_samples(stem: &'static str) -> Source {
+fn counter_samples(stem: Cow<'static, str>) -> Source {
     // Its counters' positions, found once rather than by name in every group.
     let members: Vec<usize> = (0..COUNTERS.len())
         .filter(|&i| counter_stem(&COUNTERS[i]) == stem)
@@ -440,10 +511,11 @@ fn counter_samples(stem: &'static str) -> Source {
     Source::Group(Box::new(move |t, emit| {
         let values = t.counts.values();
         for &i in &members {
-            let (spec, value) = (&COUNTERS[i], values[i] as f64);
+            let spec = &COUNTERS[i];
+            let v = Sample::Value(counter_value(spec, values[i]));
             match spec.group {
-                Some(g) => emit(&[(g.label, spec.member)], Sample::Value(value)),
-                None => emit(&[], Sample::Value(value)),
+                Some(g) => emit(&[(g.label, spec.member)], v),
+                None => emit(&[], v),
             }
         }
     }))
@@ -458,7 +530,8 @@ fn cell_samples(i: usize) -> Source {
             let v = cell.values()[i];
             if !field.sparse || v > 0 {
                 let l = [("syscall", sc.name()), ("column", col.name())];
-                emit(&l, Sample::Value(v as f64));
+                let v = if field.ns { v as f64 * NS } else { v as f64 };
+                emit(&l, Sample::Value(v));
             }
         }
         if field.with_uring {
@@ -568,11 +641,7 @@ impl Exposition {
                     };
                     for (prefix, totals) in groups {
                         of_group(totals, &mut |labels, sample| {
-                            let zero = match &sample {
-                                Sample::Value(v) => *v == 0.0,
-                                Sample::Sizes(cell) => cell.size_log2.iter().all(|n| *n == 0),
-                            };
-                            if !zero {
+                            if !sample.is_zero() {
                                 self.sample(&f.name, f.kind, prefix, labels, &sample, None);
                             }
                         });
@@ -681,6 +750,14 @@ impl Exposition {
                 });
                 let count: u64 = cell.size_log2.iter().sum();
                 self.histogram_tail(name, prefix, labels, count, cell.bytes as f64);
+            }
+            Sample::Durations(cell) => {
+                let kept = self.histograms.time_buckets();
+                log2_buckets(&cell.time_log2, kept, NS, |le, cumulative| {
+                    self.bucket(name, prefix, labels, le, cumulative)
+                });
+                let count: u64 = cell.time_log2.iter().sum();
+                self.histogram_tail(name, prefix, labels, count, cell.time_ns as f64 * NS);
             }
         }
         if let Some(created) = created

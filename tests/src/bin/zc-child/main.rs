@@ -95,6 +95,7 @@ fn setup(action: &str, rest: &[String], dir: &Path) -> Result<Job, String> {
         "fd-reuse" => direct::fd_reuse(rest, dir),
         "pipe-read" | "pipe-write" => pipes::write_read(rest),
         "would-block" => pipes::would_block(rest),
+        "pipe-wait" => pipes::wait(rest),
         "tee" => pipes::tee(rest),
         "vmsplice" => pipes::vmsplice(rest),
         "vmsplice-read" => pipes::vmsplice_read(rest),
@@ -184,7 +185,7 @@ fn phase_json(cells: &[Cell]) -> Value {
         m.insert(
             c.name.to_string(),
             json!({"calls": c.calls, "bytes": c.bytes, "errors": c.errors,
-                   "zerocopy_requested": c.zerocopy}),
+                   "zerocopy_requested": c.zerocopy, "ns": c.ns}),
         );
     }
     Value::Object(m)

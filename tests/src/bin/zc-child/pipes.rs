@@ -128,3 +128,56 @@ pub fn would_block(rest: &[String]) -> Result<Job, String> {
         Ok(())
     })
 }
+
+/// The name of `pipe-wait`'s writer process.
+pub const WRITER_NAME: &std::ffi::CStr = c"zc-pipe-writer";
+
+/// `pipe-wait MS`: one read() of one byte from a pipe whose writer (a process the supervisor
+/// forks, not the worker) sleeps MS milliseconds first, counted from the worker's word that it
+/// is about to read (one byte written to a second pipe); the worker times the read itself.
+pub fn wait(rest: &[String]) -> Result<Job, String> {
+    let ms = arg(rest, 0, "MS")? as u64;
+    let (r, w) = pipe()?;
+    let (go_r, go_w) = pipe()?;
+    // The writer has a name of its own from its first instant (it inherits the supervisor's
+    // at fork), so that neither a test looking for the worker among the supervisor's
+    // children nor serve's groups by name mistake it for the worker.
+    let mut own = [0u8; 16];
+    // SAFETY: PR_GET_NAME writes at most 16 bytes; PR_SET_NAME reads a NUL-terminated name.
+    unsafe {
+        libc::prctl(libc::PR_GET_NAME, own.as_mut_ptr());
+        libc::prctl(libc::PR_SET_NAME, WRITER_NAME.as_ptr());
+    }
+    // SAFETY: fork in the single-threaded supervisor; the child only reads, sleeps, writes
+    // and _exits.
+    let pid = unsafe { libc::fork() };
+    if pid != 0 {
+        // SAFETY: as above; `own` came from PR_GET_NAME, NUL-terminated.
+        unsafe { libc::prctl(libc::PR_SET_NAME, own.as_ptr()) };
+    }
+    match pid {
+        -1 => return Err(format!("fork: {}", errstr(errno()))),
+        0 => {
+            let mut go = [0u8; 1];
+            // SAFETY: one byte into a one-byte buffer; _exit never returns.
+            unsafe {
+                libc::read(go_r, go.as_mut_ptr().cast(), 1);
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                libc::write(w, b"x".as_ptr().cast(), 1);
+                libc::_exit(0)
+            }
+        }
+        _ => {}
+    }
+    let mut buf = [0u8; 1];
+    job(move |t| {
+        wr(t, go_w, b"g", 1)?;
+        let start = std::time::Instant::now();
+        // SAFETY: one byte into a one-byte buffer.
+        let got = unsafe { libc::read(r, buf.as_mut_ptr().cast(), 1) };
+        let took = start.elapsed().as_nanos() as u64;
+        t.xfer("read", got)?;
+        t.cell("read")?.ns += took;
+        Ok(())
+    })
+}

@@ -25,6 +25,9 @@ pub struct Cell {
     pub bytes: u64,
     pub errors: u64,
     pub zerocopy: u64,
+    /// Nanoseconds the worker measured around the calls (CLOCK_MONOTONIC through the vDSO:
+    /// no syscall), for the actions that time them; 0 otherwise.
+    pub ns: u64,
 }
 
 /// An unused cell.
@@ -34,6 +37,7 @@ const EMPTY: Cell = Cell {
     bytes: 0,
     errors: 0,
     zerocopy: 0,
+    ns: 0,
 };
 
 /// The worker's tally, in a `MAP_SHARED` anonymous mapping shared with the supervisor.

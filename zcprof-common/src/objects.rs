@@ -1,0 +1,138 @@
+//! Attribution to files and peers (`--by-file`, `--by-peer`): the bytes each process moved
+//! through each open object (a file, socket or pipe, known by its device and inode), by ledger
+//! column, and each object's name as the kernel saw it the first time (a file's path
+//! components, a socket's addresses), so that objects closed or processes gone by the time
+//! user space reads still have a name.
+
+/// Name of the per-CPU map of bytes per object (key: [`ObjectKey`], value: [`ObjectBytes`]).
+pub const MAP_OBJECTS: &str = "OBJECTS";
+/// Name of the map of object names (key: [`ObjectId`], value: [`ObjectName`]).
+pub const MAP_OBJECT_NAMES: &str = "OBJECT_NAMES";
+/// Name of the per-CPU array of what did not fit in [`MAP_OBJECTS`] (index: [`crate::Column`]
+/// discriminant, value: [`ObjectBytes`]): the `[other]` rows.
+pub const MAP_OBJECTS_OTHER: &str = "OBJECTS_OTHER";
+/// Entries of [`MAP_OBJECTS`] and [`MAP_OBJECT_NAMES`] (the loader shrinks both to one entry
+/// when attribution is off).
+pub const MAX_OBJECTS: u32 = 8192;
+/// Path components kept per file name (its own name first, then its parents').
+pub const NAME_PARTS: usize = 12;
+/// Bytes per path component (NUL-terminated; longer names are cut).
+pub const NAME_PART_BYTES: usize = 32;
+
+/// The kind of an object, from its inode's mode (as [`crate::FdKind`]).
+pub mod object_kind {
+    /// A regular file or block device.
+    pub const FILE: u8 = 1;
+    /// A socket.
+    pub const SOCKET: u8 = 2;
+    /// A pipe or FIFO.
+    pub const PIPE: u8 = 3;
+    /// Anything else (character devices, eventfd, ...).
+    pub const OTHER: u8 = 4;
+}
+
+/// An object: the device (`super_block.s_dev`, the kernel's `MAJOR << 20 | MINOR`) and inode
+/// number of what a descriptor or a mapping refers to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectId {
+    /// Device of the object's file system.
+    pub dev: u32,
+    /// Padding, always 0.
+    pub _pad: u32,
+    /// Inode number.
+    pub ino: u64,
+}
+
+/// Key of [`MAP_OBJECTS`]: one process's bytes through one object in one ledger column.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ObjectKey {
+    /// Process.
+    pub tgid: u32,
+    /// [`crate::Column`] discriminant.
+    pub column: u16,
+    /// One of [`object_kind`].
+    pub kind: u8,
+    /// Padding, always 0.
+    pub _pad: u8,
+    /// The object.
+    pub id: ObjectId,
+}
+
+/// Value of [`MAP_OBJECTS`] and [`MAP_OBJECTS_OTHER`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ObjectBytes {
+    /// Bytes moved.
+    pub bytes: u64,
+    /// Calls (or faults, or io_uring completions) that moved them.
+    pub calls: u64,
+}
+
+/// Value of [`MAP_OBJECT_NAMES`]: what the kernel read of an object the first time a process
+/// moved bytes through it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ObjectName {
+    /// For a socket: its address family (`AF_INET` 2, `AF_INET6` 10, `AF_UNIX` 1); 0 for
+    /// anything else.
+    pub family: u16,
+    /// For a socket: its type (`SOCK_STREAM` 1, `SOCK_DGRAM` 2, ...).
+    pub sock_type: u16,
+    /// For an AF_INET/AF_INET6 socket: local port (host order).
+    pub local_port: u16,
+    /// For an AF_INET/AF_INET6 socket: peer port (host order), 0 if not connected.
+    pub peer_port: u16,
+    /// Local address: IPv4 in the first 4 bytes, or IPv6 (network order).
+    pub local_addr: [u8; 16],
+    /// Peer address, as `local_addr`.
+    pub peer_addr: [u8; 16],
+    /// For a file: up to [`NAME_PARTS`] path components, its own name first, then its parents'
+    /// up to the root of its file system (`/`), each NUL-terminated; empty after the root. A
+    /// path deeper than that ends without a `/` part.
+    pub parts: [[u8; NAME_PART_BYTES]; NAME_PARTS],
+}
+
+impl ObjectName {
+    /// Nothing read yet.
+    pub const EMPTY: ObjectName = ObjectName {
+        family: 0,
+        sock_type: 0,
+        local_port: 0,
+        peer_port: 0,
+        local_addr: [0; 16],
+        peer_addr: [0; 16],
+        parts: [[0; NAME_PART_BYTES]; NAME_PARTS],
+    };
+}
+
+/// What sys_exit leaves in a thread's entry for the attribution program that runs after it on
+/// the same event (`sys_exit_objects`): the descriptors a call moved bytes through, its column
+/// and its bytes. The work is done in a program of its own because sys_exit has no stack to
+/// spare for it (5.10 allows 512 bytes for a program and the functions it calls together).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PendingObjects {
+    /// Bytes moved, 0 when nothing is pending.
+    pub bytes: u64,
+    /// The descriptors (`fd_count` of them).
+    pub fds: [u32; 2],
+    /// [`crate::Column`] discriminant.
+    pub column: u16,
+    /// 1 or 2.
+    pub fd_count: u16,
+    /// Padding, always 0.
+    pub _pad: u32,
+}
+
+impl PendingObjects {
+    /// Nothing pending.
+    pub const NONE: PendingObjects = PendingObjects {
+        bytes: 0,
+        fds: [0; 2],
+        column: 0,
+        fd_count: 0,
+        _pad: 0,
+    };
+}

@@ -1,0 +1,268 @@
+//! Attribution (`--by-file`, `--by-peer`): adds a transfer's bytes to the object (file,
+//! socket, pipe) it went through, per process and ledger column, and names each object the
+//! first time it is seen. Off unless the loader sets `ATTRIBUTE`; the verifier then drops every
+//! call.
+//!
+//! The work is in global functions, which the verifier checks once each on its own, however
+//! many call sites the inlined ledger has (see `ledger::mmsg_bytes`).
+
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::bpf_probe_read_kernel_str_bytes,
+    macros::map,
+    maps::{HashMap, PerCpuArray, PerCpuHashMap},
+};
+use zcprof_common::{
+    Column, Lost, MAX_OBJECTS, NAME_PARTS, ObjectBytes, ObjectId, ObjectKey, ObjectName,
+    PendingObjects, ThreadStats, object_kind,
+};
+
+use crate::{
+    files,
+    kernel::{off, read},
+    maps::lost,
+};
+
+/// Bytes per process, object and column. Preallocated: inserted from fault tracepoints too.
+#[map(name = "OBJECTS")]
+static OBJECTS: PerCpuHashMap<ObjectKey, ObjectBytes> =
+    PerCpuHashMap::with_max_entries(MAX_OBJECTS, 0);
+
+/// What did not fit in `OBJECTS`, per column.
+#[map(name = "OBJECTS_OTHER")]
+static OBJECTS_OTHER: PerCpuArray<ObjectBytes> =
+    PerCpuArray::with_max_entries(Column::COUNT as u32, 0);
+
+/// Each object's name, read once.
+#[map(name = "OBJECT_NAMES")]
+static OBJECT_NAMES: HashMap<ObjectId, ObjectName> = HashMap::with_max_entries(MAX_OBJECTS, 0);
+
+/// An empty name in read-only data, inserted from there (too big for the stack).
+#[unsafe(no_mangle)]
+static NEW_OBJECT_NAME: ObjectName = ObjectName::EMPTY;
+
+/// This CPU's key and first value under construction. Kept in a map, not on the stack: sys_exit
+/// already uses most of the 512 bytes of stack that a program and the functions it calls may
+/// use together on older kernels (5.10 counts them as one).
+#[map(name = "OBJECT_SCRATCH")]
+static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// See [`SCRATCH`].
+#[repr(C)]
+struct Scratch {
+    key: ObjectKey,
+    first: ObjectBytes,
+}
+
+const S_IFMT: u16 = 0o170000;
+const S_IFREG: u16 = 0o100000;
+const S_IFBLK: u16 = 0o060000;
+const S_IFSOCK: u16 = 0o140000;
+const S_IFIFO: u16 = 0o010000;
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+
+/// Leaves, for [`take_pending`], that the current call moved `bytes` in `column` through the
+/// first `count` of `fds`.
+#[inline(always)]
+pub(crate) fn note(t: &mut ThreadStats, fds: [u64; 2], count: u16, column: Column, bytes: i64) {
+    if off::attribute() && bytes > 0 {
+        t.pending = PendingObjects {
+            bytes: bytes as u64,
+            fds: [fds[0] as u32, fds[1] as u32],
+            column: column as u16,
+            fd_count: count,
+            _pad: 0,
+        };
+    }
+}
+
+/// Attributes what sys_exit left in thread `t`'s entry (see [`PendingObjects`]).
+#[inline(always)]
+pub(crate) fn take_pending(t: &mut ThreadStats) {
+    let p = t.pending;
+    if p.bytes == 0 {
+        return;
+    }
+    t.pending = PendingObjects::NONE;
+    let tgid = t.tgid as u64;
+    attribute_fd(tgid, p.fds[0] as u64, p.column as u64, p.bytes);
+    if p.fd_count > 1 {
+        attribute_fd(tgid, p.fds[1] as u64, p.column as u64, p.bytes);
+    }
+}
+
+/// Adds `bytes` moved through the open file `file` (a `struct file *`) to its object.
+#[inline(always)]
+pub(crate) fn file(tgid: u32, file: u64, column: Column, bytes: i64) {
+    if off::attribute() && bytes > 0 {
+        attribute_file(tgid as u64, file, column as u64, bytes as u64);
+    }
+}
+
+/// Adds `bytes` of the file behind `mapping` (a `struct address_space *`) to its object.
+#[inline(always)]
+pub(crate) fn mapping(tgid: u32, mapping: u64, column: Column, bytes: u64) {
+    if off::attribute() && bytes > 0 {
+        attribute_mapping(tgid as u64, mapping, column as u64, bytes);
+    }
+}
+
+/// Adds `bytes` moved through descriptor `fd` of the current task to its object. The functions
+/// call no other function of their own: 5.10 adds up the stacks of a chain of calls.
+#[inline(never)]
+#[unsafe(no_mangle)]
+pub extern "C" fn attribute_fd(tgid: u64, fd: u64, column: u64, bytes: u64) -> i64 {
+    add_file(tgid, files::current_file(fd), column, bytes)
+}
+
+/// See [`file`].
+#[inline(never)]
+#[unsafe(no_mangle)]
+pub extern "C" fn attribute_file(tgid: u64, file: u64, column: u64, bytes: u64) -> i64 {
+    add_file(tgid, file, column, bytes)
+}
+
+#[inline(always)]
+fn add_file(tgid: u64, file: u64, column: u64, bytes: u64) -> i64 {
+    if file == 0 {
+        return 0;
+    }
+    let Ok(inode) = read::<u64>(file, off::file_inode()) else {
+        return 0;
+    };
+    let dentry = read::<u64>(file, off::file_dentry()).unwrap_or(0);
+    add(tgid, inode, dentry, file, column, bytes)
+}
+
+/// See [`mapping`].
+#[inline(never)]
+#[unsafe(no_mangle)]
+pub extern "C" fn attribute_mapping(tgid: u64, mapping: u64, column: u64, bytes: u64) -> i64 {
+    let Ok(inode) = read::<u64>(mapping, off::mapping_host()) else {
+        return 0;
+    };
+    // The inode's first alias (hlist `i_dentry.first` points at a dentry's `d_u.d_alias`).
+    let dentry = match read::<u64>(inode, off::inode_dentries()) {
+        Ok(alias) if alias != 0 => alias.wrapping_sub(off::dentry_alias()),
+        _ => 0,
+    };
+    add(tgid, inode, dentry, 0, column, bytes)
+}
+
+/// Adds to the object of `inode`; names it from `dentry` (a file) or `file`'s socket.
+#[inline(always)]
+fn add(tgid: u64, inode: u64, dentry: u64, file: u64, column: u64, bytes: u64) -> i64 {
+    let mode = read::<u16>(inode, off::inode_mode()).unwrap_or(0);
+    let kind = match mode & S_IFMT {
+        S_IFREG | S_IFBLK => object_kind::FILE,
+        S_IFSOCK => object_kind::SOCKET,
+        S_IFIFO => object_kind::PIPE,
+        _ => object_kind::OTHER,
+    };
+    let ino = read::<u64>(inode, off::inode_ino()).unwrap_or(0);
+    let dev = read::<u64>(inode, off::inode_sb())
+        .and_then(|sb| read::<u32>(sb, off::sb_dev()))
+        .unwrap_or(0);
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: this CPU's scratch entry; programs do not nest on a CPU for these hooks.
+    let scratch = unsafe { &mut *scratch };
+    scratch.key = ObjectKey {
+        tgid: tgid as u32,
+        column: column as u16,
+        kind,
+        _pad: 0,
+        id: ObjectId { dev, _pad: 0, ino },
+    };
+    if let Some(v) = OBJECTS.get_ptr_mut(&scratch.key) {
+        // SAFETY: this CPU's value of a successful lookup; only this CPU writes it.
+        let v = unsafe { &mut *v };
+        v.bytes += bytes;
+        v.calls += 1;
+        return 0;
+    }
+    scratch.first = ObjectBytes { bytes, calls: 1 };
+    if OBJECTS
+        .insert(&scratch.key, &scratch.first, BPF_NOEXIST as u64)
+        .is_err()
+    {
+        // Full (or inserted meanwhile by this CPU's... nothing: programs do not nest here).
+        lost(Lost::ObjectTableFull);
+        if let Some(v) = OBJECTS_OTHER.get_ptr_mut(column as u32) {
+            // SAFETY: as above.
+            let v = unsafe { &mut *v };
+            v.bytes += bytes;
+            v.calls += 1;
+        }
+        return 0;
+    }
+    let id = &scratch.key.id;
+    if OBJECT_NAMES
+        .insert(id, &NEW_OBJECT_NAME, BPF_NOEXIST as u64)
+        .is_ok()
+        && let Some(name) = OBJECT_NAMES.get_ptr_mut(id)
+    {
+        // SAFETY: the entry this program just inserted; a racing reader sees a name half
+        // written for one read at worst.
+        let name = unsafe { &mut *name };
+        if kind == object_kind::SOCKET {
+            name_socket(name, file);
+        } else {
+            name_path(name, dentry);
+        }
+    }
+    0
+}
+
+/// A file's path components, from its dentry up to its file system's root.
+#[inline(always)]
+fn name_path(name: &mut ObjectName, dentry: u64) {
+    let mut d = dentry;
+    for part in name.parts.iter_mut().take(NAME_PARTS) {
+        if d == 0 {
+            return;
+        }
+        if let Ok(s) = read::<u64>(d, off::dentry_name()) {
+            // SAFETY: probe_read_kernel_str never faults: a bad pointer yields an error.
+            let _ = unsafe { bpf_probe_read_kernel_str_bytes(s as *const u8, part) };
+        }
+        let parent = read::<u64>(d, off::dentry_parent()).unwrap_or(0);
+        if parent == d {
+            return; // The root, whose name is "/".
+        }
+        d = parent;
+    }
+}
+
+/// A socket's family, type, addresses and ports.
+#[inline(always)]
+fn name_socket(name: &mut ObjectName, file: u64) {
+    if file == 0 {
+        return;
+    }
+    let Ok(socket) = read::<u64>(file, off::file_private()) else {
+        return;
+    };
+    let Ok(sk) = read::<u64>(socket, off::socket_sk()) else {
+        return;
+    };
+    let family = read::<u16>(sk, off::sock_family()).unwrap_or(0);
+    name.family = family;
+    name.sock_type = read::<u16>(sk, off::sock_type()).unwrap_or(0);
+    if family != AF_INET && family != AF_INET6 {
+        return;
+    }
+    name.local_port = read::<u16>(sk, off::sock_num()).unwrap_or(0);
+    name.peer_port = u16::from_be(read::<u16>(sk, off::sock_dport()).unwrap_or(0));
+    if family == AF_INET {
+        let local = read::<[u8; 4]>(sk, off::sock_rcv_saddr()).unwrap_or([0; 4]);
+        let peer = read::<[u8; 4]>(sk, off::sock_daddr()).unwrap_or([0; 4]);
+        name.local_addr[..4].copy_from_slice(&local);
+        name.peer_addr[..4].copy_from_slice(&peer);
+    } else {
+        name.local_addr = read::<[u8; 16]>(sk, off::sock_v6_rcv_saddr()).unwrap_or([0; 16]);
+        name.peer_addr = read::<[u8; 16]>(sk, off::sock_v6_daddr()).unwrap_or([0; 16]);
+    }
+}
