@@ -255,6 +255,7 @@ fn is_counter(name: &str) -> bool {
 /// README's "How exact it is"). A reason added or renamed in zcprof must show up here.
 const LOST_REASONS: &[&str] = &[
     "kernel_skipped",
+    "object_table_full",
     "process_table_full",
     "read_failed",
     "thread_table_full",
