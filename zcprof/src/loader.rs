@@ -2,6 +2,7 @@
 //! attaches them. Dropping [`Probes`] detaches everything (links are file descriptors, so the
 //! kernel also detaches them if zcprof dies).
 
+pub(crate) mod batch;
 pub mod hooks;
 pub mod layout;
 mod limits;

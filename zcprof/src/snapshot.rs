@@ -14,12 +14,173 @@ use std::collections::BTreeMap;
 use zcprof_common::{Column, Syscall, ThreadCounts, Transfer};
 
 /// Ledger cells keyed by (syscall, column).
-pub type Transfers = BTreeMap<(Syscall, Column), Transfer>;
+pub type Transfers = Cells<(Syscall, Column)>;
 /// io_uring cells keyed by (opcode, column).
-pub type UringCells = BTreeMap<(u16, Column), Transfer>;
+pub type UringCells = Cells<(u16, Column)>;
+
+/// Ledger cells by key.
+pub type Cells<K> = SortedMap<K, Transfer>;
+
+/// A map kept as a vector sorted by key, grown a quarter at a time: a `BTreeMap` node holds
+/// 11 entries even for the one cell (about 300 bytes) most threads have, or the one thread
+/// most processes have, and the daemon holds several such maps per process (10,000
+/// processes made that 3.3 KiB each, five times over, plus 2.7 KiB per process and read).
+/// The methods are `BTreeMap`'s.
+#[derive(Debug, PartialEq, Eq)]
+pub struct SortedMap<K, V>(Vec<(K, V)>);
+
+impl<K: Clone, V: Clone> Clone for SortedMap<K, V> {
+    fn clone(&self) -> Self {
+        SortedMap(self.0.clone())
+    }
+
+    /// Into the memory `self` has (the daemon does this for every thread at every read).
+    fn clone_from(&mut self, source: &Self) {
+        self.0.clone_from(&source.0);
+    }
+}
+
+impl<K, V> Default for SortedMap<K, V> {
+    fn default() -> Self {
+        SortedMap(Vec::new())
+    }
+}
+
+impl<K: Ord + Copy, V> SortedMap<K, V> {
+    fn find(&self, k: &K) -> Result<usize, usize> {
+        self.0.binary_search_by(|(key, _)| key.cmp(k))
+    }
+
+    fn insert_at(&mut self, i: usize, k: K, v: V) {
+        if self.0.len() == self.0.capacity() {
+            // A quarter more (at least one): most maps stay at one or two entries.
+            self.0.reserve_exact(1 + self.0.len() / 4);
+        }
+        self.0.insert(i, (k, v));
+    }
+
+    /// The value of `k`.
+    pub fn get(&self, k: &K) -> Option<&V> {
+        self.find(k).ok().map(|i| &self.0[i].1)
+    }
+
+    /// The value of `k`, to change.
+    pub fn get_mut(&mut self, k: &K) -> Option<&mut V> {
+        self.find(k).ok().map(|i| &mut self.0[i].1)
+    }
+
+    /// Whether `k` has a value.
+    pub fn contains_key(&self, k: &K) -> bool {
+        self.find(k).is_ok()
+    }
+
+    /// Sets the value of `k`, returning the one it replaces.
+    pub fn insert(&mut self, k: K, v: V) -> Option<V> {
+        match self.find(&k) {
+            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, v)),
+            Err(i) => {
+                self.insert_at(i, k, v);
+                None
+            }
+        }
+    }
+
+    /// The value of `k`, to fill in or change.
+    pub fn entry(&mut self, k: K) -> MapEntry<'_, K, V> {
+        MapEntry { map: self, key: k }
+    }
+
+    /// The entries in key order.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&K, &V)> + ExactSizeIterator {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+
+    /// The keys in order.
+    pub fn keys(&self) -> impl DoubleEndedIterator<Item = &K> + ExactSizeIterator {
+        self.0.iter().map(|(k, _)| k)
+    }
+
+    /// The values in key order.
+    pub fn values(&self) -> impl DoubleEndedIterator<Item = &V> + ExactSizeIterator {
+        self.0.iter().map(|(_, v)| v)
+    }
+
+    /// The values in key order, to change.
+    pub fn values_mut(&mut self) -> impl DoubleEndedIterator<Item = &mut V> + ExactSizeIterator {
+        self.0.iter_mut().map(|(_, v)| v)
+    }
+
+    /// Entries.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// No entry.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<K: Ord + Copy> Cells<K> {
+    /// Adds every cell of `other`, cell by cell.
+    pub fn add_all(&mut self, other: &Cells<K>) {
+        add_cells(self, other);
+    }
+}
+
+impl<K: Ord + Copy, V> std::ops::Index<&K> for SortedMap<K, V> {
+    type Output = V;
+
+    /// The value of `k`; panics if there is none, as a map's index does.
+    fn index(&self, k: &K) -> &V {
+        self.get(k).expect("no entry for this key")
+    }
+}
+
+/// [`SortedMap::entry`].
+pub struct MapEntry<'a, K, V> {
+    map: &'a mut SortedMap<K, V>,
+    key: K,
+}
+
+impl<'a, K: Ord + Copy, V: Default> MapEntry<'a, K, V> {
+    /// The value, inserted as the default if it was not there.
+    pub fn or_default(self) -> &'a mut V {
+        let i = match self.map.find(&self.key) {
+            Ok(i) => i,
+            Err(i) => {
+                self.map.insert_at(i, self.key, V::default());
+                i
+            }
+        };
+        &mut self.map.0[i].1
+    }
+}
+
+impl<'a, K, V> IntoIterator for &'a SortedMap<K, V> {
+    type Item = (&'a K, &'a V);
+    type IntoIter = std::iter::Map<std::slice::Iter<'a, (K, V)>, fn(&'a (K, V)) -> (&'a K, &'a V)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+}
+
+impl<K: Ord + Copy, V> FromIterator<(K, V)> for SortedMap<K, V> {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        let mut v: Vec<(K, V)> = iter.into_iter().collect();
+        v.sort_by_key(|e| e.0);
+        // The last of equal keys wins, as in a map.
+        v.reverse();
+        v.dedup_by(|later, kept| later.0 == kept.0);
+        v.reverse();
+        v.shrink_to_fit();
+        SortedMap(v)
+    }
+}
 
 /// What a thread, a process or a group did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct Activity {
     /// Syscalls, context switches, page faults, zero-copy completions.
     pub counts: ThreadCounts,
@@ -27,6 +188,22 @@ pub struct Activity {
     pub transfers: Transfers,
     /// io_uring completions (kept per process by the kernel: threads have none).
     pub uring: UringCells,
+}
+
+impl Clone for Activity {
+    fn clone(&self) -> Self {
+        Activity {
+            counts: self.counts,
+            transfers: self.transfers.clone(),
+            uring: self.uring.clone(),
+        }
+    }
+
+    fn clone_from(&mut self, source: &Self) {
+        self.counts = source.counts;
+        self.transfers.clone_from(&source.transfers);
+        self.uring.clone_from(&source.uring);
+    }
 }
 
 impl Activity {
@@ -80,16 +257,13 @@ impl Activity {
     }
 }
 
-fn add_cells<K: Ord + Copy>(into: &mut BTreeMap<K, Transfer>, from: &BTreeMap<K, Transfer>) {
+fn add_cells<K: Ord + Copy>(into: &mut Cells<K>, from: &Cells<K>) {
     for (k, c) in from {
         into.entry(*k).or_default().add(c);
     }
 }
 
-fn cells_since<K: Ord + Copy>(
-    now: &BTreeMap<K, Transfer>,
-    earlier: &BTreeMap<K, Transfer>,
-) -> BTreeMap<K, Transfer> {
+fn cells_since<K: Ord + Copy>(now: &Cells<K>, earlier: &Cells<K>) -> Cells<K> {
     now.iter()
         .map(|(k, c)| {
             (
@@ -102,14 +276,11 @@ fn cells_since<K: Ord + Copy>(
 }
 
 /// `now - last` cell by cell; `None` if a cell went down or vanished.
-fn cells_delta<K: Ord + Copy>(
-    now: &BTreeMap<K, Transfer>,
-    last: &BTreeMap<K, Transfer>,
-) -> Option<BTreeMap<K, Transfer>> {
+fn cells_delta<K: Ord + Copy>(now: &Cells<K>, last: &Cells<K>) -> Option<Cells<K>> {
     if last.keys().any(|k| !now.contains_key(k)) {
         return None;
     }
-    let mut out = BTreeMap::new();
+    let mut out = Vec::new();
     for (k, c) in now {
         let d = match last.get(k) {
             Some(l) if l.saturating_sub(c) != Transfer::ZERO => return None,
@@ -117,10 +288,11 @@ fn cells_delta<K: Ord + Copy>(
             None => *c,
         };
         if d.calls != 0 {
-            out.insert(*k, d);
+            out.push((*k, d));
         }
     }
-    Some(out)
+    out.shrink_to_fit();
+    Some(SortedMap(out))
 }
 
 /// One thread's view.
@@ -179,7 +351,7 @@ pub struct ProcessView {
     /// The sum of its threads, plus its io_uring cells.
     pub activity: Activity,
     /// Threads by tid.
-    pub threads: BTreeMap<u32, ThreadView>,
+    pub threads: SortedMap<u32, ThreadView>,
 }
 
 impl ProcessView {
@@ -191,12 +363,10 @@ impl ProcessView {
         if (tid == tgid || self.comm.is_empty()) && !thread.comm.is_empty() {
             self.comm.clone_from(&thread.comm);
         }
-        match self.threads.entry(tid) {
-            std::collections::btree_map::Entry::Vacant(v) => {
-                v.insert(thread);
-            }
-            std::collections::btree_map::Entry::Occupied(mut o) => {
-                o.get_mut().activity.add(&thread.activity);
+        match self.threads.get_mut(&tid) {
+            Some(t) => t.activity.add(&thread.activity),
+            None => {
+                self.threads.insert(tid, thread);
             }
         }
         self.exited = self.threads.values().all(|t| t.exited);

@@ -6,8 +6,12 @@
 //! Slots instead of a hash keyed by tid: the kernel's hot path then finds a thread's counters
 //! with array lookups it inlines (see `CPU_THREAD` in the kernel crate).
 
-use aya::maps::{Array, HashMap, MapData, MapError, Stack};
+use std::os::fd::AsFd as _;
+
+use aya::maps::{Array, HashMap, IterableMap as _, MapData, MapError, Stack};
 use zcprof_common::{THREAD_RETIRING, ThreadStats};
+
+use crate::loader::batch::lookup_batch;
 
 /// BPF_NOEXIST: a tid is claimed by whoever inserts it first.
 const BPF_NOEXIST: u64 = 1;
@@ -89,6 +93,56 @@ impl ThreadTable {
                 Err(e) => Some(Err(e)),
             }
         })
+    }
+
+    /// What [`ThreadTable::iter`] yields, read in batches: every tid and slot first, then the
+    /// slots up to the highest one in use (a few dozen calls where `iter` makes three per
+    /// thread).
+    pub fn for_each(&self, mut each: impl FnMut(u32, &ThreadStats)) -> Result<(), MapError> {
+        // (slot, tid), sorted by slot as the array is read.
+        let mut slots: Vec<(u32, u32)> = Vec::new();
+        let tid_slot = self.tid_slot.map().fd().as_fd();
+        if !lookup_batch(
+            tid_slot,
+            4096,
+            |_| true,
+            |&tid, &slot| slots.push((slot, tid)),
+        )? {
+            for entry in self.iter() {
+                let (tid, t) = entry?;
+                each(tid, &t);
+            }
+            return Ok(());
+        }
+        slots.sort_unstable();
+        let Some(&(highest, _)) = slots.last() else {
+            return Ok(());
+        };
+        let mut next = slots.iter().peekable();
+        let array = self.slots.map().fd().as_fd();
+        let batched = lookup_batch(
+            array,
+            256,
+            |&last: &u32| last < highest,
+            |&slot: &u32, t: &ThreadStats| {
+                while next.next_if(|(s, _)| *s < slot).is_some() {}
+                while let Some((_, tid)) = next.next_if(|(s, _)| *s == slot) {
+                    if t.tid == *tid && t.flags & THREAD_RETIRING == 0 {
+                        each(*tid, t);
+                    }
+                }
+            },
+        )?;
+        if !batched {
+            for &(slot, tid) in &slots {
+                match self.slots.get(&slot, 0) {
+                    Ok(t) if t.tid == tid && t.flags & THREAD_RETIRING == 0 => each(tid, &t),
+                    Ok(_) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The counters of thread `tid`, if it has a slot.

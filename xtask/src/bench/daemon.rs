@@ -177,7 +177,7 @@ pub enum Population {
 /// One daemon case.
 #[derive(Debug, Clone, Serialize)]
 pub struct DaemonCase {
-    pub id: &'static str,
+    pub id: String,
     pub label: String,
     pub serve_args: Vec<String>,
     pub population: Population,
@@ -231,7 +231,7 @@ impl DaemonCase {
         n: usize,
     ) -> Self {
         DaemonCase {
-            id,
+            id: id.to_owned(),
             label: label.to_owned(),
             serve_args: serve_args.iter().map(|s| s.to_string()).collect(),
             population,
@@ -264,6 +264,11 @@ const GROWTH_SERIES: [usize; 3] = [1_000, 10_000, 100_000];
 /// series it got.
 const GROWTH_MAX_PROCESSES: usize = 20_000;
 
+/// A zcprof binary to measure side by side with the one built (each case with both, back to
+/// back, the other's rows marked `[baseline]`): how a change moves these figures on a
+/// machine whose load moves them as much.
+pub const BASELINE_ENV: &str = "ZCPROF_BENCH_BASELINE";
+
 /// Case (c): the daemon by command name (the default) and one series per process, with
 /// 10,000 short-lived processes, one series per process with 10,000 live ones (the target's
 /// own case), and then with as many live processes as make about 1,000, 10,000 and 100,000
@@ -282,7 +287,7 @@ pub fn run(zcprof: &Path, config: &Config, say: &dyn Fn(String)) -> Vec<DaemonCa
             processes,
         )
     };
-    let mut cases = vec![
+    let cases = vec![
         DaemonCase::new(
             "comm-short-lived",
             "--by comm (default)",
@@ -293,9 +298,23 @@ pub fn run(zcprof: &Path, config: &Config, say: &dyn Fn(String)) -> Vec<DaemonCa
         per_pid_case("per-pid-short-lived", n, Population::ShortLived, ""),
         per_pid_case("per-pid-live", n, Population::Live, ""),
     ];
-    for case in &mut cases {
-        run_case(zcprof, config, case, per_pid, say);
+    let baseline = std::env::var_os(BASELINE_ENV).map(std::path::PathBuf::from);
+    let mut measured = Vec::new();
+    let measure_both = |mut case: DaemonCase, measured: &mut Vec<DaemonCase>| {
+        if let Some(before) = &baseline {
+            let mut b = case.clone();
+            b.id = format!("{}-baseline", case.id);
+            b.label = format!("{} [baseline]", case.label);
+            run_case(before, config, &mut b, per_pid, say);
+            measured.push(b);
+        }
+        run_case(zcprof, config, &mut case, per_pid, say);
+        measured.push(case);
+    };
+    for case in cases {
+        measure_both(case, &mut measured);
     }
+    let mut cases = measured;
     // What one idle live process exports, from the 10,000-process case (the daemon's own
     // series are few enough to count in).
     let per_process = cases
@@ -311,9 +330,8 @@ pub fn run(zcprof: &Path, config: &Config, say: &dyn Fn(String)) -> Vec<DaemonCa
         let processes = per_process.map_or(target / 10, |s| (target as f64 / s).ceil() as usize);
         let processes = processes.clamp(1, GROWTH_MAX_PROCESSES);
         let note = format!(" (≈{} series)", super::report::count(target as f64));
-        let mut case = per_pid_case(id, processes, Population::Live, &note);
-        run_case(zcprof, config, &mut case, per_pid, say);
-        cases.push(case);
+        let case = per_pid_case(id, processes, Population::Live, &note);
+        measure_both(case, &mut cases);
     }
     cases
 }

@@ -3,13 +3,15 @@
 //! counts are final and credited. The maps are private to `Probes`; these methods are the only
 //! way in.
 
-use aya::maps::MapError;
+use std::os::fd::AsFd as _;
+
+use aya::maps::{IterableMap as _, MapError};
 use zcprof_common::{
     Column, Deferred, InlineCell, KERNEL_SKIPPED, Lost, Syscall, THREAD_DEAD, THREAD_EXITED,
     ThreadStats, Transfer, TransferKey, UringKey, Watch,
 };
 
-use super::Probes;
+use super::{Probes, batch::lookup_batch};
 use crate::{
     capability::Capabilities,
     snapshot::{ProcessKey, ProcessView, RetiredThread, Snapshot, ThreadView},
@@ -113,6 +115,10 @@ impl Probes {
         if let Some(entry) = self.threads.iter().next() {
             entry.map_err(map_err("THREADS"))?;
         }
+        // The batch reads the collections make.
+        self.threads
+            .for_each(|_, _| {})
+            .map_err(map_err("THREADS"))?;
         if let Some(entry) = self.transfers.iter().next() {
             entry.map_err(map_err("TRANSFERS"))?;
         }
@@ -130,10 +136,24 @@ impl Probes {
         // its thread had before an exec that preceded the cell (`zcprof serve` credits cells
         // by name).
         let mut cells = Vec::new();
-        for entry in self.transfers.iter() {
-            let (k, v) = entry.map_err(map_err("TRANSFERS"))?;
-            if keep(k.tgid) {
-                cells.push((k, v));
+        let transfers = self.transfers.map().fd().as_fd();
+        let batched = lookup_batch(
+            transfers,
+            1024,
+            |_| true,
+            |k: &TransferKey, v: &Transfer| {
+                if keep(k.tgid) {
+                    cells.push((*k, *v));
+                }
+            },
+        )
+        .map_err(map_err("TRANSFERS"))?;
+        if !batched {
+            for entry in self.transfers.iter() {
+                let (k, v) = entry.map_err(map_err("TRANSFERS"))?;
+                if keep(k.tgid) {
+                    cells.push((k, v));
+                }
             }
         }
         let mut uring = Vec::new();
@@ -150,13 +170,13 @@ impl Probes {
         // By (tgid, tid), the key of the cells; each with its process's start.
         let mut threads: std::collections::BTreeMap<(u32, u32), (u64, ThreadView)> =
             Default::default();
-        for entry in self.threads.iter() {
-            let (tid, t) = entry.map_err(map_err("THREADS"))?;
-            if !keep(t.tgid) {
-                continue;
-            }
-            threads.insert((t.tgid, tid), (t.process_start, thread_view(&t)));
-        }
+        self.threads
+            .for_each(|tid, t| {
+                if keep(t.tgid) {
+                    threads.insert((t.tgid, tid), (t.process_start, thread_view(t)));
+                }
+            })
+            .map_err(map_err("THREADS"))?;
         // Taken after the thread entries were read: a thread both read and retired died in
         // between, and its record is its final word.
         let retired: Vec<RetiredThread> = self

@@ -14,6 +14,7 @@ use zcprof_common::{
 };
 
 use super::args::HistogramMode;
+use super::engine::SharedGroup;
 use crate::{capability::Capabilities, loader::ProgramStats, snapshot::Activity};
 
 /// Fill of one kernel map.
@@ -32,10 +33,11 @@ pub struct MapFill {
 pub struct Published {
     /// When the collection started: a scrape that arrived before it sees fresh counts.
     pub started: Instant,
-    /// Names of the group labels.
-    pub label_names: &'static [&'static str],
     /// Label values and totals of every group.
-    pub groups: Vec<(Vec<String>, Activity)>,
+    pub groups: Vec<SharedGroup>,
+    /// With `--per-pid`: the ledger cells by command name (label `comm`), which the size
+    /// histograms are exported by; `None`: by the groups.
+    pub histogram_groups: Option<Vec<SharedGroup>>,
     /// Events the kernel side could not record, by reason.
     pub lost: Vec<(&'static str, u64)>,
     /// Dead threads the kernel left to user space to collect, by reason.
@@ -73,11 +75,11 @@ pub struct Published {
 
 impl Published {
     /// Before the first collection (made at the daemon's start).
-    pub fn empty(label_names: &'static [&'static str]) -> Self {
+    pub fn empty() -> Self {
         Published {
             started: Instant::now(),
-            label_names,
             groups: Vec::new(),
+            histogram_groups: None,
             lost: Vec::new(),
             deferred: Vec::new(),
             maps: Vec::new(),
@@ -189,6 +191,10 @@ enum Source {
     /// Samples of each group, from the group's totals; their labels follow the group's own.
     /// Zero samples are left out (see [`Exposition::published`]).
     Group(GroupSamples),
+    /// Histogram samples of each group, or with `--per-pid` of each command name
+    /// ([`Published::histogram_groups`]): a histogram per process would be most of the
+    /// exposition, and the per-process count and sum are the cell counters already.
+    Histograms(GroupSamples),
     /// Samples of the daemon itself.
     Daemon(fn(&Published, Emit<'_>)),
     /// One unlabelled sample of the daemon itself.
@@ -354,7 +360,7 @@ fn catalogue() -> Vec<Family> {
         "Sizes of successful data-moving calls, by syscall. Bucket bounds are 2^k-1 bytes: \
          a call of exactly 2^k bytes is in the next bucket.",
         HISTOGRAM,
-        Source::Group(Box::new(|t, emit| {
+        Source::Histograms(Box::new(|t, emit| {
             for (sc, cell) in per_syscall(t) {
                 emit(&[("syscall", sc.name())], Sample::Sizes(Box::new(cell)));
             }
@@ -365,7 +371,7 @@ fn catalogue() -> Vec<Family> {
         "Time spent inside data-moving syscalls, by syscall (wall clock, blocking included); \
          only with --latency. Bucket bounds are (2^k-1) ns.",
         HISTOGRAM,
-        Source::Group(Box::new(|t, emit| {
+        Source::Histograms(Box::new(|t, emit| {
             for (sc, cell) in per_syscall(t) {
                 emit(&[("syscall", sc.name())], Sample::Durations(Box::new(cell)));
             }
@@ -498,14 +504,18 @@ fn counter_value(spec: &CounterSpec, v: u64) -> f64 {
 
 /// The samples of the counter family `stem` in one group: one per counter declared in it.
 fn counter_samples(stem: Cow<'static, str>) -> Source {
+    // Its counters' positions, found once rather than by name in every group.
+    let members: Vec<usize> = (0..COUNTERS.len())
+        .filter(|&i| counter_stem(&COUNTERS[i]) == stem)
+        .collect();
     Source::Group(Box::new(move |t, emit| {
-        for (spec, value) in COUNTERS.iter().zip(t.counts.values()) {
-            if counter_stem(spec) == stem {
-                let v = Sample::Value(counter_value(spec, value));
-                match spec.group {
-                    Some(g) => emit(&[(g.label, spec.member)], v),
-                    None => emit(&[], v),
-                }
+        let values = t.counts.values();
+        for &i in &members {
+            let spec = &COUNTERS[i];
+            let v = Sample::Value(counter_value(spec, values[i]));
+            match spec.group {
+                Some(g) => emit(&[(g.label, spec.member)], v),
+                None => emit(&[], v),
             }
         }
     }))
@@ -614,22 +624,9 @@ impl Exposition {
     /// cost: a series first appears with its first non-zero value, which rate() over the
     /// scrape where it appears does not see as an increase.
     pub fn published(&mut self, p: &Published) {
-        // Each group's labels rendered once, not once per sample.
-        let groups: Vec<(String, &Activity)> = p
-            .groups
-            .iter()
-            .filter(|(_, totals)| !is_idle(totals))
-            .map(|(values, totals)| {
-                let mut prefix = String::new();
-                for (i, (name, value)) in p.label_names.iter().zip(values).enumerate() {
-                    if i > 0 {
-                        prefix.push(',');
-                    }
-                    push_label(&mut prefix, name, value);
-                }
-                (prefix, totals)
-            })
-            .collect();
+        let groups = prefixes(&p.groups);
+        let by_comm = p.histogram_groups.as_deref().map(prefixes);
+        let histogram_groups = by_comm.as_ref().unwrap_or(&groups);
         let created = p.daemon_started;
         for f in CATALOGUE.iter() {
             if f.kind == MetricType::HISTOGRAM && self.histograms.buckets().is_empty() {
@@ -637,8 +634,12 @@ impl Exposition {
             }
             self.head(&f.name, &f.help, f.kind);
             match &f.source {
-                Source::Group(of_group) => {
-                    for (prefix, totals) in &groups {
+                Source::Group(of_group) | Source::Histograms(of_group) => {
+                    let groups = match &f.source {
+                        Source::Histograms(_) => histogram_groups,
+                        _ => &groups,
+                    };
+                    for (prefix, totals) in groups {
                         of_group(totals, &mut |labels, sample| {
                             if !sample.is_zero() {
                                 self.sample(&f.name, f.kind, prefix, labels, &sample, None);
@@ -835,6 +836,27 @@ impl Exposition {
     }
 }
 
+/// The groups that have something to export, each with its labels as written.
+fn prefixes(groups: &[SharedGroup]) -> Vec<(&str, &Activity)> {
+    groups
+        .iter()
+        .filter(|(_, totals)| !is_idle(totals))
+        .map(|(labels, totals)| (labels.rendered.as_str(), &**totals))
+        .collect()
+}
+
+/// `name="value",…` of a group, escaped.
+pub fn render_labels(names: &[&str], values: &[String]) -> String {
+    let mut out = String::new();
+    for (i, (name, value)) in names.iter().zip(values).enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_label(&mut out, name, value);
+    }
+    out
+}
+
 /// Whether a group's totals are all zero (nothing of it would be exported).
 fn is_idle(t: &Activity) -> bool {
     t.counts == ThreadCounts::ZERO
@@ -914,7 +936,10 @@ pub fn self_usage() -> (u64, f64) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::serve::engine::Labels;
 
     /// 3 calls of 0 bytes, 2 of 1 byte, 1 of 4096 bytes, 1 of 4 GiB.
     fn cell() -> Transfer {
@@ -990,15 +1015,20 @@ mod tests {
         assert_eq!(Format::negotiate(Some(";;,q=x,\u{0}")), Text);
     }
 
+    fn labels(values: &[&str]) -> Arc<Labels> {
+        let values = values.iter().map(|v| v.to_string()).collect();
+        Arc::new(Labels::new(&["comm"], values))
+    }
+
     fn body(format: Format, mode: HistogramMode) -> String {
-        let mut p = Published::empty(&["comm"]);
+        let mut p = Published::empty();
         let mut busy = Activity::default();
         busy.counts.syscalls = 9;
         busy.transfers
             .insert((Syscall::ALL[0], Column::ALL[0]), cell());
         p.groups = vec![
-            (vec!["busy \"x\"".into()], busy),
-            (vec!["idle".into()], Activity::default()),
+            (labels(&["busy \"x\""]), Arc::new(busy)),
+            (labels(&["idle"]), Arc::default()),
         ];
         p.lost = vec![("read_failed", 0)];
         let mut e = Exposition::new(format, mode, 0);

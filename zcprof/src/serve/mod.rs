@@ -244,8 +244,8 @@ impl Collector {
         let (rss_bytes, cpu_seconds) = metrics::self_usage();
         let published = Published {
             started,
-            label_names: self.engine.label_names(),
-            groups: self.engine.groups(),
+            groups: self.engine.shared_groups(),
+            histogram_groups: self.engine.shared_histogram_groups(),
             lost,
             deferred,
             maps,
@@ -318,8 +318,17 @@ fn enable_stats() -> Option<OwnedFd> {
     }
 }
 
+/// Allocations from this size up get their own mapping, given back to the system when freed.
+const MMAP_THRESHOLD: libc::c_int = 1 << 20;
+
 /// Runs the daemon until SIGTERM or SIGINT.
 pub fn serve(args: &ServeArgs) -> anyhow::Result<i32> {
+    // A scrape's body is megabytes at 10,000 processes, written by an HTTP thread and freed
+    // once sent. glibc raises its mmap threshold past the largest block freed, so without a
+    // fixed one every later body came from that thread's heap and stayed resident (as much
+    // as the body again) until the next collection's trim.
+    // SAFETY: mallopt only sets an allocator parameter.
+    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) };
     // Everything the command line can get wrong, before loading anything.
     let by = args.group_by();
     let CheckedScope {
@@ -378,7 +387,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<i32> {
         max_groups: args.max_series as usize,
     };
     let engine = Engine::new(scope);
-    let (publish, latest) = watch::channel(Arc::new(Published::empty(engine.label_names())));
+    let (publish, latest) = watch::channel(Arc::new(Published::empty()));
     let (ask, asks) = mpsc::channel();
     let stop = Arc::new(AtomicBool::new(false));
     let collector = Collector {

@@ -17,6 +17,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -133,11 +134,52 @@ struct ProcRec {
     uring_last: UringCells,
 }
 
+/// A group's totals, shared with the collections published from them: a collection holds
+/// them until the next, and only a group credited meanwhile is copied (once), so the idle
+/// groups of a large host cost nothing per collection.
+#[derive(Debug, Default)]
+struct Group {
+    totals: Arc<Activity>,
+    /// Its labels, made once (a `--per-pid` group's again when its process exec'd).
+    labels: Option<Arc<Labels>>,
+}
+
+/// A group's label values, and the labels as the exposition writes them (made once per
+/// group rather than at every scrape).
+#[derive(Debug)]
+pub struct Labels {
+    values: Vec<String>,
+    /// `name="value",…`, escaped.
+    pub rendered: String,
+}
+
+impl Labels {
+    /// The labels `names` with `values`.
+    pub fn new(names: &[&str], values: Vec<String>) -> Self {
+        let rendered = super::metrics::render_labels(names, &values);
+        Labels { values, rendered }
+    }
+}
+
+impl std::ops::Deref for Labels {
+    type Target = [String];
+
+    fn deref(&self) -> &[String] {
+        &self.values
+    }
+}
+
+/// Labels and totals of one group, as published.
+pub type SharedGroup = (Arc<Labels>, Arc<Activity>);
+
 /// The accounting state.
 #[derive(Debug)]
 pub struct Engine {
     scope: Scope,
-    groups: HashMap<GroupKey, Activity>,
+    groups: HashMap<GroupKey, Group>,
+    /// With `--by pid`: the ledger cells by process name (size histograms per process would
+    /// be most of the exposition; per command they are what dashboards sum them into).
+    by_comm: HashMap<GroupKey, Group>,
     threads: HashMap<u32, ThreadRec>,
     procs: HashMap<ProcessKey, ProcRec>,
     /// Threads seen with cells but no entry: (first seen, last collection seen in).
@@ -163,6 +205,7 @@ impl Engine {
         Engine {
             scope,
             groups: HashMap::new(),
+            by_comm: HashMap::new(),
             threads: HashMap::new(),
             procs: HashMap::new(),
             entryless: HashMap::new(),
@@ -237,13 +280,11 @@ impl Engine {
         if matches!(key, GroupKey::Other | GroupKey::Exited) || self.groups.contains_key(&key) {
             return key;
         }
-        let admitted = self
-            .groups
-            .keys()
-            .filter(|k| !matches!(k, GroupKey::Other | GroupKey::Exited))
-            .count();
+        let admitted = self.groups.len()
+            - usize::from(self.groups.contains_key(&GroupKey::Other))
+            - usize::from(self.groups.contains_key(&GroupKey::Exited));
         if admitted < self.scope.max_groups {
-            self.groups.insert(key.clone(), Activity::default());
+            self.groups.insert(key.clone(), Group::default());
             return key;
         }
         if self.refused.len() >= REFUSED_MEMORY {
@@ -294,10 +335,8 @@ impl Engine {
                     .unwrap_or_else(|| r.view.activity.clone()),
                 None => r.view.activity.clone(),
             };
-            if !delta.is_empty()
-                && let Some(group) = self.group_of(host, r.process, &r.view.comm, r.view.cgroup_id)
-            {
-                self.groups.entry(group).or_default().add(&delta);
+            if !delta.is_empty() {
+                self.credit(host, r.process, &r.view.comm, r.view.cgroup_id, &delta);
             }
             self.threads_retired += 1;
         }
@@ -360,6 +399,13 @@ impl Engine {
                     *rec = ThreadRec::new(key);
                 }
                 rec.seen = generation;
+                if exited && rec.exited.is_none() {
+                    rec.exited = Some((now, generation));
+                }
+                // Most threads of a large host did nothing since the last read.
+                if t.activity == rec.last {
+                    continue;
+                }
                 // Counts that went down: the entry was replaced behind our back; what it
                 // holds now is all new.
                 let delta = t
@@ -367,13 +413,8 @@ impl Engine {
                     .delta(&rec.last)
                     .unwrap_or_else(|| t.activity.clone());
                 rec.last.clone_from(&t.activity);
-                if exited && rec.exited.is_none() {
-                    rec.exited = Some((now, generation));
-                }
-                if !delta.is_empty()
-                    && let Some(group) = self.group_of(host, key, &t.comm, t.cgroup_id)
-                {
-                    self.groups.entry(group).or_default().add(&delta);
+                if !delta.is_empty() {
+                    self.credit(host, key, &t.comm, t.cgroup_id, &delta);
                 }
             }
             if !p.activity.uring.is_empty() {
@@ -396,9 +437,7 @@ impl Engine {
                         .get(&key)
                         .map(|r| (r.comm.clone(), r.cgroup_id))
                         .unwrap_or_default();
-                    if let Some(group) = self.group_of(host, key, &comm, cgroup_id) {
-                        self.groups.entry(group).or_default().add(&delta);
-                    }
+                    self.credit(host, key, &comm, cgroup_id, &delta);
                 }
                 if let Some(rec) = self.procs.get_mut(&key) {
                     rec.uring_last.clone_from(&p.activity.uring);
@@ -462,11 +501,9 @@ impl Engine {
             self.processes_retired += 1;
             if self.scope.by == GroupBy::Pid {
                 let key = GroupKey::Pid(key);
-                if let Some(totals) = self.groups.remove(&key) {
-                    self.groups
-                        .entry(GroupKey::Exited)
-                        .or_default()
-                        .add(&totals);
+                if let Some(gone) = self.groups.remove(&key) {
+                    let exited = self.groups.entry(GroupKey::Exited).or_default();
+                    Arc::make_mut(&mut exited.totals).add(&gone.totals);
                 }
                 self.refused.remove(&key);
             }
@@ -474,15 +511,104 @@ impl Engine {
         retire
     }
 
+    /// Credits `delta` of a thread of `process` named `comm` to its group, if it is in scope.
+    fn credit(
+        &mut self,
+        host: &mut dyn Host,
+        process: ProcessKey,
+        comm: &str,
+        cgroup_id: u64,
+        delta: &Activity,
+    ) {
+        let Some(group) = self.group_of(host, process, comm, cgroup_id) else {
+            return;
+        };
+        let totals = &mut self.groups.entry(group).or_default().totals;
+        Arc::make_mut(totals).add(delta);
+        if self.scope.by == GroupBy::Pid && !delta.transfers.is_empty() {
+            // By the process's name, as its series are labelled: its threads' own names
+            // can be as many as its threads (a compiler's "opt 0dk7d3x03c2"…).
+            let comm = self.procs.get(&process).map_or(comm, |r| r.comm.as_str());
+            let mut key = match comm {
+                OTHER => GroupKey::Other,
+                _ => GroupKey::Comm(comm.to_string()),
+            };
+            if !self.by_comm.contains_key(&key) && self.by_comm.len() >= self.scope.max_groups {
+                key = GroupKey::Other;
+            }
+            let totals = &mut self.by_comm.entry(key).or_default().totals;
+            Arc::make_mut(totals).transfers.add_all(&delta.transfers);
+        }
+    }
+
     /// Every group's label values, in the order of [`Engine::label_names`], with its totals.
     pub fn groups(&self) -> Vec<(Vec<String>, Activity)> {
         let mut out: Vec<(Vec<String>, Activity)> = self
             .groups
             .iter()
-            .map(|(k, t)| (self.labels(k), t.clone()))
+            .map(|(k, g)| (self.labels(k), (*g.totals).clone()))
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
+    }
+
+    /// What [`Engine::groups`] says (in the order of the group keys: by name, by pid),
+    /// shared rather than copied: for the daemon, which publishes every group at every
+    /// collection.
+    pub fn shared_groups(&mut self) -> Vec<SharedGroup> {
+        let mut groups = std::mem::take(&mut self.groups);
+        let names = self.label_names();
+        let out = self.shared(&mut groups, |e, k| Labels::new(names, e.labels(k)));
+        self.groups = groups;
+        out
+    }
+
+    /// With `--by pid`, the ledger cells by command name (labels: `comm`), for the size
+    /// histograms; `None` otherwise (they are the groups').
+    pub fn shared_histogram_groups(&mut self) -> Option<Vec<SharedGroup>> {
+        if self.scope.by != GroupBy::Pid {
+            return None;
+        }
+        let mut groups = std::mem::take(&mut self.by_comm);
+        let out = self.shared(&mut groups, |_, k| {
+            let name = match k {
+                GroupKey::Comm(c) => c.clone(),
+                _ => OTHER.to_string(),
+            };
+            Labels::new(&["comm"], vec![name])
+        });
+        self.by_comm = groups;
+        Some(out)
+    }
+
+    fn shared(
+        &self,
+        groups: &mut HashMap<GroupKey, Group>,
+        labels: impl Fn(&Engine, &GroupKey) -> Labels,
+    ) -> Vec<SharedGroup> {
+        // In the order of the keys, which compare as numbers where the labels would compare
+        // as strings (a pid's).
+        let mut sorted: Vec<(&GroupKey, &mut Group)> = groups.iter_mut().collect();
+        sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        sorted
+            .into_iter()
+            .map(|(k, g)| {
+                // A process's label carries its current name: made again after an exec.
+                let stale = match (&g.labels, k) {
+                    (None, _) => true,
+                    (Some(l), GroupKey::Pid(p)) => self
+                        .procs
+                        .get(p)
+                        .is_some_and(|r| l.get(1).is_none_or(|c| *c != r.comm)),
+                    _ => false,
+                };
+                let l = match &g.labels {
+                    Some(l) if !stale => l.clone(),
+                    _ => g.labels.insert(Arc::new(labels(self, k))).clone(),
+                };
+                (l, g.totals.clone())
+            })
+            .collect()
     }
 
     /// Names of the group labels.

@@ -445,3 +445,99 @@ fn a_reused_pid_is_a_new_series_and_the_old_one_folds_into_exited() {
         ]
     );
 }
+
+/// With `--per-pid`, the ledger cells are also kept by command name (for the size
+/// histograms): they add up the processes of that name, live and exited, and never go down
+/// when a process's series fold into `[exited]`; the published groups are shared, and a
+/// process's label follows its exec.
+#[test]
+fn per_pid_keeps_cells_by_comm_that_only_grow() {
+    let mut e = Engine::new(scope(GroupBy::Pid, 10));
+    let mut host = FakeHost::default();
+    host.alive.extend([1, 2]);
+    let t0 = Instant::now();
+    e.ingest_all(
+        &snap(&[
+            (1, 1, thread("a", 1, 100, false)),
+            (2, 2, thread("a", 1, 50, false)),
+            (3, 3, thread("b", 1, 7, false)),
+        ]),
+        &mut host,
+        t0,
+    );
+    let cells = |e: &mut Engine| -> Vec<(String, u64, u64)> {
+        let write = (Syscall::Write, Column::CpuUserToKernel);
+        e.shared_histogram_groups()
+            .expect("by comm with --per-pid")
+            .iter()
+            .map(|(l, t)| {
+                let c = t.transfers.get(&write).copied().unwrap_or(Transfer::ZERO);
+                (l[0].clone(), c.calls, c.bytes)
+            })
+            .collect()
+    };
+    assert_eq!(cells(&mut e), [("a".into(), 2, 150), ("b".into(), 1, 7)]);
+    // Process 3 is gone and folds into [exited]; process 1 execs as "c" and writes more.
+    let shared = e.shared_groups();
+    let mut c = thread("c", 2, 0, false);
+    c.activity.transfers = thread("a", 1, 130, false).activity.transfers;
+    c.activity
+        .transfers
+        .entry((Syscall::Write, Column::CpuUserToKernel))
+        .or_default()
+        .calls = 2;
+    e.ingest_all(
+        &snap(&[(1, 1, c), (2, 2, thread("a", 1, 50, false))]),
+        &mut host,
+        t0,
+    );
+    assert_eq!(
+        cells(&mut e),
+        [
+            ("a".into(), 2, 150),
+            ("b".into(), 1, 7),
+            ("c".into(), 1, 30)
+        ]
+    );
+    let now = e.shared_groups();
+    let labels: Vec<Vec<String>> = now.iter().map(|(l, _)| l.to_vec()).collect();
+    assert_eq!(
+        labels,
+        [
+            strings(&["1", "c"]),
+            strings(&["2", "a"]),
+            strings(&[EXITED, EXITED])
+        ]
+    );
+    // Process 2 did nothing new: its totals are the very ones published before.
+    let before = shared.iter().find(|(l, _)| l[0] == "2").expect("pid 2");
+    let after = now.iter().find(|(l, _)| l[0] == "2").expect("pid 2");
+    assert!(Arc::ptr_eq(&before.1, &after.1));
+    // Without --per-pid the histograms are the groups'.
+    assert!(
+        Engine::new(scope(GroupBy::Comm, 10))
+            .shared_histogram_groups()
+            .is_none()
+    );
+}
+
+/// The per-comm cells of `--per-pid` go by the process's name, as its series are labelled,
+/// not by its threads' own names (which can be one per thread).
+#[test]
+fn per_pid_histogram_cells_go_by_process_name() {
+    let mut e = Engine::new(scope(GroupBy::Pid, 10));
+    let mut host = FakeHost::default();
+    host.alive.insert(1);
+    e.ingest_all(
+        &snap(&[
+            (1, 1, thread("rustc", 1, 0, false)),
+            (1, 2, thread("opt 0dk7d3x03c2", 1, 64, false)),
+        ]),
+        &mut host,
+        Instant::now(),
+    );
+    let g = e.shared_histogram_groups().expect("by comm with --per-pid");
+    assert_eq!(g.len(), 1);
+    assert_eq!(&**g[0].0, ["rustc"]);
+    assert_eq!(g[0].1.transfers.values().map(|c| c.bytes).sum::<u64>(), 64);
+}

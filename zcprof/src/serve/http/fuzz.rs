@@ -38,7 +38,7 @@ use tokio::{
 use super::{MAX_CONNECTIONS, MAX_HEAD_BYTES, Shared, serve};
 use crate::{
     fuzz,
-    serve::{args::HistogramMode, metrics::Published},
+    serve::{args::HistogramMode, engine::Labels, metrics::Published},
 };
 
 /// Longest the server may take to answer and close once the client has closed its side (well
@@ -87,16 +87,17 @@ const LABELS: &[&str] = &["comm"];
 
 fn start() -> Server {
     count_server_panics();
-    let (publish, latest) = watch::channel(Arc::new(Published::empty(LABELS)));
+    let (publish, latest) = watch::channel(Arc::new(Published::empty()));
     let (collect_now, asks) = mpsc::channel::<()>();
     // The collector: a fresh (empty) collection at each request, until the server is gone.
     std::thread::spawn(move || {
         let mut collections = 0;
         while asks.recv().is_ok() {
             collections += 1;
-            let mut p = Published::empty(LABELS);
+            let mut p = Published::empty();
             p.collections = collections;
-            p.groups = vec![(vec!["fuzz".into()], Default::default())];
+            let labels = Labels::new(LABELS, vec!["fuzz".to_string()]);
+            p.groups = vec![(Arc::new(labels), Default::default())];
             publish.send_replace(Arc::new(p));
         }
     });
