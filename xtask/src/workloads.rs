@@ -51,6 +51,10 @@ pub struct Args {
     /// Seconds one strategy may take, setup, transfer and report included
     #[arg(long, default_value_t = 120, value_name = "SECS")]
     pub timeout: u64,
+    /// Write one flame graph per strategy into DIR (`DIR/<strategy>.svg`): the user stacks of
+    /// the workload's data-moving calls, bytes as width (zcprof attach --flamegraph)
+    #[arg(long, value_name = "DIR")]
+    pub flamegraph: Option<PathBuf>,
 }
 
 impl Args {
@@ -62,6 +66,7 @@ impl Args {
             buffer: 64 << 10,
             json: None,
             chart: None,
+            flamegraph: None,
             timeout: 120,
         }
     }
@@ -88,6 +93,10 @@ pub struct Measured {
 
 /// Runs the workloads with the zcprof binary at `zcprof`.
 pub fn run_workloads(zcprof: &Path, args: &Args) -> Result<()> {
+    if let Some(dir) = &args.flamegraph {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the flame graph directory {}", dir.display()))?;
+    }
     let mut strategies: Vec<&'static str> = Vec::new();
     for s in &args.strategies {
         let s = STRATEGIES
@@ -189,7 +198,18 @@ fn measure(
     timeout: Duration,
     bar: &ProgressBar,
 ) -> Result<Measured> {
-    let out = runner::run(zcprof, strategy, args.size, args.buffer, timeout, |stage| {
+    let flamegraph = args
+        .flamegraph
+        .as_ref()
+        .map(|dir| dir.join(format!("{strategy}.svg")));
+    let run = runner::Run {
+        strategy,
+        size: args.size,
+        buffer: args.buffer,
+        timeout,
+        flamegraph: flamegraph.as_deref(),
+    };
+    let out = runner::run(zcprof, &run, |stage| {
         bar.set_message(format!("{strategy}: {}", stage.describe()));
     })?;
     let tally_raw: Value = serde_json::from_str(&out.workload_stdout).with_context(|| {

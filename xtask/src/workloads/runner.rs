@@ -62,15 +62,28 @@ impl Stage {
     }
 }
 
-/// Runs `strategy` under `zcprof attach`; fails after `timeout` overall.
-pub fn run(
-    zcprof: &Path,
-    strategy: &str,
-    size: u64,
-    buffer: u64,
-    timeout: Duration,
-    mut stage: impl FnMut(Stage),
-) -> Result<Output> {
+/// One strategy's run.
+pub struct Run<'a> {
+    pub strategy: &'a str,
+    /// Bytes it sends.
+    pub size: u64,
+    /// Its chunk size.
+    pub buffer: u64,
+    /// How long it may take, setup, transfer and report included.
+    pub timeout: Duration,
+    /// Where zcprof attach writes the flame graph of the workload's stacks, if anywhere.
+    pub flamegraph: Option<&'a Path>,
+}
+
+/// Runs a strategy under `zcprof attach`; fails after its timeout overall.
+pub fn run(zcprof: &Path, run: &Run<'_>, mut stage: impl FnMut(Stage)) -> Result<Output> {
+    let Run {
+        strategy,
+        size,
+        buffer,
+        timeout,
+        flamegraph,
+    } = *run;
     let deadline = Instant::now() + timeout;
     stage(Stage::Preparing);
 
@@ -104,9 +117,11 @@ pub fn run(
     let mut cmd = process::command(zcprof);
     cmd.args(["attach", "--pid"])
         .arg(workload.child.id().to_string())
-        .args(["--children", "--json", "--interval", "1h"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .args(["--children", "--json", "--interval", "1h"]);
+    if let Some(svg) = flamegraph {
+        cmd.arg("--flamegraph").arg(svg);
+    }
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut attach = Spawned::new(&mut cmd, "zcprof attach", false)?;
     let at_out = read_all(attach.child.stdout.take());
     let at_err = lines(attach.child.stderr.take());
