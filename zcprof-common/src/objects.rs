@@ -19,18 +19,6 @@ pub const NAME_PARTS: usize = 12;
 /// Bytes per path component (NUL-terminated; longer names are cut).
 pub const NAME_PART_BYTES: usize = 32;
 
-/// The kind of an object, from its inode's mode (as [`crate::FdKind`]).
-pub mod object_kind {
-    /// A regular file or block device.
-    pub const FILE: u8 = 1;
-    /// A socket.
-    pub const SOCKET: u8 = 2;
-    /// A pipe or FIFO.
-    pub const PIPE: u8 = 3;
-    /// Anything else (character devices, eventfd, ...).
-    pub const OTHER: u8 = 4;
-}
-
 /// An object: the device (`super_block.s_dev`, the kernel's `MAJOR << 20 | MINOR`) and inode
 /// number of what a descriptor or a mapping refers to.
 #[repr(C)]
@@ -52,7 +40,7 @@ pub struct ObjectKey {
     pub tgid: u32,
     /// [`crate::Column`] discriminant.
     pub column: u16,
-    /// One of [`object_kind`].
+    /// [`crate::FdKind`] discriminant: what the inode's mode says the object is.
     pub kind: u8,
     /// Padding, always 0.
     pub _pad: u8,

@@ -74,12 +74,7 @@ pub fn file_info(file: u64) -> FdInfo {
     };
     let flags: u32 = field(&win, off::file_flags() - start);
     let fmode: u32 = field(&win, off::file_mode() - start);
-    let kind = match mode & S_IFMT {
-        S_IFREG | S_IFBLK => FdKind::Regular,
-        S_IFSOCK => FdKind::Socket,
-        S_IFIFO => FdKind::Pipe,
-        _ => FdKind::Other,
-    };
+    let kind = kind_of(mode);
     let (so_zerocopy, local_peer) = if kind == FdKind::Socket {
         // `private_data` is in the window on recent kernels; older ones keep it ~170 bytes
         // after `f_inode` (the loader decides; the verifier drops the other branch).
@@ -99,6 +94,17 @@ pub fn file_info(file: u64) -> FdInfo {
         writable: fmode & FMODE_WRITE != 0,
         so_zerocopy,
         local_peer,
+    }
+}
+
+/// The kind of file an inode's `i_mode` says it is.
+#[inline(always)]
+pub fn kind_of(mode: u16) -> FdKind {
+    match mode & S_IFMT {
+        S_IFREG | S_IFBLK => FdKind::Regular,
+        S_IFSOCK => FdKind::Socket,
+        S_IFIFO => FdKind::Pipe,
+        _ => FdKind::Other,
     }
 }
 

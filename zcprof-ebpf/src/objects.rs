@@ -13,8 +13,8 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray, PerCpuHashMap},
 };
 use zcprof_common::{
-    Column, Lost, MAX_OBJECTS, NAME_PARTS, ObjectBytes, ObjectId, ObjectKey, ObjectName,
-    PendingObjects, ThreadStats, object_kind,
+    Column, FdKind, Lost, MAX_OBJECTS, NAME_PARTS, ObjectBytes, ObjectId, ObjectKey, ObjectName,
+    PendingObjects, ThreadStats,
 };
 
 use crate::{
@@ -54,11 +54,6 @@ struct Scratch {
     first: ObjectBytes,
 }
 
-const S_IFMT: u16 = 0o170000;
-const S_IFREG: u16 = 0o100000;
-const S_IFBLK: u16 = 0o060000;
-const S_IFSOCK: u16 = 0o140000;
-const S_IFIFO: u16 = 0o010000;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 
@@ -146,12 +141,7 @@ pub extern "C" fn attribute_mapping(tgid: u64, mapping: u64, column: u64, bytes:
 #[inline(always)]
 fn add(tgid: u64, inode: u64, dentry: u64, file: u64, column: u64, bytes: u64) -> i64 {
     let mode = read::<u16>(inode, off::inode_mode()).unwrap_or(0);
-    let kind = match mode & S_IFMT {
-        S_IFREG | S_IFBLK => object_kind::FILE,
-        S_IFSOCK => object_kind::SOCKET,
-        S_IFIFO => object_kind::PIPE,
-        _ => object_kind::OTHER,
-    };
+    let kind = files::kind_of(mode);
     let ino = read::<u64>(inode, off::inode_ino()).unwrap_or(0);
     let dev = read::<u64>(inode, off::inode_sb())
         .and_then(|sb| read::<u32>(sb, off::sb_dev()))
@@ -164,7 +154,7 @@ fn add(tgid: u64, inode: u64, dentry: u64, file: u64, column: u64, bytes: u64) -
     scratch.key = ObjectKey {
         tgid: tgid as u32,
         column: column as u16,
-        kind,
+        kind: kind as u8,
         _pad: 0,
         id: ObjectId { dev, _pad: 0, ino },
     };
@@ -199,7 +189,7 @@ fn add(tgid: u64, inode: u64, dentry: u64, file: u64, column: u64, bytes: u64) -
         // SAFETY: the entry this program just inserted; a racing reader sees a name half
         // written for one read at worst.
         let name = unsafe { &mut *name };
-        if kind == object_kind::SOCKET {
+        if kind == FdKind::Socket {
             name_socket(name, file);
         } else {
             name_path(name, dentry);

@@ -11,7 +11,7 @@ use std::{
 
 use comfy_table::{Cell as TCell, CellAlignment, Table, presets::UTF8_BORDERS_ONLY};
 use serde_json::{Value, json};
-use zcprof_common::{Column, NAME_PART_BYTES, ObjectBytes, ObjectId, ObjectName, object_kind};
+use zcprof_common::{Column, FdKind, NAME_PART_BYTES, ObjectBytes, ObjectId, ObjectName};
 
 use crate::{loader::ObjectCounts, report::bytes as human};
 
@@ -180,11 +180,11 @@ impl Attribution {
                 let column = Column::from_u16(key.column)?;
                 let name = counts.names.get(&key.id);
                 let what = match key.kind {
-                    object_kind::FILE if args.by_file => What::File {
+                    k if k == FdKind::Regular as u8 && args.by_file => What::File {
                         path: path(key.id, name, &mounts),
                         id: key.id,
                     },
-                    object_kind::SOCKET if args.by_peer => match name {
+                    k if k == FdKind::Socket as u8 && args.by_peer => match name {
                         Some(n) if n.family == 1 => What::Peer {
                             protocol: protocol(n),
                             local: "[unix]".into(),
