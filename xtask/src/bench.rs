@@ -22,6 +22,7 @@ mod report;
 mod service;
 mod sleepers;
 mod soak;
+mod table;
 mod workload;
 
 use std::{

@@ -1,4 +1,5 @@
-//! Durations on the command line (`--interval`, `--duration`, `--collect-interval`).
+//! Durations: read from the command line (`--interval`, `--duration`, `--collect-interval`)
+//! and written for people (`--latency`'s times).
 
 use std::time::Duration;
 
@@ -25,9 +26,37 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|_| format!("`{s}`: too long"))
 }
 
+/// Human-readable duration of `ns` nanoseconds, three significant digits.
+pub fn show(ns: u64) -> String {
+    let (v, unit) = match ns {
+        0..1_000 => return format!("{ns} ns"),
+        1_000..1_000_000 => (ns as f64 / 1e3, "µs"),
+        1_000_000..1_000_000_000 => (ns as f64 / 1e6, "ms"),
+        _ => (ns as f64 / 1e9, "s"),
+    };
+    let decimals = if v < 10.0 {
+        2
+    } else if v < 100.0 {
+        1
+    } else {
+        0
+    };
+    format!("{v:.decimals$} {unit}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shown_durations_have_three_significant_digits() {
+        assert_eq!(show(0), "0 ns");
+        assert_eq!(show(999), "999 ns");
+        assert_eq!(show(1_500), "1.50 µs");
+        assert_eq!(show(27_340_000), "27.3 ms");
+        assert_eq!(show(204_279_531), "204 ms");
+        assert_eq!(show(3_000_000_000), "3.00 s");
+    }
 
     #[test]
     fn durations() {

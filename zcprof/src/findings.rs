@@ -109,7 +109,7 @@ impl Finding {
 
 /// Seconds as the text summary writes durations.
 fn duration(seconds: f64) -> String {
-    crate::report::duration((seconds * 1e9) as u64)
+    crate::duration::show((seconds * 1e9) as u64)
 }
 
 /// Every finding of `snap`, by process (pid order), then by rule.

@@ -8,6 +8,7 @@ use zcprof_common::{
 
 use crate::{
     capability::{self, Capabilities, State},
+    duration::show as duration,
     findings,
     snapshot::{Activity, ProcessKey, ProcessView, Snapshot},
 };
@@ -138,24 +139,6 @@ pub fn bytes(n: u64) -> String {
         u += 1;
     }
     format!("{v:.1} {}", UNITS[u])
-}
-
-/// Human-readable duration of `ns` nanoseconds, three significant digits.
-pub fn duration(ns: u64) -> String {
-    let (v, unit) = match ns {
-        0..1_000 => return format!("{ns} ns"),
-        1_000..1_000_000 => (ns as f64 / 1e3, "µs"),
-        1_000_000..1_000_000_000 => (ns as f64 / 1e6, "ms"),
-        _ => (ns as f64 / 1e9, "s"),
-    };
-    let decimals = if v < 10.0 {
-        2
-    } else if v < 100.0 {
-        1
-    } else {
-        0
-    };
-    format!("{v:.decimals$} {unit}")
 }
 
 /// A counter's value as text: a duration for the counters that count nanoseconds.
@@ -509,18 +492,3 @@ fn clock_time() -> String {
 
 /// Header for [`interval_lines`].
 pub const INTERVAL_HEADER: &str = "     pid comm            syscalls/s     cpu copied      zero-copy    dma+mmap-in   vol cs invol cs   faults";
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_have_three_significant_digits() {
-        assert_eq!(duration(0), "0 ns");
-        assert_eq!(duration(999), "999 ns");
-        assert_eq!(duration(1_500), "1.50 µs");
-        assert_eq!(duration(27_340_000), "27.3 ms");
-        assert_eq!(duration(204_279_531), "204 ms");
-        assert_eq!(duration(3_000_000_000), "3.00 s");
-    }
-}

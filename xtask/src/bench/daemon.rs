@@ -329,7 +329,7 @@ pub fn run(zcprof: &Path, config: &Config, say: &dyn Fn(String)) -> Vec<DaemonCa
     ]) {
         let processes = per_process.map_or(target / 10, |s| (target as f64 / s).ceil() as usize);
         let processes = processes.clamp(1, GROWTH_MAX_PROCESSES);
-        let note = format!(" (≈{} series)", super::report::count(target as f64));
+        let note = format!(" (≈{} series)", super::table::count(target as f64));
         let case = per_pid_case(id, processes, Population::Live, &note);
         measure_both(case, &mut cases);
     }

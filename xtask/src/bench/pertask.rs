@@ -31,7 +31,7 @@ use super::{
     Config,
     child::Child,
     dd, median,
-    report::{self, Tab},
+    table::{self, Tab},
 };
 use crate::process;
 
@@ -569,20 +569,20 @@ pub fn table(s: &Section) -> Tab {
                     v.unwrap_or(f64::NAN) / s.syscalls as f64 * 1e9
                 )
             };
-            row.push(report::opt(w.cpu_median_s, 3));
+            row.push(table::opt(w.cpu_median_s, 3));
             row.push(if w.way == Way::Bare {
                 per_syscall(w.cpu_median_s)
             } else {
-                report::opt(w.cpu_added_ns_per_syscall, 1)
+                table::opt(w.cpu_added_ns_per_syscall, 1)
             });
-            row.push(report::opt(w.median_s, 3));
+            row.push(table::opt(w.median_s, 3));
             row.push(if w.way == Way::Bare {
                 per_syscall(w.median_s)
             } else {
-                report::opt(w.added_ns_per_syscall, 1)
+                table::opt(w.added_ns_per_syscall, 1)
             });
             row.push(w.program_runs.map_or("—".into(), |r| r.to_string()));
-            row.push(report::samples(&w.cpu_s, 3));
+            row.push(table::samples(&w.cpu_s, 3));
             row
         })
         .collect();
@@ -613,7 +613,7 @@ pub fn table(s: &Section) -> Tab {
     ];
     for w in &s.ways {
         if let Some(e) = &w.error {
-            notes.push(format!("{}: {}", w.label, report::first_line(e)));
+            notes.push(format!("{}: {}", w.label, table::first_line(e)));
         }
     }
     Tab {

@@ -31,7 +31,7 @@ use super::{
     daemon::{self, Daemon},
     dd::{self, Case},
     median,
-    report::{self, Tab, Target},
+    table::{self, Tab, Target},
 };
 use crate::process;
 
@@ -681,7 +681,7 @@ fn sample(zcprof: &Path, prefix: &Prefix, case: Case, seconds: u32) -> Result<Ou
                 }
                 return Ok(Outcome::Unavailable(format!(
                     "perf stat could not count raw_syscalls:sys_enter on the worker: {}",
-                    report::first_line(process::tail(&out.stderr(), 3).trim())
+                    table::first_line(process::tail(&out.stderr(), 3).trim())
                 )));
             }
             let loads = loads(&nginx, seconds);
@@ -934,7 +934,7 @@ pub fn tables(s: &Section) -> Vec<Tab> {
         for c in &s.cases {
             let f = &c.files[i];
             let mut row = vec![c.label.to_owned()];
-            if let Some(st) = report::status(&c.error, &c.skipped) {
+            if let Some(st) = table::status(&c.error, &c.skipped) {
                 row.push(st);
                 row.extend(std::iter::repeat_n(String::new(), 8));
                 rows.push(row);
@@ -942,11 +942,11 @@ pub fn tables(s: &Section) -> Vec<Tab> {
             }
             let is_bare = c.case == Case::Bare;
             let dash = || "—".to_owned();
-            row.push(report::opt(f.rps_median, 0));
+            row.push(table::opt(f.rps_median, 0));
             row.push(if is_bare {
                 dash()
             } else {
-                report::opt(f.loss_pct, 1)
+                table::opt(f.loss_pct, 1)
             });
             row.push(if is_bare {
                 dash()
@@ -954,7 +954,7 @@ pub fn tables(s: &Section) -> Vec<Tab> {
                 spread(&f.round_loss_pct)
             });
             row.push(if c.floor.is_some() {
-                report::opt(f.loss_vs_floor, 2)
+                table::opt(f.loss_vs_floor, 2)
             } else {
                 dash()
             });
@@ -962,10 +962,10 @@ pub fn tables(s: &Section) -> Vec<Tab> {
                 if is_bare || c.case.is_floor() || c.case == Case::Bpftrace {
                     dash()
                 } else {
-                    report::opt(f.loss_vs_bpftrace, 2)
+                    table::opt(f.loss_vs_bpftrace, 2)
                 },
             );
-            row.push(report::opt(f.worker_us_median, 1));
+            row.push(table::opt(f.worker_us_median, 1));
             row.push(if is_bare {
                 dash()
             } else {
@@ -976,15 +976,15 @@ pub fn tables(s: &Section) -> Vec<Tab> {
                 if let Some(v) = f.cpu_vs_bpftrace {
                     ratios.push(format!("{v:.2}× bpftrace's"));
                 }
-                let added = report::opt(f.worker_added_us, 1);
+                let added = table::opt(f.worker_added_us, 1);
                 if ratios.is_empty() {
                     added
                 } else {
                     format!("{added} ({})", ratios.join(", "))
                 }
             });
-            row.push(report::opt(f.wrk_us_median, 1));
-            row.push(report::samples(&f.rps, 0));
+            row.push(table::opt(f.wrk_us_median, 1));
+            row.push(table::samples(&f.rps, 0));
             rows.push(row);
         }
         let mut notes = vec![format!(
@@ -1024,7 +1024,7 @@ pub fn tables(s: &Section) -> Vec<Tab> {
             }
             for c in &s.cases {
                 if let Some(why) = c.skipped.as_ref().or(c.error.as_ref()) {
-                    notes.push(format!("{}: {}", c.label, report::first_line(why)));
+                    notes.push(format!("{}: {}", c.label, table::first_line(why)));
                 }
             }
         }
@@ -1093,7 +1093,7 @@ pub fn targets(s: &Section, t: &mut Vec<Target>) {
                     let mut reasons = Vec::new();
                     for x in std::iter::once(c).chain(other.and_then(|o| s.get(o))) {
                         if let Some(e) = x.error.as_ref().or(x.skipped.as_ref()) {
-                            reasons.push(format!("{}: {}", x.label, report::first_line(e)));
+                            reasons.push(format!("{}: {}", x.label, table::first_line(e)));
                         } else if x.files.get(i).and_then(measure).is_some_and(|l| l <= 0.0) {
                             reasons.push(format!("{}: {short} ≤ 0 (noise)", x.label));
                         }

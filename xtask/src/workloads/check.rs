@@ -56,11 +56,7 @@ impl Check {
         }
     }
 
-    pub(super) fn fact(
-        what: impl Into<String>,
-        expected: impl ToString,
-        measured: impl ToString,
-    ) -> Self {
+    fn fact(what: impl Into<String>, expected: impl ToString, measured: impl ToString) -> Self {
         let (expected, measured) = (expected.to_string(), measured.to_string());
         Self {
             what: what.into(),
@@ -445,8 +441,12 @@ pub fn evaluate(model: &Model, tally: &Tally, report: &Report, epilogue: Epilogu
     }
 
     // 6. zcprof's findings against those the strategy must give.
-    let (finding_checks, finding_notes) = super::findings::check(tally, report);
-    checks.extend(finding_checks);
+    let (finding_facts, finding_notes) = super::findings::check(tally, report);
+    checks.extend(
+        finding_facts
+            .into_iter()
+            .map(|(what, expected, found)| Check::fact(what, expected, found)),
+    );
     notes.extend(finding_notes);
 
     Evaluation {

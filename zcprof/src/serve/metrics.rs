@@ -15,6 +15,7 @@ use zcprof_common::{
 
 use super::args::HistogramMode;
 use super::engine::SharedGroup;
+use super::labels::push_label;
 use crate::{capability::Capabilities, loader::ProgramStats, snapshot::Activity};
 
 /// Fill of one kernel map.
@@ -845,18 +846,6 @@ fn prefixes(groups: &[SharedGroup]) -> Vec<(&str, &Activity)> {
         .collect()
 }
 
-/// `name="value",…` of a group, escaped.
-pub fn render_labels(names: &[&str], values: &[String]) -> String {
-    let mut out = String::new();
-    for (i, (name, value)) in names.iter().zip(values).enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        push_label(&mut out, name, value);
-    }
-    out
-}
-
 /// Whether a group's totals are all zero (nothing of it would be exported).
 fn is_idle(t: &Activity) -> bool {
     t.counts == ThreadCounts::ZERO
@@ -871,21 +860,6 @@ fn unit(family: &str) -> Option<&'static str> {
             .strip_suffix(u)
             .is_some_and(|rest| rest.ends_with('_'))
     })
-}
-
-/// `name="value"`, the value escaped (backslash, double quote, newline).
-fn push_label(out: &mut String, name: &str, value: &str) {
-    out.push_str(name);
-    out.push_str("=\"");
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
 /// A sample value or bound: integers without a fraction (with `.0` if `float_form`), others

@@ -15,6 +15,7 @@ pub(crate) mod cgroup;
 pub(crate) mod container;
 pub(crate) mod engine;
 mod http;
+mod labels;
 mod metrics;
 
 use std::{

@@ -144,30 +144,7 @@ struct Group {
     labels: Option<Arc<Labels>>,
 }
 
-/// A group's label values, and the labels as the exposition writes them (made once per
-/// group rather than at every scrape).
-#[derive(Debug)]
-pub struct Labels {
-    values: Vec<String>,
-    /// `name="value",…`, escaped.
-    pub rendered: String,
-}
-
-impl Labels {
-    /// The labels `names` with `values`.
-    pub fn new(names: &[&str], values: Vec<String>) -> Self {
-        let rendered = super::metrics::render_labels(names, &values);
-        Labels { values, rendered }
-    }
-}
-
-impl std::ops::Deref for Labels {
-    type Target = [String];
-
-    fn deref(&self) -> &[String] {
-        &self.values
-    }
-}
+pub use super::labels::Labels;
 
 /// Labels and totals of one group, as published.
 pub type SharedGroup = (Arc<Labels>, Arc<Activity>);
