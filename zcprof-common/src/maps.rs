@@ -19,16 +19,26 @@ pub const MAP_CPU_THREAD: &str = "CPU_THREAD";
 pub const MAP_TRANSFERS: &str = "TRANSFERS";
 /// Name of the per-process io_uring ledger, per CPU (key: [`crate::UringKey`], value: [`crate::Transfer`]).
 pub const MAP_URING: &str = "URING";
-/// Name of the array of fd-table epochs (index: tgid % [`FD_EPOCH_SLOTS`], value: `u64`).
+/// Name of the array of descriptor epochs (index: [`fd_epoch_slot`], value: `u64`).
 pub const MAP_FD_EPOCH: &str = "FD_EPOCH";
-/// Slots in [`MAP_FD_EPOCH`]. Processes that share a slot only invalidate each other's fd
-/// caches more often; correctness does not depend on the size.
-pub const FD_EPOCH_SLOTS: u32 = 4096;
+/// Slots in [`MAP_FD_EPOCH`]. Descriptors that share a slot only invalidate each other's
+/// cached entries more often; correctness does not depend on the size.
+pub const FD_EPOCH_SLOTS: u32 = 1 << 16;
+/// Descriptor numbers of one process with an epoch of their own: closing descriptor `fd`
+/// forgets what threads cached of the descriptors equal to `fd` modulo this, not of all (a
+/// server closes a file after every response while its sockets stay open).
+pub const FD_EPOCH_FDS: u32 = 64;
+
+/// The [`MAP_FD_EPOCH`] slot of descriptor `fd` of process `tgid`.
+#[inline(always)]
+pub const fn fd_epoch_slot(tgid: u32, fd: u64) -> u32 {
+    (tgid.wrapping_mul(FD_EPOCH_FDS) | (fd as u32 & (FD_EPOCH_FDS - 1))) & (FD_EPOCH_SLOTS - 1)
+}
 /// Entries in a thread's fd cache ([`crate::ThreadStats::fd_cache`]), direct-mapped by `fd % FD_CACHE`.
-pub const FD_CACHE: usize = 4;
+pub const FD_CACHE: usize = 16;
 
 /// One remembered file descriptor: what [`crate::FdInfo`] the kernel program found for `fd`, valid
-/// while the process's fd-table epoch is still `epoch`.
+/// while the descriptor's epoch ([`fd_epoch_slot`]) is still `epoch`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FdCacheEntry {
@@ -37,7 +47,7 @@ pub struct FdCacheEntry {
     pub fd_plus_one: u32,
     /// [`crate::FdInfo::pack`]ed description.
     pub info: u32,
-    /// The process's fd-table epoch when the entry was made.
+    /// The descriptor's epoch when the entry was made.
     pub epoch: u64,
 }
 

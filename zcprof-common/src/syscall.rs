@@ -89,15 +89,42 @@ pub mod x86_64 {
     /// `close_range`
     pub const CLOSE_RANGE: u64 = 436;
 
-    /// Whether syscall `nr` may change what a descriptor number refers to, or its flags or
-    /// peer: the programs then forget the process's cached descriptors.
+    /// `setsockopt` level of the socket-wide options.
+    pub const SOL_SOCKET: u64 = 1;
+    /// `setsockopt` option that lets sends skip the copy (what the programs cache of a socket).
+    pub const SO_ZEROCOPY: u64 = 60;
+    /// `fcntl` command that sets the file status flags (O_DIRECT among them).
+    pub const F_SETFL: u64 = 4;
+
+    /// Which of a process's descriptors syscall `nr` (with arguments `arg(0..)`) may have
+    /// changed: what the number refers to, its flags (O_DIRECT) or its socket's peer or
+    /// SO_ZEROCOPY, the facts the programs cache per descriptor. Descriptors a call only
+    /// creates (open, accept, socket, pipe, dup) change nothing cached: their numbers were free,
+    /// and freeing a number is a change of its own.
     #[inline(always)]
-    pub const fn changes_fd_table(nr: u64) -> bool {
-        matches!(
-            nr,
-            CLOSE | DUP2 | DUP3 | CLOSE_RANGE | FCNTL | SETSOCKOPT | CONNECT
-        )
+    pub fn fd_change(nr: u64, arg: impl Fn(usize) -> u64) -> super::FdChange {
+        use super::FdChange::*;
+        match nr {
+            CLOSE | CONNECT => Fd(arg(0)),
+            // dup2(old, new), dup3(old, new, flags): `new` now refers to `old`'s file.
+            DUP2 | DUP3 => Fd(arg(1)),
+            FCNTL if arg(1) == F_SETFL => Fd(arg(0)),
+            SETSOCKOPT if arg(1) == SOL_SOCKET && arg(2) == SO_ZEROCOPY => Fd(arg(0)),
+            CLOSE_RANGE => All,
+            _ => Nothing,
+        }
     }
+}
+
+/// What a syscall may have changed among its process's descriptors ([`x86_64::fd_change`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FdChange {
+    /// Nothing the programs cache.
+    Nothing,
+    /// This descriptor.
+    Fd(u64),
+    /// Any of them (close_range, exec, an io_uring close).
+    All,
 }
 
 #[cfg(test)]
@@ -117,8 +144,16 @@ mod tests {
         assert_eq!(Syscall::from_x86_64(326), Some(Syscall::CopyFileRange));
         assert_eq!(Syscall::from_x86_64(9), Some(Syscall::MmapFile));
         assert_eq!(Syscall::from_x86_64(3), None);
-        assert!(x86_64::changes_fd_table(3));
-        assert!(!x86_64::changes_fd_table(0));
+        let args = |a: [u64; 3]| move |i: usize| a[i];
+        assert_eq!(x86_64::fd_change(3, args([7, 0, 0])), FdChange::Fd(7));
+        assert_eq!(x86_64::fd_change(33, args([7, 9, 0])), FdChange::Fd(9));
+        assert_eq!(x86_64::fd_change(0, args([7, 0, 0])), FdChange::Nothing);
+        // TCP_CORK (level 6, option 3), as nginx sets it around every response: nothing cached.
+        assert_eq!(x86_64::fd_change(54, args([7, 6, 3])), FdChange::Nothing);
+        assert_eq!(x86_64::fd_change(54, args([7, 1, 60])), FdChange::Fd(7));
+        // F_GETFL (3) reads; F_SETFL (4) may set O_DIRECT.
+        assert_eq!(x86_64::fd_change(72, args([7, 3, 0])), FdChange::Nothing);
+        assert_eq!(x86_64::fd_change(72, args([7, 4, 0])), FdChange::Fd(7));
         let mut names: [&str; Syscall::COUNT] = [""; Syscall::COUNT];
         for (n, s) in names.iter_mut().zip(Syscall::ALL) {
             *n = s.name();

@@ -77,8 +77,8 @@ pub struct ThreadStats {
     pub cells: [InlineCell; INLINE_CELLS],
     /// State: the thread's last few descriptors and what they are, so that a data syscall on a
     /// known descriptor does not walk the file table again. Valid while the process's
-    /// fd-table epoch ([`crate::MAP_FD_EPOCH`]) is unchanged; every syscall that can change what a
-    /// descriptor number refers to, or its flags or peer, moves the epoch on.
+    /// descriptor's epoch ([`crate::MAP_FD_EPOCH`]) is unchanged; every syscall that can change what
+    /// a descriptor number refers to, or its flags or peer, moves it on ([`crate::FdChange`]).
     pub fd_cache: [FdCacheEntry; FD_CACHE],
     /// When the thread's process started (the group leader's `start_time`, ns of
     /// CLOCK_MONOTONIC): with `tgid`, what tells apart two processes that had the same pid.

@@ -2,7 +2,7 @@
 //! in the saved registers, the syscall numbers, and the flags and structures of the syscalls
 //! the ledger looks into.
 
-use zcprof_common::{Syscall, x86_64};
+use zcprof_common::{FdChange, Syscall, x86_64};
 
 // x86-64 `struct pt_regs`, as u64 words: where the syscall's number and arguments are.
 pub(crate) const R10: usize = 7;
@@ -41,20 +41,17 @@ pub(crate) fn arg(regs: *const u64, n: usize) -> u64 {
 pub(crate) enum SyscallNr {
     /// A syscall the ledger counts, by its ledger name.
     Ledger(Syscall),
-    /// A syscall that may change the descriptors: cached ones are no longer to be trusted.
-    ChangesFds,
-    /// Any other syscall.
-    Other,
+    /// Any other syscall, and what it may have changed among the descriptors.
+    Other(FdChange),
 }
 
-/// What syscall number `nr` means to the programs (the numbers are zcprof-common's, beside
-/// the names).
-pub(crate) fn syscall(nr: u64) -> SyscallNr {
+/// What syscall number `nr`, called with the arguments in `regs`, means to the programs (the
+/// numbers are zcprof-common's, beside the names).
+#[inline(always)]
+pub(crate) fn syscall(nr: u64, regs: *const u64) -> SyscallNr {
     match Syscall::from_x86_64(nr) {
         Some(syscall) => SyscallNr::Ledger(syscall),
-        // What a descriptor number refers to, or its flags or peer, may have changed.
-        None if x86_64::changes_fd_table(nr) => SyscallNr::ChangesFds,
-        None => SyscallNr::Other,
+        None => SyscallNr::Other(x86_64::fd_change(nr, |i| arg(regs, i))),
     }
 }
 

@@ -3,9 +3,9 @@
 
 use aya_ebpf::helpers::bpf_probe_read_user;
 use zcprof_common::{
-    Column, FD_CACHE, FD_EPOCH_SLOTS, FdCacheEntry, FdInfo, FdKind, HIST_BUCKETS, INLINE_CELLS,
-    InlineCell, Lost, SPILLED_CELLS, Syscall, THREAD_SPILLED_MANY, ThreadStats, Transfer,
-    TransferKey, UringKey, classify, size_bucket,
+    Column, FD_CACHE, FdCacheEntry, FdInfo, FdKind, HIST_BUCKETS, INLINE_CELLS, InlineCell, Lost,
+    SPILLED_CELLS, Syscall, THREAD_SPILLED_MANY, ThreadStats, Transfer, TransferKey, UringKey,
+    classify, fd_epoch_slot, size_bucket,
     uring::{self, op},
 };
 
@@ -20,10 +20,10 @@ use crate::{
 };
 
 /// What descriptor `fd` of the current thread is: from the thread's fd cache when the
-/// process's fd table has not changed since, else from the file table (and cached).
+/// descriptor has not changed since, else from the file table (and cached).
 #[inline(always)]
 fn fd_info(t: &mut ThreadStats, fd: u64) -> FdInfo {
-    let epoch = match FD_EPOCH.get(t.tgid % FD_EPOCH_SLOTS) {
+    let epoch = match FD_EPOCH.get(fd_epoch_slot(t.tgid, fd)) {
         Some(e) => *e,
         None => return files::fd_info(fd),
     };

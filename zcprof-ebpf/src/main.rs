@@ -39,14 +39,14 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use zcprof_common::{
-    Column, Lost, PendingObjects, Syscall, THREAD_EXITED, WATCH_COUNT, WATCH_FOLLOW_CHILDREN,
-    Watch, uring, x86_64,
+    Column, FdChange, Lost, PendingObjects, Syscall, THREAD_EXITED, WATCH_COUNT,
+    WATCH_FOLLOW_CHILDREN, Watch, uring, x86_64,
 };
 
 use crate::{
     abi::{EAGAIN, ORIG_AX_WORD, SyscallNr, reg},
     kernel::{off, proto, read},
-    maps::{WATCHED, fd_table_changed, lost},
+    maps::{WATCHED, fds_changed, lost},
     thread::{
         NewThread, current_or_new_thread, current_syscall, current_thread, enter_thread,
         entry_by_regs, process_start, running_entry,
@@ -90,13 +90,13 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<u32, u32> {
     }
     // Only the syscall number now; arguments are read where a syscall needs them.
     let nr = reg(regs, ORIG_AX_WORD);
-    let syscall = match abi::syscall(nr) {
+    let syscall = match abi::syscall(nr, regs) {
         SyscallNr::Ledger(syscall) => syscall,
-        SyscallNr::ChangesFds => {
-            fd_table_changed(thread.tgid);
+        SyscallNr::Other(FdChange::Nothing) => return Ok(0),
+        SyscallNr::Other(change) => {
+            fds_changed(thread.tgid, change);
             return Ok(0);
         }
-        SyscallNr::Other => return Ok(0),
     };
     let ret: i64 = ctx.arg(1);
     if ret == -EAGAIN {
@@ -310,7 +310,7 @@ pub fn sched_process_exec(_ctx: RawTracePointContext) -> u32 {
     }
     if let Some((t, _)) = current_thread() {
         // Close-on-exec descriptors are gone.
-        fd_table_changed(t.tgid);
+        fds_changed(t.tgid, FdChange::All);
         t.counts.syscalls_before_exec = t.counts.syscalls;
         if let Ok(comm) = bpf_get_current_comm() {
             t.comm = comm;
@@ -520,7 +520,7 @@ fn try_uring(ctx: &RawTracePointContext) -> Result<u32, u32> {
     let opcode: u8 = read(req, off::kiocb_opcode()).map_err(|_| 0u32)?;
     let file: u64 = read(req, off::kiocb_file()).unwrap_or(0);
     if opcode == uring::op::CLOSE {
-        fd_table_changed(tgid); // A descriptor closed without a close syscall.
+        fds_changed(tgid, FdChange::All); // A descriptor closed without a close syscall.
     }
     ledger::record_uring(tgid, opcode, file, cflags, res);
     Ok(0)

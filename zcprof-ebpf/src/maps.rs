@@ -7,9 +7,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf, Stack},
 };
 use zcprof_common::{
-    CpuThread, DEFERRED_REASONS, Deferred, FD_EPOCH_SLOTS, LOST_REASONS, Lost, MAX_PROCESSES,
-    MAX_THREADS, MAX_TRANSFERS, MAX_URING, RETIRED_BYTES, ThreadStats, Transfer, TransferKey,
-    UringKey, Watch,
+    CpuThread, DEFERRED_REASONS, Deferred, FD_EPOCH_FDS, FD_EPOCH_SLOTS, FdChange, LOST_REASONS,
+    Lost, MAX_PROCESSES, MAX_THREADS, MAX_TRANSFERS, MAX_URING, RETIRED_BYTES, ThreadStats,
+    Transfer, TransferKey, UringKey, Watch, fd_epoch_slot,
 };
 
 /// BPF_F_NO_PREALLOC: the transfer and io_uring ledgers are sparse, so entries are allocated
@@ -66,21 +66,36 @@ pub(crate) static RETIRED: RingBuf = RingBuf::with_byte_size(RETIRED_BYTES, 0);
 #[unsafe(no_mangle)]
 pub(crate) static FREE_ENTRY: ThreadStats = ThreadStats::new(0, 0, [0; 16], 0);
 
-/// Per-process fd-table epochs (see `ThreadStats::fd_cache`). An array, because its lookup is
-/// a few inlined instructions where a hash lookup is a function call.
+/// Descriptor epochs, by [`fd_epoch_slot`] (see `ThreadStats::fd_cache`). An array, because
+/// its lookup is a few inlined instructions where a hash lookup is a function call.
 #[map(name = "FD_EPOCH")]
 pub(crate) static FD_EPOCH: Array<u64> = Array::with_max_entries(FD_EPOCH_SLOTS, 0);
 
-/// Moves process `tgid`'s fd-table epoch on: every thread's cached descriptors are forgotten.
-/// The epoch is the time of the last change, not a counter: BPF has no atomic add in Rust
-/// here, and a plain increment from two threads at once could leave an old value; two writes
-/// of the clock always leave a new one.
+/// Moves descriptor `fd`'s epoch on (all of process `tgid`'s for [`FdChange::All`]): what
+/// threads cached of it is forgotten. The epoch is the time of the last change, not a counter:
+/// BPF has no atomic add in Rust here, and a plain increment from two threads at once could
+/// leave an old value; two writes of the clock always leave a new one.
 #[inline(always)]
-pub(crate) fn fd_table_changed(tgid: u32) {
-    if let Some(e) = FD_EPOCH.get_ptr_mut(tgid % FD_EPOCH_SLOTS) {
+pub(crate) fn fds_changed(tgid: u32, change: FdChange) {
+    // SAFETY: the helper has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    match change {
+        FdChange::Nothing => {}
+        FdChange::Fd(fd) => set_epoch(fd_epoch_slot(tgid, fd), now),
+        FdChange::All => {
+            for fd in 0..FD_EPOCH_FDS as u64 {
+                set_epoch(fd_epoch_slot(tgid, fd), now);
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn set_epoch(slot: u32, now: u64) {
+    if let Some(e) = FD_EPOCH.get_ptr_mut(slot) {
         // SAFETY: the slot is a valid, aligned u64 in map memory; an aligned 8-byte store is
         // single-copy atomic.
-        unsafe { core::ptr::write_volatile(e, bpf_ktime_get_ns()) };
+        unsafe { core::ptr::write_volatile(e, now) };
     }
 }
 

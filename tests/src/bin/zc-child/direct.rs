@@ -163,6 +163,16 @@ pub fn fd_reuse(rest: &[String], dir: &Path) -> Result<Job, String> {
         if unsafe { libc::fcntl(a, libc::F_SETFL, libc::O_DIRECT) } < 0 {
             return Err(format!("fcntl(O_DIRECT): {}", errstr(errno())));
         }
-        read_all(t, "read-direct", buf)
+        read_all(t, "read-direct", buf)?;
+        // Closed, and the number given to a buffered file again: close forgets it too.
+        // SAFETY: `a` is open; the path is a valid C string.
+        let again = unsafe {
+            libc::close(a);
+            libc::open(buffered.as_ptr(), libc::O_RDONLY)
+        };
+        if again != a {
+            return Err(format!("reopen: got descriptor {again}, wanted {a}"));
+        }
+        read_all(t, "read-buffered", buf)
     })
 }
