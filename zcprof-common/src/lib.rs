@@ -51,7 +51,10 @@ mod pod {
     unsafe impl aya::Pod for StackKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for StackBytes {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for ObjectKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for RecentObject {}
     // SAFETY: as above.
     unsafe impl aya::Pod for ObjectId {}
     // SAFETY: as above.

@@ -11,6 +11,22 @@ pub const MAP_OBJECT_NAMES: &str = "OBJECT_NAMES";
 /// Name of the per-CPU array of what did not fit in [`MAP_OBJECTS`] (index: [`crate::Column`]
 /// discriminant, value: [`ObjectBytes`]): the `[other]` rows.
 pub const MAP_OBJECTS_OTHER: &str = "OBJECTS_OTHER";
+/// Name of the per-CPU array of the descriptors bytes were attributed to last (index:
+/// [`recent_slot`], value: [`RecentObject`]): their bytes are added up there and go to
+/// [`MAP_OBJECTS`] when another descriptor takes the slot, so that a call on a descriptor seen
+/// a moment ago costs no hash lookup and no walk of the file table. User space adds what is
+/// still there to what it reads from [`MAP_OBJECTS`].
+pub const MAP_OBJECTS_RECENT: &str = "OBJECTS_RECENT";
+/// Slots of [`MAP_OBJECTS_RECENT`] per CPU.
+pub const RECENT_OBJECTS: u32 = 64;
+
+/// The [`MAP_OBJECTS_RECENT`] slot of descriptor `fd` of process `tgid` in ledger column `column`.
+#[inline(always)]
+pub const fn recent_slot(tgid: u32, fd: u64, column: u16) -> u32 {
+    (tgid.wrapping_mul(0x9e37_79b1) ^ (fd as u32).wrapping_mul(8) ^ column as u32)
+        & (RECENT_OBJECTS - 1)
+}
+
 /// Entries of [`MAP_OBJECTS`] and [`MAP_OBJECT_NAMES`] (the loader shrinks both to one entry
 /// when attribution is off).
 pub const MAX_OBJECTS: u32 = 8192;
@@ -56,6 +72,28 @@ pub struct ObjectBytes {
     pub bytes: u64,
     /// Calls (or faults, or io_uring completions) that moved them.
     pub calls: u64,
+}
+
+/// Value of [`MAP_OBJECTS_RECENT`]: the bytes one process moved through one descriptor in one
+/// column, on this CPU, since the slot was taken.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecentObject {
+    /// Where the bytes belong (`key.column`: the column; `key.tgid`: the process).
+    pub key: ObjectKey,
+    /// The descriptor plus one; 0 for a free slot.
+    pub fd_plus_one: u32,
+    /// 1 when [`MAP_OBJECTS`] was full when the slot was taken: the bytes belong to the
+    /// `[other]` row of the column ([`MAP_OBJECTS_OTHER`]), not to `key`.
+    pub other: u32,
+    /// The descriptor's epoch ([`crate::MAP_FD_EPOCH`]) when the slot was taken: once it moves
+    /// on, the number may name another object.
+    pub epoch: u64,
+    /// The process's start ([`crate::ThreadStats::process_start`]): a new process with a reused
+    /// pid does not inherit the slot.
+    pub process_start: u64,
+    /// Bytes and calls not yet added to [`MAP_OBJECTS`].
+    pub pending: ObjectBytes,
 }
 
 /// Value of [`MAP_OBJECT_NAMES`]: what the kernel read of an object the first time a process

@@ -137,7 +137,7 @@ pub fn sys_exit_detail(ctx: BtfTracePointContext) -> i32 {
     }
     thread.pending = PendingObjects::NONE;
     if off::attribute() {
-        objects::attribute(thread.tgid, &p);
+        objects::attribute(thread.tgid, thread.process_start, &p);
     }
     if off::stacks()
         && let Some(column) = Column::from_u16(p.column)

@@ -14,13 +14,13 @@ use aya_ebpf::{
 };
 use zcprof_common::{
     Column, FdKind, Lost, MAX_OBJECTS, NAME_PARTS, ObjectBytes, ObjectId, ObjectKey, ObjectName,
-    PendingObjects, ThreadStats,
+    PendingObjects, RECENT_OBJECTS, RecentObject, ThreadStats, fd_epoch_slot, recent_slot,
 };
 
 use crate::{
     files,
     kernel::{off, read},
-    maps::lost,
+    maps::{FD_EPOCH, lost},
 };
 
 /// Bytes per process, object and column. Preallocated: inserted from fault tracepoints too.
@@ -32,6 +32,11 @@ static OBJECTS: PerCpuHashMap<ObjectKey, ObjectBytes> =
 #[map(name = "OBJECTS_OTHER")]
 static OBJECTS_OTHER: PerCpuArray<ObjectBytes> =
     PerCpuArray::with_max_entries(Column::COUNT as u32, 0);
+
+/// Per CPU, the descriptors bytes were attributed to last, and their bytes not yet in
+/// `OBJECTS` (see [`zcprof_common::MAP_OBJECTS_RECENT`]).
+#[map(name = "OBJECTS_RECENT")]
+static RECENT: PerCpuArray<RecentObject> = PerCpuArray::with_max_entries(RECENT_OBJECTS, 0);
 
 /// Each object's name, read once.
 #[map(name = "OBJECT_NAMES")]
@@ -67,15 +72,16 @@ pub(crate) fn note(t: &mut ThreadStats, fds: [u64; 2], count: u16) {
     }
 }
 
-/// Attributes the call `p` that sys_exit left (see [`PendingObjects`]) to its objects.
+/// Attributes the call `p` that sys_exit left (see [`PendingObjects`]) to its objects, for the
+/// process `tgid` that started at `start`.
 #[inline(always)]
-pub(crate) fn attribute(tgid: u32, p: &PendingObjects) {
+pub(crate) fn attribute(tgid: u32, start: u64, p: &PendingObjects) {
     let tgid = tgid as u64;
     if p.fd_count > 0 {
-        attribute_fd(tgid, p.fds[0] as u64, p.column as u64, p.bytes);
+        attribute_fd(tgid, p.fds[0] as u64, p.column as u64, p.bytes, start);
     }
     if p.fd_count > 1 {
-        attribute_fd(tgid, p.fds[1] as u64, p.column as u64, p.bytes);
+        attribute_fd(tgid, p.fds[1] as u64, p.column as u64, p.bytes, start);
     }
 }
 
@@ -95,12 +101,117 @@ pub(crate) fn mapping(tgid: u32, mapping: u64, column: Column, bytes: u64) {
     }
 }
 
-/// Adds `bytes` moved through descriptor `fd` of the current task to its object. The functions
-/// call no other function of their own: 5.10 adds up the stacks of a chain of calls.
+/// Adds `bytes` moved through descriptor `fd` of the current task to its object: in this CPU's
+/// recent slot when the slot already holds that descriptor (unchanged since), else the slot's
+/// bytes go to `OBJECTS` and the slot takes the descriptor, found by walking the file table.
+/// The functions call no other function of their own: 5.10 adds up the stacks of a chain of
+/// calls.
 #[inline(never)]
 #[unsafe(no_mangle)]
-pub extern "C" fn attribute_fd(tgid: u64, fd: u64, column: u64, bytes: u64) -> i64 {
-    add_file(tgid, files::current_file(fd), column, bytes)
+pub extern "C" fn attribute_fd(tgid: u64, fd: u64, column: u64, bytes: u64, start: u64) -> i64 {
+    let Some(epoch) = FD_EPOCH.get(fd_epoch_slot(tgid as u32, fd)) else {
+        return 0;
+    };
+    let epoch = *epoch;
+    let Some(r) = RECENT.get_ptr_mut(recent_slot(tgid as u32, fd, column as u16)) else {
+        return 0;
+    };
+    // SAFETY: this CPU's slot; programs do not nest on a CPU for these hooks.
+    let r = unsafe { &mut *r };
+    let fd_plus_one = (fd as u32).wrapping_add(1);
+    if r.fd_plus_one == fd_plus_one
+        && r.key.tgid == tgid as u32
+        && r.key.column == column as u16
+        && r.epoch == epoch
+        && r.process_start == start
+    {
+        r.pending.bytes += bytes;
+        r.pending.calls += 1;
+        return 0;
+    }
+    if r.pending.calls > 0 {
+        flush(r);
+    }
+    let file = files::current_file(fd);
+    if file == 0 {
+        r.fd_plus_one = 0;
+        return 0;
+    }
+    let Ok(inode) = read::<u64>(file, off::file_inode()) else {
+        r.fd_plus_one = 0;
+        return 0;
+    };
+    let dentry = read::<u64>(file, off::file_dentry()).unwrap_or(0);
+    r.key = key_of(tgid, inode, column);
+    r.other = u32::from(!first_sight(&r.key, dentry, file));
+    r.fd_plus_one = fd_plus_one;
+    r.epoch = epoch;
+    r.process_start = start;
+    r.pending = ObjectBytes { bytes, calls: 1 };
+    0
+}
+
+/// Adds a recent slot's bytes to `OBJECTS` (or `[other]`) and empties it.
+#[inline(always)]
+fn flush(r: &mut RecentObject) {
+    if r.other == 0 {
+        if let Some(v) = OBJECTS.get_ptr_mut(&r.key) {
+            // SAFETY: this CPU's value of a successful lookup; only this CPU writes it.
+            let v = unsafe { &mut *v };
+            v.bytes += r.pending.bytes;
+            v.calls += r.pending.calls;
+            r.pending = ObjectBytes::default();
+            return;
+        }
+        if OBJECTS
+            .insert(&r.key, &r.pending, BPF_NOEXIST as u64)
+            .is_ok()
+        {
+            r.pending = ObjectBytes::default();
+            return;
+        }
+        lost(Lost::ObjectTableFull);
+    }
+    if let Some(v) = OBJECTS_OTHER.get_ptr_mut(r.key.column as u32) {
+        // SAFETY: as above.
+        let v = unsafe { &mut *v };
+        v.bytes += r.pending.bytes;
+        v.calls += r.pending.calls;
+    }
+    r.pending = ObjectBytes::default();
+}
+
+/// The `OBJECTS` key of process `tgid`'s bytes through `inode` in `column`.
+#[inline(always)]
+fn key_of(tgid: u64, inode: u64, column: u64) -> ObjectKey {
+    let mode = read::<u16>(inode, off::inode_mode()).unwrap_or(0);
+    let ino = read::<u64>(inode, off::inode_ino()).unwrap_or(0);
+    let dev = read::<u64>(inode, off::inode_sb())
+        .and_then(|sb| read::<u32>(sb, off::sb_dev()))
+        .unwrap_or(0);
+    ObjectKey {
+        tgid: tgid as u32,
+        column: column as u16,
+        kind: files::kind_of(mode) as u8,
+        _pad: 0,
+        id: ObjectId { dev, _pad: 0, ino },
+    }
+}
+
+/// Makes sure `key` has its `OBJECTS` entry, and its object a name (read from `dentry`, or
+/// `file`'s socket); false when the table is full (counted lost).
+#[inline(always)]
+fn first_sight(key: &ObjectKey, dentry: u64, file: u64) -> bool {
+    if OBJECTS.get_ptr_mut(key).is_none()
+        && OBJECTS
+            .insert(key, &ObjectBytes::default(), BPF_NOEXIST as u64)
+            .is_err()
+    {
+        lost(Lost::ObjectTableFull);
+        return false;
+    }
+    name(key, dentry, file);
+    true
 }
 
 /// See [`file`].
@@ -140,24 +251,12 @@ pub extern "C" fn attribute_mapping(tgid: u64, mapping: u64, column: u64, bytes:
 /// Adds to the object of `inode`; names it from `dentry` (a file) or `file`'s socket.
 #[inline(always)]
 fn add(tgid: u64, inode: u64, dentry: u64, file: u64, column: u64, bytes: u64) -> i64 {
-    let mode = read::<u16>(inode, off::inode_mode()).unwrap_or(0);
-    let kind = files::kind_of(mode);
-    let ino = read::<u64>(inode, off::inode_ino()).unwrap_or(0);
-    let dev = read::<u64>(inode, off::inode_sb())
-        .and_then(|sb| read::<u32>(sb, off::sb_dev()))
-        .unwrap_or(0);
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
     // SAFETY: this CPU's scratch entry; programs do not nest on a CPU for these hooks.
     let scratch = unsafe { &mut *scratch };
-    scratch.key = ObjectKey {
-        tgid: tgid as u32,
-        column: column as u16,
-        kind: kind as u8,
-        _pad: 0,
-        id: ObjectId { dev, _pad: 0, ino },
-    };
+    scratch.key = key_of(tgid, inode, column);
     if let Some(v) = OBJECTS.get_ptr_mut(&scratch.key) {
         // SAFETY: this CPU's value of a successful lookup; only this CPU writes it.
         let v = unsafe { &mut *v };
@@ -180,7 +279,15 @@ fn add(tgid: u64, inode: u64, dentry: u64, file: u64, column: u64, bytes: u64) -
         }
         return 0;
     }
-    let id = &scratch.key.id;
+    name(&scratch.key, dentry, file);
+    0
+}
+
+/// Names `key`'s object unless it has a name already: from `dentry` (a file) or `file`'s
+/// socket.
+#[inline(always)]
+fn name(key: &ObjectKey, dentry: u64, file: u64) {
+    let id = &key.id;
     if OBJECT_NAMES
         .insert(id, &NEW_OBJECT_NAME, BPF_NOEXIST as u64)
         .is_ok()
@@ -189,13 +296,12 @@ fn add(tgid: u64, inode: u64, dentry: u64, file: u64, column: u64, bytes: u64) -
         // SAFETY: the entry this program just inserted; a racing reader sees a name half
         // written for one read at worst.
         let name = unsafe { &mut *name };
-        if kind == FdKind::Socket {
+        if key.kind == FdKind::Socket as u8 {
             name_socket(name, file);
         } else {
             name_path(name, dentry);
         }
     }
-    0
 }
 
 /// A file's path components, from its dentry up to its file system's root.

@@ -25,9 +25,9 @@ use aya::{
 };
 use zcprof_common::{
     MAP_DEFERRED, MAP_FREE_SLOTS, MAP_LOST, MAP_OBJECT_NAMES, MAP_OBJECTS, MAP_OBJECTS_OTHER,
-    MAP_RETIRED, MAP_STACK_BYTES, MAP_STACK_OVERFLOW, MAP_STACK_ROWS_ADDED, MAP_STACKS,
-    MAP_THREADS, MAP_TID_SLOT, MAP_TRANSFERS, MAP_URING, MAP_WATCH_GEN, MAP_WATCHED, Transfer,
-    TransferKey, UringKey, Watch, globals,
+    MAP_OBJECTS_RECENT, MAP_RETIRED, MAP_STACK_BYTES, MAP_STACK_OVERFLOW, MAP_STACK_ROWS_ADDED,
+    MAP_STACKS, MAP_THREADS, MAP_TID_SLOT, MAP_TRANSFERS, MAP_URING, MAP_WATCH_GEN, MAP_WATCHED,
+    Transfer, TransferKey, UringKey, Watch, globals,
 };
 
 use self::{
@@ -410,15 +410,17 @@ impl Probes {
         };
         let objects = if options.objects.is_some() {
             let mut take = |name| ebpf.take_map(name).ok_or(LoadError::Map(name));
-            let (bytes, names, other) = (
+            let (bytes, names, other, recent) = (
                 take(MAP_OBJECTS)?,
                 take(MAP_OBJECT_NAMES)?,
                 take(MAP_OBJECTS_OTHER)?,
+                take(MAP_OBJECTS_RECENT)?,
             );
             Some(objects::ObjectMaps {
                 bytes: PerCpuHashMap::try_from(bytes).map_err(|e| LoadError::Load(chain(&e)))?,
                 names: HashMap::try_from(names).map_err(|e| LoadError::Load(chain(&e)))?,
                 other: PerCpuArray::try_from(other).map_err(|e| LoadError::Load(chain(&e)))?,
+                recent: PerCpuArray::try_from(recent).map_err(|e| LoadError::Load(chain(&e)))?,
             })
         } else {
             None
