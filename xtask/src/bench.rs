@@ -7,7 +7,8 @@
 //! latency (`latency.rs`); (e) the soak, `zcprof serve` through a million short-lived processes
 //! (`soak.rs`); (f) a service, nginx serving files to wrk under each mode and peer
 //! (`service.rs`); (g) an experiment, per-task hooks on the syscall tracepoints
-//! (`pertask.rs`). `child.rs` runs processes with deadlines, `sleepers.rs` makes many
+//! (`pertask.rs`); (h) the detail options (`--by-file --by-peer`, `--folded`) on one-byte
+//! syscalls and on a data mover (`detail.rs`). `child.rs` runs processes with deadlines, `sleepers.rs` makes many
 //! live processes, `report.rs` renders the tables, the targets and BENCHMARKS.md.
 //!
 //! The bench is a measurement, not a test: it exits 0 when targets are missed (they are
@@ -16,6 +17,7 @@
 mod child;
 mod daemon;
 mod dd;
+mod detail;
 mod latency;
 mod pertask;
 mod report;
@@ -45,10 +47,11 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
     /// Run only these cases (a: syscalls, b: workloads, c: daemon, d: attach latency,
-    /// e: soak, f: service, g: per-task hooks experiment); BENCHMARKS.md is then left as it is
+    /// e: soak, f: service, g: per-task hooks experiment, h: detail options); BENCHMARKS.md is
+    /// then left as it is
     #[arg(long, value_name = "CASE", value_delimiter = ',', num_args = 1..,
           value_parser = clap::builder::PossibleValuesParser::new(
-              ["a", "b", "c", "d", "e", "f", "g"]))]
+              ["a", "b", "c", "d", "e", "f", "g", "h"]))]
     pub only: Vec<String>,
     /// Seconds of each wrk run of the service (f), one per file and case [default: 2]
     #[arg(long, value_name = "S", value_parser = clap::value_parser!(u32).range(1..))]
@@ -244,6 +247,7 @@ pub struct Results {
     pub soak: Option<soak::Section>,
     pub service: Option<service::Section>,
     pub per_task: Option<pertask::Section>,
+    pub detail: Option<detail::Section>,
     pub targets: Vec<report::Target>,
     /// Measurements that could not be made, and why.
     pub not_measured: Vec<String>,
@@ -388,6 +392,9 @@ pub fn run(zcprof: &Path, args: &Args) -> Result<()> {
     let per_task = args
         .selected("g")
         .then(|| pertask::run(zcprof, &config, &say));
+    let detail = args
+        .selected("h")
+        .then(|| detail::run(zcprof, &config, &say));
     let conditions_after = conditions();
 
     let mut not_measured = Vec::new();
@@ -445,6 +452,7 @@ pub fn run(zcprof: &Path, args: &Args) -> Result<()> {
             not_measured.push(format!("(g) {}: {e}", w.label));
         }
     }
+    not_measured.extend(detail.iter().flat_map(detail::not_measured));
 
     let mut results = Results {
         quick: args.quick,
@@ -461,6 +469,7 @@ pub fn run(zcprof: &Path, args: &Args) -> Result<()> {
         soak,
         service,
         per_task,
+        detail,
         targets: Vec::new(),
         not_measured,
         skipped,
@@ -568,11 +577,32 @@ mod tests {
             5000
         );
         assert_eq!(Config::new(true, None, None, None).soak_processes, 100_000);
-        assert!(Cli::try_parse_from(["x", "--only", "h"]).is_err());
+        assert!(Cli::try_parse_from(["x", "--only", "i"]).is_err());
         let cli = Cli::try_parse_from(["x", "--only", "f", "--service-seconds", "10"]).unwrap();
         assert!(cli.args.selected("f") && !cli.args.selected("a"));
         let config = Config::new(false, None, cli.args.service_seconds, None);
         assert_eq!((config.service_seconds, config.service_rounds), (10, 3));
         assert!(Cli::try_parse_from(["x", "--service-seconds", "0"]).is_err());
+    }
+
+    #[test]
+    fn args_parse_detail() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: Args,
+        }
+        let cli = Cli::try_parse_from(["x", "--only", "h", "--quick"]).unwrap();
+        assert!(cli.args.quick && cli.args.selected("h"));
+        assert!(!cli.args.selected("a") && !cli.args.selected("b") && !cli.args.selected("g"));
+        let cli = Cli::try_parse_from(["x", "--only", "a,h"]).unwrap();
+        assert!(cli.args.selected("a") && cli.args.selected("h") && !cli.args.selected("b"));
+        assert!(Cli::try_parse_from(["x"]).unwrap().args.selected("h"));
+        // (h) runs dd and the workload at (a)'s and (b)'s sizes.
+        let quick = Config::new(true, None, None, None);
+        assert_eq!((quick.dd_count, quick.workload_size), (500_000, "64M"));
+        let full = Config::new(false, None, None, None);
+        assert_eq!((full.dd_count, full.workload_size), (2_000_000, "256M"));
     }
 }

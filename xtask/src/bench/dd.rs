@@ -140,7 +140,7 @@ struct Sample {
     counted: Option<u64>,
 }
 
-fn dd_args(count: u64) -> Vec<String> {
+pub(super) fn dd_args(count: u64) -> Vec<String> {
     vec![
         "if=/dev/zero".into(),
         "of=/dev/null".into(),
@@ -180,7 +180,7 @@ pub fn dd_seconds(stderr: &str, count: u64) -> Result<f64> {
 }
 
 /// The `syscalls` of the process named dd in a zcprof JSON report.
-fn zcprof_count(report: &str) -> Result<u64> {
+pub(super) fn zcprof_count(report: &str) -> Result<u64> {
     let doc: Value = serde_json::from_str(report).with_context(|| {
         format!(
             "zcprof did not print a JSON report; it printed:\n{}",

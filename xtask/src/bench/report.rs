@@ -7,7 +7,7 @@ use super::{
     Results,
     daemon::DaemonCase,
     dd::{self, Case},
-    latency, pertask, service,
+    detail, latency, pertask, service,
     soak::{self, ServeRun},
     workload,
 };
@@ -40,6 +40,9 @@ pub fn tables(r: &Results) -> Vec<Tab> {
     }
     if let Some(s) = &r.per_task {
         tabs.push(pertask::table(s));
+    }
+    if let Some(s) = &r.detail {
+        tabs.extend(detail::tables(s));
     }
     tabs
 }
@@ -139,7 +142,7 @@ fn expected_loss_pct(w: &workload::StrategyResult, added_ns: Option<f64>) -> Opt
 }
 
 /// The 25th and 75th percentiles of `v` (nearest rank).
-fn quartiles(v: &[f64]) -> Option<(f64, f64)> {
+pub(super) fn quartiles(v: &[f64]) -> Option<(f64, f64)> {
     let mut v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
     if v.is_empty() {
         return None;
@@ -648,6 +651,9 @@ pub fn targets(r: &Results) -> Vec<Target> {
     if let Some(s) = &r.service {
         service::targets(s, &mut t);
     }
+    if let Some(s) = &r.detail {
+        detail::targets(s, &mut t);
+    }
     t
 }
 
@@ -879,5 +885,9 @@ under each mode, its floor and the peers; the loss in requests/s is taken round 
 against the bare run of the same round, and the worker's CPU time per request shows the cost \
 even where requests/s do not move. (g) is an experiment, not the product: whether hooking only \
 the watched tasks (per-task perf events on the syscall tracepoints) spares the others. \
+(h) is what the detail options of `zcprof run` cost: `--by-file --by-peer` and `--folded` on \
+(a)'s one-byte syscalls (every call of dd's copy loop moves a byte, so `--folded` captures a \
+stack for each), and `--folded` on (b)'s read-write workload, beside a plain `zcprof run` in \
+the same rounds. \
 Each target is printed \
 as met or MISSED; the bench is a measurement, not a test.\n";

@@ -80,19 +80,7 @@ fn throughput(
     cmd.args(["workload", "--strategy", strategy, "--size", size]);
     let out = child::run(cmd, RUN_TIMEOUT)?;
     out.ensure_success()?;
-    let stdout = out.stdout();
-    let tally: Value = serde_json::from_str(&stdout).with_context(|| {
-        format!(
-            "the {strategy} workload did not print a JSON tally; it printed:\n{}",
-            process::tail(&stdout, 10)
-        )
-    })?;
-    let mib_s = tally["throughput_mib_s"]
-        .as_f64()
-        .context("the workload's tally has no throughput_mib_s")?;
-    let elapsed = tally["elapsed_s"]
-        .as_f64()
-        .context("the workload's tally has no elapsed_s")?;
+    let (_, mib_s, elapsed) = tally(&out.stdout(), strategy)?;
     let syscalls = if profiled {
         let text = std::fs::read_to_string(&report)
             .with_context(|| format!("zcprof run wrote no report to {}", report.display()))?;
@@ -109,6 +97,23 @@ fn throughput(
         None
     };
     Ok((mib_s, elapsed, syscalls))
+}
+
+/// The workload's JSON tally, its throughput (MiB/s) and its elapsed seconds.
+pub(super) fn tally(stdout: &str, strategy: &str) -> Result<(Value, f64, f64)> {
+    let tally: Value = serde_json::from_str(stdout).with_context(|| {
+        format!(
+            "the {strategy} workload did not print a JSON tally; it printed:\n{}",
+            process::tail(stdout, 10)
+        )
+    })?;
+    let mib_s = tally["throughput_mib_s"]
+        .as_f64()
+        .context("the workload's tally has no throughput_mib_s")?;
+    let elapsed = tally["elapsed_s"]
+        .as_f64()
+        .context("the workload's tally has no elapsed_s")?;
+    Ok((tally, mib_s, elapsed))
 }
 
 /// Per strategy: one unmeasured bare run (it makes the source file and fills the page
@@ -197,7 +202,7 @@ pub fn run(zcprof: &Path, config: &Config, say: &dyn Fn(String)) -> Vec<Strategy
 }
 
 /// Per round, (bare − profiled) / bare in percent.
-fn losses(bare: &[f64], profiled: &[f64]) -> Vec<f64> {
+pub(super) fn losses(bare: &[f64], profiled: &[f64]) -> Vec<f64> {
     bare.iter()
         .zip(profiled)
         .filter(|(b, _)| **b > 0.0)
