@@ -72,6 +72,42 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
     }
 }
 
+/// `raw_syscalls:sys_exit` in place of [`sys_exit`] with `--by-file` or `--by-peer`: counts the
+/// call as sys_exit does, then adds its bytes to the objects they went through (`objects`).
+/// The count runs as a function of its own, so that its stack (most of the 512 bytes 5.10
+/// allows a program and the functions it calls together) and the attribution's walk of the
+/// file table are never on the stack at once, and one program does both: a second program on
+/// the event would cost as much again as the attribution itself. Format: as [`sys_exit`].
+#[btf_tracepoint(function = "sys_exit")]
+#[inline(always)]
+pub fn sys_exit_attrib(ctx: BtfTracePointContext) -> i32 {
+    if off::empty_bodies() {
+        return 0;
+    }
+    count_exit(&ctx);
+    let regs: *const u64 = ctx.arg(0);
+    let Some(thread) = entry_by_regs(regs as u64) else {
+        return 0;
+    };
+    let p = thread.pending;
+    if p.bytes != 0 {
+        objects::attribute(thread.tgid, thread.process_start, &p);
+        // The stack options' program comes next and takes what is pending.
+        if !off::stacks() {
+            thread.pending = PendingObjects::NONE;
+        }
+    }
+    0
+}
+
+/// [`try_sys_exit`], not inlined (see [`sys_exit_attrib`]).
+#[inline(never)]
+fn count_exit(ctx: &BtfTracePointContext) -> u32 {
+    match try_sys_exit(ctx) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
 #[inline(always)]
 fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<u32, u32> {
     let regs: *const u64 = ctx.arg(0);
@@ -115,12 +151,11 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<u32, u32> {
     Ok(0)
 }
 
-/// `raw_syscalls:sys_exit` again, attached after [`sys_exit`] only with `--by-file`,
-/// `--by-peer` or the stack options (`--folded`, `--flamegraph`, `--pprof`): takes the call
-/// sys_exit just counted (`ThreadStats::pending`) and attributes its bytes to the files and
-/// sockets they went through (`objects`) and to the user stack that made it (`stacks`), with
-/// a stack of its own: sys_exit leaves too little of the 512 bytes 5.10 allows a program and
-/// the functions it calls together. Format: as [`sys_exit`].
+/// `raw_syscalls:sys_exit` again, attached after [`sys_exit`] (or [`sys_exit_attrib`]) only
+/// with the stack options (`--folded`, `--flamegraph`, `--pprof`): takes the call sys_exit
+/// just counted (`ThreadStats::pending`) and attributes its bytes to the user stack that made
+/// it (`stacks`), with a stack of its own: sys_exit leaves too little of the 512 bytes 5.10
+/// allows a program and the functions it calls together. Format: as [`sys_exit`].
 #[btf_tracepoint(function = "sys_exit")]
 #[inline(always)]
 pub fn sys_exit_detail(ctx: BtfTracePointContext) -> i32 {
@@ -136,9 +171,6 @@ pub fn sys_exit_detail(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     thread.pending = PendingObjects::NONE;
-    if off::attribute() {
-        objects::attribute(thread.tgid, thread.process_start, &p);
-    }
     if off::stacks()
         && let Some(column) = Column::from_u16(p.column)
     {

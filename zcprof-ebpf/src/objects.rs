@@ -77,11 +77,47 @@ pub(crate) fn note(t: &mut ThreadStats, fds: [u64; 2], count: u16) {
 #[inline(always)]
 pub(crate) fn attribute(tgid: u32, start: u64, p: &PendingObjects) {
     let tgid = tgid as u64;
-    if p.fd_count > 0 {
+    // The usual case inline: a BPF-to-BPF call costs a return, which is expensive on CPUs
+    // with return-stack mitigations.
+    if p.fd_count > 0 && !add_to_recent(tgid, p.fds[0] as u64, p.column as u64, p.bytes, start) {
         attribute_fd(tgid, p.fds[0] as u64, p.column as u64, p.bytes, start);
     }
-    if p.fd_count > 1 {
+    if p.fd_count > 1 && !add_to_recent(tgid, p.fds[1] as u64, p.column as u64, p.bytes, start) {
         attribute_fd(tgid, p.fds[1] as u64, p.column as u64, p.bytes, start);
+    }
+}
+
+/// This CPU's recent slot for descriptor `fd` of process `tgid` in `column`, and the
+/// descriptor's epoch now.
+#[inline(always)]
+fn recent(tgid: u64, fd: u64, column: u64) -> Option<(&'static mut RecentObject, u64)> {
+    let epoch = *FD_EPOCH.get(fd_epoch_slot(tgid as u32, fd))?;
+    let r = RECENT.get_ptr_mut(recent_slot(tgid as u32, fd, column as u16))?;
+    // SAFETY: this CPU's slot; programs do not nest on a CPU for these hooks.
+    Some((unsafe { &mut *r }, epoch))
+}
+
+/// Whether `r` holds the bytes of descriptor `fd` of the process (`tgid`, `start`) in `column`
+/// as it is at `epoch`.
+#[inline(always)]
+fn holds(r: &RecentObject, tgid: u64, fd: u64, column: u64, start: u64, epoch: u64) -> bool {
+    r.fd_plus_one == (fd as u32).wrapping_add(1)
+        && r.key.tgid == tgid as u32
+        && r.key.column == column as u16
+        && r.epoch == epoch
+        && r.process_start == start
+}
+
+/// Adds the call to its recent slot if the slot holds its descriptor; false if not.
+#[inline(always)]
+fn add_to_recent(tgid: u64, fd: u64, column: u64, bytes: u64, start: u64) -> bool {
+    match recent(tgid, fd, column) {
+        Some((r, epoch)) if holds(r, tgid, fd, column, start, epoch) => {
+            r.pending.bytes += bytes;
+            r.pending.calls += 1;
+            true
+        }
+        _ => false,
     }
 }
 
@@ -102,33 +138,23 @@ pub(crate) fn mapping(tgid: u32, mapping: u64, column: Column, bytes: u64) {
 }
 
 /// Adds `bytes` moved through descriptor `fd` of the current task to its object: in this CPU's
-/// recent slot when the slot already holds that descriptor (unchanged since), else the slot's
-/// bytes go to `OBJECTS` and the slot takes the descriptor, found by walking the file table.
+/// recent slot when the slot already holds that descriptor (unchanged since; the caller tries
+/// that inline first), else the slot's bytes go to `OBJECTS` and the slot takes the descriptor,
+/// found by walking the file table.
 /// The functions call no other function of their own: 5.10 adds up the stacks of a chain of
 /// calls.
 #[inline(never)]
 #[unsafe(no_mangle)]
 pub extern "C" fn attribute_fd(tgid: u64, fd: u64, column: u64, bytes: u64, start: u64) -> i64 {
-    let Some(epoch) = FD_EPOCH.get(fd_epoch_slot(tgid as u32, fd)) else {
+    let Some((r, epoch)) = recent(tgid, fd, column) else {
         return 0;
     };
-    let epoch = *epoch;
-    let Some(r) = RECENT.get_ptr_mut(recent_slot(tgid as u32, fd, column as u16)) else {
-        return 0;
-    };
-    // SAFETY: this CPU's slot; programs do not nest on a CPU for these hooks.
-    let r = unsafe { &mut *r };
-    let fd_plus_one = (fd as u32).wrapping_add(1);
-    if r.fd_plus_one == fd_plus_one
-        && r.key.tgid == tgid as u32
-        && r.key.column == column as u16
-        && r.epoch == epoch
-        && r.process_start == start
-    {
+    if holds(r, tgid, fd, column, start, epoch) {
         r.pending.bytes += bytes;
         r.pending.calls += 1;
         return 0;
     }
+    let fd_plus_one = (fd as u32).wrapping_add(1);
     if r.pending.calls > 0 {
         flush(r);
     }

@@ -350,7 +350,9 @@ impl Probes {
             let wanted = match hook.when {
                 When::Always => true,
                 When::Latency => options.latency,
-                When::Detail => options.objects.is_some() || options.stacks,
+                When::NotAttributing => options.objects.is_none(),
+                When::Attributing => options.objects.is_some(),
+                When::Stacks => options.stacks,
             };
             if layout.skipped.contains(&hook.target) || !wanted {
                 continue;

@@ -52,20 +52,32 @@ pub enum When {
     Always,
     /// With `--latency`.
     Latency,
-    /// With `--by-file`, `--by-peer` or a stack option (`--folded`, `--flamegraph`, `--pprof`).
-    Detail,
+    /// Without `--by-file` and `--by-peer`.
+    NotAttributing,
+    /// With `--by-file` or `--by-peer` (in place of the `NotAttributing` hook on the same event).
+    Attributing,
+    /// With a stack option (`--folded`, `--flamegraph`, `--pprof`).
+    Stacks,
 }
 
 /// Every hook, in attach order: the single list the loader attaches and `zcprof doctor`
 /// probes.
-pub const HOOKS: [Hook; 14] = [
+pub const HOOKS: [Hook; 15] = [
     Hook {
         program: "sys_exit",
         target: "sys_exit",
         kind: HookKind::BtfTracepoint,
         required: true,
         feeds: "syscalls and every transfer",
-        when: When::Always,
+        when: When::NotAttributing,
+    },
+    Hook {
+        program: "sys_exit_attrib",
+        target: "sys_exit",
+        kind: HookKind::BtfTracepoint,
+        required: true,
+        feeds: "syscalls and every transfer, files and peers (--by-file, --by-peer)",
+        when: When::Attributing,
     },
     Hook {
         program: "sys_enter",
@@ -80,8 +92,8 @@ pub const HOOKS: [Hook; 14] = [
         target: "sys_exit",
         kind: HookKind::BtfTracepoint,
         required: false,
-        feeds: "files, peers and stacks (--by-file, --by-peer, --folded, --flamegraph, --pprof)",
-        when: When::Detail,
+        feeds: "stacks (--folded, --flamegraph, --pprof)",
+        when: When::Stacks,
     },
     Hook {
         program: "sched_switch",
