@@ -249,7 +249,7 @@ fn finish(
 
 /// The checks that are not workload strategies, in the order they run: the single source of
 /// the guest's list and the table's columns.
-pub const SINGLE: [&str; 7] = [
+pub const SINGLE: [&str; 8] = [
     "dd",
     "cp",
     "sendfile",
@@ -257,6 +257,7 @@ pub const SINGLE: [&str; 7] = [
     "serve",
     "latency",
     "attribution",
+    "stacks",
 ];
 
 /// (a) `dd bs=1 count=20000`: exactly 20,000 one-byte reads and writes. `status=none`
@@ -377,6 +378,16 @@ pub fn attribution(env: &Env) -> CheckResult {
     cp_with(env, "attribution", &["--by-file"])
 }
 
+/// `cp` under `--by-file` and `--folded` together: the attributing sys_exit and the stack
+/// capture after it load on this kernel side by side, and the folded stacks hold the file's
+/// size under copy_file_range in `cpu_in_kernel`, as the ledger and the attribution do.
+pub fn stacks(env: &Env) -> CheckResult {
+    let folded = env.scratch.join("cp.folded");
+    let _ = fs::remove_file(&folded);
+    let path = folded.to_string_lossy().into_owned();
+    cp_with(env, "stacks", &["--by-file", "--folded", &path])
+}
+
 fn cp_with(env: &Env, check: &str, options: &[&str]) -> CheckResult {
     let src = match source_file(env) {
         Ok(p) => p,
@@ -424,7 +435,31 @@ fn cp_with(env: &Env, check: &str, options: &[&str]) -> CheckResult {
         }
     }
     let _ = fs::remove_file(&dst);
-    let what = if options.is_empty() {
+    let folded = options
+        .iter()
+        .position(|o| *o == "--folded")
+        .and_then(|i| options.get(i + 1));
+    if let Some(folded) = folded {
+        // `comm;frames…;copy_file_range;cpu_in_kernel BYTES`
+        let in_stacks: u64 = fs::read_to_string(folded)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.rsplit_once(' '))
+            .filter(|(frames, _)| frames.ends_with(";copy_file_range;cpu_in_kernel"))
+            .filter_map(|(_, n)| n.parse::<u64>().ok())
+            .sum();
+        eq(
+            &mut m,
+            "copy_file_range bytes in the folded stacks",
+            FILE_SIZE,
+            in_stacks,
+            &[FD_TYPES],
+        );
+        let _ = fs::remove_file(folded);
+    }
+    let what = if folded.is_some() {
+        "cpu_in_kernel = file size, by path and in the folded stacks"
+    } else if options.is_empty() {
         "cpu_in_kernel = file size"
     } else {
         "cpu_in_kernel = file size, for the source and the copy by path"

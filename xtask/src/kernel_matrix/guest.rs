@@ -120,6 +120,7 @@ fn run_check(env: &Env, name: &str) -> CheckResult {
         "serve" => checks::serve(env),
         "latency" => checks::latency(env),
         "attribution" => checks::attribution(env),
+        "stacks" => checks::stacks(env),
         _ => match name
             .strip_prefix("workload:")
             .and_then(|s| workloads::STRATEGIES.iter().find(|k| **k == s))
