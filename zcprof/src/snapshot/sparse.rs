@@ -49,11 +49,25 @@ pub struct SparseCell {
     buckets: Box<[u64]>,
 }
 
-/// Every bucket of `t`'s two histograms with its bit in [`SparseCell::mask`].
-fn all_buckets(t: &Transfer) -> impl Iterator<Item = (u32, u64)> + '_ {
-    let size = t.size_log2.iter().enumerate().map(|(k, n)| (k as u32, *n));
-    let time = t.time_log2.iter().enumerate();
-    size.chain(time.map(|(k, n)| (TIME_BIT + k as u32, *n)))
+/// The mask of `t`'s non-zero buckets: a loop without branches, since the daemon compares
+/// every thread's cells with what it kept at every collection.
+fn mask_of(t: &Transfer) -> u64 {
+    let mut mask = 0u64;
+    for (k, n) in t.size_log2.iter().enumerate() {
+        mask |= u64::from(*n != 0) << k;
+    }
+    for (k, n) in t.time_log2.iter().enumerate() {
+        mask |= u64::from(*n != 0) << (TIME_BIT as usize + k);
+    }
+    mask
+}
+
+/// `t`'s bucket of bit `bit` of [`SparseCell::mask`].
+fn kernel_bucket(t: &Transfer, bit: u32) -> u64 {
+    match bit.checked_sub(TIME_BIT) {
+        Some(k) => t.time_log2[k as usize],
+        None => t.size_log2[bit as usize],
+    }
 }
 
 /// The bits of `mask`, lowest first.
@@ -70,11 +84,9 @@ fn bits(mut mask: u64) -> impl Iterator<Item = u32> {
 impl SparseCell {
     /// The kernel's cell, without its zero buckets.
     pub fn from_transfer(t: &Transfer) -> SparseCell {
-        let mask = all_buckets(t)
-            .filter(|(_, n)| *n != 0)
-            .fold(0u64, |m, (bit, _)| m | 1 << bit);
+        let mask = mask_of(t);
         let mut buckets = Vec::with_capacity(mask.count_ones() as usize);
-        buckets.extend(all_buckets(t).map(|(_, n)| n).filter(|n| *n != 0));
+        buckets.extend(bits(mask).map(|bit| kernel_bucket(t, bit)));
         SparseCell {
             values: t.values(),
             mask,
@@ -109,14 +121,11 @@ impl SparseCell {
 
     /// The same counts as the kernel's cell `t`.
     pub fn same_as(&self, t: &Transfer) -> bool {
-        if self.values != t.values() {
-            return false;
-        }
-        let mut stored = bits(self.mask).zip(self.buckets.iter());
-        all_buckets(t)
-            .filter(|(_, n)| *n != 0)
-            .all(|(bit, n)| stored.next() == Some((bit, &n)))
-            && stored.next().is_none()
+        self.values == t.values()
+            && self.mask == mask_of(t)
+            && bits(self.mask)
+                .zip(self.buckets.iter())
+                .all(|(bit, n)| kernel_bucket(t, bit) == *n)
     }
 
     /// Bucket `bit`'s count (0 if not stored).
@@ -188,6 +197,13 @@ impl LedgerCell for SparseCell {
 mod tests {
     use super::*;
 
+    /// Every bucket of `t`'s two histograms with its bit in [`SparseCell::mask`].
+    fn all_buckets(t: &Transfer) -> impl Iterator<Item = (u32, u64)> + '_ {
+        let size = t.size_log2.iter().enumerate().map(|(k, n)| (k as u32, *n));
+        let time = t.time_log2.iter().enumerate();
+        size.chain(time.map(|(k, n)| (TIME_BIT + k as u32, *n)))
+    }
+
     /// A cell with every scalar field and the buckets given set, built field by field.
     fn cell(seed: u64, size: &[(usize, u64)], time: &[(usize, u64)]) -> Transfer {
         let mut t = Transfer {
@@ -235,6 +251,8 @@ mod tests {
         assert!(!SparseCell::from_transfer(&a).same_as(&b));
         assert!(!SparseCell::from_transfer(&b).same_as(&a));
         assert!(!SparseCell::from_transfer(&a).same_as(&cell(6, &[(3, 2)], &[])));
+        assert!(!SparseCell::from_transfer(&a).same_as(&cell(5, &[(3, 3)], &[])));
+        assert!(!SparseCell::from_transfer(&a).same_as(&cell(5, &[(4, 2)], &[])));
     }
 
     #[test]
