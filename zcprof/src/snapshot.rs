@@ -13,13 +13,54 @@ use std::collections::BTreeMap;
 
 use zcprof_common::{Column, Syscall, ThreadCounts, Transfer};
 
+mod sparse;
+
+pub use sparse::SparseCell;
+
 /// Ledger cells keyed by (syscall, column).
-pub type Transfers = Cells<(Syscall, Column)>;
+pub type Transfers<C = Transfer> = Cells<(Syscall, Column), C>;
 /// io_uring cells keyed by (opcode, column).
-pub type UringCells = Cells<(u16, Column)>;
+pub type UringCells<C = Transfer> = Cells<(u16, Column), C>;
 
 /// Ledger cells by key.
-pub type Cells<K> = SortedMap<K, Transfer>;
+pub type Cells<K, C = Transfer> = SortedMap<K, C>;
+
+/// What the fold needs of a ledger cell: the kernel's [`Transfer`], or the [`SparseCell`]
+/// the daemon keeps.
+pub trait LedgerCell: Clone + Default + PartialEq + std::fmt::Debug {
+    /// Adds `other`, field by field and bucket by bucket.
+    fn add(&mut self, other: &Self);
+    /// `self - earlier`, field by field and bucket by bucket, 0 where one went down.
+    fn saturating_sub(&self, earlier: &Self) -> Self;
+    /// Calls, successful or not.
+    fn calls(&self) -> u64;
+    /// Bytes moved by the successful calls.
+    fn bytes(&self) -> u64;
+    /// Every field and bucket is 0.
+    fn is_zero(&self) -> bool;
+}
+
+impl LedgerCell for Transfer {
+    fn add(&mut self, other: &Self) {
+        Transfer::add(self, other);
+    }
+
+    fn saturating_sub(&self, earlier: &Self) -> Self {
+        Transfer::saturating_sub(self, earlier)
+    }
+
+    fn calls(&self) -> u64 {
+        self.calls
+    }
+
+    fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    fn is_zero(&self) -> bool {
+        *self == Transfer::ZERO
+    }
+}
 
 /// A map kept as a vector sorted by key, grown a quarter at a time: a `BTreeMap` node holds
 /// 11 entries even for the one cell (about 300 bytes) most threads have, or the one thread
@@ -121,9 +162,9 @@ impl<K: Ord + Copy, V> SortedMap<K, V> {
     }
 }
 
-impl<K: Ord + Copy> Cells<K> {
+impl<K: Ord + Copy, C: LedgerCell> Cells<K, C> {
     /// Adds every cell of `other`, cell by cell.
-    pub fn add_all(&mut self, other: &Cells<K>) {
+    pub fn add_all(&mut self, other: &Cells<K, C>) {
         add_cells(self, other);
     }
 }
@@ -179,18 +220,22 @@ impl<K: Ord + Copy, V> FromIterator<(K, V)> for SortedMap<K, V> {
     }
 }
 
-/// What a thread, a process or a group did.
+/// What a thread, a process or a group did; its ledger cells are the kernel's [`Transfer`]s,
+/// or [`SparseCell`]s in what the daemon keeps ([`SparseActivity`]).
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Activity {
+pub struct Activity<C = Transfer> {
     /// Syscalls, context switches, page faults, zero-copy completions.
     pub counts: ThreadCounts,
     /// Ledger cells of syscalls and file faults.
-    pub transfers: Transfers,
+    pub transfers: Transfers<C>,
     /// io_uring completions (kept per process by the kernel: threads have none).
-    pub uring: UringCells,
+    pub uring: UringCells<C>,
 }
 
-impl Clone for Activity {
+/// An [`Activity`] with sparse histograms: what the daemon keeps per thread and per group.
+pub type SparseActivity = Activity<SparseCell>;
+
+impl<C: Clone> Clone for Activity<C> {
     fn clone(&self) -> Self {
         Activity {
             counts: self.counts,
@@ -206,9 +251,9 @@ impl Clone for Activity {
     }
 }
 
-impl Activity {
+impl<C: LedgerCell> Activity<C> {
     /// The fold: adds `other` to `self`, counter by counter and cell by cell.
-    pub fn add(&mut self, other: &Activity) {
+    pub fn add(&mut self, other: &Activity<C>) {
         self.counts.add(&other.counts);
         add_cells(&mut self.transfers, &other.transfers);
         add_cells(&mut self.uring, &other.uring);
@@ -216,7 +261,7 @@ impl Activity {
 
     /// What happened between `earlier` and `self` (counts that went down count 0; cells with
     /// no new call are left out).
-    pub fn since(&self, earlier: &Activity) -> Activity {
+    pub fn since(&self, earlier: &Activity<C>) -> Activity<C> {
         Activity {
             counts: self.counts.saturating_sub(&earlier.counts),
             transfers: cells_since(&self.transfers, &earlier.transfers),
@@ -226,7 +271,7 @@ impl Activity {
 
     /// `self - last`, or `None` if anything went down or a cell vanished: then these are not
     /// the entries `last` was read from (a tid reused, an entry replaced).
-    pub fn delta(&self, last: &Activity) -> Option<Activity> {
+    pub fn delta(&self, last: &Activity<C>) -> Option<Activity<C>> {
         (last.counts.saturating_sub(&self.counts) == ThreadCounts::ZERO).then_some(())?;
         Some(Activity {
             counts: self.counts.saturating_sub(&last.counts),
@@ -245,7 +290,7 @@ impl Activity {
         let mut out: BTreeMap<Column, u64> = Column::ALL.iter().map(|c| (*c, 0)).collect();
         let cells = self.transfers.iter().map(|((_, c), t)| (c, t));
         for (col, cell) in cells.chain(self.uring.iter().map(|((_, c), t)| (c, t))) {
-            *out.entry(*col).or_default() += cell.bytes;
+            *out.entry(*col).or_default() += cell.bytes();
         }
         out
     }
@@ -257,37 +302,92 @@ impl Activity {
     }
 }
 
-fn add_cells<K: Ord + Copy>(into: &mut Cells<K>, from: &Cells<K>) {
-    for (k, c) in from {
-        into.entry(*k).or_default().add(c);
+impl<K: Ord + Copy> Cells<K> {
+    /// The same cells with sparse histograms.
+    pub fn sparse(&self) -> Cells<K, SparseCell> {
+        SortedMap(
+            self.iter()
+                .map(|(k, t)| (*k, SparseCell::from_transfer(t)))
+                .collect(),
+        )
     }
 }
 
-fn cells_since<K: Ord + Copy>(now: &Cells<K>, earlier: &Cells<K>) -> Cells<K> {
+impl<K: Ord + Copy> Cells<K, SparseCell> {
+    /// The same cells in the kernel's form.
+    pub fn full(&self) -> Cells<K> {
+        SortedMap(self.iter().map(|(k, s)| (*k, s.to_transfer())).collect())
+    }
+}
+
+impl Activity {
+    /// The same counts with sparse histograms, as the daemon keeps them.
+    pub fn sparse(&self) -> SparseActivity {
+        Activity {
+            counts: self.counts,
+            transfers: self.transfers.sparse(),
+            uring: self.uring.sparse(),
+        }
+    }
+}
+
+impl SparseActivity {
+    /// The same counts with the kernel's cells.
+    pub fn full(&self) -> Activity {
+        Activity {
+            counts: self.counts,
+            transfers: self.transfers.full(),
+            uring: self.uring.full(),
+        }
+    }
+
+    /// Whether `full` holds the same counts (without converting it).
+    pub fn same_as(&self, full: &Activity) -> bool {
+        fn cells<K: Ord + Copy>(s: &Cells<K, SparseCell>, f: &Cells<K>) -> bool {
+            s.len() == f.len()
+                && s.iter()
+                    .zip(f.iter())
+                    .all(|((ks, s), (kf, f))| ks == kf && s.same_as(f))
+        }
+        self.counts == full.counts
+            && cells(&self.transfers, &full.transfers)
+            && cells(&self.uring, &full.uring)
+    }
+}
+
+fn add_cells<K: Ord + Copy, C: LedgerCell>(into: &mut Cells<K, C>, from: &Cells<K, C>) {
+    for (k, c) in from {
+        LedgerCell::add(into.entry(*k).or_default(), c);
+    }
+}
+
+fn cells_since<K: Ord + Copy, C: LedgerCell>(
+    now: &Cells<K, C>,
+    earlier: &Cells<K, C>,
+) -> Cells<K, C> {
+    let zero = C::default();
     now.iter()
-        .map(|(k, c)| {
-            (
-                *k,
-                c.saturating_sub(earlier.get(k).unwrap_or(&Transfer::ZERO)),
-            )
-        })
-        .filter(|(_, c)| c.calls != 0)
+        .map(|(k, c)| (*k, c.saturating_sub(earlier.get(k).unwrap_or(&zero))))
+        .filter(|(_, c)| c.calls() != 0)
         .collect()
 }
 
 /// `now - last` cell by cell; `None` if a cell went down or vanished.
-fn cells_delta<K: Ord + Copy>(now: &Cells<K>, last: &Cells<K>) -> Option<Cells<K>> {
+fn cells_delta<K: Ord + Copy, C: LedgerCell>(
+    now: &Cells<K, C>,
+    last: &Cells<K, C>,
+) -> Option<Cells<K, C>> {
     if last.keys().any(|k| !now.contains_key(k)) {
         return None;
     }
     let mut out = Vec::new();
     for (k, c) in now {
         let d = match last.get(k) {
-            Some(l) if l.saturating_sub(c) != Transfer::ZERO => return None,
+            Some(l) if !l.saturating_sub(c).is_zero() => return None,
             Some(l) => c.saturating_sub(l),
-            None => *c,
+            None => c.clone(),
         };
-        if d.calls != 0 {
+        if d.calls() != 0 {
             out.push((*k, d));
         }
     }

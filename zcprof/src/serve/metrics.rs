@@ -16,7 +16,11 @@ use zcprof_common::{
 use super::args::HistogramMode;
 use super::engine::SharedGroup;
 use super::labels::push_label;
-use crate::{capability::Capabilities, loader::ProgramStats, snapshot::Activity};
+use crate::{
+    capability::Capabilities,
+    loader::ProgramStats,
+    snapshot::{LedgerCell as _, SparseActivity},
+};
 
 /// Fill of one kernel map.
 #[derive(Debug, Clone)]
@@ -185,7 +189,7 @@ type Labels<'a> = &'a [(&'static str, &'a str)];
 type Emit<'a> = &'a mut dyn FnMut(Labels<'_>, Sample);
 
 /// Computes a family's samples in one group.
-type GroupSamples = Box<dyn Fn(&Activity, Emit<'_>) + Send + Sync>;
+type GroupSamples = Box<dyn Fn(&SparseActivity, Emit<'_>) + Send + Sync>;
 
 /// Where a family's samples come from.
 enum Source {
@@ -352,7 +356,7 @@ fn catalogue() -> Vec<Family> {
         Source::Group(Box::new(|t, emit| {
             for ((op, col), cell) in &t.uring {
                 let l = [("opcode", op_name(*op)), ("column", col.name())];
-                emit(&l, Sample::Value(cell.calls as f64));
+                emit(&l, Sample::Value(cell.calls() as f64));
             }
         })),
     ));
@@ -473,13 +477,14 @@ fn catalogue() -> Vec<Family> {
     out
 }
 
-/// A group's ledger cells summed per syscall, over the columns.
-fn per_syscall(t: &Activity) -> Vec<(Syscall, Transfer)> {
+/// A group's ledger cells summed per syscall, over the columns, in the kernel's form (for
+/// their histograms).
+fn per_syscall(t: &SparseActivity) -> Vec<(Syscall, Transfer)> {
     let mut out: Vec<(Syscall, Transfer)> = Vec::new();
     for ((sc, _), cell) in &t.transfers {
         match out.last_mut() {
-            Some((s, acc)) if s == sc => acc.add(cell),
-            _ => out.push((*sc, *cell)),
+            Some((s, acc)) if s == sc => cell.add_to(acc),
+            _ => out.push((*sc, cell.to_transfer())),
         }
     }
     out
@@ -838,7 +843,7 @@ impl Exposition {
 }
 
 /// The groups that have something to export, each with its labels as written.
-fn prefixes(groups: &[SharedGroup]) -> Vec<(&str, &Activity)> {
+fn prefixes(groups: &[SharedGroup]) -> Vec<(&str, &SparseActivity)> {
     groups
         .iter()
         .filter(|(_, totals)| !is_idle(totals))
@@ -847,10 +852,10 @@ fn prefixes(groups: &[SharedGroup]) -> Vec<(&str, &Activity)> {
 }
 
 /// Whether a group's totals are all zero (nothing of it would be exported).
-fn is_idle(t: &Activity) -> bool {
+fn is_idle(t: &SparseActivity) -> bool {
     t.counts == ThreadCounts::ZERO
-        && t.transfers.values().all(|c| *c == Transfer::ZERO)
-        && t.uring.values().all(|c| *c == Transfer::ZERO)
+        && t.transfers.values().all(|c| c.is_zero())
+        && t.uring.values().all(|c| c.is_zero())
 }
 
 /// The OpenMetrics unit of a family, from its name's base-unit suffix.
@@ -996,12 +1001,12 @@ mod tests {
 
     fn body(format: Format, mode: HistogramMode) -> String {
         let mut p = Published::empty();
-        let mut busy = Activity::default();
+        let mut busy = crate::snapshot::Activity::default();
         busy.counts.syscalls = 9;
         busy.transfers
             .insert((Syscall::ALL[0], Column::ALL[0]), cell());
         p.groups = vec![
-            (labels(&["busy \"x\""]), Arc::new(busy)),
+            (labels(&["busy \"x\""]), Arc::new(busy.sparse())),
             (labels(&["idle"]), Arc::default()),
         ];
         p.lost = vec![("read_failed", 0)];
@@ -1057,6 +1062,99 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The values of the samples whose line starts with `prefix`, in order.
+    fn values(text: &str, prefix: &str) -> Vec<f64> {
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+            .collect()
+    }
+
+    /// What the daemon keeps (sparse cells) is exposed as the kernel's cells it came from:
+    /// every line below is computed here from those cells, bucket by bucket.
+    #[test]
+    fn sparse_cells_expose_the_kernels_counts() {
+        let (a_col, b_col) = (Column::ALL[0], Column::ALL[1]);
+        let mut read_a = Transfer {
+            calls: 9,
+            bytes: 70_000,
+            errors: 2,
+            time_ns: 3_000_000_000,
+            ..Transfer::ZERO
+        };
+        for (k, n) in [(0, 1), (3, 2), (12, 3), (31, 1)] {
+            read_a.size_log2[k] = n;
+        }
+        for (k, n) in [(10, 4), (20, 2), (31, 1)] {
+            read_a.time_log2[k] = n;
+        }
+        let mut read_b = Transfer {
+            calls: 2,
+            bytes: 10,
+            time_ns: 500,
+            ..Transfer::ZERO
+        };
+        read_b.size_log2[3] = 2;
+        read_b.time_log2[9] = 2;
+        let mut kept = crate::snapshot::Activity::default();
+        kept.counts.syscalls = 11;
+        kept.transfers.insert((Syscall::Read, a_col), read_a);
+        kept.transfers.insert((Syscall::Read, b_col), read_b);
+        let mut p = Published::empty();
+        p.groups = vec![(labels(&["g"]), Arc::new(kept.sparse()))];
+        let mut e = Exposition::new(Format::Text, HistogramMode::Full, 0);
+        e.published(&p);
+        let text = e.finish();
+
+        for (col, cell) in [(a_col, &read_a), (b_col, &read_b)] {
+            let l = format!("{{comm=\"g\",syscall=\"read\",column=\"{}\"}}", col.name());
+            assert!(text.contains(&format!("zcprof_transfer_calls_total{l} {}\n", cell.calls)));
+            assert!(text.contains(&format!("zcprof_ledger_bytes_total{l} {}\n", cell.bytes)));
+            let errors = format!("zcprof_transfer_errors_total{l} {}\n", cell.errors);
+            assert_eq!(text.contains(&errors), cell.errors > 0, "{text}");
+        }
+        let g = "{comm=\"g\",syscall=\"read\"";
+        // Sizes: bucket k of both cells, cumulative; the last kernel bucket only in +Inf.
+        let mut sizes = Vec::new();
+        let mut cumulative = 0;
+        for k in 0..HIST_BUCKETS {
+            cumulative += read_a.size_log2[k] + read_b.size_log2[k];
+            if k < HIST_BUCKETS - 1 {
+                sizes.push(cumulative as f64);
+            }
+        }
+        sizes.push(9.0);
+        assert_eq!(
+            values(&text, &format!("zcprof_io_size_bytes_bucket{g}")),
+            sizes
+        );
+        assert!(text.contains(&format!("zcprof_io_size_bytes_bucket{g},le=\"4095\"}} 8\n")));
+        assert_eq!(
+            values(&text, &format!("zcprof_io_size_bytes_count{g}")),
+            [9.0]
+        );
+        assert_eq!(
+            values(&text, &format!("zcprof_io_size_bytes_sum{g}")),
+            [70_010.0]
+        );
+        let mut times = Vec::new();
+        let mut cumulative = 0;
+        for k in 0..HIST_BUCKETS {
+            cumulative += read_a.time_log2[k] + read_b.time_log2[k];
+            if k < HIST_BUCKETS - 1 {
+                times.push(cumulative as f64);
+            }
+        }
+        times.push(9.0);
+        let name = "zcprof_transfer_duration_seconds";
+        assert_eq!(values(&text, &format!("{name}_bucket{g}")), times);
+        assert_eq!(values(&text, &format!("{name}_count{g}")), [9.0]);
+        assert_eq!(
+            values(&text, &format!("{name}_sum{g}")),
+            [3_000_000_500.0 * 1e-9]
+        );
     }
 
     #[test]

@@ -28,7 +28,7 @@ use super::{
     args::GroupBy,
     container::{Container, container_of},
 };
-use crate::snapshot::{Activity, ProcessKey, Snapshot, UringCells};
+use crate::snapshot::{Activity, ProcessKey, Snapshot, SparseActivity, SparseCell, UringCells};
 
 /// Longest an exited thread's entries stay in the kernel maps if its final switch is never
 /// seen.
@@ -101,7 +101,7 @@ pub struct Retire {
 struct ThreadRec {
     process: ProcessKey,
     /// What its entries held at the last collection (already credited).
-    last: Activity,
+    last: SparseActivity,
     /// When (and in which collection) the thread was first seen exited.
     exited: Option<(Instant, u64)>,
     /// Its entry was seen dead (final switch done) at the end of an earlier collection.
@@ -113,7 +113,7 @@ impl ThreadRec {
     fn new(process: ProcessKey) -> Self {
         ThreadRec {
             process,
-            last: Activity::default(),
+            last: SparseActivity::default(),
             exited: None,
             dead: false,
             seen: 0,
@@ -131,7 +131,7 @@ struct ProcRec {
     cgroup_current: bool,
     /// The main thread's `syscalls_before_exec` at that read: when it changes, it exec'd.
     exec_mark: Option<u64>,
-    uring_last: UringCells,
+    uring_last: UringCells<SparseCell>,
 }
 
 /// A group's totals, shared with the collections published from them: a collection holds
@@ -139,7 +139,7 @@ struct ProcRec {
 /// groups of a large host cost nothing per collection.
 #[derive(Debug, Default)]
 struct Group {
-    totals: Arc<Activity>,
+    totals: Arc<SparseActivity>,
     /// Its labels, made once (a `--per-pid` group's again when its process exec'd).
     labels: Option<Arc<Labels>>,
 }
@@ -147,7 +147,7 @@ struct Group {
 pub use super::labels::Labels;
 
 /// Labels and totals of one group, as published.
-pub type SharedGroup = (Arc<Labels>, Arc<Activity>);
+pub type SharedGroup = (Arc<Labels>, Arc<SparseActivity>);
 
 /// The accounting state.
 #[derive(Debug)]
@@ -304,13 +304,10 @@ impl Engine {
                 }
                 _ => None,
             };
+            let now = r.view.activity.sparse();
             let delta = match credited {
-                Some(last) => r
-                    .view
-                    .activity
-                    .delta(&last)
-                    .unwrap_or_else(|| r.view.activity.clone()),
-                None => r.view.activity.clone(),
+                Some(last) => now.delta(&last).unwrap_or(now),
+                None => now,
             };
             if !delta.is_empty() {
                 self.credit(host, r.process, &r.view.comm, r.view.cgroup_id, &delta);
@@ -380,16 +377,15 @@ impl Engine {
                     rec.exited = Some((now, generation));
                 }
                 // Most threads of a large host did nothing since the last read.
-                if t.activity == rec.last {
+                if rec.last.same_as(&t.activity) {
                     continue;
                 }
                 // Counts that went down: the entry was replaced behind our back; what it
                 // holds now is all new.
-                let delta = t
-                    .activity
-                    .delta(&rec.last)
-                    .unwrap_or_else(|| t.activity.clone());
-                rec.last.clone_from(&t.activity);
+                let now = t.activity.sparse();
+                let delta = now.delta(&rec.last);
+                rec.last = now;
+                let delta = delta.unwrap_or_else(|| rec.last.clone());
                 if !delta.is_empty() {
                     self.credit(host, key, &t.comm, t.cgroup_id, &delta);
                 }
@@ -403,8 +399,9 @@ impl Engine {
                         .unwrap_or_default(),
                     ..Activity::default()
                 };
+                let uring = p.activity.uring.sparse();
                 let now = Activity {
-                    uring: p.activity.uring.clone(),
+                    uring: uring.clone(),
                     ..Activity::default()
                 };
                 let delta = now.delta(&last).unwrap_or(now);
@@ -417,7 +414,7 @@ impl Engine {
                     self.credit(host, key, &comm, cgroup_id, &delta);
                 }
                 if let Some(rec) = self.procs.get_mut(&key) {
-                    rec.uring_last.clone_from(&p.activity.uring);
+                    rec.uring_last = uring;
                 }
             }
         }
@@ -495,7 +492,7 @@ impl Engine {
         process: ProcessKey,
         comm: &str,
         cgroup_id: u64,
-        delta: &Activity,
+        delta: &SparseActivity,
     ) {
         let Some(group) = self.group_of(host, process, comm, cgroup_id) else {
             return;
@@ -523,7 +520,7 @@ impl Engine {
         let mut out: Vec<(Vec<String>, Activity)> = self
             .groups
             .iter()
-            .map(|(k, g)| (self.labels(k), (*g.totals).clone()))
+            .map(|(k, g)| (self.labels(k), g.totals.full()))
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out

@@ -3,7 +3,7 @@
 use super::*;
 use zcprof_common::Transfer;
 
-use crate::snapshot::{ProcessView, RetiredThread, ThreadView};
+use crate::snapshot::{LedgerCell as _, ProcessView, RetiredThread, ThreadView};
 
 #[derive(Default)]
 struct FakeHost {
@@ -471,8 +471,8 @@ fn per_pid_keeps_cells_by_comm_that_only_grow() {
             .expect("by comm with --per-pid")
             .iter()
             .map(|(l, t)| {
-                let c = t.transfers.get(&write).copied().unwrap_or(Transfer::ZERO);
-                (l[0].clone(), c.calls, c.bytes)
+                let c = t.transfers.get(&write).cloned().unwrap_or_default();
+                (l[0].clone(), c.calls(), c.bytes())
             })
             .collect()
     };
@@ -539,5 +539,8 @@ fn per_pid_histogram_cells_go_by_process_name() {
     let g = e.shared_histogram_groups().expect("by comm with --per-pid");
     assert_eq!(g.len(), 1);
     assert_eq!(&**g[0].0, ["rustc"]);
-    assert_eq!(g[0].1.transfers.values().map(|c| c.bytes).sum::<u64>(), 64);
+    assert_eq!(
+        g[0].1.transfers.values().map(|c| c.bytes()).sum::<u64>(),
+        64
+    );
 }
