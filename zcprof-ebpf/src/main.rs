@@ -84,18 +84,19 @@ pub fn sys_exit_attrib(ctx: BtfTracePointContext) -> i32 {
     if off::empty_bodies() {
         return 0;
     }
-    count_exit(&ctx);
+    // 1: descriptors are left to walk (see `objects::to_recent`).
+    if count_exit(&ctx) != 1 {
+        return 0;
+    }
     let regs: *const u64 = ctx.arg(0);
     let Some(thread) = entry_by_regs(regs as u64) else {
         return 0;
     };
     let p = thread.pending;
-    if p.bytes != 0 {
-        objects::attribute(thread.tgid, thread.process_start, &p);
-        // The stack options' program comes next and takes what is pending.
-        if !off::stacks() {
-            thread.pending = PendingObjects::NONE;
-        }
+    objects::attribute(thread.tgid, thread.process_start, &p);
+    // The stack options' program comes next and takes what is pending.
+    if !off::stacks() {
+        thread.pending = PendingObjects::NONE;
     }
     0
 }
@@ -142,11 +143,21 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<u32, u32> {
         thread.fault_mapping = 0;
     }
     let (column, moved) = ledger::record_syscall(thread, tid, syscall, regs, ret, took_ns);
-    // For `sys_exit_detail`. The verifier drops this when neither option is on.
+    // For the attribution and `sys_exit_detail`. The verifier drops this when neither option
+    // is on.
     if (off::stacks() || off::attribute()) && moved > 0 && column != Column::NotMoved {
         thread.pending.bytes = moved as u64;
         thread.pending.column = column as u16;
         thread.pending.syscall = syscall as u16;
+        // The usual case here, where the thread's entry is at hand: descriptors whose recent
+        // slot is theirs take the bytes; the others are left for `sys_exit_attrib` to walk.
+        if off::attribute() {
+            let walk = objects::to_recent(thread);
+            if !walk && !off::stacks() {
+                thread.pending = PendingObjects::NONE;
+            }
+            return Ok(u32::from(walk));
+        }
     }
     Ok(0)
 }

@@ -87,6 +87,28 @@ pub(crate) fn attribute(tgid: u32, start: u64, p: &PendingObjects) {
     }
 }
 
+/// Adds the call pending in `t` to the recent slots that hold its descriptors, and leaves in
+/// `t.pending.fds` only those that are not held (to be walked by [`attribute`]); true if any is
+/// left.
+#[inline(always)]
+pub(crate) fn to_recent(t: &mut ThreadStats) -> bool {
+    let p = &mut t.pending;
+    let (tgid, start) = (t.tgid as u64, t.process_start);
+    let (column, bytes) = (p.column as u64, p.bytes);
+    let mut left = 0;
+    if p.fd_count > 0 && !add_to_recent(tgid, p.fds[0] as u64, column, bytes, start) {
+        left = 1;
+    }
+    if p.fd_count > 1 && !add_to_recent(tgid, p.fds[1] as u64, column, bytes, start) {
+        if left == 0 {
+            p.fds[0] = p.fds[1];
+        }
+        left += 1;
+    }
+    p.fd_count = left as u16;
+    left > 0
+}
+
 /// This CPU's recent slot for descriptor `fd` of process `tgid` in `column`, and the
 /// descriptor's epoch now.
 #[inline(always)]
