@@ -73,40 +73,35 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
 }
 
 /// `raw_syscalls:sys_exit` in place of [`sys_exit`] with `--by-file` or `--by-peer`: counts the
-/// call as sys_exit does, then adds its bytes to the objects they went through (`objects`).
-/// The count runs as a function of its own, so that its stack (most of the 512 bytes 5.10
-/// allows a program and the functions it calls together) and the attribution's walk of the
-/// file table are never on the stack at once, and one program does both: a second program on
-/// the event would cost as much again as the attribution itself. Format: as [`sys_exit`].
+/// call as sys_exit does, adding its bytes to the recent slots of the descriptors they went
+/// through as it goes (`objects::to_recent`); descriptors whose slot is not theirs are walked
+/// here, after the count, by two small functions. One program does both because a second one
+/// on the event would cost as much again as the attribution itself (its dispatch is an
+/// indirect call), and the count is inline because a BPF-to-BPF return is dear on CPUs with
+/// return-thunk mitigations. 5.10 adds the stacks of a program and the functions it calls:
+/// this program's ~392 bytes (rounded up to 416) plus `take_slot`'s 64 or `name_fd`'s 40 and
+/// the `memset` it calls (32) must stay within 512, so those functions keep no window of the
+/// file table on their stack. Format: as [`sys_exit`].
 #[btf_tracepoint(function = "sys_exit")]
 #[inline(always)]
 pub fn sys_exit_attrib(ctx: BtfTracePointContext) -> i32 {
     if off::empty_bodies() {
         return 0;
     }
-    // 1: descriptors are left to walk (see `objects::to_recent`).
-    if count_exit(&ctx) != 1 {
+    // Ok(1): descriptors are left to walk (see `objects::to_recent`).
+    if try_sys_exit(&ctx) != Ok(1) {
         return 0;
     }
     let regs: *const u64 = ctx.arg(0);
     let Some(thread) = entry_by_regs(regs as u64) else {
         return 0;
     };
-    let p = thread.pending;
-    objects::attribute(thread.tgid, thread.process_start, &p);
+    objects::attribute(thread);
     // The stack options' program comes next and takes what is pending.
     if !off::stacks() {
         thread.pending = PendingObjects::NONE;
     }
     0
-}
-
-/// [`try_sys_exit`], not inlined (see [`sys_exit_attrib`]).
-#[inline(never)]
-fn count_exit(ctx: &BtfTracePointContext) -> u32 {
-    match try_sys_exit(ctx) {
-        Ok(r) | Err(r) => r,
-    }
 }
 
 #[inline(always)]

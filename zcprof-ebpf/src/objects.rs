@@ -14,7 +14,7 @@ use aya_ebpf::{
 };
 use zcprof_common::{
     Column, FdKind, Lost, MAX_OBJECTS, NAME_PARTS, ObjectBytes, ObjectId, ObjectKey, ObjectName,
-    PendingObjects, RECENT_OBJECTS, RecentObject, ThreadStats, fd_epoch_slot, recent_slot,
+    RECENT_OBJECTS, RecentObject, ThreadStats, fd_epoch_slot, recent_slot,
 };
 
 use crate::{
@@ -72,18 +72,28 @@ pub(crate) fn note(t: &mut ThreadStats, fds: [u64; 2], count: u16) {
     }
 }
 
-/// Attributes the call `p` that sys_exit left (see [`PendingObjects`]) to its objects, for the
-/// process `tgid` that started at `start`.
+/// Attributes the call pending in `t` (see [`PendingObjects`]) to its objects: its descriptors
+/// whose recent slot is not theirs (see [`to_recent`]). Reads `t` afresh around each call
+/// rather than keep its fields on a stack that has no room to spare (see [`take_slot`]).
 #[inline(always)]
-pub(crate) fn attribute(tgid: u32, start: u64, p: &PendingObjects) {
-    let tgid = tgid as u64;
-    // The usual case inline: a BPF-to-BPF call costs a return, which is expensive on CPUs
-    // with return-stack mitigations.
-    if p.fd_count > 0 && !add_to_recent(tgid, p.fds[0] as u64, p.column as u64, p.bytes, start) {
-        attribute_fd(tgid, p.fds[0] as u64, p.column as u64, p.bytes, start);
-    }
-    if p.fd_count > 1 && !add_to_recent(tgid, p.fds[1] as u64, p.column as u64, p.bytes, start) {
-        attribute_fd(tgid, p.fds[1] as u64, p.column as u64, p.bytes, start);
+pub(crate) fn attribute(t: *const ThreadStats) {
+    for i in 0..2 {
+        // SAFETY: `t` is the thread's entry in map memory, valid for the program's run; read
+        // volatile so that each field is loaded where it is used, not kept across calls.
+        let (tgid, p, start) = unsafe {
+            (
+                core::ptr::read_volatile(&raw const (*t).tgid) as u64,
+                core::ptr::read_volatile(&raw const (*t).pending),
+                core::ptr::read_volatile(&raw const (*t).process_start),
+            )
+        };
+        if (p.fd_count as usize) <= i {
+            return;
+        }
+        let fd = p.fds[i] as u64;
+        if take_slot(tgid, fd, p.column as u64, p.bytes, start) == 1 {
+            name_fd(tgid, fd, p.column as u64);
+        }
     }
 }
 
@@ -159,15 +169,16 @@ pub(crate) fn mapping(tgid: u32, mapping: u64, column: Column, bytes: u64) {
     }
 }
 
-/// Adds `bytes` moved through descriptor `fd` of the current task to its object: in this CPU's
-/// recent slot when the slot already holds that descriptor (unchanged since; the caller tries
-/// that inline first), else the slot's bytes go to `OBJECTS` and the slot takes the descriptor,
-/// found by walking the file table.
-/// The functions call no other function of their own: 5.10 adds up the stacks of a chain of
-/// calls.
+/// Gives descriptor `fd` of the current task (process `tgid`, started at `start`) this CPU's
+/// recent slot for it in `column`, with the call's `bytes`: the slot's bytes go to `OBJECTS`
+/// first, and the descriptor's object gets its `OBJECTS` entry. Returns 1 when the slot was
+/// taken for a new object, which [`name_fd`] then names, 0 otherwise. The descriptor's file
+/// table is read field by field rather than as one window: these functions run after
+/// `sys_exit_attrib`'s count, whose stack 5.10 adds to theirs (512 bytes in all), so each keeps
+/// its own small; they call no function of their own.
 #[inline(never)]
 #[unsafe(no_mangle)]
-pub extern "C" fn attribute_fd(tgid: u64, fd: u64, column: u64, bytes: u64, start: u64) -> i64 {
+pub extern "C" fn take_slot(tgid: u64, fd: u64, column: u64, bytes: u64, start: u64) -> i64 {
     let Some((r, epoch)) = recent(tgid, fd, column) else {
         return 0;
     };
@@ -176,27 +187,56 @@ pub extern "C" fn attribute_fd(tgid: u64, fd: u64, column: u64, bytes: u64, star
         r.pending.calls += 1;
         return 0;
     }
-    let fd_plus_one = (fd as u32).wrapping_add(1);
     if r.pending.calls > 0 {
         flush(r);
     }
-    let file = files::current_file(fd);
-    if file == 0 {
-        r.fd_plus_one = 0;
+    r.fd_plus_one = 0;
+    let inode = read::<u64>(files::small_current_file(fd), off::file_inode()).unwrap_or(0);
+    if inode == 0 {
         return 0;
     }
-    let Ok(inode) = read::<u64>(file, off::file_inode()) else {
-        r.fd_plus_one = 0;
-        return 0;
-    };
-    let dentry = read::<u64>(file, off::file_dentry()).unwrap_or(0);
     r.key = key_of(tgid, inode, column);
-    r.other = u32::from(!first_sight(&r.key, dentry, file));
-    r.fd_plus_one = fd_plus_one;
+    r.other = u32::from(!has_entry(&r.key));
+    r.fd_plus_one = (fd as u32).wrapping_add(1);
     r.epoch = epoch;
     r.process_start = start;
-    r.pending = ObjectBytes { bytes, calls: 1 };
+    r.pending.bytes = bytes;
+    r.pending.calls = 1;
+    i64::from(r.other == 0)
+}
+
+/// Names the object [`take_slot`] just gave the slot of descriptor `fd` (process `tgid`,
+/// `column`), unless it has a name already. See [`take_slot`] for why it is a function of its
+/// own.
+#[inline(never)]
+#[unsafe(no_mangle)]
+pub extern "C" fn name_fd(tgid: u64, fd: u64, column: u64) -> i64 {
+    let Some(r) = RECENT.get_ptr_mut(recent_slot(tgid as u32, fd, column as u16)) else {
+        return 0;
+    };
+    // SAFETY: this CPU's slot; programs do not nest on a CPU for these hooks.
+    let r = unsafe { &*r };
+    let file = files::small_current_file(fd);
+    let dentry = read::<u64>(file, off::file_dentry()).unwrap_or(0);
+    name(&r.key, dentry, file);
     0
+}
+
+/// A zero value in read-only data: a 16-byte zero on the stack or a struct assignment becomes
+/// a call to `memset`, a function whose frame 5.10 would add to the callers' (see
+/// [`take_slot`]).
+#[unsafe(no_mangle)]
+static NO_BYTES: ObjectBytes = ObjectBytes { bytes: 0, calls: 0 };
+
+/// Empties a recent slot's bytes, field by field (see [`NO_BYTES`]).
+#[inline(always)]
+fn empty(r: &mut RecentObject) {
+    // SAFETY: valid, aligned fields of a slot in map memory. Volatile: two plain stores of
+    // zero are merged into a `memset` call.
+    unsafe {
+        core::ptr::write_volatile(&raw mut r.pending.bytes, 0);
+        core::ptr::write_volatile(&raw mut r.pending.calls, 0);
+    }
 }
 
 /// Adds a recent slot's bytes to `OBJECTS` (or `[other]`) and empties it.
@@ -208,14 +248,14 @@ fn flush(r: &mut RecentObject) {
             let v = unsafe { &mut *v };
             v.bytes += r.pending.bytes;
             v.calls += r.pending.calls;
-            r.pending = ObjectBytes::default();
+            empty(r);
             return;
         }
         if OBJECTS
             .insert(&r.key, &r.pending, BPF_NOEXIST as u64)
             .is_ok()
         {
-            r.pending = ObjectBytes::default();
+            empty(r);
             return;
         }
         lost(Lost::ObjectTableFull);
@@ -226,7 +266,7 @@ fn flush(r: &mut RecentObject) {
         v.bytes += r.pending.bytes;
         v.calls += r.pending.calls;
     }
-    r.pending = ObjectBytes::default();
+    empty(r);
 }
 
 /// The `OBJECTS` key of process `tgid`'s bytes through `inode` in `column`.
@@ -246,19 +286,15 @@ fn key_of(tgid: u64, inode: u64, column: u64) -> ObjectKey {
     }
 }
 
-/// Makes sure `key` has its `OBJECTS` entry, and its object a name (read from `dentry`, or
-/// `file`'s socket); false when the table is full (counted lost).
+/// Makes sure `key` has its `OBJECTS` entry; false when the table is full (counted lost).
 #[inline(always)]
-fn first_sight(key: &ObjectKey, dentry: u64, file: u64) -> bool {
+fn has_entry(key: &ObjectKey) -> bool {
     if OBJECTS.get_ptr_mut(key).is_none()
-        && OBJECTS
-            .insert(key, &ObjectBytes::default(), BPF_NOEXIST as u64)
-            .is_err()
+        && OBJECTS.insert(key, &NO_BYTES, BPF_NOEXIST as u64).is_err()
     {
         lost(Lost::ObjectTableFull);
         return false;
     }
-    name(key, dentry, file);
     true
 }
 
