@@ -216,3 +216,73 @@ fn a_full_table_goes_to_other_and_is_counted_lost() {
         .sum();
     assert_eq!(total, read, "attributed {total} of {read} read bytes");
 }
+
+/// Opens 200 files of different sizes at once and reads them in three interleaved passes (a
+/// third of each file per pass), then closes them and reads 50 more files through the
+/// same descriptor numbers, while moving itself from CPU to CPU: more descriptors than a CPU's
+/// recent slots, so slots change hands (their bytes go to the table) and hold a reused number
+/// after its close, and each file's bytes are spread over CPUs. Prints each file's size as
+/// JSON.
+const ROUND_ROBIN: &str = r#"
+import json, os, sys
+d, n = sys.argv[1], int(sys.argv[2])
+cpus = sorted(os.sched_getaffinity(0))
+paths = [os.path.join(d, "f%03d" % i) for i in range(n + 50)]
+for i, p in enumerate(paths):
+    with open(p, "wb") as f:
+        f.write(b"x" * (3000 + 17 * i))
+fds = [os.open(p, os.O_RDONLY) for p in paths[:n]]
+for k in range(3):
+    for i, fd in enumerate(fds):
+        os.sched_setaffinity(0, {cpus[(i + k) % len(cpus)]})
+        size = 3000 + 17 * i
+        os.read(fd, size // 3 if k < 2 else size)
+for fd in fds:
+    os.close(fd)
+for p in paths[n:]:
+    fd = os.open(p, os.O_RDONLY)
+    while os.read(fd, 1000):
+        pass
+    os.close(fd)
+print(json.dumps({p: os.path.getsize(p) for p in paths}))
+"#;
+
+#[test]
+fn every_file_gets_its_bytes_when_descriptors_outnumber_the_slots() {
+    if !require_root_or_skip() {
+        return;
+    }
+    let dir = scratch_dir("attribution-slots");
+    let script = dir.join("round_robin.py");
+    std::fs::write(&script, ROUND_ROBIN).unwrap();
+    let out_path = dir.join("sizes.json");
+    let cmd = format!(
+        "python3 {} {} 200 > {}",
+        script.display(),
+        dir.display(),
+        out_path.display()
+    );
+    let (doc, status, stderr) = run_json(&[
+        "run",
+        "--json",
+        "--by-file",
+        "--top",
+        "1000",
+        "--",
+        "sh",
+        "-c",
+        &cmd,
+    ]);
+    assert!(status.success(), "zcprof run failed:\n{stderr}");
+    let sizes: Value = serde_json::from_slice(&std::fs::read(&out_path).unwrap()).unwrap();
+    let sizes = sizes.as_object().unwrap();
+    assert_eq!(sizes.len(), 250);
+    for (path, size) in sizes {
+        let found = rows(&doc, "files", "cpu_kernel_to_user", |r| {
+            r["path"] == path.as_str()
+        });
+        assert_eq!(found.len(), 1, "{path}: {found:?}");
+        assert_eq!(u(found[0], "bytes"), size.as_u64().unwrap(), "{path}");
+    }
+    assert_eq!(u(&doc["lost"], "object_table_full"), 0);
+}

@@ -114,7 +114,7 @@ pub const MAP_LOST: &str = "LOST";
 pub const MAX_PROCESSES: u32 = 16_384;
 /// Capacity of [`MAP_THREADS`], [`MAP_TID_SLOT`] and [`MAP_FREE_SLOTS`]: threads tracked at
 /// once (one slot fewer: slot 0 is unused). The array is allocated in full at load, at
-/// `size_of::<ThreadStats>()` (about 2.5 KiB) a slot.
+/// `size_of::<ThreadStats>()` (about 2.7 KiB) a slot.
 pub const MAX_THREADS: u32 = 16_384;
 /// Capacity of [`MAP_TRANSFERS`]: (thread, syscall, column) cells tracked at once.
 pub const MAX_TRANSFERS: u32 = 131_072;

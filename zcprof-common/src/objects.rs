@@ -133,17 +133,18 @@ impl ObjectName {
     };
 }
 
-/// What sys_exit leaves in a thread's entry for the program that runs after it on the same
-/// event (`sys_exit_detail`, attached only with `--by-file`, `--by-peer` or the stack options):
-/// the call it just counted. The detail is done in a program of its own because sys_exit has no
-/// stack to spare for it (5.10 allows 512 bytes for a program and the functions it calls
-/// together).
+/// What the count leaves in a thread's entry for the attribution (`sys_exit_attrib`, after its
+/// count, with `--by-file`/`--by-peer`) and for the program that runs after sys_exit on the same
+/// event with the stack options (`sys_exit_detail`): the call just counted. The stack capture
+/// is a program of its own because sys_exit has no stack to spare for it (5.10 allows 512
+/// bytes for a program and the functions it calls together).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PendingObjects {
     /// Bytes moved, 0 when nothing is pending.
     pub bytes: u64,
-    /// The descriptors the bytes went through (`fd_count` of them; 0 without attribution).
+    /// The descriptors the bytes went through (`fd_count` of them; 0 without attribution);
+    /// after the count, those whose recent slot was not theirs.
     pub fds: [u32; 2],
     /// [`crate::Column`] discriminant.
     pub column: u16,
