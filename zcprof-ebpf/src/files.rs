@@ -33,18 +33,22 @@ fn field<T: Copy + Default>(win: &[u8; WINDOW], off: u64) -> T {
     unsafe { core::ptr::read_unaligned(win.as_ptr().add(off) as *const T) }
 }
 
-/// The `struct file *` behind descriptor `fd` of the current task, or 0.
+/// The current task's `struct fdtable *` (`current->files->fdt`).
 #[inline(always)]
-pub fn current_file(fd: u64) -> u64 {
+fn current_fdt() -> Option<u64> {
     if !off::have_btf() {
-        return 0;
+        return None;
     }
     // SAFETY: the helper only returns the current task pointer.
     let task = unsafe { bpf_get_current_task() };
-    let Ok(files) = read::<u64>(task, off::task_files()) else {
-        return 0;
-    };
-    let Ok(fdt) = read::<u64>(files, off::files_fdt()) else {
+    let files = read::<u64>(task, off::task_files()).ok()?;
+    read::<u64>(files, off::files_fdt()).ok()
+}
+
+/// The `struct file *` behind descriptor `fd` of the current task, or 0.
+#[inline(always)]
+pub fn current_file(fd: u64) -> u64 {
+    let Some(fdt) = current_fdt() else {
         return 0;
     };
     let Ok(win) = read::<[u8; WINDOW]>(fdt, off::fdt_window()) else {
@@ -62,15 +66,7 @@ pub fn current_file(fd: u64) -> u64 {
 /// window on the stack, for functions that have little of it.
 #[inline(always)]
 pub fn small_current_file(fd: u64) -> u64 {
-    if !off::have_btf() {
-        return 0;
-    }
-    // SAFETY: the helper only returns the current task pointer.
-    let task = unsafe { bpf_get_current_task() };
-    let Ok(files) = read::<u64>(task, off::task_files()) else {
-        return 0;
-    };
-    let Ok(fdt) = read::<u64>(files, off::files_fdt()) else {
+    let Some(fdt) = current_fdt() else {
         return 0;
     };
     match read::<u32>(fdt, off::fdt_max_fds()) {

@@ -507,14 +507,7 @@ pub fn run(zcprof: &Path, config: &Config, say: &dyn Fn(String)) -> Section {
                     ));
                     r.samples_s.push(s.seconds);
                     if let Some(c) = s.counted {
-                        r.counted_syscalls = Some(r.counted_syscalls.map_or(c, |m| m.min(c)));
-                        if c < syscalls {
-                            r.error = Some(format!(
-                                "{} counted {c} syscalls of dd, fewer than its {syscalls}: it \
-                                 did not watch all of dd",
-                                r.label
-                            ));
-                        }
+                        check_counted(&mut r.counted_syscalls, &mut r.error, r.label, c, syscalls);
                     }
                 }
                 Err(e) => {
@@ -577,6 +570,24 @@ pub(super) fn which(name: &str) -> Option<std::path::PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?)
         .map(|d| d.join(name))
         .find(|p| p.is_file())
+}
+
+/// Keeps in `counted` the smallest count of dd's syscalls a tool reported (`c`), and sets
+/// `error` when it saw fewer than the `syscalls` dd made: it did not watch all of dd.
+pub(super) fn check_counted(
+    counted: &mut Option<u64>,
+    error: &mut Option<String>,
+    label: &str,
+    c: u64,
+    syscalls: u64,
+) {
+    *counted = Some(counted.map_or(c, |m| m.min(c)));
+    if c < syscalls {
+        *error = Some(format!(
+            "{label} counted {c} syscalls of dd, fewer than its {syscalls}: it did not watch \
+             all of dd"
+        ));
+    }
 }
 
 #[cfg(test)]

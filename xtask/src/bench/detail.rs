@@ -371,14 +371,13 @@ pub fn run(zcprof: &Path, config: &Config, say: &dyn Fn(String)) -> Section {
                     r.samples_s.push(s.seconds);
                     r.folded_bytes = s.folded_bytes.or(r.folded_bytes);
                     if let Some(c) = s.counted {
-                        r.counted_syscalls = Some(r.counted_syscalls.map_or(c, |m| m.min(c)));
-                        if c < syscalls {
-                            r.error = Some(format!(
-                                "{} counted {c} syscalls of dd, fewer than its {syscalls}: it \
-                                 did not watch all of dd",
-                                r.label
-                            ));
-                        }
+                        dd::check_counted(
+                            &mut r.counted_syscalls,
+                            &mut r.error,
+                            r.label,
+                            c,
+                            syscalls,
+                        );
                     }
                 }
                 Err(e) => {

@@ -1117,15 +1117,18 @@ mod tests {
         }
         let g = "{comm=\"g\",syscall=\"read\"";
         // Sizes: bucket k of both cells, cumulative; the last kernel bucket only in +Inf.
-        let mut sizes = Vec::new();
-        let mut cumulative = 0;
-        for k in 0..HIST_BUCKETS {
-            cumulative += read_a.size_log2[k] + read_b.size_log2[k];
-            if k < HIST_BUCKETS - 1 {
-                sizes.push(cumulative as f64);
-            }
-        }
-        sizes.push(9.0);
+        // Bucket k of both cells, cumulative, the last kernel bucket left to +Inf (9 calls).
+        let cumulative = |bucket: &dyn Fn(usize) -> u64| -> Vec<f64> {
+            let mut out: Vec<f64> = (0..HIST_BUCKETS - 1)
+                .scan(0, |sum, k| {
+                    *sum += bucket(k);
+                    Some(*sum as f64)
+                })
+                .collect();
+            out.push(9.0);
+            out
+        };
+        let sizes = cumulative(&|k| read_a.size_log2[k] + read_b.size_log2[k]);
         assert_eq!(
             values(&text, &format!("zcprof_io_size_bytes_bucket{g}")),
             sizes
@@ -1139,15 +1142,7 @@ mod tests {
             values(&text, &format!("zcprof_io_size_bytes_sum{g}")),
             [70_010.0]
         );
-        let mut times = Vec::new();
-        let mut cumulative = 0;
-        for k in 0..HIST_BUCKETS {
-            cumulative += read_a.time_log2[k] + read_b.time_log2[k];
-            if k < HIST_BUCKETS - 1 {
-                times.push(cumulative as f64);
-            }
-        }
-        times.push(9.0);
+        let times = cumulative(&|k| read_a.time_log2[k] + read_b.time_log2[k]);
         let name = "zcprof_transfer_duration_seconds";
         assert_eq!(values(&text, &format!("{name}_bucket{g}")), times);
         assert_eq!(values(&text, &format!("{name}_count{g}")), [9.0]);
