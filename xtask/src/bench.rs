@@ -270,6 +270,17 @@ pub fn median(values: &[f64]) -> Option<f64> {
     })
 }
 
+/// The 25th and 75th percentiles of `v` (nearest rank).
+pub fn quartiles(v: &[f64]) -> Option<(f64, f64)> {
+    let mut v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    Some((at(0.25), at(0.75)))
+}
+
 /// First line of a command's stdout (or stderr), or `unknown`.
 fn first_output_line(program: &str, args: &[&str]) -> String {
     let mut cmd = process::command(program);

@@ -21,8 +21,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{
-    Config, child, dd, median,
-    report::quartiles,
+    Config, child, dd, median, quartiles,
     table::{self, Tab, Target},
     workload,
 };

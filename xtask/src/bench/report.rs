@@ -7,7 +7,7 @@ use super::{
     Results,
     daemon::DaemonCase,
     dd::{self, Case},
-    detail, latency, pertask, service,
+    detail, latency, pertask, quartiles, service,
     soak::{self, ServeRun},
     workload,
 };
@@ -139,17 +139,6 @@ fn expected_loss_pct(w: &workload::StrategyResult, added_ns: Option<f64>) -> Opt
     let calls = w.syscalls_per_run? as f64;
     let added = added_ns?;
     (secs > 0.0).then(|| calls * added * 1e-9 / secs * 100.0)
-}
-
-/// The 25th and 75th percentiles of `v` (nearest rank).
-pub(super) fn quartiles(v: &[f64]) -> Option<(f64, f64)> {
-    let mut v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-    Some((at(0.25), at(0.75)))
 }
 
 fn table_b(workloads: &[workload::StrategyResult], added_ns: Option<f64>) -> Tab {
