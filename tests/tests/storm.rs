@@ -91,18 +91,16 @@ fn fork_storm_under_run() {
     check_report(&parse_json(&out), &tally, "run");
 }
 
-#[test]
-fn fork_storm_under_attach_children() {
-    if !require_root_or_skip() {
-        return;
-    }
-    let dir = scratch_dir("storm-attach");
+/// Runs `zc-storm` with `storm` arguments under `zcprof attach --json --children` with
+/// `extra` arguments, attached before the storm begins; returns attach's report and the tally.
+fn attach_to_storm(name: &str, extra: &[&str], storm: &[&str]) -> (Value, Value) {
+    let dir = scratch_dir(name);
     let tally_path = dir.join("tally.json");
     let go = dir.join("go");
     let _ = std::fs::remove_file(&go);
     let mut storm = Command::new(STORM)
         .arg(&tally_path)
-        .args(STORM_ARGS)
+        .args(storm)
         .args(["--start-after", go.to_str().unwrap()])
         .stdin(Stdio::null())
         .spawn()
@@ -110,6 +108,7 @@ fn fork_storm_under_attach_children() {
     let pid = storm.id().to_string();
     let mut attach = Command::new(zcprof_bin())
         .args(["attach", "--json", "--children", "--pid", &pid])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -145,14 +144,39 @@ fn fork_storm_under_attach_children() {
     assert!(out.status.success(), "zcprof attach failed:\n{stderr}");
     let doc: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("attach JSON: {e}\nstderr:\n{stderr}"));
-    let tally = storm_tally(&tally_path);
+    (doc, storm_tally(&tally_path))
+}
+
+#[test]
+fn fork_storm_under_attach_children() {
+    if !require_root_or_skip() {
+        return;
+    }
+    let (doc, tally) = attach_to_storm("storm-attach", &[], STORM_ARGS);
     assert_pids_reused(&tally);
     check_report(&doc, &tally, "attach --children");
 }
 
+/// The storm of [`a_full_ring_buffer_loses_nothing`]: 12,000 processes, a few thousand a
+/// second, each one thread.
+const FULL_RING_STORM: &[&str] = &[
+    "--loops",
+    "1",
+    "--processes",
+    "12000",
+    "--bursts",
+    "2",
+    "--burst-threads",
+    "100",
+    "--bytes",
+    "1000",
+];
+
 /// With a ring buffer too small for any record, every dead thread takes the way round: its
 /// entry stays, flagged dead, and `run` collects it from the table. Slower, but still exact,
-/// and more threads die than the table holds, so slots must come back that way too.
+/// and more threads die than the table holds, so slots must come back that way too. The
+/// table (4,000) fills in about a second of this storm: collecting once a second lost
+/// hundreds of threads; run must collect when the table fills, not by the clock.
 #[test]
 fn a_full_ring_buffer_loses_nothing() {
     if !require_root_or_skip() {
@@ -160,35 +184,47 @@ fn a_full_ring_buffer_loses_nothing() {
     }
     let dir = scratch_dir("storm-full-ring");
     let tally_path = dir.join("tally.json");
-    let storm = [
-        "--loops",
-        "1",
-        "--processes",
-        "12000",
-        "--bursts",
-        "2",
-        "--burst-threads",
-        "100",
-        "--bytes",
-        "1000",
-    ];
     let mut args = vec![
         "run",
         "--json",
         "--max-threads",
-        "8000",
+        "4000",
         "--retired-ring-bytes",
         "4096",
         "--",
         STORM,
         tally_path.to_str().unwrap(),
     ];
-    args.extend_from_slice(&storm);
+    args.extend_from_slice(FULL_RING_STORM);
     let out = zcprof(&args);
     assert!(out.status.success(), "zcprof run failed:\n{}", out.stderr);
     let tally = storm_tally(&tally_path);
     let doc = parse_json(&out);
     check_report(&doc, &tally, "run with a full ring buffer");
+    assert!(
+        u(&doc["retire_deferred"], "ring_full") > 0,
+        "the ring was full for some: {}",
+        doc["retire_deferred"]
+    );
+}
+
+/// The same under `attach --children`, reporting every 10 s: the dead threads must be
+/// collected as the table fills, not at the report's interval.
+#[test]
+fn a_full_ring_buffer_loses_nothing_under_attach() {
+    if !require_root_or_skip() {
+        return;
+    }
+    let extra = [
+        "--interval",
+        "10s",
+        "--max-threads",
+        "4000",
+        "--retired-ring-bytes",
+        "4096",
+    ];
+    let (doc, tally) = attach_to_storm("storm-attach-full-ring", &extra, FULL_RING_STORM);
+    check_report(&doc, &tally, "attach with a full ring buffer");
     assert!(
         u(&doc["retire_deferred"], "ring_full") > 0,
         "the ring was full for some: {}",

@@ -8,22 +8,56 @@
 //! it here and free it themselves. Reports then show the live threads and the archived ones
 //! together, exactly as if nothing had moved.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::{Duration, Instant},
+};
 
 use crate::{
     loader::{MapReadError, Probes},
     snapshot::{ProcessKey, ProcessView, Snapshot},
 };
 
-/// How often run and attach collect the dead threads the kernel left in the table: often
-/// enough that a burst the ring buffer could not take does not fill the default table, rarely
-/// enough that reading every map twice stays cheap.
-pub const ARCHIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// How often run and attach collect the dead threads the kernel left in the table, at the
+/// least: this also drains the ring buffer of those it retired itself.
+pub const ARCHIVE_EVERY: Duration = Duration::from_secs(1);
 
-/// Final counts of dead threads, by process.
-#[derive(Debug, Default)]
+/// How often run and attach look at how many dead threads the kernel left in the table since
+/// the last collection (a read of one small per-CPU map).
+pub const PRESSURE_EVERY: Duration = Duration::from_millis(50);
+
+/// A collection is due early once this share of the table holds dead threads left since the
+/// last: with the ring buffer full, a fork storm of 4,000 a second filled a table of 8,000
+/// between two collections a second apart when a collection was slow (a busy machine).
+const DEAD_SHARE: u32 = 8;
+
+/// Final counts of dead threads, by process, and when they were last collected.
+#[derive(Debug)]
 pub struct Archive {
     processes: BTreeMap<ProcessKey, ProcessView>,
+    /// When the last collection began.
+    last_sweep: Instant,
+    /// The kernel's count of dead threads left in the table, just before that collection.
+    deferred_at_sweep: u64,
+    /// A collection failed and the user was told (once).
+    warned: bool,
+}
+
+impl Default for Archive {
+    fn default() -> Self {
+        Self {
+            processes: BTreeMap::new(),
+            last_sweep: Instant::now(),
+            deferred_at_sweep: 0,
+            warned: false,
+        }
+    }
+}
+
+/// Whether a collection is due, `since` the last, with `left` dead threads left in a table
+/// of `capacity` slots since then.
+fn due(since: Duration, left: u64, capacity: u32) -> bool {
+    since >= ARCHIVE_EVERY || left >= u64::from((capacity / DEAD_SHARE).max(1))
 }
 
 impl Archive {
@@ -63,13 +97,39 @@ impl Archive {
         }
     }
 
+    /// Collects the dead threads (see [`Archive::take_dead`]) if a collection is due: each
+    /// [`ARCHIVE_EVERY`], and sooner when the kernel has left an eighth of the table to it
+    /// since the last (call it each [`PRESSURE_EVERY`]). A failure is reported once on
+    /// stderr: the dead threads stay in the table, where the final read still finds them.
+    pub fn sweep_if_due(
+        &mut self,
+        probes: &mut Probes,
+        keep: impl FnMut(u32, &ProcessView) -> bool,
+    ) {
+        // Unreadable: the second's collection still comes.
+        let deferred = probes.deferred_total().unwrap_or(self.deferred_at_sweep);
+        let left = deferred.saturating_sub(self.deferred_at_sweep);
+        if !due(self.last_sweep.elapsed(), left, probes.thread_capacity()) {
+            return;
+        }
+        // Read before the collection: a thread left after this read is counted towards the
+        // next one, even if this one takes it.
+        self.deferred_at_sweep = deferred;
+        self.last_sweep = Instant::now();
+        if let Err(e) = self.take_dead(probes, keep)
+            && !std::mem::replace(&mut self.warned, true)
+        {
+            eprintln!("zcprof: warning: cannot move dead threads out of the kernel maps: {e}");
+        }
+    }
+
     /// Moves every thread that is dead now, and that the kernel could not retire itself,
     /// into the archive and frees its kernel entries (see [`Archive::read`] for `keep`).
     ///
     /// A thread is archived from a second read of the maps, made after the read that found
     /// it dead: a thread that died during the first read could have counted into a cell that
     /// read had already passed.
-    pub fn take_dead(
+    fn take_dead(
         &mut self,
         probes: &mut Probes,
         mut keep: impl FnMut(u32, &ProcessView) -> bool,
@@ -116,5 +176,24 @@ impl Archive {
             }
         }
         snap
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_collection_is_due_each_period() {
+        assert!(!due(Duration::from_millis(950), 0, 8000));
+        assert!(due(ARCHIVE_EVERY, 0, 8000));
+    }
+
+    #[test]
+    fn a_collection_is_due_early_when_an_eighth_of_the_table_is_dead() {
+        assert!(!due(Duration::from_millis(100), 999, 8000));
+        assert!(due(Duration::from_millis(100), 1000, 8000));
+        // A tiny table: every dead thread counts.
+        assert!(due(Duration::ZERO, 1, 7));
     }
 }

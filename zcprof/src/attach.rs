@@ -11,7 +11,7 @@ use serde_json::json;
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 
 use crate::{
-    archive::{ARCHIVE_EVERY, Archive},
+    archive::{Archive, PRESSURE_EVERY},
     attribution::Attribution,
     cli::AttachArgs,
     loader::Probes,
@@ -220,8 +220,7 @@ pub async fn attach(args: &AttachArgs) -> anyhow::Result<i32> {
     let mut previous = Snapshot::default();
     let mut last_tick = Instant::now();
     let mut archive = Archive::default();
-    let mut archive_failed = false;
-    let mut last_archive = Instant::now();
+    let mut pressure_tick = tokio::time::interval(PRESSURE_EVERY);
     let mut tracker = crate::stacks::Tracker::default();
     let mut stack_tick = tokio::time::interval(crate::stacks::POLL_EVERY);
     if !args.json {
@@ -251,16 +250,6 @@ pub async fn attach(args: &AttachArgs) -> anyhow::Result<i32> {
         tokio::select! {
             _ = tick.tick() => {
                 probes.flush_log();
-                if last_archive.elapsed() >= ARCHIVE_EVERY {
-                    last_archive = Instant::now();
-                    if let Err(e) = archive.take_dead(&mut probes, |pid, p| {
-                        selection.as_mut().is_none_or(|s| s.keeps(pid, p))
-                    })
-                        && !std::mem::replace(&mut archive_failed, true)
-                    {
-                        eprintln!("zcprof: warning: cannot move dead threads out of the kernel maps: {e}");
-                    }
-                }
                 if !args.json {
                     let snap = archive.read(&probes, |pid, p| {
                         selection.as_mut().is_none_or(|s| s.keeps(pid, p))
@@ -271,6 +260,12 @@ pub async fn attach(args: &AttachArgs) -> anyhow::Result<i32> {
                     previous = now;
                     last_tick = Instant::now();
                 }
+            }
+            // Apart from the report's interval, which may be long (see `archive`).
+            _ = pressure_tick.tick() => {
+                archive.sweep_if_due(&mut probes, |pid, p| {
+                    selection.as_mut().is_none_or(|s| s.keeps(pid, p))
+                });
             }
             _ = stack_tick.tick(), if probes.stack_maps().is_some() => {
                 if let Some(maps) = probes.stack_maps() {

@@ -9,7 +9,7 @@ use anyhow::{Context as _, anyhow};
 use serde_json::json;
 
 use crate::{
-    archive::{ARCHIVE_EVERY, Archive},
+    archive::{Archive, PRESSURE_EVERY},
     attribution::Attribution,
     cli::RunArgs,
     loader::{LoadOptions, Probes},
@@ -80,13 +80,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         let _ = exited.send(child.wait());
     });
     let mut archive = Archive::default();
-    let mut archive_failed = false;
     let mut tracker = crate::stacks::Tracker::default();
-    let mut last_archive = Instant::now();
     // With stacks, processes' memory maps are read while they live: more often.
     let every = match probes.stack_maps() {
         Some(_) => crate::stacks::POLL_EVERY,
-        None => ARCHIVE_EVERY,
+        None => PRESSURE_EVERY,
     };
     let status = loop {
         if let Some(maps) = probes.stack_maps() {
@@ -94,17 +92,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         }
         match exit.recv_timeout(every) {
             Ok(status) => break status.with_context(|| format!("waiting for `{program}`"))?,
-            Err(RecvTimeoutError::Timeout) if last_archive.elapsed() < ARCHIVE_EVERY => {}
-            Err(RecvTimeoutError::Timeout) => {
-                last_archive = Instant::now();
-                if let Err(e) = archive.take_dead(&mut probes, |_, _| true)
-                    && !std::mem::replace(&mut archive_failed, true)
-                {
-                    eprintln!(
-                        "zcprof: warning: cannot move dead threads out of the kernel maps: {e}"
-                    );
-                }
-            }
+            Err(RecvTimeoutError::Timeout) => archive.sweep_if_due(&mut probes, |_, _| true),
             Err(RecvTimeoutError::Disconnected) => {
                 anyhow::bail!("lost track of `{program}` (its waiting thread ended)")
             }

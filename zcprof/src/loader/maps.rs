@@ -259,13 +259,23 @@ impl Probes {
         }
         snap.lost.insert(KERNEL_SKIPPED, self.kernel_skipped());
         for d in Deferred::ALL {
-            let per_cpu = self
-                .deferred
-                .get(&(d as u32), 0)
-                .map_err(map_err("DEFERRED"))?;
-            snap.deferred.insert(d.name(), per_cpu.iter().sum());
+            snap.deferred.insert(d.name(), self.deferred(d)?);
         }
         Ok(snap)
+    }
+
+    /// Dead threads the kernel left in the table for user space, for reason `d`, since load.
+    fn deferred(&self, d: Deferred) -> Result<u64, MapReadError> {
+        let per_cpu = self
+            .deferred
+            .get(&(d as u32), 0)
+            .map_err(map_err("DEFERRED"))?;
+        Ok(per_cpu.iter().sum())
+    }
+
+    /// Dead threads the kernel left in the table for user space, for any reason, since load.
+    pub fn deferred_total(&self) -> Result<u64, MapReadError> {
+        Deferred::ALL.iter().map(|&d| self.deferred(d)).sum()
     }
 
     /// Deletes thread `tid`'s ledger cells, then its slot. Only for a thread whose counts are
