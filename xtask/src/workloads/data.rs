@@ -6,17 +6,21 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// Calls of one system call and the bytes they moved.
+/// Calls of one system call, the bytes they moved, and how many of them failed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 pub struct Count {
     pub calls: u64,
     pub bytes: u64,
+    /// Failed calls (counted in `calls` too); absent from a user-space copy tally.
+    #[serde(default)]
+    pub errors: u64,
 }
 
 impl std::ops::AddAssign for Count {
     fn add_assign(&mut self, other: Self) {
         self.calls += other.calls;
         self.bytes += other.bytes;
+        self.errors += other.errors;
     }
 }
 
@@ -126,6 +130,7 @@ pub struct Transfer {
     pub column: String,
     pub calls: u64,
     pub bytes: u64,
+    pub errors: u64,
     pub zerocopy_requested: u64,
 }
 
@@ -146,6 +151,7 @@ impl Process {
             total += Count {
                 calls: t.calls,
                 bytes: t.bytes,
+                errors: t.errors,
             };
         }
         total
@@ -158,6 +164,7 @@ impl Process {
             total += Count {
                 calls: t.calls,
                 bytes: t.bytes,
+                ..Count::default()
             };
         }
         total

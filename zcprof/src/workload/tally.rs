@@ -17,6 +17,19 @@ pub struct SyscallTally {
     /// Sum of the successful return values (bytes); for `mmap`/`munmap` the length mapped; 0 for
     /// calls that move no payload themselves (`io_uring_enter`, error-queue `recvmsg`).
     pub bytes: u64,
+    /// The invocations that failed (`EINTR`, `EAGAIN`, ...), counted in `calls` too.
+    pub errors: u64,
+}
+
+impl SyscallTally {
+    /// One invocation: `bytes` if it succeeded, `None` if it failed.
+    fn add(&mut self, bytes: Option<u64>) {
+        self.calls += 1;
+        match bytes {
+            Some(b) => self.bytes += b,
+            None => self.errors += 1,
+        }
+    }
 }
 
 /// Copies made in user space (`memcpy`), which the kernel cannot see.
@@ -98,16 +111,12 @@ impl Counters {
     /// One invocation of a data-moving system call; `bytes` is its successful result (or the
     /// length mapped for mmap/munmap), `None` if it failed.
     pub(crate) fn syscall(&mut self, name: &'static str, bytes: Option<u64>) {
-        let t = self.syscalls.entry(name).or_default();
-        t.calls += 1;
-        t.bytes += bytes.unwrap_or(0);
+        self.syscalls.entry(name).or_default().add(bytes);
     }
 
     /// One invocation of a system call that moves no payload, made inside the measured window.
     pub(crate) fn control(&mut self, name: &'static str, bytes: Option<u64>) {
-        let t = self.control.entry(name).or_default();
-        t.calls += 1;
-        t.bytes += bytes.unwrap_or(0);
+        self.control.entry(name).or_default().add(bytes);
     }
 
     /// One completed io_uring operation.

@@ -106,14 +106,16 @@ fn mmap_write() {
         sc(&t, "mmap"),
         SyscallTally {
             calls: 1,
-            bytes: MIB4
+            bytes: MIB4,
+            errors: 0
         }
     );
     assert_eq!(
         sc(&t, "munmap"),
         SyscallTally {
             calls: 1,
-            bytes: MIB4
+            bytes: MIB4,
+            errors: 0
         }
     );
     assert_eq!(sc(&t, "write").bytes, MIB4);
