@@ -291,8 +291,8 @@ pub fn evaluate(model: &Model, tally: &Tally, report: &Report, epilogue: Epilogu
         if restarted > 0 {
             notes.push(format!(
                 "{label}: {restarted} failed call(s) the workload never saw, not counted as its \
-                 calls: the kernel interrupted a blocking call (for a signal, or on 5.10 for \
-                 io_uring's task work) and restarted it"
+                 calls: the kernel interrupted a blocking call (for a signal, or for work it \
+                 queued on the task, as io_uring does) and restarted it"
             ));
         }
         checks.push(Check::eq(
