@@ -264,6 +264,16 @@ counters! {
         member: "socket_write",
         column: "sock wr copy B",
     }
+    /// Of the file pages mapped in by faults (`mmap_fault_in`), the bytes of those the kernel
+    /// faulted in while it ran one of the thread's syscalls: a syscall copying from or to a
+    /// file mapping (`write(socket, mapping)`, say), where the thread's own code (its binary's
+    /// text, say) faults outside of them.
+    syscall_file_fault_bytes {
+        unit: "bytes",
+        help: "Bytes of file pages mapped in by faults taken inside the thread's syscalls \
+               (a syscall copying from or to a file mapping).",
+        column: "sys file flt B",
+    }
     /// io_uring requests the thread submitted that the kernel handed to an io-wq worker
     /// thread instead of running them inline (`io_uring:io_uring_queue_async_work`).
     io_uring_punted {

@@ -298,7 +298,8 @@ fn by_fd_kind(t: &mut ThreadStats, column: Column, kind: FdKind, zc: bool, bytes
 /// Counts the pages `first..=last` of the file behind `mapping` as mapped in, except those the
 /// thread's previous faults on the same file already counted: fault-around windows of
 /// consecutive faults overlap, and the page a `->fault` handles after fault-around is inside
-/// the window just counted.
+/// the window just counted. `in_syscall`: the kernel took the fault inside one of the
+/// thread's syscalls (copying from or to a file mapping), not in the thread's own code.
 #[inline(always)]
 pub(crate) fn file_pages_mapped(
     t: &mut ThreadStats,
@@ -306,6 +307,7 @@ pub(crate) fn file_pages_mapped(
     mapping: u64,
     first: u64,
     last: u64,
+    in_syscall: bool,
 ) {
     if last < first {
         return;
@@ -327,6 +329,9 @@ pub(crate) fn file_pages_mapped(
         t.fault_mapping = mapping;
         t.fault_first = first;
         t.fault_last = last;
+    }
+    if in_syscall {
+        t.counts.syscall_file_fault_bytes += pages * PAGE_SIZE;
     }
     let column = record(
         t,

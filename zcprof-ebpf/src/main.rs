@@ -484,7 +484,7 @@ pub fn mm_filemap_fault(ctx: RawTracePointContext) -> u32 {
     }
     if let Some((t, tid)) = current_thread() {
         let index: u64 = ctx.arg(1);
-        ledger::file_pages_mapped(t, tid, ctx.arg(0), index, index);
+        ledger::file_pages_mapped(t, tid, ctx.arg(0), index, index, in_syscall());
     }
     0
 }
@@ -503,9 +503,18 @@ pub fn mm_filemap_map_pages(ctx: RawTracePointContext) -> u32 {
         return 0;
     }
     if let Some((t, tid)) = current_thread() {
-        ledger::file_pages_mapped(t, tid, ctx.arg(0), ctx.arg(1), ctx.arg(2));
+        ledger::file_pages_mapped(t, tid, ctx.arg(0), ctx.arg(1), ctx.arg(2), in_syscall());
     }
     0
+}
+
+/// Whether the current fault was taken inside a syscall: the registers the task saved on
+/// entering the kernel hold a syscall's number in `orig_ax`; a fault of user code saves -1
+/// there (x86-64's exception entry writes it: "no syscall to restart"). Unknown (no syscall
+/// has shown where the registers are yet) counts as not inside one.
+#[inline(always)]
+fn in_syscall() -> bool {
+    thread::current_syscall().is_some_and(|nr| nr != u64::MAX)
 }
 
 /// `io_uring:io_uring_complete`, TP_PROTO(struct io_ring_ctx *ctx, void *req,

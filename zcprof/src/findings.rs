@@ -227,27 +227,26 @@ fn relay_by_copy(a: &Activity) -> Option<Verdict> {
 }
 
 /// `mmap_write_to_socket`: bytes written to sockets by copy that were not read from files by
-/// copy, while file pages were mapped in by faults in comparable amounts: sent from file
-/// mappings; sendfile would avoid the copy that remains, and the faults.
+/// copy, while file pages were mapped in by faults inside syscalls in comparable amounts: sent
+/// from file mappings; sendfile would avoid the copy that remains, and the faults. Faults of
+/// the thread's own code (its binary's text, loaded as it runs) do not count: a short run of
+/// a large binary faults in megabytes of it.
 fn send_from_mappings(a: &Activity) -> Option<Verdict> {
     let c = &a.counts;
     let (written, read) = (c.socket_write_copy_bytes, c.file_read_copy_bytes);
-    let faulted_in = a
-        .transfers
-        .get(&(Syscall::FileFault, Column::MmapFaultIn))
-        .map_or(0, |t| t.bytes);
+    let faulted_in = c.syscall_file_fault_bytes;
     if written < RELAY_MIN_BYTES || 2 * faulted_in < written || read * FEW_FILE_READS > written {
         return None;
     }
     let from_mappings = written.min(faulted_in);
     let evidence = json!({
-        "socket_write_bytes": written, "mmap_fault_in_bytes": faulted_in,
+        "socket_write_bytes": written, "syscall_file_fault_bytes": faulted_in,
         "file_read_bytes": read, "from_mappings_bytes": from_mappings,
     });
     let text = format!(
         "wrote {written} B to sockets by copy but read only {read} B from files, while \
-         {faulted_in} B of file pages were mapped in by faults: it sends from file mappings; \
-         sendfile would skip the copy of about {from_mappings} B, and the page faults"
+         {faulted_in} B of file pages were mapped in by faults inside its syscalls: it sends \
+         from file mappings; sendfile would skip the copy of about {from_mappings} B, and the page faults"
     );
     Some((evidence, from_mappings, 0, text, (0, &[])))
 }
@@ -462,16 +461,7 @@ mod tests {
             let c = &mut t.activity.counts;
             (c.file_read_copy_bytes, c.file_read_copy_calls) = (read, calls);
             (c.socket_write_copy_bytes, c.io_uring_punted) = (written, punted);
-            if faulted > 0 {
-                let fault = Transfer {
-                    calls: 1,
-                    bytes: faulted,
-                    ..Transfer::ZERO
-                };
-                t.activity
-                    .transfers
-                    .insert((Syscall::FileFault, Column::MmapFaultIn), fault);
-            }
+            c.syscall_file_fault_bytes = faulted;
             p.add_thread(7, tid, t);
         }
         snap

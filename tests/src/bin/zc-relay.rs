@@ -5,6 +5,8 @@
 //! - `copy`: `read(file, buf)` then `write(socket, buf)`, chunk by chunk, to end of file;
 //! - `sendfile`: `sendfile(socket, file)` chunk by chunk (the same relay without a copy);
 //! - `mmap`: the file mapped, `write(socket, map[off..off + chunk])` chunk by chunk;
+//! - `mmap-touch`: the file mapped, each chunk copied by the sender's own code into a buffer,
+//!   then `write(socket, buf)`: the file's pages fault in outside the syscalls;
 //! - `uring-punt`: the file read chunk by chunk with io_uring `IORING_OP_READ` and
 //!   `IOSQE_ASYNC`, which makes the kernel hand every read to an io-wq worker (no socket).
 //!
@@ -94,7 +96,14 @@ fn sendfile(t: &mut Tally, file: &File, sock: i32, chunk: usize) -> Result<(), S
     }
 }
 
-fn mmap_write(t: &mut Tally, file: &File, sock: i32, chunk: usize) -> Result<(), String> {
+/// `touch`: the sender copies each chunk out of the mapping itself before writing it.
+fn mmap_write(
+    t: &mut Tally,
+    file: &File,
+    sock: i32,
+    chunk: usize,
+    touch: bool,
+) -> Result<(), String> {
     let len = file.metadata().map_err(|e| format!("stat: {e}"))?.len() as usize;
     // SAFETY: a fresh shared read-only mapping of the whole file; checked below.
     let map = unsafe {
@@ -114,8 +123,15 @@ fn mmap_write(t: &mut Tally, file: &File, sock: i32, chunk: usize) -> Result<(),
     // test's and nobody truncates it meanwhile.
     let data = unsafe { std::slice::from_raw_parts(map.cast::<u8>(), len) };
     let mut result = Ok(());
+    let mut buf = if touch { vec![0u8; chunk] } else { Vec::new() };
     for piece in data.chunks(chunk) {
-        result = write_all(t, sock, piece);
+        result = if touch {
+            let buf = &mut buf[..piece.len()];
+            buf.copy_from_slice(piece);
+            write_all(t, sock, buf)
+        } else {
+            write_all(t, sock, piece)
+        };
         if result.is_err() {
             break;
         }
@@ -201,7 +217,8 @@ fn main() {
         match mode_name.as_str() {
             "copy" => copy(&mut t, &file, fd, chunk)?,
             "sendfile" => sendfile(&mut t, &file, fd, chunk)?,
-            "mmap" => mmap_write(&mut t, &file, fd, chunk)?,
+            "mmap" => mmap_write(&mut t, &file, fd, chunk, false)?,
+            "mmap-touch" => mmap_write(&mut t, &file, fd, chunk, true)?,
             "uring-punt" => uring_punt(&mut t, &file, chunk)?,
             other => return Err(format!("unknown mode {other}")),
         }

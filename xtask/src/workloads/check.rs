@@ -12,6 +12,10 @@
 //! - zero-copy facts the kernel reported (copied over loopback; zerocopy_requested);
 //! - zcprof's findings: the sender's exactly those the strategy must give (`findings.rs`).
 //!
+//! - the file bytes faulted in inside the sender's and the receiver's syscalls
+//!   (`syscall_file_fault_bytes`: mmap-write's writes fault in the whole file, nothing else
+//!   does), where the kernel has the filemap tracepoints;
+//!
 //! Shown but not checked: `mmap_fault_in` (an upper bound by design), page faults, context
 //! switches. Mode switches against the model's classic counts are notes: their unit (a chunk, a
 //! call) is not always the workload's (`docs/model.md`).
@@ -238,6 +242,7 @@ pub fn evaluate(model: &Model, tally: &Tally, report: &Report, epilogue: Epilogu
         ledger: BTreeMap::new(),
         transfers: Vec::new(),
         io_uring: Vec::new(),
+        syscall_file_fault_bytes: 0,
     };
     let sender = report.processes.iter().find(|p| p.pid == tally.sender_pid);
     checks.push(Check::fact(
@@ -378,6 +383,19 @@ pub fn evaluate(model: &Model, tally: &Tally, report: &Report, epilogue: Epilogu
             columns[column],
         ));
     }
+    // The faults inside syscalls are exact where the whole fault-around column is not: the
+    // sender's own code faults outside of them.
+    if report.available(MMAP_FAULT_IN) {
+        checks.push(Check::eq(
+            "file bytes faulted in inside the sender's syscalls (syscall_file_fault_bytes)",
+            model.faulted_in_syscalls * size,
+            sender.syscall_file_fault_bytes,
+        ));
+    } else {
+        notes.push(format!(
+            "syscall_file_fault_bytes not checked: {MMAP_FAULT_IN} is unavailable on this kernel"
+        ));
+    }
     let kernel_copied: u64 = CPU_COLUMNS.iter().map(|c| columns[*c]).sum();
     checks.push(Check::eq(
         format!("CPU-copied bytes ({} per byte sent)", model.kernel_copies()),
@@ -424,6 +442,13 @@ pub fn evaluate(model: &Model, tally: &Tally, report: &Report, epilogue: Epilogu
             true,
             r.is_some(),
         ));
+        if report.available(MMAP_FAULT_IN) {
+            checks.push(Check::eq(
+                "file bytes faulted in inside the receiver's syscalls",
+                0,
+                r.map_or(0, |r| r.syscall_file_fault_bytes),
+            ));
+        }
         let bytes = r.map_or(0, |r| r.column(CPU_KERNEL_TO_USER));
         checks.push(Check::eq(
             "receiver cpu_kernel_to_user bytes",

@@ -81,6 +81,17 @@ pub struct Report {
     pub findings: Vec<Finding>,
 }
 
+impl Report {
+    /// Whether zcprof can count what capability `name` feeds on the kernel of the run (a
+    /// report without the capability predates it: available).
+    pub fn available(&self, name: &str) -> bool {
+        self.capabilities
+            .iter()
+            .find(|c| c.name == name)
+            .is_none_or(|c| c.state != "unavailable")
+    }
+}
+
 /// One capability of zcprof on the kernel of the run.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Capability {
@@ -109,6 +120,9 @@ pub struct Process {
     pub ledger: BTreeMap<String, u64>,
     pub transfers: Vec<Transfer>,
     pub io_uring: Vec<UringCell>,
+    /// File bytes the kernel faulted in inside the process's syscalls (of `mmap_fault_in`).
+    #[serde(default)]
+    pub syscall_file_fault_bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

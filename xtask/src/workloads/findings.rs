@@ -33,13 +33,7 @@ pub fn key(f: &Finding) -> String {
 /// The findings strategy `tally.strategy` must give, on the kernel `report` describes.
 pub fn expected(tally: &Tally, report: &Report) -> Expected {
     let mut e = Expected::default();
-    let available = |name: &str| {
-        report
-            .capabilities
-            .iter()
-            .find(|c| c.name == name)
-            .is_none_or(|c| c.state != "unavailable")
-    };
+    let available = |name: &str| report.available(name);
     let big = tally.bytes >= RELAY_MIN_BYTES;
     match tally.strategy.as_str() {
         // Descriptor kinds need BTF (`btf`): without it no file or socket is told apart.

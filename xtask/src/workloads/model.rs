@@ -71,6 +71,10 @@ pub struct Model {
     pub user_copies: u64,
     /// Whether the kernel must report that it copied the zero-copy sends (true over loopback).
     pub zerocopy_copied: Option<bool>,
+    /// File bytes the sender's syscalls fault in from its file mappings, in multiples of the
+    /// bytes sent (`syscall_file_fault_bytes`): mmap-write's writes copy from a mapping its own
+    /// code never touched, 1; every other strategy maps no file, 0.
+    pub faulted_in_syscalls: u64,
     /// How the copies come about, for the notes.
     pub how: &'static str,
 }
@@ -199,6 +203,7 @@ pub fn model(strategy: &str) -> Option<Model> {
         columns,
         user_copies,
         zerocopy_copied,
+        faulted_in_syscalls: u64::from(strategy == "mmap-write"),
         how,
     })
 }
