@@ -294,8 +294,8 @@ fn print_findings(runs: &[Run]) -> (usize, usize) {
          `measured mode sw./chunk` is 2 × the tally's data syscalls / chunks;",
         "the workload's epilogue (its tally on stdout: 2 writes; Rust's exit: 1 munmap of the \
          signal stack) is added to the expected write and munmap cells;",
-        "fault-in is shown, not checked: zcprof counts whole fault-around windows (and the \
-         sender's own code pages).",
+        "fault-in is checked where the kernel counts it: the workload maps its own code in \
+         before the start gate, so the window holds only the transfer's faults.",
     ] {
         println!("  {line}");
     }

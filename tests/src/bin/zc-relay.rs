@@ -189,6 +189,9 @@ fn main() {
         None => 64 << 10,
     };
     let file = File::open(path).unwrap_or_else(|e| die(&format!("open {path}: {e}")));
+    // The sender's syscalls then fault in only the file's pages (a constant of ours read by a
+    // syscall would fault inside it on a cold page cache).
+    zcprof_tests::populate_file_mappings();
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .unwrap_or_else(|e| die(&format!("listen on loopback: {e}")));
     let addr = listener

@@ -8,8 +8,8 @@
 //! They say nothing about the other strategies. The column expectations follow the ledger's rules
 //! (`docs/ledger.md`) for what the sender's system calls do over loopback TCP.
 
-/// The ledger columns that carry transfer bytes, in display order (`mmap_fault_in` is shown but
-/// not checked: it is an upper bound by design, see `docs/model.md`).
+/// The ledger columns that carry transfer bytes, in display order (`mmap_fault_in` is checked
+/// apart, where the kernel can count it: [`Model::mapped_by_faults`]).
 pub const CPU_USER_TO_KERNEL: &str = "cpu_user_to_kernel";
 pub const CPU_KERNEL_TO_USER: &str = "cpu_kernel_to_user";
 pub const CPU_IN_KERNEL: &str = "cpu_in_kernel";
@@ -71,10 +71,11 @@ pub struct Model {
     pub user_copies: u64,
     /// Whether the kernel must report that it copied the zero-copy sends (true over loopback).
     pub zerocopy_copied: Option<bool>,
-    /// File bytes the sender's syscalls fault in from its file mappings, in multiples of the
-    /// bytes sent (`syscall_file_fault_bytes`): mmap-write's writes copy from a mapping its own
-    /// code never touched, 1; every other strategy maps no file, 0.
-    pub faulted_in_syscalls: u64,
+    /// File bytes the sender's page faults map in (`mmap_fault_in`), in multiples of the bytes
+    /// sent, every one of them inside its syscalls (`syscall_file_fault_bytes`): mmap-write's
+    /// writes copy from a mapping its own code never touches, 1; every other strategy maps no
+    /// file, 0 (the workload maps its own code in before the start gate).
+    pub mapped_by_faults: u64,
     /// How the copies come about, for the notes.
     pub how: &'static str,
 }
@@ -203,7 +204,7 @@ pub fn model(strategy: &str) -> Option<Model> {
         columns,
         user_copies,
         zerocopy_copied,
-        faulted_in_syscalls: u64::from(strategy == "mmap-write"),
+        mapped_by_faults: u64::from(strategy == "mmap-write"),
         how,
     })
 }

@@ -157,27 +157,6 @@ extern "C" fn worker_main(arg: *mut libc::c_void) -> libc::c_int {
     unsafe { libc::_exit(0) }
 }
 
-/// Maps every page of every file-backed mapping (MADV_POPULATE_READ), so that the worker,
-/// which shares this address space, never faults on them.
-fn populate_file_mappings() {
-    const MADV_POPULATE_READ: i32 = 22;
-    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
-    for line in maps.lines() {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() < 6 || !f[5].starts_with('/') || !f[1].starts_with('r') {
-            continue;
-        }
-        let Some((a, b)) = f[0].split_once('-') else {
-            continue;
-        };
-        let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) else {
-            continue;
-        };
-        // SAFETY: advice on our own mapping; failure is harmless.
-        unsafe { libc::madvise(a as *mut libc::c_void, b - a, MADV_POPULATE_READ) };
-    }
-}
-
 /// One phase's cells as `{NAME: {"calls","bytes","errors","zerocopy_requested"}}`.
 fn phase_json(cells: &[Cell]) -> Value {
     let mut m = Map::new();
@@ -242,7 +221,7 @@ fn main() {
     // populated first, the worker takes no page fault on code or data it did not ask for, and
     // its file faults are only those of its action. The supervisor is suspended until the
     // worker exits (CLONE_VFORK), so the two never run at the same time.
-    populate_file_mappings();
+    zcprof_tests::populate_file_mappings();
     let mut stack = vec![1u8; 8 << 20];
     let mut ctx = Ctx {
         job: Some(job),
