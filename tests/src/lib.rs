@@ -530,6 +530,21 @@ pub const STORM_ARGS: &[&str] = &[
     "1000",
 ];
 
+/// The storm of the full-ring tests (storm.rs, serve.rs): 12,000 processes, a few thousand a
+/// second, each one thread.
+pub const FULL_RING_STORM: &[&str] = &[
+    "--loops",
+    "1",
+    "--processes",
+    "12000",
+    "--bursts",
+    "2",
+    "--burst-threads",
+    "100",
+    "--bytes",
+    "1000",
+];
+
 /// The tally `zc-storm` wrote at `path`, checked to say that every child and thread did its
 /// write.
 pub fn storm_tally(path: &Path) -> Value {
@@ -741,4 +756,37 @@ pub fn populate_file_mappings() {
         // SAFETY: advice on our own mapping; failure is harmless.
         unsafe { libc::madvise(a as *mut libc::c_void, b - a, MADV_POPULATE_READ) };
     }
+}
+
+/// What `zcprof attach` says on stderr once its programs are attached and it watches.
+pub const ATTACHED: &str = "zcprof: attached to";
+
+/// Reads `child`'s stderr on a thread, to its end, and returns once a line starts with
+/// `prefix`; the handle gives everything it said. Kills the child and panics with what it
+/// said if no such line came within `timeout`.
+pub fn stderr_after_line(
+    child: &mut std::process::Child,
+    prefix: &'static str,
+    timeout: std::time::Duration,
+) -> std::thread::JoinHandle<String> {
+    use std::io::BufRead as _;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let pipe = child.stderr.take().expect("the child's stderr is piped");
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+            if line.starts_with(prefix) {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    if rx.recv_timeout(timeout).is_err() {
+        let _ = child.kill();
+        let said = reader.join().unwrap_or_default();
+        panic!("no line starting with {prefix:?} in {timeout:?}; it said:\n{said}");
+    }
+    reader
 }

@@ -157,21 +157,6 @@ fn fork_storm_under_attach_children() {
     check_report(&doc, &tally, "attach --children");
 }
 
-/// The storm of [`a_full_ring_buffer_loses_nothing`]: 12,000 processes, a few thousand a
-/// second, each one thread.
-const FULL_RING_STORM: &[&str] = &[
-    "--loops",
-    "1",
-    "--processes",
-    "12000",
-    "--bursts",
-    "2",
-    "--burst-threads",
-    "100",
-    "--bytes",
-    "1000",
-];
-
 /// With a ring buffer too small for any record, every dead thread takes the way round: its
 /// entry stays, flagged dead, and `run` collects it from the table. Slower, but still exact,
 /// and more threads die than the table holds, so slots must come back that way too. The

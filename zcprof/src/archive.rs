@@ -22,7 +22,7 @@ use crate::{
 /// least: this also drains the ring buffer of those it retired itself.
 pub const ARCHIVE_EVERY: Duration = Duration::from_secs(1);
 
-/// How often run and attach look at how many dead threads the kernel left in the table since
+/// How often run, attach and serve's collector look at how many dead threads the kernel left in the table since
 /// the last collection (a read of one small per-CPU map).
 pub const PRESSURE_EVERY: Duration = Duration::from_millis(50);
 
@@ -57,7 +57,13 @@ impl Default for Archive {
 /// Whether a collection is due, `since` the last, with `left` dead threads left in a table
 /// of `capacity` slots since then.
 fn due(since: Duration, left: u64, capacity: u32) -> bool {
-    since >= ARCHIVE_EVERY || left >= u64::from((capacity / DEAD_SHARE).max(1))
+    since >= ARCHIVE_EVERY || crowded(left, capacity)
+}
+
+/// Whether `left` dead threads the kernel left in a table of `capacity` slots since the last
+/// collection call for one now, whatever its schedule (run, attach, and serve's collector).
+pub fn crowded(left: u64, capacity: u32) -> bool {
+    left >= u64::from((capacity / DEAD_SHARE).max(1))
 }
 
 impl Archive {

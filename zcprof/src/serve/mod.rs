@@ -43,6 +43,7 @@ use self::{
     metrics::{MapFill, Published},
 };
 use crate::{
+    archive::{PRESSURE_EVERY, crowded},
     loader::{LoadOptions, MapReadError, ProbeArgs, Probes},
     privileges,
     watch::{self as watching, WatchError},
@@ -271,16 +272,18 @@ impl Collector {
         self.publish.send_replace(Arc::new(published));
     }
 
-    /// Collects every `interval` and whenever asked, until `stop`; then drops the probes,
-    /// which detaches every program.
+    /// Collects every `interval`, whenever asked, and as soon as dead threads the kernel could
+    /// not retire crowd the thread table (see [`Collector::wait`]), until `stop`; then drops the
+    /// probes, which detaches every program.
     fn run(mut self, interval: Duration, asks: mpsc::Receiver<()>, stop: Arc<AtomicBool>) {
         loop {
             let last = Instant::now();
+            // Read before the collection: a thread left after this read counts towards the
+            // next one, even if this one frees it.
+            let deferred = self.probes.deferred_total().unwrap_or(0);
             self.collect();
-            let next = last + interval;
-            match asks.recv_timeout(next.saturating_duration_since(Instant::now())) {
-                Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            if !self.wait(last + interval, deferred, &asks, &stop) {
+                break;
             }
             if stop.load(Ordering::Relaxed) {
                 break;
@@ -291,6 +294,40 @@ impl Collector {
                 std::thread::sleep(wait);
             }
             while asks.try_recv().is_ok() {}
+        }
+    }
+}
+
+impl Collector {
+    /// Waits until `next`, a scrape's ask, or the kernel's count of dead threads left in the
+    /// table (its ring buffer to user space was full) growing from `deferred` by an eighth of
+    /// the table: in a fork storm the table would otherwise fill between two collections and
+    /// lose threads. False once the HTTP side is gone.
+    fn wait(
+        &self,
+        next: Instant,
+        deferred: u64,
+        asks: &mpsc::Receiver<()>,
+        stop: &AtomicBool,
+    ) -> bool {
+        loop {
+            let now = Instant::now();
+            if now >= next {
+                return true;
+            }
+            match asks.recv_timeout((next - now).min(PRESSURE_EVERY)) {
+                Ok(()) => return true,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return false,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            // Unreadable: the interval's collection still comes.
+            let left = self
+                .probes
+                .deferred_total()
+                .map_or(0, |d| d.saturating_sub(deferred));
+            if stop.load(Ordering::Relaxed) || crowded(left, self.probes.thread_capacity()) {
+                return true;
+            }
         }
     }
 }
