@@ -55,7 +55,7 @@ pub const FD_TYPES: Kind = Kind {
 /// File pages mapped in by faults (`mmap_fault_in`).
 pub const MMAP_FAULT_IN: Kind = Kind {
     name: "mmap_fault_in",
-    feeds: "ledger column mmap_fault_in (file_fault transfers)",
+    feeds: "ledger column mmap_fault_in (file_fault transfers), syscall_file_fault_bytes",
     needs: "tracepoints filemap:mm_filemap_fault and mm_filemap_map_pages (Linux 6.10+)",
 };
 /// io_uring operations by opcode and column.

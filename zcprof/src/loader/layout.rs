@@ -86,6 +86,12 @@ impl KernelLayout {
                 );
                 caps.set(capability::IO_URING, State::Unavailable, why.clone());
                 caps.set(capability::EXIT_SYSCALLS, State::Unavailable, why.clone());
+                // Where a fault was taken is read from the registers exit_syscalls reads.
+                caps.set(
+                    capability::MMAP_FAULT_IN,
+                    State::Degraded,
+                    format!("{why}; syscall_file_fault_bytes stays 0"),
+                );
                 caps.set(
                     capability::CONTEXT_SWITCHES,
                     State::Degraded,
