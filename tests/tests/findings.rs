@@ -230,12 +230,26 @@ fn sending_from_a_file_mapping_is_found_where_faults_are_counted() {
 /// this made `mmap_write_to_socket`.
 #[test]
 fn faults_of_the_thread_s_own_code_are_not_sends_from_a_mapping() {
+    faults_outside_data_calls("mmap-touch");
+}
+
+/// `MAP_POPULATE` maps the whole file inside mmap, a syscall that moves nothing (as
+/// `mlockall` maps a binary): not pages a data-moving call faulted in.
+#[test]
+fn pages_mapped_by_map_populate_are_not_faulted_in_by_a_data_call() {
+    faults_outside_data_calls("mmap-populate");
+}
+
+/// zc-relay in `mode` sends the file from a mapping whose pages fault in outside its
+/// data-moving syscalls: all of them in `mmap_fault_in`, none in `syscall_file_fault_bytes`,
+/// and no `mmap_write_to_socket`.
+fn faults_outside_data_calls(mode: &str) {
     if !require_root_or_skip() {
         return;
     }
     let size = 8usize << 20;
-    let file = data_file("mmap-touch", size);
-    let (doc, pid, t) = relay("mmap-touch", &file);
+    let file = data_file(mode, size);
+    let (doc, pid, t) = relay(mode, &file);
     assert_eq!(u(&t, "received"), size as u64);
     assert_eq!(u(&t, "socket_bytes_written"), size as u64);
     let process = doc["processes"]

@@ -265,13 +265,14 @@ counters! {
         column: "sock wr copy B",
     }
     /// Of the file pages mapped in by faults (`mmap_fault_in`), the bytes of those the kernel
-    /// faulted in while it ran one of the thread's syscalls: a syscall copying from or to a
-    /// file mapping (`write(socket, mapping)`, say), where the thread's own code (its binary's
-    /// text, say) faults outside of them.
+    /// faulted in while it ran one of the thread's data-moving syscalls: a syscall copying from
+    /// or to a file mapping (`write(socket, mapping)`, say), where the thread's own code (its
+    /// binary's text) faults outside of them, and `MAP_POPULATE` or `mlockall` map pages in
+    /// without moving them.
     syscall_file_fault_bytes {
         unit: "bytes",
-        help: "Bytes of file pages mapped in by faults taken inside the thread's syscalls \
-               (a syscall copying from or to a file mapping).",
+        help: "Bytes of file pages mapped in by faults taken inside the thread's data-moving \
+               syscalls (a write copying from a file mapping, say).",
         column: "sys file flt B",
     }
     /// io_uring requests the thread submitted that the kernel handed to an io-wq worker

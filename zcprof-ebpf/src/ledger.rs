@@ -298,8 +298,8 @@ fn by_fd_kind(t: &mut ThreadStats, column: Column, kind: FdKind, zc: bool, bytes
 /// Counts the pages `first..=last` of the file behind `mapping` as mapped in, except those the
 /// thread's previous faults on the same file already counted: fault-around windows of
 /// consecutive faults overlap, and the page a `->fault` handles after fault-around is inside
-/// the window just counted. `in_syscall`: the kernel took the fault inside one of the
-/// thread's syscalls (copying from or to a file mapping), not in the thread's own code.
+/// the window just counted. `in_data_call`: the kernel took the fault inside one of the
+/// thread's data-moving syscalls (copying from or to a file mapping), not in its own code.
 #[inline(always)]
 pub(crate) fn file_pages_mapped(
     t: &mut ThreadStats,
@@ -307,7 +307,7 @@ pub(crate) fn file_pages_mapped(
     mapping: u64,
     first: u64,
     last: u64,
-    in_syscall: bool,
+    in_data_call: bool,
 ) {
     if last < first {
         return;
@@ -330,7 +330,7 @@ pub(crate) fn file_pages_mapped(
         t.fault_first = first;
         t.fault_last = last;
     }
-    if in_syscall {
+    if in_data_call {
         t.counts.syscall_file_fault_bytes += pages * PAGE_SIZE;
     }
     let column = record(

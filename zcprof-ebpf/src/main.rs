@@ -484,7 +484,7 @@ pub fn mm_filemap_fault(ctx: RawTracePointContext) -> u32 {
     }
     if let Some((t, tid)) = current_thread() {
         let index: u64 = ctx.arg(1);
-        ledger::file_pages_mapped(t, tid, ctx.arg(0), index, index, in_syscall());
+        ledger::file_pages_mapped(t, tid, ctx.arg(0), index, index, in_data_call());
     }
     0
 }
@@ -503,18 +503,23 @@ pub fn mm_filemap_map_pages(ctx: RawTracePointContext) -> u32 {
         return 0;
     }
     if let Some((t, tid)) = current_thread() {
-        ledger::file_pages_mapped(t, tid, ctx.arg(0), ctx.arg(1), ctx.arg(2), in_syscall());
+        ledger::file_pages_mapped(t, tid, ctx.arg(0), ctx.arg(1), ctx.arg(2), in_data_call());
     }
     0
 }
 
-/// Whether the current fault was taken inside a syscall: the registers the task saved on
-/// entering the kernel hold a syscall's number in `orig_ax`; a fault of user code saves -1
-/// there (x86-64's exception entry writes it: "no syscall to restart"). Unknown (no syscall
-/// has shown where the registers are yet) counts as not inside one.
+/// Whether the current fault was taken inside one of the data-moving syscalls zcprof records
+/// (a `write` copying from a file mapping, say): the registers the task saved on entering the
+/// kernel hold the syscall's number in `orig_ax`; a fault of user code saves -1 there
+/// (x86-64's exception entry writes it: "no syscall to restart"). mmap and munmap do not count:
+/// `MAP_POPULATE` maps pages in without moving them, as do `mlockall` and `madvise`, which
+/// are not recorded. Unknown (no syscall has shown where the registers are yet) counts as not.
 #[inline(always)]
-fn in_syscall() -> bool {
-    thread::current_syscall().is_some_and(|nr| nr != u64::MAX)
+fn in_data_call() -> bool {
+    match thread::current_syscall().and_then(Syscall::from_x86_64) {
+        Some(Syscall::MmapFile | Syscall::Munmap) | None => false,
+        Some(_) => true,
+    }
 }
 
 /// `io_uring:io_uring_complete`, TP_PROTO(struct io_ring_ctx *ctx, void *req,

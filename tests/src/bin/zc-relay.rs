@@ -7,6 +7,8 @@
 //! - `mmap`: the file mapped, `write(socket, map[off..off + chunk])` chunk by chunk;
 //! - `mmap-touch`: the file mapped, each chunk copied by the sender's own code into a buffer,
 //!   then `write(socket, buf)`: the file's pages fault in outside the syscalls;
+//! - `mmap-populate`: as `mmap`, the file mapped with `MAP_POPULATE`: its pages fault in
+//!   inside mmap, which moves nothing, before the writes;
 //! - `uring-punt`: the file read chunk by chunk with io_uring `IORING_OP_READ` and
 //!   `IOSQE_ASYNC`, which makes the kernel hand every read to an io-wq worker (no socket).
 //!
@@ -96,13 +98,23 @@ fn sendfile(t: &mut Tally, file: &File, sock: i32, chunk: usize) -> Result<(), S
     }
 }
 
-/// `touch`: the sender copies each chunk out of the mapping itself before writing it.
+/// How the sender gets the mapping's pages.
+#[derive(Clone, Copy, PartialEq)]
+enum Mapped {
+    /// `write` faults them in as it copies.
+    ByWrite,
+    /// The sender's own code copies each chunk out of the mapping before writing it.
+    Touched,
+    /// mmap maps them all (`MAP_POPULATE`).
+    Populated,
+}
+
 fn mmap_write(
     t: &mut Tally,
     file: &File,
     sock: i32,
     chunk: usize,
-    touch: bool,
+    how: Mapped,
 ) -> Result<(), String> {
     let len = file.metadata().map_err(|e| format!("stat: {e}"))?.len() as usize;
     // SAFETY: a fresh shared read-only mapping of the whole file; checked below.
@@ -111,7 +123,11 @@ fn mmap_write(
             std::ptr::null_mut(),
             len,
             libc::PROT_READ,
-            libc::MAP_SHARED,
+            if how == Mapped::Populated {
+                libc::MAP_SHARED | libc::MAP_POPULATE
+            } else {
+                libc::MAP_SHARED
+            },
             file.as_raw_fd(),
             0,
         )
@@ -123,6 +139,7 @@ fn mmap_write(
     // test's and nobody truncates it meanwhile.
     let data = unsafe { std::slice::from_raw_parts(map.cast::<u8>(), len) };
     let mut result = Ok(());
+    let touch = how == Mapped::Touched;
     let mut buf = if touch { vec![0u8; chunk] } else { Vec::new() };
     for piece in data.chunks(chunk) {
         result = if touch {
@@ -220,8 +237,9 @@ fn main() {
         match mode_name.as_str() {
             "copy" => copy(&mut t, &file, fd, chunk)?,
             "sendfile" => sendfile(&mut t, &file, fd, chunk)?,
-            "mmap" => mmap_write(&mut t, &file, fd, chunk, false)?,
-            "mmap-touch" => mmap_write(&mut t, &file, fd, chunk, true)?,
+            "mmap" => mmap_write(&mut t, &file, fd, chunk, Mapped::ByWrite)?,
+            "mmap-touch" => mmap_write(&mut t, &file, fd, chunk, Mapped::Touched)?,
+            "mmap-populate" => mmap_write(&mut t, &file, fd, chunk, Mapped::Populated)?,
             "uring-punt" => uring_punt(&mut t, &file, chunk)?,
             other => return Err(format!("unknown mode {other}")),
         }

@@ -46,9 +46,8 @@ pub(crate) fn wait(c: &mut Counters) -> Result<(), WorkloadError> {
 
 /// Maps in now every page of the program's own file mappings (its binary, the C library):
 /// otherwise the code and constants the transfer runs for the first time fault in during it,
-/// and on a cold page cache (a fresh VM) some of those faults happen inside a system call that
-/// reads a constant (the empty path of `statx`, say), where zcprof rightly counts them in
-/// `syscall_file_fault_bytes`. The profiled window then holds only the transfer's own faults.
+/// into zcprof's `mmap_fault_in` (on a cold page cache, a fresh VM, 64 KiB inside a `statx`
+/// of the empty path, a constant). The profiled window then holds only the transfer's faults.
 /// Best effort: `MADV_POPULATE_READ` is Linux 5.14+, older kernels leave the faults to the run
 /// (and have no filemap tracepoints for zcprof to count them with).
 fn map_own_files() {
