@@ -98,7 +98,28 @@ impl ThreadTable {
     /// What [`ThreadTable::iter`] yields, read in batches: every tid and slot first, then the
     /// slots up to the highest one in use (a few dozen calls where `iter` makes three per
     /// thread).
-    pub fn for_each(&self, mut each: impl FnMut(u32, &ThreadStats)) -> Result<(), MapError> {
+    pub fn for_each(&self, each: impl FnMut(u32, &ThreadStats)) -> Result<(), MapError> {
+        self.for_each_and_retiring(each, |_, _| {})
+    }
+
+    /// As [`ThreadTable::for_each`], and `retiring` gets each thread the kernel was retiring
+    /// as its entry was read: its record may not be in the ring buffer yet (the kernel marks
+    /// the entry before it writes the record).
+    pub fn for_each_and_retiring(
+        &self,
+        mut each: impl FnMut(u32, &ThreadStats),
+        mut retiring: impl FnMut(u32, &ThreadStats),
+    ) -> Result<(), MapError> {
+        let mut visit = |tid: u32, t: &ThreadStats| {
+            if t.tid != tid {
+                return;
+            }
+            if t.flags & THREAD_RETIRING == 0 {
+                each(tid, t);
+            } else {
+                retiring(tid, t);
+            }
+        };
         // (slot, tid), sorted by slot as the array is read.
         let mut slots: Vec<(u32, u32)> = Vec::new();
         let tid_slot = self.tid_slot.map().fd().as_fd();
@@ -108,9 +129,9 @@ impl ThreadTable {
             |_| true,
             |&tid, &slot| slots.push((slot, tid)),
         )? {
-            for entry in self.iter() {
-                let (tid, t) = entry?;
-                each(tid, &t);
+            for entry in self.tid_slot.iter() {
+                let (tid, slot) = entry?;
+                visit(tid, &self.slots.get(&slot, 0)?);
             }
             return Ok(());
         }
@@ -127,19 +148,13 @@ impl ThreadTable {
             |&slot: &u32, t: &ThreadStats| {
                 while next.next_if(|(s, _)| *s < slot).is_some() {}
                 while let Some((_, tid)) = next.next_if(|(s, _)| *s == slot) {
-                    if t.tid == *tid && t.flags & THREAD_RETIRING == 0 {
-                        each(*tid, t);
-                    }
+                    visit(*tid, t);
                 }
             },
         )?;
         if !batched {
             for &(slot, tid) in &slots {
-                match self.slots.get(&slot, 0) {
-                    Ok(t) if t.tid == tid && t.flags & THREAD_RETIRING == 0 => each(tid, &t),
-                    Ok(_) => {}
-                    Err(e) => return Err(e),
-                }
+                visit(tid, &self.slots.get(&slot, 0)?);
             }
         }
         Ok(())

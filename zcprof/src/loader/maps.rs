@@ -3,7 +3,11 @@
 //! counts are final and credited. The maps are private to `Probes`; these methods are the only
 //! way in.
 
-use std::os::fd::AsFd as _;
+use std::{
+    collections::BTreeMap,
+    os::fd::AsFd as _,
+    time::{Duration, Instant},
+};
 
 use aya::maps::{IterableMap as _, MapError};
 use zcprof_common::{
@@ -17,6 +21,9 @@ use crate::{
     snapshot::{ProcessKey, ProcessView, RetiredThread, Snapshot, ThreadView},
     thread_table::ThreadTableError,
 };
+
+/// Longest wait for the record of a thread the kernel was retiring as a snapshot read it.
+const RETIRING_WAIT: Duration = Duration::from_millis(100);
 
 /// Errors reading or pruning the kernel maps.
 #[derive(Debug, thiserror::Error)]
@@ -168,23 +175,31 @@ impl Probes {
             }
         }
         // By (tgid, tid), the key of the cells; each with its process's start.
-        let mut threads: std::collections::BTreeMap<(u32, u32), (u64, ThreadView)> =
-            Default::default();
+        let mut threads: BTreeMap<(u32, u32), (u64, ThreadView)> = BTreeMap::new();
+        let mut retiring: Vec<(u32, u32, u64)> = Vec::new();
         self.threads
-            .for_each(|tid, t| {
-                if keep(t.tgid) {
-                    threads.insert((t.tgid, tid), (t.process_start, thread_view(t)));
-                }
-            })
+            .for_each_and_retiring(
+                |tid, t| {
+                    if keep(t.tgid) {
+                        threads.insert((t.tgid, tid), (t.process_start, thread_view(t)));
+                    }
+                },
+                |tid, t| {
+                    if keep(t.tgid) {
+                        retiring.push((t.tgid, tid, t.process_start));
+                    }
+                },
+            )
             .map_err(map_err("THREADS"))?;
         // Taken after the thread entries were read: a thread both read and retired died in
         // between, and its record is its final word.
-        let retired: Vec<RetiredThread> = self
+        let mut retired: Vec<RetiredThread> = self
             .retired
             .take()
             .into_iter()
             .filter(|r| keep(r.process.pid))
             .collect();
+        self.await_retiring(&retiring, &mut retired, &mut threads, &keep);
         for r in &retired {
             let key = (r.process.pid, r.tid);
             if threads
@@ -262,6 +277,52 @@ impl Probes {
             snap.deferred.insert(d.name(), self.deferred(d)?);
         }
         Ok(snap)
+    }
+
+    /// Waits for the records of the threads the kernel was retiring while the table was read
+    /// (`retiring`: tgid, tid, process start): it marks an entry before it writes the record,
+    /// so the ring may not have held it yet. Without the wait, the read after a process's exit
+    /// (run's and attach's last) could miss the process: the kernel retires a thread at its
+    /// final context switch, just after its parent or pidfd learn it exited. A retirement that
+    /// failed leaves the entry in the table, unmarked: it is read from there. Microseconds in
+    /// practice; after [`RETIRING_WAIT`] the thread is left to the next read.
+    fn await_retiring(
+        &self,
+        retiring: &[(u32, u32, u64)],
+        retired: &mut Vec<RetiredThread>,
+        threads: &mut BTreeMap<(u32, u32), (u64, ThreadView)>,
+        keep: &impl Fn(u32) -> bool,
+    ) {
+        let deadline = Instant::now() + RETIRING_WAIT;
+        loop {
+            let missing: Vec<&(u32, u32, u64)> = retiring
+                .iter()
+                .filter(|(pid, tid, start)| {
+                    !threads.contains_key(&(*pid, *tid))
+                        && !retired.iter().any(|r| {
+                            r.tid == *tid && r.process.pid == *pid && r.process.start == *start
+                        })
+                })
+                .collect();
+            if missing.is_empty() || Instant::now() >= deadline {
+                return;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+            retired.extend(
+                self.retired
+                    .take()
+                    .into_iter()
+                    .filter(|r| keep(r.process.pid)),
+            );
+            for &&(pid, tid, start) in &missing {
+                if let Some(t) = self.threads.get(tid)
+                    && t.tgid == pid
+                    && t.process_start == start
+                {
+                    threads.insert((pid, tid), (start, thread_view(&t)));
+                }
+            }
+        }
     }
 
     /// Dead threads the kernel left in the table for user space, for reason `d`, since load.
