@@ -1,4 +1,5 @@
-//! Dead threads of `zcprof run` and `zcprof attach`, moved out of the kernel maps.
+//! Dead threads of `zcprof run` and `zcprof attach`, moved out of the kernel maps, and when a
+//! collection of them is due (serve's collector asks [`crowded`] too).
 //!
 //! The kernel's thread table has a fixed number of slots (`--max-threads`). A command that
 //! creates more threads than that over its life (a build, a shell loop, a server with a thread
@@ -22,8 +23,8 @@ use crate::{
 /// least: this also drains the ring buffer of those it retired itself.
 pub const ARCHIVE_EVERY: Duration = Duration::from_secs(1);
 
-/// How often run, attach and serve's collector look at how many dead threads the kernel left in the table since
-/// the last collection (a read of one small per-CPU map).
+/// How often run, attach and serve's collector look at how many dead threads the kernel left
+/// in the table since the last collection (a read of one small per-CPU map).
 pub const PRESSURE_EVERY: Duration = Duration::from_millis(50);
 
 /// A collection is due early once this share of the table holds dead threads left since the

@@ -227,10 +227,10 @@ fn relay_by_copy(a: &Activity) -> Option<Verdict> {
 }
 
 /// `mmap_write_to_socket`: bytes written to sockets by copy that were not read from files by
-/// copy, while file pages were mapped in by faults inside its data-moving syscalls in comparable amounts: sent
-/// from file mappings; sendfile would avoid the copy that remains, and the faults. Faults of
-/// the thread's own code (its binary's text, loaded as it runs) do not count: a short run of
-/// a large binary faults in megabytes of it.
+/// copy, while its data-moving syscalls faulted in file pages in comparable amounts: sent from
+/// file mappings; sendfile would avoid the copy that remains, and the faults. Faults of the
+/// thread's own code (its binary's text, loaded as it runs) do not count: a short run of a
+/// large binary faults in megabytes of it.
 fn send_from_mappings(a: &Activity) -> Option<Verdict> {
     let c = &a.counts;
     let (written, read) = (c.socket_write_copy_bytes, c.file_read_copy_bytes);
@@ -246,7 +246,8 @@ fn send_from_mappings(a: &Activity) -> Option<Verdict> {
     let text = format!(
         "wrote {written} B to sockets by copy but read only {read} B from files, while \
          {faulted_in} B of file pages were faulted in by its data-moving syscalls: it sends \
-         from file mappings; sendfile would skip the copy of about {from_mappings} B, and the page faults"
+         from file mappings; sendfile would skip the copy of about {from_mappings} B, and \
+         the page faults"
     );
     Some((evidence, from_mappings, 0, text, (0, &[])))
 }
