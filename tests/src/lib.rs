@@ -19,9 +19,13 @@ use serde_json::Value;
 /// The kernel's names (at most 15 characters) of zcprof's BPF programs.
 pub const PROGRAM_NAMES: &[&str] = &[
     "sys_exit",
+    "sys_exit_attrib",
+    "sys_exit_detail",
+    "sys_enter",
     "sched_switch",
     "sched_process_fork",
     "sched_process_exec",
+    "task_rename",
     "sched_process_exit",
     "fault_minor",
     "fault_major",
@@ -29,6 +33,17 @@ pub const PROGRAM_NAMES: &[&str] = &[
     "mm_filemap_map_pages",
     "io_uring_complete",
     "io_uring_queue_async_work",
+    "sys_exit_backstop",
+    "sys_exit_attrib_backstop",
+    "sys_exit_detail_backstop",
+    "sys_enter_backstop",
+    "sched_process_fork_backstop",
+    "sched_process_exec_backstop",
+    "task_rename_backstop",
+    "sched_process_exit_backstop",
+    "mm_filemap_fault_backstop",
+    "mm_filemap_map_pages_backstop",
+    "io_uring_queue_async_work_backstop",
 ];
 
 /// The ledger columns, in zcprof's JSON spelling.

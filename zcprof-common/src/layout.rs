@@ -137,6 +137,9 @@ pub mod globals {
     /// Set to 1 to attribute bytes to the files and sockets they moved through (`--by-file`,
     /// `--by-peer`).
     pub const ATTRIBUTE: &str = "ATTRIBUTE";
+    /// Set to 1 when the backstop programs are attached (kernels that preempt BPF programs):
+    /// each primary then marks the thread's entry for the backstop after it.
+    pub const BACKSTOPS: &str = "BACKSTOPS";
 }
 
 /// Names of the globals that tell the programs which arguments a tracepoint passes on this

@@ -107,6 +107,10 @@ pub const RETIRED_BYTES: u32 = 8 << 20;
 /// [`crate::Deferred`] reason.
 pub const MAP_DEFERRED: &str = "DEFERRED";
 
+/// Name of the per-CPU count of events a backstop program counted because the kernel had
+/// skipped the hook's primary program for them (one entry; zcprof-ebpf's `backstop`).
+pub const MAP_BACKSTOPPED: &str = "BACKSTOPPED";
+
 /// Name of the per-CPU array of events the kernel side could not record (index: [`crate::Lost`]).
 pub const MAP_LOST: &str = "LOST";
 

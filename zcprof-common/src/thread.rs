@@ -39,8 +39,10 @@ pub struct ThreadStats {
     pub tgid: u32,
     /// Bit set of `THREAD_*`.
     pub flags: u32,
-    /// Padding, always 0.
-    pub _pad: u32,
+    /// State, not a statistic: bit set of the hooks whose primary program ran for the
+    /// thread's current event, each cleared by that hook's backstop (kernels that preempt BPF
+    /// programs; see zcprof-ebpf's `backstop`). 0 without backstops.
+    pub ran: u32,
     /// Command name (`comm`), NUL-padded; updated on exec.
     pub comm: [u8; 16],
     /// cgroup v2 id (the cgroup directory's inode number) when the thread was entered, and
@@ -116,7 +118,7 @@ impl ThreadStats {
             tid,
             tgid,
             flags: 0,
-            _pad: 0,
+            ran: 0,
             comm,
             cgroup_id: 0,
             regs: 0,

@@ -51,6 +51,7 @@ kernel_globals!(
     LATENCY,
     STACKS_ON,
     ATTRIBUTE,
+    BACKSTOPS,
     PROTO_SWITCH_PREV_STATE,
     PROTO_EXIT_GROUP_DEAD,
     PROTO_URING_CQE,
@@ -106,6 +107,11 @@ pub mod flags {
     #[inline(always)]
     pub fn attribute() -> bool {
         global(&ATTRIBUTE) != 0
+    }
+    /// The backstop programs are attached (see `backstop`).
+    #[inline(always)]
+    pub fn backstops() -> bool {
+        global(&BACKSTOPS) != 0
     }
     /// Every struct member that tells fd types apart came from BTF.
     #[inline(always)]

@@ -20,6 +20,7 @@
 #![no_main]
 
 mod abi;
+mod backstop;
 mod files;
 mod kernel;
 mod ledger;
@@ -45,6 +46,7 @@ use zcprof_common::{
 
 use crate::{
     abi::{EAGAIN, ORIG_AX_WORD, SyscallNr, reg},
+    backstop::Hook,
     kernel::{off, proto, read},
     maps::{WATCHED, fds_changed, lost},
     thread::{
@@ -52,6 +54,38 @@ use crate::{
         entry_by_regs, process_start, running_entry,
     },
 };
+
+/// The backstop of a primary program (see `backstop`): attached right after it on the same
+/// tracepoint where the kernel may preempt BPF programs, it runs the primary's body for the
+/// events the kernel skipped the primary for. `$entry` finds the current thread's entry.
+macro_rules! backstop {
+    ($(#[$attr:meta])* $name:ident($ctx:ident: $Ctx:ty) -> $R:ty, $hook:expr, $entry:expr,
+     $body:expr) => {
+        /// The backstop of its hook's primary program (see `backstop`).
+        $(#[$attr])*
+        #[inline(always)]
+        pub fn $name($ctx: $Ctx) -> $R {
+            if off::empty_bodies() || !backstop::primary_skipped($hook, || $entry) {
+                return 0;
+            }
+            $body
+        }
+    };
+}
+
+/// The current thread's entry, alive or exited, for the backstops of hooks other than the
+/// syscall ones.
+#[inline(always)]
+fn running() -> Option<&'static mut zcprof_common::ThreadStats> {
+    running_entry().map(|(t, _)| t)
+}
+
+/// sys_exit's and sys_enter's way to the current thread's entry (see `entry_by_regs`).
+#[inline(always)]
+fn by_regs(ctx: &BtfTracePointContext) -> Option<&'static mut zcprof_common::ThreadStats> {
+    let regs: *const u64 = ctx.arg(0);
+    entry_by_regs(regs as u64)
+}
 
 /// `raw_syscalls:sys_exit`, TP_PROTO(struct pt_regs *regs, long ret).
 /// Format (/sys/kernel/tracing/events/raw_syscalls/sys_exit/format):
@@ -67,7 +101,22 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
     if off::empty_bodies() {
         return 0;
     }
-    match try_sys_exit(&ctx) {
+    let r = sys_exit_body(&ctx);
+    backstop::ran(Hook::SysExit, || by_regs(&ctx));
+    r
+}
+
+backstop!(
+    #[btf_tracepoint(function = "sys_exit")]
+    sys_exit_backstop(ctx: BtfTracePointContext) -> i32,
+    Hook::SysExit,
+    by_regs(&ctx),
+    sys_exit_body(&ctx)
+);
+
+#[inline(always)]
+fn sys_exit_body(ctx: &BtfTracePointContext) -> i32 {
+    match try_sys_exit(ctx) {
         Ok(r) | Err(r) => r as i32,
     }
 }
@@ -88,20 +137,36 @@ pub fn sys_exit_attrib(ctx: BtfTracePointContext) -> i32 {
     if off::empty_bodies() {
         return 0;
     }
-    // Ok(1): descriptors are left to walk (see `objects::to_recent`).
-    if try_sys_exit(&ctx) != Ok(1) {
-        return 0;
+    sys_exit_attrib_body(&ctx);
+    backstop::ran(Hook::SysExit, || by_regs(&ctx));
+    0
+}
+
+backstop!(
+    #[btf_tracepoint(function = "sys_exit")]
+    sys_exit_attrib_backstop(ctx: BtfTracePointContext) -> i32,
+    Hook::SysExit,
+    by_regs(&ctx),
+    {
+        sys_exit_attrib_body(&ctx);
+        0
     }
-    let regs: *const u64 = ctx.arg(0);
-    let Some(thread) = entry_by_regs(regs as u64) else {
-        return 0;
+);
+
+#[inline(always)]
+fn sys_exit_attrib_body(ctx: &BtfTracePointContext) {
+    // Ok(1): descriptors are left to walk (see `objects::to_recent`).
+    if try_sys_exit(ctx) != Ok(1) {
+        return;
+    }
+    let Some(thread) = by_regs(ctx) else {
+        return;
     };
     objects::attribute(thread);
     // The stack options' program comes next and takes what is pending.
     if !off::stacks() {
         thread.pending = PendingObjects::NONE;
     }
-    0
 }
 
 #[inline(always)]
@@ -168,20 +233,38 @@ pub fn sys_exit_detail(ctx: BtfTracePointContext) -> i32 {
     if off::empty_bodies() {
         return 0;
     }
+    sys_exit_detail_body(&ctx);
+    backstop::ran(Hook::SysExitDetail, || by_regs(&ctx));
+    0
+}
+
+backstop!(
+    #[btf_tracepoint(function = "sys_exit")]
+    sys_exit_detail_backstop(ctx: BtfTracePointContext) -> i32,
+    Hook::SysExitDetail,
+    by_regs(&ctx),
+    {
+        sys_exit_detail_body(&ctx);
+        0
+    }
+);
+
+#[inline(always)]
+fn sys_exit_detail_body(ctx: &BtfTracePointContext) {
     let regs: *const u64 = ctx.arg(0);
     let Some(thread) = entry_by_regs(regs as u64) else {
-        return 0;
+        return;
     };
     let p = thread.pending;
     if p.bytes == 0 {
-        return 0;
+        return;
     }
     thread.pending = PendingObjects::NONE;
     if off::stacks()
         && let Some(column) = Column::from_u16(p.column)
     {
         stacks::record(
-            &ctx,
+            ctx,
             thread.tgid,
             thread.tid,
             regs,
@@ -190,7 +273,6 @@ pub fn sys_exit_detail(ctx: BtfTracePointContext) -> i32 {
             p.bytes,
         );
     }
-    0
 }
 
 /// `raw_syscalls:sys_enter`, TP_PROTO(struct pt_regs *regs, long id), attached only with
@@ -206,7 +288,22 @@ pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
     if off::empty_bodies() {
         return 0;
     }
-    match try_sys_enter(&ctx) {
+    let r = sys_enter_body(&ctx);
+    backstop::ran(Hook::SysEnter, || by_regs(&ctx));
+    r
+}
+
+backstop!(
+    #[btf_tracepoint(function = "sys_enter")]
+    sys_enter_backstop(ctx: BtfTracePointContext) -> i32,
+    Hook::SysEnter,
+    by_regs(&ctx),
+    sys_enter_body(&ctx)
+);
+
+#[inline(always)]
+fn sys_enter_body(ctx: &BtfTracePointContext) -> i32 {
+    match try_sys_enter(ctx) {
         Ok(r) | Err(r) => r as i32,
     }
 }
@@ -271,7 +368,22 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> u32 {
     if off::empty_bodies() {
         return 0;
     }
-    match try_fork(&ctx) {
+    let r = fork_body(&ctx);
+    backstop::ran(Hook::Fork, running);
+    r
+}
+
+backstop!(
+    #[raw_tracepoint(tracepoint = "sched_process_fork")]
+    sched_process_fork_backstop(ctx: RawTracePointContext) -> u32,
+    Hook::Fork,
+    running(),
+    fork_body(&ctx)
+);
+
+#[inline(always)]
+fn fork_body(ctx: &RawTracePointContext) -> u32 {
+    match try_fork(ctx) {
         Ok(r) | Err(r) => r,
     }
 }
@@ -346,6 +458,24 @@ pub fn sched_process_exec(_ctx: RawTracePointContext) -> u32 {
     if off::empty_bodies() {
         return 0;
     }
+    exec_body();
+    backstop::ran(Hook::Exec, running);
+    0
+}
+
+backstop!(
+    #[raw_tracepoint(tracepoint = "sched_process_exec")]
+    sched_process_exec_backstop(_ctx: RawTracePointContext) -> u32,
+    Hook::Exec,
+    running(),
+    {
+        exec_body();
+        0
+    }
+);
+
+#[inline(always)]
+fn exec_body() {
     if let Some((t, _)) = current_thread() {
         // Close-on-exec descriptors are gone.
         fds_changed(t.tgid, FdChange::All);
@@ -358,7 +488,6 @@ pub fn sched_process_exec(_ctx: RawTracePointContext) -> u32 {
         // SAFETY: the helper has no preconditions.
         t.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     }
-    0
 }
 
 /// `task:task_rename`, TP_PROTO(struct task_struct *task, const char *comm). Format:
@@ -373,11 +502,28 @@ pub fn task_rename(ctx: RawTracePointContext) -> u32 {
     if off::empty_bodies() {
         return 0;
     }
+    rename_body(&ctx);
+    backstop::ran(Hook::Rename, running);
+    0
+}
+
+backstop!(
+    #[raw_tracepoint(tracepoint = "task_rename")]
+    task_rename_backstop(ctx: RawTracePointContext) -> u32,
+    Hook::Rename,
+    running(),
+    {
+        rename_body(&ctx);
+        0
+    }
+);
+
+#[inline(always)]
+fn rename_body(ctx: &RawTracePointContext) {
     let task: u64 = ctx.arg(0);
     if let Ok(tid) = read::<u32>(task, off::task_pid()) {
         thread::rename(tid, ctx.arg(1));
     }
-    0
 }
 
 /// `sched:sched_process_exit`, TP_PROTO(struct task_struct *p, bool group_dead); 6.12 and
@@ -395,7 +541,22 @@ pub fn sched_process_exit(ctx: RawTracePointContext) -> u32 {
     if off::empty_bodies() {
         return 0;
     }
-    match try_exit(&ctx) {
+    let r = exit_body(&ctx);
+    backstop::ran(Hook::Exit, running);
+    r
+}
+
+backstop!(
+    #[raw_tracepoint(tracepoint = "sched_process_exit")]
+    sched_process_exit_backstop(ctx: RawTracePointContext) -> u32,
+    Hook::Exit,
+    running(),
+    exit_body(&ctx)
+);
+
+#[inline(always)]
+fn exit_body(ctx: &RawTracePointContext) -> u32 {
+    match try_exit(ctx) {
         Ok(r) | Err(r) => r,
     }
 }
@@ -482,11 +643,28 @@ pub fn mm_filemap_fault(ctx: RawTracePointContext) -> u32 {
     if off::empty_bodies() {
         return 0;
     }
+    filemap_fault_body(&ctx);
+    backstop::ran(Hook::FilemapFault, running);
+    0
+}
+
+backstop!(
+    #[raw_tracepoint(tracepoint = "mm_filemap_fault")]
+    mm_filemap_fault_backstop(ctx: RawTracePointContext) -> u32,
+    Hook::FilemapFault,
+    running(),
+    {
+        filemap_fault_body(&ctx);
+        0
+    }
+);
+
+#[inline(always)]
+fn filemap_fault_body(ctx: &RawTracePointContext) {
     if let Some((t, tid)) = current_thread() {
         let index: u64 = ctx.arg(1);
         ledger::file_pages_mapped(t, tid, ctx.arg(0), index, index, in_data_call());
     }
-    0
 }
 
 /// `filemap:mm_filemap_map_pages`, TP_PROTO(struct address_space *mapping, pgoff_t index,
@@ -502,10 +680,27 @@ pub fn mm_filemap_map_pages(ctx: RawTracePointContext) -> u32 {
     if off::empty_bodies() {
         return 0;
     }
+    filemap_map_pages_body(&ctx);
+    backstop::ran(Hook::FilemapMapPages, running);
+    0
+}
+
+backstop!(
+    #[raw_tracepoint(tracepoint = "mm_filemap_map_pages")]
+    mm_filemap_map_pages_backstop(ctx: RawTracePointContext) -> u32,
+    Hook::FilemapMapPages,
+    running(),
+    {
+        filemap_map_pages_body(&ctx);
+        0
+    }
+);
+
+#[inline(always)]
+fn filemap_map_pages_body(ctx: &RawTracePointContext) {
     if let Some((t, tid)) = current_thread() {
         ledger::file_pages_mapped(t, tid, ctx.arg(0), ctx.arg(1), ctx.arg(2), in_data_call());
     }
-    0
 }
 
 /// Whether the current fault was taken inside one of the data-moving syscalls zcprof records
@@ -605,8 +800,25 @@ pub fn io_uring_queue_async_work(_ctx: RawTracePointContext) -> u32 {
     if off::empty_bodies() {
         return 0;
     }
+    uring_queue_body();
+    backstop::ran(Hook::UringQueue, running);
+    0
+}
+
+backstop!(
+    #[raw_tracepoint(tracepoint = "io_uring_queue_async_work")]
+    io_uring_queue_async_work_backstop(_ctx: RawTracePointContext) -> u32,
+    Hook::UringQueue,
+    running(),
+    {
+        uring_queue_body();
+        0
+    }
+);
+
+#[inline(always)]
+fn uring_queue_body() {
     if let Some((t, _)) = current_thread() {
         t.counts.io_uring_punted += 1;
     }
-    0
 }

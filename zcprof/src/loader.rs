@@ -2,6 +2,7 @@
 //! attaches them. Dropping [`Probes`] detaches everything (links are file descriptors, so the
 //! kernel also detaches them if zcprof dies).
 
+pub mod backstops;
 pub(crate) mod batch;
 pub mod hooks;
 pub mod layout;
@@ -24,12 +25,13 @@ use aya::{
     },
 };
 use zcprof_common::{
-    MAP_DEFERRED, MAP_FREE_SLOTS, MAP_LOST, MAP_OBJECT_NAMES, MAP_OBJECTS, MAP_OBJECTS_OTHER,
-    MAP_OBJECTS_RECENT, MAP_RETIRED, MAP_STACK_BYTES, MAP_STACK_OVERFLOW, MAP_STACK_ROWS_ADDED,
-    MAP_STACKS, MAP_THREADS, MAP_TID_SLOT, MAP_TRANSFERS, MAP_URING, MAP_WATCH_GEN, MAP_WATCHED,
-    Transfer, TransferKey, UringKey, Watch, globals,
+    MAP_BACKSTOPPED, MAP_DEFERRED, MAP_FREE_SLOTS, MAP_LOST, MAP_OBJECT_NAMES, MAP_OBJECTS,
+    MAP_OBJECTS_OTHER, MAP_OBJECTS_RECENT, MAP_RETIRED, MAP_STACK_BYTES, MAP_STACK_OVERFLOW,
+    MAP_STACK_ROWS_ADDED, MAP_STACKS, MAP_THREADS, MAP_TID_SLOT, MAP_TRANSFERS, MAP_URING,
+    MAP_WATCH_GEN, MAP_WATCHED, Transfer, TransferKey, UringKey, Watch, globals,
 };
 
+pub use self::backstops::Backstops;
 use self::{
     hooks::{HOOKS, HookKind, When},
     layout::KernelLayout,
@@ -112,6 +114,8 @@ pub struct Probes {
     retired: RetiredFeed,
     /// Dead threads the kernel left to user space, by reason.
     deferred: PerCpuArray<MapData, u64>,
+    /// Events backstop programs counted for a skipped primary (one entry).
+    backstopped: PerCpuArray<MapData, u64>,
     /// Bytes per file and socket (`--by-file`, `--by-peer`), when asked for.
     objects: Option<objects::ObjectMaps>,
     /// The process start each pid with io_uring cells was last seen with (`URING` is keyed by
@@ -154,6 +158,8 @@ pub struct LoadOptions<'a> {
     /// Attribute bytes to files and sockets (`--by-file`, `--by-peer`) in tables of this
     /// many entries.
     pub objects: Option<u32>,
+    /// Attach the backstop programs (`--backstops`).
+    pub backstops: Backstops,
 }
 
 /// How the kernel programs are loaded (run, attach, serve).
@@ -179,6 +185,10 @@ pub struct ProbeArgs {
     /// histogram) and in all syscalls per process. Adds a program on every syscall's entry
     #[arg(long)]
     pub latency: bool,
+    /// Second programs that count the events the kernel skipped zcprof's programs for, on
+    /// kernels that preempt BPF programs (Linux 7.x under preempt=lazy or full)
+    #[arg(long, value_enum, default_value_t = Backstops::Auto, value_name = "WHEN")]
+    pub backstops: Backstops,
 }
 
 impl ProbeArgs {
@@ -190,6 +200,7 @@ impl ProbeArgs {
             btf: self.btf.as_deref(),
             retired_bytes: self.retired_ring_bytes,
             latency: self.latency,
+            backstops: self.backstops,
             ..Default::default()
         }
     }
@@ -250,18 +261,29 @@ impl Probes {
 
     /// How many times the kernel did not run one of zcprof's programs for an event, because
     /// the same program was already running on that CPU (the kernel's recursion guard; its
-    /// `recursion_misses`). It happens where the kernel may preempt a BPF program mid-run
-    /// (tracepoints are preemptible on Linux 7.x): while one task sits preempted inside a
-    /// program, every other task's event on that CPU is skipped. Host-wide: some of those
-    /// events may belong to processes zcprof does not watch. 0 on kernels before 5.12, which
-    /// do not report it (nor preempt these programs).
+    /// `recursion_misses`), less the events a backstop counted instead (`--backstops`). It
+    /// happens where the kernel may preempt a BPF program mid-run (tracepoints are
+    /// preemptible on Linux 7.x): while one task sits preempted inside a program, every other
+    /// task's event on that CPU is skipped. Host-wide: some of those events may belong to
+    /// processes zcprof does not watch. 0 on kernels before 5.12, which do not report it (nor
+    /// preempt these programs). A backstop's own misses are not counted: the kernel skips it
+    /// mostly for events its primary ran for; where it skipped both, the primary's count has
+    /// the event.
     pub fn kernel_skipped(&self) -> u64 {
         use std::os::fd::{AsFd as _, AsRawFd as _};
-        self._ebpf
+        let is_backstop = |name: &str| HOOKS.iter().any(|h| h.backstop == Some(name));
+        let misses: u64 = self
+            ._ebpf
             .programs()
+            .filter(|(name, _)| !is_backstop(name))
             .filter_map(|(_, p)| p.fd().ok())
             .map(|fd| recursion_misses(fd.as_fd().as_raw_fd()))
-            .sum()
+            .sum();
+        let covered: u64 = self
+            .backstopped
+            .get(&0, 0)
+            .map_or(0, |per_cpu| per_cpu.iter().sum());
+        misses.saturating_sub(covered)
     }
 
     /// Loads and attaches every program.
@@ -305,6 +327,9 @@ impl Probes {
         }
         let attribute = u64::from(options.objects.is_some());
         loader.override_global(globals::ATTRIBUTE, &attribute, true);
+        let backstops = options.backstops.wanted() && !options.empty_bodies;
+        let backstops_on = u64::from(backstops);
+        loader.override_global(globals::BACKSTOPS, &backstops_on, true);
         let slots = options
             .max_threads
             .unwrap_or(zcprof_common::MAX_THREADS - 1)
@@ -361,15 +386,20 @@ impl Probes {
                 Some((from, to)) if from == hook.target => to,
                 _ => hook.target,
             };
-            match hook.kind {
-                HookKind::BtfTracepoint => {
-                    attach_btf_tracepoint(&mut ebpf, hook.program, tp, &btf)?
-                }
-                HookKind::RawTracepoint => {
-                    attach_raw_tracepoint(&mut ebpf, hook.program, tp, &layout.prototypes)?
-                }
-                HookKind::PerfEvent(event) => {
-                    attach_perf_event(&mut ebpf, hook.program, event, &cpus)?
+            // The backstop right after its primary: the kernel runs a tracepoint's programs
+            // in the order they were attached, and the backstop reads what the primary left.
+            let backstop = hook.backstop.filter(|_| backstops);
+            let primary = Some(hook.program)
+                .filter(|_| backstop.is_none() || options.backstops != Backstops::Only);
+            for program in primary.into_iter().chain(backstop) {
+                match hook.kind {
+                    HookKind::BtfTracepoint => attach_btf_tracepoint(&mut ebpf, program, tp, &btf)?,
+                    HookKind::RawTracepoint => {
+                        attach_raw_tracepoint(&mut ebpf, program, tp, &layout.prototypes)?
+                    }
+                    HookKind::PerfEvent(event) => {
+                        attach_perf_event(&mut ebpf, program, event, &cpus)?
+                    }
                 }
             }
         }
@@ -393,6 +423,11 @@ impl Probes {
         let deferred = PerCpuArray::try_from(
             ebpf.take_map(MAP_DEFERRED)
                 .ok_or(LoadError::Map(MAP_DEFERRED))?,
+        )
+        .map_err(|e| LoadError::Load(chain(&e)))?;
+        let backstopped = PerCpuArray::try_from(
+            ebpf.take_map(MAP_BACKSTOPPED)
+                .ok_or(LoadError::Map(MAP_BACKSTOPPED))?,
         )
         .map_err(|e| LoadError::Load(chain(&e)))?;
         let stacks = if options.stacks {
@@ -440,6 +475,7 @@ impl Probes {
             lost,
             retired,
             deferred,
+            backstopped,
             objects,
             uring_starts: Default::default(),
             btf_missing: layout.btf_missing,

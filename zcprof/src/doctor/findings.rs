@@ -141,6 +141,8 @@ pub struct Report {
     pub program_types: Vec<Support>,
     /// Loading and attaching the real programs, then detaching them.
     pub load: Load,
+    /// Whether run, attach and serve attach the backstop programs here (`--backstops auto`).
+    pub backstops: Item,
     /// The same as `zcprof run --json`'s `capabilities`.
     pub capabilities: Capabilities,
     pub tracefs: Tracefs,

@@ -15,12 +15,12 @@ mod text;
 use aya::util::KernelVersion;
 
 use self::{
-    findings::{Findings, Load, Report, Verdict},
+    findings::{Findings, Item, Load, Report, Verdict},
     text::text,
 };
 use crate::{
     capability::{Capabilities, KINDS, State},
-    loader::layout::KernelLayout,
+    loader::{Backstops, layout::KernelLayout},
 };
 
 /// Options of `zcprof doctor`.
@@ -115,6 +115,11 @@ pub fn examine() -> Report {
     };
     credentials::drop_after_load(&mut f, &mut privileges, drop_tried, at_least(6, 5));
     let tracefs = kernel::tracefs();
+    let (on, why) = Backstops::Auto.decide();
+    let backstops = Item {
+        verdict: Verdict::Ok,
+        detail: format!("{}: {why}", if on { "attached" } else { "not attached" }),
+    };
     Report {
         kernel,
         arch,
@@ -125,6 +130,7 @@ pub fn examine() -> Report {
         map_types,
         program_types,
         load,
+        backstops,
         capabilities,
         tracefs,
         can_run: !f.fatal,

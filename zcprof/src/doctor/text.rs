@@ -43,6 +43,7 @@ pub fn text(r: &Report) -> String {
         row(s.verdict, format!("program type {}", s.name), &s.detail);
     }
     row(r.load.verdict, "load programs".into(), &r.load.detail);
+    row(r.backstops.verdict, "backstops".into(), &r.backstops.detail);
     for c in r.capabilities.iter() {
         let v = match c.state {
             State::Exact => Verdict::Ok,
@@ -142,6 +143,10 @@ mod tests {
                 verdict: Verdict::Unknown,
                 detail: String::new(),
                 error: None,
+            },
+            backstops: Item {
+                verdict: Verdict::Ok,
+                detail: String::new(),
             },
             capabilities: Capabilities::default(),
             tracefs: tracefs(),

@@ -43,6 +43,12 @@ pub struct Hook {
     /// When it is attached: hooks that serve an option only with it (they would cost every
     /// syscall of the host otherwise).
     pub when: When,
+    /// The program attached right after it on the same hook where the kernel may preempt BPF
+    /// programs (`--backstops`): it counts the events the kernel skipped this one for. None
+    /// where the kernel runs the program with preemption off (sched_switch, perf events), and
+    /// for io_uring_complete, which may run for a thread that has no entry of its own (an
+    /// io-wq worker) and then cannot tell whether its primary ran.
+    pub backstop: Option<&'static str>,
 }
 
 /// When a hook is attached.
@@ -70,6 +76,7 @@ pub const HOOKS: [Hook; 15] = [
         required: true,
         feeds: "syscalls and every transfer",
         when: When::NotAttributing,
+        backstop: Some("sys_exit_backstop"),
     },
     Hook {
         program: "sys_exit_attrib",
@@ -78,6 +85,7 @@ pub const HOOKS: [Hook; 15] = [
         required: true,
         feeds: "syscalls and every transfer, files and peers (--by-file, --by-peer)",
         when: When::Attributing,
+        backstop: Some("sys_exit_attrib_backstop"),
     },
     Hook {
         program: "sys_enter",
@@ -86,6 +94,7 @@ pub const HOOKS: [Hook; 15] = [
         required: false,
         feeds: "syscall time (--latency)",
         when: When::Latency,
+        backstop: Some("sys_enter_backstop"),
     },
     Hook {
         program: "sys_exit_detail",
@@ -94,6 +103,7 @@ pub const HOOKS: [Hook; 15] = [
         required: false,
         feeds: "stacks (--folded, --flamegraph, --pprof)",
         when: When::Stacks,
+        backstop: Some("sys_exit_detail_backstop"),
     },
     Hook {
         program: "sched_switch",
@@ -102,6 +112,7 @@ pub const HOOKS: [Hook; 15] = [
         required: true,
         feeds: "context_switches",
         when: When::Always,
+        backstop: None,
     },
     Hook {
         program: "sched_process_fork",
@@ -110,6 +121,7 @@ pub const HOOKS: [Hook; 15] = [
         required: true,
         feeds: "following children and new threads",
         when: When::Always,
+        backstop: Some("sched_process_fork_backstop"),
     },
     Hook {
         program: "sched_process_exec",
@@ -118,6 +130,7 @@ pub const HOOKS: [Hook; 15] = [
         required: true,
         feeds: "command names at exec",
         when: When::Always,
+        backstop: Some("sched_process_exec_backstop"),
     },
     Hook {
         program: "task_rename",
@@ -126,6 +139,7 @@ pub const HOOKS: [Hook; 15] = [
         required: true,
         feeds: "thread names after a rename",
         when: When::Always,
+        backstop: Some("task_rename_backstop"),
     },
     Hook {
         program: "sched_process_exit",
@@ -134,6 +148,7 @@ pub const HOOKS: [Hook; 15] = [
         required: true,
         feeds: "process exit, exit_syscalls",
         when: When::Always,
+        backstop: Some("sched_process_exit_backstop"),
     },
     Hook {
         program: "mm_filemap_fault",
@@ -142,6 +157,7 @@ pub const HOOKS: [Hook; 15] = [
         required: false,
         feeds: "mmap_fault_in",
         when: When::Always,
+        backstop: Some("mm_filemap_fault_backstop"),
     },
     Hook {
         program: "mm_filemap_map_pages",
@@ -150,6 +166,7 @@ pub const HOOKS: [Hook; 15] = [
         required: false,
         feeds: "mmap_fault_in",
         when: When::Always,
+        backstop: Some("mm_filemap_map_pages_backstop"),
     },
     Hook {
         program: "io_uring_complete",
@@ -158,6 +175,7 @@ pub const HOOKS: [Hook; 15] = [
         required: false,
         feeds: "io_uring",
         when: When::Always,
+        backstop: None,
     },
     Hook {
         program: "fault_minor",
@@ -166,6 +184,7 @@ pub const HOOKS: [Hook; 15] = [
         required: true,
         feeds: "page_faults",
         when: When::Always,
+        backstop: None,
     },
     Hook {
         program: "fault_major",
@@ -174,6 +193,7 @@ pub const HOOKS: [Hook; 15] = [
         required: true,
         feeds: "page_faults",
         when: When::Always,
+        backstop: None,
     },
     Hook {
         program: "io_uring_queue_async_work",
@@ -182,5 +202,6 @@ pub const HOOKS: [Hook; 15] = [
         required: false,
         feeds: "io_uring_punted",
         when: When::Always,
+        backstop: Some("io_uring_queue_async_work_backstop"),
     },
 ];
