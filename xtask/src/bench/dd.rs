@@ -38,6 +38,7 @@ pub enum Case {
     RunFloor,
     Run,
     RunLatency,
+    RunBackstops,
     AttachFloor,
     Attach,
     Bystander,
@@ -47,11 +48,12 @@ pub enum Case {
     PerfStat,
 }
 
-pub const CASES: [Case; 11] = [
+pub const CASES: [Case; 12] = [
     Case::Bare,
     Case::RunFloor,
     Case::Run,
     Case::RunLatency,
+    Case::RunBackstops,
     Case::AttachFloor,
     Case::Attach,
     Case::Bystander,
@@ -68,6 +70,7 @@ impl Case {
             Case::RunFloor => "floor: zcprof run --empty-programs",
             Case::Run => "zcprof run",
             Case::RunLatency => "zcprof run --latency",
+            Case::RunBackstops => "zcprof run --backstops on",
             Case::AttachFloor => "floor: zcprof attach --empty-programs",
             Case::Attach => "zcprof attach",
             Case::Bystander => "unwatched dd, zcprof attach on another process",
@@ -84,6 +87,9 @@ impl Case {
             Case::Run => Some(Case::RunFloor),
             // --latency's budget is against zcprof run without it, not against a floor.
             Case::RunLatency => Some(Case::Run),
+            // What the backstops cost where the kernel preempts programs (Linux 7.x): against
+            // zcprof run without them.
+            Case::RunBackstops => Some(Case::Run),
             Case::Attach | Case::Bystander => Some(Case::AttachFloor),
             Case::Serve => Some(Case::ServeFloor),
             _ => None,
@@ -254,12 +260,13 @@ fn sample(zcprof: &Path, case: Case, count: u64) -> Result<Sample> {
                 counted: None,
             })
         }
-        Case::Run | Case::RunFloor | Case::RunLatency => {
+        Case::Run | Case::RunFloor | Case::RunLatency | Case::RunBackstops => {
             let mut cmd = process::command(zcprof);
             cmd.args(["run", "--json"]);
             match case {
                 Case::RunFloor => cmd.arg("--empty-programs"),
                 Case::RunLatency => cmd.arg("--latency"),
+                Case::RunBackstops => cmd.args(["--backstops", "on"]),
                 _ => &mut cmd,
             };
             cmd.args(["--", "dd"]).args(dd_args(count));

@@ -69,6 +69,7 @@ pub fn label(case: Case) -> &'static str {
         Case::RunFloor => "floor: zcprof run --empty-programs",
         Case::Run => "zcprof run -- nginx",
         Case::RunLatency => "zcprof run --latency -- nginx",
+        Case::RunBackstops => "zcprof run --backstops on -- nginx",
         Case::AttachFloor => "floor: zcprof attach --empty-programs",
         Case::Attach => "zcprof attach --pid WORKER",
         Case::Bystander => "unwatched nginx, zcprof attach on another process",
@@ -540,11 +541,12 @@ fn sample(zcprof: &Path, prefix: &Prefix, case: Case, seconds: u32) -> Result<Ou
             nginx.stop()?;
             done(loads?, None)
         }
-        Case::Run | Case::RunFloor | Case::RunLatency => {
+        Case::Run | Case::RunFloor | Case::RunLatency | Case::RunBackstops => {
             let mut wrapper = vec![zc, "run".into(), "--json".into()];
             match case {
                 Case::RunFloor => wrapper.push("--empty-programs".into()),
                 Case::RunLatency => wrapper.push("--latency".into()),
+                Case::RunBackstops => wrapper.extend(["--backstops".into(), "on".into()]),
                 _ => {}
             }
             wrapper.push("--".into());
