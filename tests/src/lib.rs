@@ -345,6 +345,35 @@ impl ChildRun {
     pub fn worker(&self) -> &Value {
         process(&self.doc, self.tally.worker_pid())
     }
+
+    /// The worker's context switches, page faults and syscalls equal its final rusage (read
+    /// by the supervisor with wait4 after the worker's last switch) and its tally, and its
+    /// exit was seen. `what` names the run in messages.
+    pub fn assert_matches_rusage(&self, what: &str) {
+        let (w, t) = (self.worker(), &self.tally);
+        let (cs, pf) = (&w["context_switches"], &w["page_faults"]);
+        assert_eq!(
+            (u(cs, "voluntary"), u(cs, "involuntary")),
+            (t.rusage("nvcsw"), t.rusage("nivcsw")),
+            "{what}: context switches (voluntary, involuntary) zcprof vs wait4 rusage"
+        );
+        assert_eq!(
+            (u(pf, "minor"), u(pf, "major")),
+            (t.rusage("minflt"), t.rusage("majflt")),
+            "{what}: page faults (minor, major) zcprof vs wait4 rusage"
+        );
+        assert_eq!(
+            u(pf, "user") + u(pf, "kernel"),
+            u(pf, "minor") + u(pf, "major"),
+            "{what}: user + kernel faults = minor + major"
+        );
+        assert_eq!(
+            u(w, "syscalls"),
+            t.tracked_syscalls() + t.fixed_syscalls() + 1,
+            "{what}: syscalls"
+        );
+        assert_eq!(w["exited"], true, "{what}: the worker's exit was seen");
+    }
 }
 
 /// Runs `zcprof run --json [extra] -- <child> TALLY <action…>` and checks that it succeeded.

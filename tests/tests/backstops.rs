@@ -15,30 +15,14 @@ const CHILD: &str = env!("CARGO_BIN_EXE_zc-child");
 const U2K: &str = "cpu_user_to_kernel";
 const K2U: &str = "cpu_kernel_to_user";
 
-/// Runs `action` under `--backstops mode` and checks the worker against rusage and the tally:
-/// syscalls, context switches, page faults, the `cells` it names, and the file pages faults
-/// mapped in (`fault_in`, when the action maps a file).
+/// Runs `action` under `--backstops mode` and checks the worker against rusage and the tally
+/// (`ChildRun::assert_matches_rusage`), the `cells` it names, and the file pages faults mapped
+/// in (`fault_in`, when the action maps a file).
 fn check(mode: &str, action: &[&str], cells: &[(&str, &str)], fault_in: Option<u64>) {
     let r = run_child_with(CHILD, &["--backstops", mode], action);
-    let w = r.worker();
-    let t = &r.tally;
     let what = format!("--backstops {mode}, {action:?}");
-    assert_eq!(
-        u(w, "syscalls"),
-        t.tracked_syscalls() + t.fixed_syscalls() + 1,
-        "{what}: syscalls"
-    );
-    let (cs, pf) = (&w["context_switches"], &w["page_faults"]);
-    assert_eq!(
-        (u(cs, "voluntary"), u(cs, "involuntary")),
-        (t.rusage("nvcsw"), t.rusage("nivcsw")),
-        "{what}: context switches (voluntary, involuntary) zcprof vs wait4 rusage"
-    );
-    assert_eq!(
-        (u(pf, "minor"), u(pf, "major")),
-        (t.rusage("minflt"), t.rusage("majflt")),
-        "{what}: page faults (minor, major) zcprof vs wait4 rusage"
-    );
+    r.assert_matches_rusage(&what);
+    let (w, t) = (r.worker(), &r.tally);
     for &(syscall, column) in cells {
         let (calls, bytes, errors) = t.cell(syscall);
         assert!(calls > 0, "{what}: the worker made no {syscall} call");
@@ -51,7 +35,6 @@ fn check(mode: &str, action: &[&str], cells: &[(&str, &str)], fault_in: Option<u
             "{what}: file pages mapped by faults, each page once"
         );
     }
-    assert_eq!(w["exited"], true, "{what}: the worker's exit was seen");
     assert_eq!(
         u(&r.doc["lost"], "kernel_skipped"),
         0,

@@ -278,31 +278,7 @@ fn syscall_total_matches_strace() {
 /// raise no perf event), so equality is exact.
 fn check_rusage(action: &[&str]) -> ChildRun {
     let r = run_child(CHILD, action);
-    let w = r.worker();
-    let cs = &w["context_switches"];
-    let pf = &w["page_faults"];
-    let t = &r.tally;
-    assert_eq!(
-        (u(cs, "voluntary"), u(cs, "involuntary")),
-        (t.rusage("nvcsw"), t.rusage("nivcsw")),
-        "{action:?}: context switches (voluntary, involuntary) zcprof vs wait4 rusage"
-    );
-    assert_eq!(
-        (u(pf, "minor"), u(pf, "major")),
-        (t.rusage("minflt"), t.rusage("majflt")),
-        "{action:?}: page faults (minor, major) zcprof vs wait4 rusage"
-    );
-    assert_eq!(
-        u(pf, "user") + u(pf, "kernel"),
-        u(pf, "minor") + u(pf, "major"),
-        "{action:?}: user + kernel faults = minor + major"
-    );
-    assert_eq!(
-        u(w, "syscalls"),
-        t.tracked_syscalls() + t.fixed_syscalls() + 1,
-        "{action:?}: syscalls"
-    );
-    assert_eq!(w["exited"], true);
+    r.assert_matches_rusage(&format!("{action:?}"));
     r
 }
 
