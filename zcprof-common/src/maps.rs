@@ -79,14 +79,17 @@ pub const MAP_WATCH_GEN: &str = "WATCH_GEN";
 /// on one CPU. It therefore keeps no (key, slot) pair that could tear: `slot` is trusted only
 /// when the entry it names carries the same registers' address ([`crate::ThreadStats::regs`],
 /// written by that thread alone), and "not watched" is one word (`key`) holding the
-/// registers' page and the watch generation, written with one store.
+/// registers' page and the watch generation, written with one store. The other hooks run
+/// preemptibly on those kernels too: the tid-keyed entry keeps tid and slot in one word
+/// (`key`), and a slot it gives is trusted only when the entry it names has that tid.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CpuThread {
-    /// Entry 0: the thread's tid (0: none yet). Entry 1: the registers' page (bits 12-43)
-    /// over the low 32 bits of the watch generation of a thread found unwatched.
+    /// Entry 0: the thread's tid in the low 32 bits, its slot (0 if it is not watched) in the
+    /// high 32 (0: none yet). Entry 1: the registers' page (bits 12-43) over the low 32 bits
+    /// of the watch generation of a thread found unwatched.
     pub key: u64,
-    /// Entry 0: the thread's slot, 0 if it is not watched. Entry 1: the slot last found.
+    /// Entry 0: unused. Entry 1: the slot last found.
     pub slot: u32,
     /// Padding, always 0.
     pub _pad: u32,

@@ -27,27 +27,33 @@ use crate::{
 const BY_TID: u32 = 0;
 const BY_REGS: u32 = 1;
 
-/// The slot of the current thread, or 0 if it is not watched: from this CPU's cache of the
-/// last thread it looked up, which holds while the same thread keeps making syscalls and the
-/// watch generation has not moved; else from `TID_SLOT`, and remembered.
+/// The slot of the current thread (`tid`), or 0 if it is not watched: from this CPU's cache
+/// of the last thread it looked up, which holds while the same thread keeps making syscalls
+/// and the watch generation has not moved; else from `TID_SLOT`, and remembered. Tid and slot
+/// are one word, read and written with one access each: a program preempted between two
+/// stores (Linux 7.x) cannot leave one thread's tid beside another's slot.
 #[inline(always)]
-fn running_slot() -> u32 {
-    let tid = bpf_get_current_pid_tgid() as u32;
+fn running_slot(tid: u32) -> u32 {
     let gen_now = watch_generation();
     let Some(cpu) = CPU_THREAD.get_ptr_mut(BY_TID) else {
         return slot_of(tid);
     };
-    // SAFETY: this CPU's slot; programs on one CPU do not nest for these hooks.
-    let cpu = unsafe { &mut *cpu };
-    if cpu.key == tid as u64 && cpu.generation == gen_now {
-        return cpu.slot;
+    let cpu = cpu as *mut CpuThread;
+    // SAFETY: this CPU's entry; each access is one aligned load or store of one field.
+    unsafe {
+        let word = core::ptr::read_volatile(&raw const (*cpu).key);
+        if word as u32 == tid && core::ptr::read_volatile(&raw const (*cpu).generation) == gen_now {
+            return (word >> 32) as u32;
+        }
     }
     // The generation read *before* the lookup: a thread entered meanwhile moved it on, so
     // this word is already stale and will not hide it.
     let slot = slot_of(tid);
-    cpu.key = tid as u64;
-    cpu.slot = slot;
-    cpu.generation = gen_now;
+    // SAFETY: as above.
+    unsafe {
+        core::ptr::write_volatile(&raw mut (*cpu).key, tid as u64 | (slot as u64) << 32);
+        core::ptr::write_volatile(&raw mut (*cpu).generation, gen_now);
+    }
     slot
 }
 
@@ -174,10 +180,18 @@ fn entry(slot: u32) -> Option<&'static mut ThreadStats> {
     THREADS.get_ptr_mut(slot).map(|t| unsafe { &mut *t })
 }
 
-/// The running thread's entry and slot, if it is watched (exited or not).
+/// The running thread's entry and slot, if it is watched (exited or not). A cached slot whose
+/// entry names another thread (the word was written at another watch generation by a
+/// preempted program) is looked up again rather than trusted.
 #[inline(always)]
 pub(crate) fn running_entry() -> Option<(&'static mut ThreadStats, u32)> {
-    let slot = running_slot();
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let slot = running_slot(tid);
+    let t = entry(slot)?;
+    if t.tid == tid {
+        return Some((t, slot));
+    }
+    let slot = slot_of(tid);
     entry(slot).map(|t| (t, slot))
 }
 
